@@ -1,0 +1,31 @@
+# Each target sets itself up: the venv is (re)built only when pyproject.toml changes.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
+
+.PHONY: setup demo test bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python launch.py --config=configs/barlow_tem.py:demo --workdir=runs/demo_barlow_tem
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/pretrain_step.py --depth=18 --width=16 --image_size=64 --batch=16 --steps=5
+
+lint: $(STAMP)
+	$(BIN)/ruff check fewshot_jax tests configs benchmarks launch.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,26 @@
+"""Barlow Twins pretraining of ResNet50 on 832 ImageNet photographs — the paper's setting.
+
+Barlow Twins (lambda 0.005), projector 128-64-1024, random crop (side 25-50%), flips and colour jitter, 224 px,
+batch 64, SGD (momentum 0.9) lr 0.2 with warm-up and a cosine over the whole run,
+200 epochs (2600 steps for 832 images).
+
+Launch (a folder of images; the paper drew `data.subset=832` of them by seed)::
+
+    python launch.py --config=configs/barlow_imagenet.py --workdir=runs/barlow_imagenet \
+        --config.data.root=/path/to/images
+
+CPU demo on the built-in synthetic data (ResNet18 at width 16, 64 px, 80 steps;
+a few minutes on 2 cores; the loss falls)::
+
+    python launch.py --config=configs/barlow_imagenet.py:demo --workdir=runs/barlow_imagenet_demo
+
+The finished run leaves `workdir/encoder` (the frozen encoder that the probe and
+U-Net stages load), `metrics.jsonl`, TensorBoard events in `tb/` and the last
+checkpoints in `checkpoints/`; rerunning the command resumes from them.
+"""
+
+from configs.ssl_base import ssl_config
+
+
+def get_config(arg: str = ''):
+    return ssl_config('barlow_twins', 'imagenet', arg)

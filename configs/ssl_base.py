@@ -1,0 +1,104 @@
+"""Shared defaults of the self-supervised pretraining experiments (the paper's settings).
+
+Not an experiment itself: ``barlow_tem.py``, ``simclr_tem.py``, ``barlow_imagenet.py``
+and ``simclr_imagenet.py`` build on :func:`ssl_config`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+PRESETS = ('', 'demo')
+
+
+def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigDict:
+    """The paper's pretraining setup for ``method`` on ``dataset``.
+
+    Args:
+        method: 'barlow_twins' (random crop, the paper's selected setting) or
+            'simclr' (no crop, the paper's selected setting).
+        dataset: 'tem' (grayscale micrographs; paper: 832 CEM500K images) or
+            'imagenet' (colour photographs; paper: 832 ImageNet images).
+        preset: '' for the paper's run, 'demo' for a CPU-sized run on the
+            built-in synthetic data (a few minutes on 2 cores).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f'unknown preset {preset!r}: expected one of {PRESETS} '
+                         f"(use --config=configs/<file>.py or --config=configs/<file>.py:demo)")
+    if dataset not in ('tem', 'imagenet'):
+        raise ValueError(f"dataset={dataset!r}: expected 'tem' or 'imagenet'")
+    c = ml_collections.ConfigDict()
+    c.task = 'pretrain'
+    c.seed = 0
+    c.num_devices = config_dict.placeholder(int)  # None: every visible device
+
+    c.model = ml_collections.ConfigDict()
+    c.model.depth = 50
+    c.model.width = 64
+    c.model.variant = 'v1.5'
+    c.model.dtype = 'float32'
+    c.model.zero_init_residual = False
+    c.model.projector = (128, 64, 1024)  # paper: last projection layer 1024
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.name = method
+    c.loss.variant = 'standard'  # 'paper' reproduces the original notebooks
+    c.loss.temperature = 0.1
+    c.loss.lambd = 0.005
+
+    c.augment = ml_collections.ConfigDict()
+    # Paper's selected settings: Barlow Twins with Randcrop, SimCLR without crop.
+    c.augment.crop = 'random' if method == 'barlow_twins' else 'none'
+    c.augment.crop_range = (0.25, 0.5)  # the original code's Randcrop side fraction
+    c.augment.flip_prob = 0.5
+    c.augment.jitter_prob = 0.8
+    c.augment.brightness = 0.0
+    c.augment.contrast = (0.2, 1.8)
+    c.augment.saturation = (0.2, 1.8)
+    c.augment.hue = 0.2
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = 'folder'
+    c.data.root = ''
+    # The paper drew 832 images per run; --config.data.subset=None uses every image.
+    c.data.subset = config_dict.placeholder(int)
+    c.data.subset = 832
+    c.data.keep_color = dataset == 'imagenet'
+    c.data.num_images = 832  # synthetic sources only
+    c.data.synthetic_size = 256
+    c.data.image_size = 224
+    c.data.batch_size = 64
+    c.data.seed = 0
+    c.data.num_threads = 8
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = 'sgd'
+    c.optim.lr = 0.2
+    c.optim.momentum = 0.9
+    c.optim.weight_decay = 0.0
+    c.optim.warmup_steps = 0.05  # a fraction of the run; the cosine then spans the rest
+    c.optim.end_lr = 0.0
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 200
+    c.train.num_steps = config_dict.placeholder(int)  # overrides epochs when set
+    c.train.log_every = 10
+    c.train.checkpoint_every = 500
+    c.train.keep_checkpoints = 3
+    c.train.progress = True
+
+    if preset == 'demo':
+        c.model.depth = 18
+        c.model.width = 16
+        c.model.projector = (64, 64, 128)
+        c.data.source = 'synthetic_everyday' if dataset == 'imagenet' else 'synthetic'
+        c.data.num_images = 256
+        c.data.synthetic_size = 96
+        c.data.image_size = 64
+        c.data.batch_size = 32
+        c.optim.lr = 0.1
+        c.train.num_steps = 80
+        c.train.log_every = 5
+        c.train.checkpoint_every = 20
+    return c

@@ -1,0 +1,164 @@
+"""Checkpoints (orbax): the train state, the data-iterator state and the config.
+
+Layout of a workdir::
+
+    workdir/
+      .lock                 held (flock) by the live run; released when it dies
+      checkpoints/<step>/   state (arrays), data (iterator state), config (JSON)
+      encoder/              final encoder variables + encoder.json (what later stages load)
+      metrics.jsonl, tb/    written by the loop
+
+Orbax writes each step to a temporary folder and renames it when complete, so
+a killed save leaves no half-written step behind; a step that is nevertheless
+unreadable (a damaged disk, a file removed by hand) is skipped with a warning
+and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+ENCODER_DIR = 'encoder'
+ENCODER_META = 'encoder.json'
+
+
+class WorkdirLockedError(RuntimeError):
+    """Another live process is training in the same workdir."""
+
+
+class WorkdirLock:
+    """An exclusive ``flock`` on ``workdir/.lock`` for the lifetime of a run.
+
+    The kernel drops the lock when the holder exits, however it dies, so a
+    stale lock file left by a killed run never blocks a new one.
+    """
+
+    def __init__(self, workdir: str | os.PathLike):
+        self.path = Path(workdir) / '.lock'
+        self._fd = None
+
+    def acquire(self) -> WorkdirLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or 'unknown'
+            os.close(fd)
+            raise WorkdirLockedError(
+                f'workdir {self.path.parent} is in use by a live run ({holder}); wait for it to '
+                f'finish, stop it, or choose another --workdir') from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}\n'.encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+class RunCheckpointer:
+    """Saves and restores ``(state, data-iterator state, config)`` by step.
+
+    Args:
+        directory: where step folders go (``workdir/checkpoints``).
+        max_to_keep: keep the last K steps.
+    """
+
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                               cleanup_tmp_directories=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=('state', 'data', 'config'))
+
+    def save(self, step: int, state, data_state: dict, config: dict) -> None:
+        """Starts an asynchronous save of ``step`` (call :meth:`wait` before exiting)."""
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_state),
+            config=ocp.args.JsonSave(config)), force=True)
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def restore_latest(self, target_state):
+        """Restores the newest readable step into the shape/sharding of ``target_state``.
+
+        Returns:
+            ``(step, state, data_state, config)``, or None if no step exists.
+            Unreadable steps are skipped with a warning, newest first.
+        """
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
+        for step in reversed(self.steps()):
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract),
+                    data=ocp.args.JsonRestore(),
+                    config=ocp.args.JsonRestore()))
+            except Exception as err:  # noqa: BLE001 - any unreadable step falls back
+                log.warning('checkpoint step %d in %s is unreadable (%s: %s); trying the '
+                            'previous one', step, self.directory, type(err).__name__, err)
+                continue
+            return step, restored['state'], restored['data'], restored['config']
+        return None
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def save_encoder(workdir: str | os.PathLike, variables, model_config: dict, step: int) -> Path:
+    """Writes the encoder's variables and how to rebuild it to ``workdir/encoder``.
+
+    Args:
+        variables: ``{'params': ..., 'batch_stats': ...}`` of the ResNet alone.
+        model_config: ``config.model`` as a dict (depth, width, variant, …).
+        step: the training step these weights come from.
+    """
+    path = Path(workdir).absolute() / ENCODER_DIR
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(path / 'variables', variables, force=True)
+    checkpointer.wait_until_finished()
+    if jax.process_index() == 0:
+        meta = {'model': model_config, 'step': int(step)}
+        (path / ENCODER_META).write_text(json.dumps(meta, indent=2))
+    return path
+
+
+def read_encoder_meta(workdir: str | os.PathLike) -> dict:
+    """Reads ``workdir/encoder/encoder.json`` (model config and step)."""
+    path = Path(workdir) / ENCODER_DIR / ENCODER_META
+    if not path.is_file():
+        raise FileNotFoundError(f'{path} not found: {workdir} holds no finished encoder '
+                                f'(a pretraining run writes it when it completes)')
+    return json.loads(path.read_text())
+
+
+def restore_encoder_variables(workdir: str | os.PathLike, target_variables):
+    """Restores encoder variables saved by :func:`save_encoder` into ``target_variables``' shapes."""
+    path = Path(workdir).absolute() / ENCODER_DIR / 'variables'
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_variables)
+    return ocp.StandardCheckpointer().restore(path, abstract)

@@ -1,0 +1,39 @@
+"""The train state: one pytree holding everything a step reads and writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Params, BatchNorm statistics, optimizer state, step and base rng key.
+
+    ``rng`` is a raw uint32 key (checkpointable as a plain array); each step
+    derives its randomness as ``fold_in(rng, step)``, so a resumed run draws
+    exactly what an uninterrupted one would.
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: optax.OptState
+    rng: jax.Array
+
+    @classmethod
+    def create(cls, variables, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+        """Builds the state at step 0 from model variables ``{'params', 'batch_stats'}``."""
+        params = variables['params']
+        return cls(step=jnp.zeros((), jnp.int32), params=params,
+                   batch_stats=variables.get('batch_stats', {}),
+                   opt_state=tx.init(params), rng=rng)
+
+    @property
+    def variables(self):
+        """The model variables, as ``Module.apply`` takes them."""
+        return {'params': self.params, 'batch_stats': self.batch_stats}

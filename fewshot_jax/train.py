@@ -1,0 +1,120 @@
+"""The self-supervised pretraining loop (SimCLR or Barlow Twins).
+
+config → builders (mesh, source, pipeline, model, optimizer, step) → loop of
+jitted steps → metrics, checkpoints and, at the end, ``workdir/encoder``.
+A run in a workdir that holds checkpoints continues from the newest readable
+one: same step counter, same data order, same randomness.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from fewshot_jax import augment, checkpoint, sharding, steps
+from fewshot_jax.data import pipeline
+from fewshot_jax.models import make_ssl_model
+from fewshot_jax.optim import make_optimizer, make_schedule
+from fewshot_jax.run_log import MetricsLog, fetch_and_check
+from fewshot_jax.state import TrainState
+
+log = logging.getLogger(__name__)
+
+
+def total_steps_of(train_cfg: ml_collections.ConfigDict, num_images: int, batch: int) -> int:
+    """``train.num_steps`` if set, else ``train.epochs`` × (images // batch)."""
+    if train_cfg.get('num_steps'):
+        return int(train_cfg.num_steps)
+    return int(train_cfg.epochs) * max(1, num_images // batch)
+
+
+def init_state(model, tx, seed: int, image_size: int, mesh) -> TrainState:
+    """Initialises params/BatchNorm statistics and the optimizer, replicated on ``mesh``."""
+    init_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
+
+    def init():
+        dummy = jnp.zeros((2, image_size, image_size, 3), jnp.float32)
+        variables = model.init(init_key, dummy, train=False)
+        return TrainState.create(variables, tx, step_key)
+
+    return jax.jit(init, out_shardings=sharding.replicated(mesh))()
+
+
+def _mean_metrics(host_metrics: list[tuple[int, dict]]) -> dict:
+    keys = host_metrics[-1][1].keys()
+    return {k: float(np.mean([np.asarray(m[k]) for _, m in host_metrics])) for k in keys}
+
+
+def train_ssl(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+    """Runs (or resumes) self-supervised pretraining described by ``config``.
+
+    Returns:
+        A summary: ``{'step', 'total_steps', 'resumed_from', 'final_loss'}``.
+    """
+    workdir = Path(workdir)
+    mesh = sharding.make_mesh(config.get('num_devices'))
+    sharding.check_global_batch(config.data.batch_size, mesh)
+    source = pipeline.make_source(config.data)
+    spec = pipeline.PipelineSpec(image_size=config.data.image_size,
+                                 global_batch=config.data.batch_size, seed=config.seed,
+                                 num_threads=config.data.get('num_threads', 8),
+                                 prefetch=config.data.get('num_threads', 8))
+    dataset = pipeline.ssl_dataset(source, spec)
+    total = total_steps_of(config.train, len(source), config.data.batch_size)
+
+    model = make_ssl_model(config.model)
+    tx = make_optimizer(config.optim, total)
+    # Views come out at the pipeline's size, as in the paper (crop, then resize back).
+    aug_cfg = augment.augment_config_from(config.augment, config.data.image_size)
+    state = init_state(model, tx, config.seed, config.data.image_size, mesh)
+    step_fn = steps.jit_step(steps.ssl_step_fn(model, tx, steps.make_ssl_loss(config.loss),
+                                               aug_cfg, make_schedule(config.optim, total)),
+                             mesh)
+
+    with checkpoint.WorkdirLock(workdir):
+        ckpt = checkpoint.RunCheckpointer(workdir / 'checkpoints',
+                                          max_to_keep=config.train.get('keep_checkpoints', 3))
+        start, data_state = 0, None
+        restored = ckpt.restore_latest(state)
+        if restored is not None:
+            start, state, data_state, _ = restored
+            log.info('resuming %s from step %d', workdir, start)
+        iterator = pipeline.batch_iterator(dataset, spec, data_state)
+        metrics_log = MetricsLog(workdir, resume_step=start)
+        log_every = config.train.get('log_every', 10)
+        ckpt_every = config.train.get('checkpoint_every', 100)
+        pending, last_loss = [], float('nan')
+        try:
+            bar = tqdm(range(start, total), initial=start, total=total, desc='pretrain',
+                       disable=jax.process_index() != 0 or not config.train.get('progress', True))
+            for step in bar:
+                batch = sharding.to_global(next(iterator), mesh)
+                state, metrics = step_fn(state, batch)
+                done = step + 1
+                pending.append((done, metrics))
+                must_save = done % ckpt_every == 0 or done == total
+                if done % log_every == 0 or must_save:
+                    # Checked before any save: a NaN state never reaches a checkpoint.
+                    host = fetch_and_check(pending)
+                    pending = []
+                    summary = _mean_metrics(host)
+                    last_loss = summary['loss']
+                    metrics_log.write(done, summary)
+                    bar.set_postfix(loss=f'{last_loss:.4f}')
+                if must_save:
+                    ckpt.save(done, state, iterator.get_state(), config.to_dict())
+        finally:
+            ckpt.close()
+            metrics_log.close()
+
+        encoder_vars = {'params': state.params['encoder'],
+                        'batch_stats': state.batch_stats['encoder']}
+        checkpoint.save_encoder(workdir, encoder_vars, config.model.to_dict(), total)
+    return {'step': total, 'total_steps': total, 'resumed_from': start, 'final_loss': last_loss}

@@ -1,0 +1,58 @@
+"""Entry point: ``python launch.py --config=configs/barlow_tem.py --workdir=runs/bt_tem``.
+
+``--config`` names an experiment file (``:demo`` selects its CPU preset) and
+``--config.a.b=value`` overrides any field. The config's ``task`` picks the job.
+Multi-host runs (SLURM, Open MPI, Cloud TPU, or an explicit
+``JAX_COORDINATOR_ADDRESS``) call ``jax.distributed.initialize()`` first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and outputs.')
+_MULTIHOST = flags.DEFINE_enum('multihost', 'auto', ['auto', 'yes', 'no'],
+                               'Call jax.distributed.initialize(): auto-detect, force or skip.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _multihost_environment() -> bool:
+    """True when the environment describes a job spanning several processes."""
+    env = os.environ
+    if env.get('JAX_COORDINATOR_ADDRESS'):
+        return True
+    for key in ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE'):
+        if int(env.get(key, '1') or '1') > 1:
+            return True
+    return ',' in env.get('TPU_WORKER_HOSTNAMES', '')
+
+
+def _tasks():
+    # Imported lazily so --help stays fast and jax starts after distributed init.
+    from fewshot_jax import train
+    return {'pretrain': train.train_ssl}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    logging.getLogger().setLevel(logging.INFO)
+    if _MULTIHOST.value == 'yes' or (_MULTIHOST.value == 'auto' and _multihost_environment()):
+        import jax
+        jax.distributed.initialize()
+    config = _CONFIG.value
+    tasks = _tasks()
+    if config.task not in tasks:
+        raise app.UsageError(f'config.task={config.task!r}: expected one of {sorted(tasks)}')
+    summary = tasks[config.task](config, _WORKDIR.value)
+    logging.info('finished: %s', summary)
+
+
+if __name__ == '__main__':
+    app.run(main)
