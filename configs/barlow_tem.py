@@ -1,6 +1,7 @@
 """Barlow Twins pretraining of ResNet50 on 832 generic TEM images (a CEM500K subset) — the paper's setting.
 
-Barlow Twins (lambda 0.005), projector 128-64-1024, random crop (side 25-50%), flips and colour jitter, 224 px,
+Barlow Twins (lambda 0.005), projector 128-64-1024, random crop (side 25-50%), flips
+and colour jitter, 224 px,
 batch 64, SGD (momentum 0.9) lr 0.2 with warm-up and a cosine over the whole run,
 200 epochs (2600 steps for 832 images).
 

@@ -1,6 +1,7 @@
 """SimCLR pretraining of ResNet50 on 832 generic TEM images (a CEM500K subset) — the paper's setting.
 
-NT-Xent (tau 0.1) over 2N views, projector 128-64-1024, no crop, flips and colour jitter, 224 px,
+NT-Xent (tau 0.1) over 2N views, projector 128-64-1024, no crop, flips and colour
+jitter, 224 px,
 batch 64, SGD (momentum 0.9) lr 0.2 with warm-up and a cosine over the whole run,
 200 epochs (2600 steps for 832 images).
 

@@ -20,7 +20,9 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import socket
+import time
 from pathlib import Path
 
 import jax
@@ -104,11 +106,16 @@ class RunCheckpointer:
     def restore_latest(self, target_state):
         """Restores the newest readable step into the shape/sharding of ``target_state``.
 
+        Unreadable steps are skipped with a warning, newest first, and moved to
+        ``<workdir>/corrupt_checkpoints/`` (kept for inspection) so that the run
+        can write those steps again.
+
         Returns:
-            ``(step, state, data_state, config)``, or None if no step exists.
-            Unreadable steps are skipped with a warning, newest first.
+            ``(step, state, data_state, config)``, or None if no readable step exists.
         """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
+        unreadable = []
+        result = None
         for step in reversed(self.steps()):
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(
@@ -117,10 +124,25 @@ class RunCheckpointer:
                     config=ocp.args.JsonRestore()))
             except Exception as err:  # noqa: BLE001 - any unreadable step falls back
                 log.warning('checkpoint step %d in %s is unreadable (%s: %s); trying the '
-                            'previous one', step, self.directory, type(err).__name__, err)
+                            'previous one', step, self.directory, type(err).__name__,
+                            str(err)[:300])
+                unreadable.append(step)
                 continue
-            return step, restored['state'], restored['data'], restored['config']
-        return None
+            result = step, restored['state'], restored['data'], restored['config']
+            break
+        if unreadable:
+            self._set_aside(unreadable)
+        return result
+
+    def _set_aside(self, steps: list[int]) -> None:
+        if jax.process_index() == 0:
+            aside = self.directory.parent / 'corrupt_checkpoints'
+            aside.mkdir(exist_ok=True)
+            for step in steps:
+                target = aside / f'{step}-{int(time.time())}'
+                shutil.move(str(self.directory / str(step)), target)
+                log.warning('moved unreadable checkpoint step %d to %s', step, target)
+        self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

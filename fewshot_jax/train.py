@@ -59,6 +59,12 @@ def train_ssl(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
         A summary: ``{'step', 'total_steps', 'resumed_from', 'final_loss'}``.
     """
     workdir = Path(workdir)
+    # Refuse at once if a live run holds the workdir, before any compilation.
+    with checkpoint.WorkdirLock(workdir):
+        return _train_ssl_locked(config, workdir)
+
+
+def _train_ssl_locked(config: ml_collections.ConfigDict, workdir: Path) -> dict:
     mesh = sharding.make_mesh(config.get('num_devices'))
     sharding.check_global_batch(config.data.batch_size, mesh)
     source = pipeline.make_source(config.data)
@@ -78,43 +84,41 @@ def train_ssl(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
                                                aug_cfg, make_schedule(config.optim, total)),
                              mesh)
 
-    with checkpoint.WorkdirLock(workdir):
-        ckpt = checkpoint.RunCheckpointer(workdir / 'checkpoints',
-                                          max_to_keep=config.train.get('keep_checkpoints', 3))
-        start, data_state = 0, None
-        restored = ckpt.restore_latest(state)
-        if restored is not None:
-            start, state, data_state, _ = restored
-            log.info('resuming %s from step %d', workdir, start)
-        iterator = pipeline.batch_iterator(dataset, spec, data_state)
-        metrics_log = MetricsLog(workdir, resume_step=start)
-        log_every = config.train.get('log_every', 10)
-        ckpt_every = config.train.get('checkpoint_every', 100)
-        pending, last_loss = [], float('nan')
-        try:
-            bar = tqdm(range(start, total), initial=start, total=total, desc='pretrain',
-                       disable=jax.process_index() != 0 or not config.train.get('progress', True))
-            for step in bar:
-                batch = sharding.to_global(next(iterator), mesh)
-                state, metrics = step_fn(state, batch)
-                done = step + 1
-                pending.append((done, metrics))
-                must_save = done % ckpt_every == 0 or done == total
-                if done % log_every == 0 or must_save:
-                    # Checked before any save: a NaN state never reaches a checkpoint.
-                    host = fetch_and_check(pending)
-                    pending = []
-                    summary = _mean_metrics(host)
-                    last_loss = summary['loss']
-                    metrics_log.write(done, summary)
-                    bar.set_postfix(loss=f'{last_loss:.4f}')
-                if must_save:
-                    ckpt.save(done, state, iterator.get_state(), config.to_dict())
-        finally:
-            ckpt.close()
-            metrics_log.close()
+    ckpt = checkpoint.RunCheckpointer(workdir / 'checkpoints',
+                                      max_to_keep=config.train.get('keep_checkpoints', 3))
+    start, data_state = 0, None
+    restored = ckpt.restore_latest(state)
+    if restored is not None:
+        start, state, data_state, _ = restored
+        log.info('resuming %s from step %d', workdir, start)
+    iterator = pipeline.batch_iterator(dataset, spec, data_state)
+    metrics_log = MetricsLog(workdir, resume_step=start)
+    log_every = config.train.get('log_every', 10)
+    ckpt_every = config.train.get('checkpoint_every', 100)
+    pending, last_loss = [], float('nan')
+    try:
+        bar = tqdm(range(start, total), initial=start, total=total, desc='pretrain',
+                   disable=jax.process_index() != 0 or not config.train.get('progress', True))
+        for step in bar:
+            batch = sharding.to_global(next(iterator), mesh)
+            state, metrics = step_fn(state, batch)
+            done = step + 1
+            pending.append((done, metrics))
+            must_save = done % ckpt_every == 0 or done == total
+            if done % log_every == 0 or must_save:
+                # Checked before any save: a NaN state never reaches a checkpoint.
+                host = fetch_and_check(pending)
+                pending = []
+                summary = _mean_metrics(host)
+                last_loss = summary['loss']
+                metrics_log.write(done, summary)
+                bar.set_postfix(loss=f'{last_loss:.4f}')
+            if must_save:
+                ckpt.save(done, state, iterator.get_state(), config.to_dict())
+    finally:
+        ckpt.close()
+        metrics_log.close()
 
-        encoder_vars = {'params': state.params['encoder'],
-                        'batch_stats': state.batch_stats['encoder']}
-        checkpoint.save_encoder(workdir, encoder_vars, config.model.to_dict(), total)
+    encoder_vars = {'params': state.params['encoder'], 'batch_stats': state.batch_stats['encoder']}
+    checkpoint.save_encoder(workdir, encoder_vars, config.model.to_dict(), total)
     return {'step': total, 'total_steps': total, 'resumed_from': start, 'final_loss': last_loss}

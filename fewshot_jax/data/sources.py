@@ -1,0 +1,574 @@
+"""Random-access image sources over folders on disk and arrays in memory.
+
+Every source follows Grain's `RandomAccessDataSource` protocol: `len(source)`
+and `source[i]` -> a record, a dict of numpy arrays:
+
+  'image': float32 (H, W), or (H, W, 3) for colour files with keep_color;
+           values in [0, 1].
+  'label': np.int32 scalar (labeled sources).
+  'mask':  uint8 (H, W) in {0, 1} (mask sources).
+
+File sources scan their folder once, in sorted order, and store paths only;
+images are decoded in `__getitem__` (first frame of multi-frame files), so a
+source pickles cheaply into Grain worker processes. Labels come from folder
+names without reading any image, which is what the splits need. Problems raise
+`DataError` naming the file, folder or class; files skipped for an unknown
+extension are counted in `skipped` and logged, never dropped silently.
+
+The published dataset layouts are functions at the end of this module,
+documented in docs/datasets.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+from fewshot_jax.data.io import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_PERCENTILES,
+    IMAGE_EXTENSIONS,
+    DataError,
+    MaskEncoding,
+    read_image,
+    read_mask,
+)
+
+logger = logging.getLogger(__name__)
+
+HIDDEN = '(hidden)'
+NO_EXTENSION = '(no extension)'
+OUTSIDE_CLASS_FOLDERS = '(outside class folders)'
+
+
+class _FileSource:
+    """Shared behaviour of sources that read image files lazily."""
+
+    def __init__(self, root, *, keep_color, max_pixels, percentiles):
+        self.root = pathlib.Path(root)
+        self.keep_color = keep_color
+        self.max_pixels = max_pixels
+        self.percentiles = percentiles
+        self.paths: list[pathlib.Path] = []
+        self.skipped: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __repr__(self) -> str:
+        # Grain checkpoints identify the source by its repr: keep it stable.
+        return f'{type(self).__name__}(root={str(self.root)!r}, n={len(self)})'
+
+    def _index(self, index) -> int:
+        index = int(index)
+        if not 0 <= index < len(self.paths):
+            raise IndexError(f'{self!r}: index {index} out of range [0, {len(self.paths)})')
+        return index
+
+    def _read(self, index: int) -> np.ndarray:
+        return read_image(
+            self.paths[index],
+            keep_color=self.keep_color,
+            max_pixels=self.max_pixels,
+            percentiles=self.percentiles,
+        )
+
+    def validate(self) -> None:
+        """Reads every record once; raises DataError listing every bad file."""
+        problems = []
+        for index in range(len(self)):
+            try:
+                self[index]
+            except DataError as err:
+                problems.append(str(err))
+        if problems:
+            raise DataError(
+                f'{len(problems)} of {len(self)} records in {self.root} are unreadable:\n'
+                + '\n'.join(problems)
+            )
+
+
+def scan_images(
+    folder: str | pathlib.Path,
+    *,
+    extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    recursive: bool = True,
+) -> tuple[list[pathlib.Path], dict[str, int]]:
+    """Lists image files under a folder in sorted (relative path) order.
+
+    Args:
+      folder: The folder to scan; must exist.
+      extensions: Accepted lower-case extensions; matching ignores case.
+      recursive: Also scan sub-folders (symbolic links to folders are not
+        followed, so a link cycle cannot loop).
+
+    Returns:
+      (paths, skipped): the image files, and counts of the files left out by
+      extension ('.txt': 3), with '(hidden)' for dot-files and dot-folders
+      (not entered) and '(no extension)'.
+
+    Raises:
+      DataError: The folder does not exist or is not a folder.
+    """
+    folder = _existing_folder(folder, extensions)
+    accepted = {e.lower() for e in extensions}
+    paths, skipped = [], Counter()
+    walker = os.walk(folder) if recursive else [(str(folder), [], _files_in(folder))]
+    for dirpath, dirnames, filenames in walker:
+        # Hidden folders (.ipynb_checkpoints, .thumbnails) hold copies, not data.
+        skipped[HIDDEN] += sum(d.startswith('.') for d in dirnames)
+        dirnames[:] = [d for d in dirnames if not d.startswith('.')]
+        for name in filenames:
+            suffix = pathlib.PurePath(name).suffix.lower()
+            if name.startswith('.'):
+                skipped[HIDDEN] += 1
+            elif suffix in accepted:
+                paths.append(pathlib.Path(dirpath, name))
+            else:
+                skipped[suffix or NO_EXTENSION] += 1
+    paths.sort(key=lambda p: p.relative_to(folder).as_posix())
+    return paths, {k: v for k, v in sorted(skipped.items()) if v}
+
+
+class UnlabeledFolderSource(_FileSource):
+    """Images in a flat or nested folder, without labels (pretraining sets).
+
+    Records: {'image'}.
+
+    Args:
+      root: The folder.
+      subset: If set, draw this many files (without replacement, by `seed`)
+        from the sorted file list, as the paper drew 832 CEM500K images per run.
+      seed: Seed of the subset draw.
+      recursive: Also read sub-folders.
+      keep_color: Keep colour files as (H, W, 3) (ImageNet-like photos).
+      max_pixels: Largest image accepted, see `read_image`.
+      percentiles: Robust scaling of deep (16-bit, float) data.
+      extensions: Accepted file extensions.
+    """
+
+    def __init__(
+        self,
+        root: str | pathlib.Path,
+        *,
+        subset: int | None = None,
+        seed: int = 0,
+        recursive: bool = True,
+        keep_color: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        percentiles: tuple[float, float] | None = DEFAULT_PERCENTILES,
+        extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    ):
+        super().__init__(root, keep_color=keep_color, max_pixels=max_pixels,
+                         percentiles=percentiles)
+        paths, self.skipped = scan_images(self.root, extensions=extensions, recursive=recursive)
+        _log_skipped(self.root, self.skipped)
+        if not paths:
+            raise DataError(
+                f'{self.root}: no image files found{" (recursively)" if recursive else ""}; '
+                f'accepted extensions: {", ".join(extensions)}{_skipped_note(self.skipped)}'
+            )
+        self.subset, self.seed = subset, seed
+        if subset is not None:
+            if not 0 < subset <= len(paths):
+                raise DataError(
+                    f'{self.root}: subset={subset} but the folder has {len(paths)} images; '
+                    f'expected 1 <= subset <= {len(paths)}'
+                )
+            chosen = np.random.default_rng(seed).choice(len(paths), size=subset, replace=False)
+            paths = [paths[i] for i in np.sort(chosen)]
+        self.paths = paths
+
+    def __repr__(self) -> str:
+        return (f'UnlabeledFolderSource(root={str(self.root)!r}, n={len(self)}, '
+                f'subset={self.subset}, seed={self.seed})')
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        return {'image': self._read(self._index(index))}
+
+
+class ClassFolderSource(_FileSource):
+    """Labeled images, one sub-folder per class (class names sorted).
+
+    Records: {'image', 'label'}. `labels[i]` indexes `class_names`. Files
+    directly in `root` are counted in `skipped` as '(outside class folders)'.
+
+    Args:
+      root: The folder holding one folder per class.
+      classes: Class folders to use; None uses every non-hidden sub-folder.
+        Either way the class names are sorted, so label ids are stable.
+      recursive: Also read sub-folders of each class folder.
+      keep_color, max_pixels, percentiles, extensions: As for
+        `UnlabeledFolderSource`.
+    """
+
+    def __init__(
+        self,
+        root: str | pathlib.Path,
+        *,
+        classes: Sequence[str] | None = None,
+        recursive: bool = True,
+        keep_color: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        percentiles: tuple[float, float] | None = DEFAULT_PERCENTILES,
+        extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    ):
+        super().__init__(root, keep_color=keep_color, max_pixels=max_pixels,
+                         percentiles=percentiles)
+        self.extensions, self.recursive = tuple(extensions), recursive
+        self.class_names = _class_folders(self.root, classes, extensions)
+        paths, labels, skipped = [], [], Counter()
+        loose = _files_in(self.root)
+        if loose:
+            skipped[OUTSIDE_CLASS_FOLDERS] += len(loose)
+        for label, name in enumerate(self.class_names):
+            found, skipped_here = self._scan_folder(self.root / name)
+            if not found:
+                raise DataError(
+                    f'{self.root / name}: class {name!r} has no image files; accepted '
+                    f'extensions: {", ".join(extensions)}{_skipped_note(skipped_here)}'
+                )
+            skipped.update(skipped_here)
+            paths += found
+            labels += [label] * len(found)
+        self.skipped = dict(sorted(skipped.items()))
+        _log_skipped(self.root, self.skipped)
+        self.paths = paths
+        self.labels = np.asarray(labels, dtype=np.int32)
+
+    def _scan_folder(self, folder: pathlib.Path) -> tuple[list[pathlib.Path], dict[str, int]]:
+        return scan_images(folder, extensions=self.extensions, recursive=self.recursive)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        index = self._index(index)
+        return {'image': self._read(index), 'label': self.labels[index]}
+
+
+class MaskedImageSource(ClassFolderSource):
+    """Images with a binary mask each, in class folders or a flat folder.
+
+    A mask lives beside its image (`a.jpg` -> `a<mask_suffix>` in the same
+    folder) or, with `mask_dir`, at the same relative place under `mask_dir`.
+    The nanowire release keeps png masks beside jpg images in the class
+    folders: `mask_suffix='.png'`, `extensions=('.jpg',)`. Every image must
+    have its mask. Masks beside images that match no image are counted in
+    `skipped` as '(mask without image)'.
+
+    Records: {'image', 'mask'} plus 'label' when `class_folders` is True.
+
+    Args:
+      root: Folder of images (flat or nested) or of class folders.
+      mask_suffix: Appended to the image's stem to name its mask.
+      mask_dir: Folder mirroring `root` that holds the masks; None means
+        beside the images.
+      mask_encoding: How mask files encode the foreground, see `read_mask`.
+      class_folders: Whether `root` holds one folder per class.
+      classes: With class_folders, the classes to use (e.g. the two nanowire
+        classes that have masks).
+      recursive, keep_color, max_pixels, percentiles, extensions: As for
+        `ClassFolderSource`.
+    """
+
+    def __init__(
+        self,
+        root: str | pathlib.Path,
+        *,
+        mask_suffix: str = '_mask.png',
+        mask_dir: str | pathlib.Path | None = None,
+        mask_encoding: MaskEncoding = 'binary',
+        class_folders: bool = False,
+        classes: Sequence[str] | None = None,
+        recursive: bool = True,
+        keep_color: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        percentiles: tuple[float, float] | None = DEFAULT_PERCENTILES,
+        extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    ):
+        self.mask_suffix = mask_suffix
+        self.mask_dir = pathlib.Path(mask_dir) if mask_dir is not None else None
+        self.mask_encoding = mask_encoding
+        self.class_folders = class_folders
+        if mask_encoding not in ('binary', 'color_overlay', 'auto'):
+            raise DataError(f"mask_encoding must be 'binary', 'color_overlay' or 'auto', got "
+                            f'{mask_encoding!r}')
+        if not pathlib.PurePath('x' + mask_suffix).suffix:
+            raise DataError(f'mask_suffix {mask_suffix!r} has no file extension, e.g. "_mask.png"')
+        if self.mask_dir is None and mask_suffix.lower() in {e.lower() for e in extensions}:
+            raise DataError(
+                f'mask_suffix {mask_suffix!r} is also an accepted image extension, so masks '
+                'beside images would be read as images; narrow `extensions` or set mask_dir'
+            )
+        if self.mask_dir is not None:
+            _existing_folder(self.mask_dir, extensions)
+        if class_folders:
+            super().__init__(root, classes=classes, recursive=recursive, keep_color=keep_color,
+                             max_pixels=max_pixels, percentiles=percentiles,
+                             extensions=extensions)
+        else:
+            if classes is not None:
+                raise DataError('classes is only meaningful with class_folders=True')
+            _FileSource.__init__(self, root, keep_color=keep_color, max_pixels=max_pixels,
+                                 percentiles=percentiles)
+            self.extensions, self.recursive = tuple(extensions), recursive
+            self.paths, self.skipped = self._scan_folder(_existing_folder(self.root, extensions))
+            if not self.paths:
+                raise DataError(
+                    f'{self.root}: no image files found; accepted extensions: '
+                    f'{", ".join(extensions)}{_skipped_note(self.skipped)}'
+                )
+            _log_skipped(self.root, self.skipped)
+        self.mask_paths = [self.mask_path(p) for p in self.paths]
+
+    def mask_path(self, image_path: pathlib.Path) -> pathlib.Path:
+        """Where the mask of `image_path` is expected."""
+        name = image_path.stem + self.mask_suffix
+        if self.mask_dir is None:
+            return image_path.with_name(name)
+        return self.mask_dir / image_path.parent.relative_to(self.root) / name
+
+    def _scan_folder(self, folder):
+        suffix = self.mask_suffix.lower()
+        if self.mask_dir is not None:
+            images, skipped = super()._scan_folder(folder)
+        else:
+            mask_extension = pathlib.PurePath('x' + suffix).suffix
+            files, skipped = scan_images(folder, extensions=self.extensions + (mask_extension,),
+                                         recursive=self.recursive)
+            masks = {p for p in files if p.name.lower().endswith(suffix)}
+            image_extensions = {e.lower() for e in self.extensions}
+            images, skipped = [], Counter(skipped)
+            for p in files:
+                if p in masks:
+                    continue
+                if p.suffix.lower() in image_extensions:
+                    images.append(p)
+                else:
+                    skipped[p.suffix.lower()] += 1
+            orphans = masks - {self.mask_path(p) for p in images}
+            if orphans:
+                skipped['(mask without image)'] += len(orphans)
+                logger.warning('%s: %d mask(s) match no image, e.g. %s', folder, len(orphans),
+                               min(orphans))
+            skipped = dict(sorted(skipped.items()))
+        missing = [(p, self.mask_path(p)) for p in images if not self.mask_path(p).is_file()]
+        if missing:
+            shown = '\n'.join(f'  {img} -> {mask}' for img, mask in missing[:5])
+            raise DataError(
+                f'{len(missing)} image(s) in {folder} have no mask (mask_suffix='
+                f'{self.mask_suffix!r}, mask_dir={self.mask_dir}); expected:\n{shown}'
+                f'{chr(10) + "  ..." if len(missing) > 5 else ""}'
+            )
+        return images, skipped
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        index = self._index(index)
+        image = self._read(index)
+        mask = read_mask(self.mask_paths[index], encoding=self.mask_encoding,
+                         expected_shape=image.shape[:2], image_path=self.paths[index],
+                         max_pixels=self.max_pixels)
+        record = {'image': image, 'mask': mask}
+        if self.class_folders:
+            record['label'] = self.labels[index]
+        return record
+
+
+class ArraySource:
+    """In-memory arrays as a source (the synthetic generator's output).
+
+    Args:
+      images: (N, H, W) or (N, H, W, 3); uint8 (divided by 255) or float in
+        [0, 1].
+      labels: (N,) integer class ids in [0, len(class_names)).
+      masks: (N, H, W) with values in {0, 1} (bool or integer).
+      class_names: Names of the label ids; default '0', '1', ...
+
+    Records: {'image'} plus 'label' and 'mask' when given. `paths` holds
+    placeholders ('array/000012'), not files, so code that logs paths works.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray | None = None,
+        masks: np.ndarray | None = None,
+        class_names: Sequence[str] | None = None,
+    ):
+        images = np.asarray(images)
+        if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
+            raise DataError(f'images: shape {images.shape}; expected (N, H, W) or (N, H, W, 3)')
+        if images.dtype == np.uint8:
+            images = images.astype(np.float32) / np.float32(255.0)
+        elif np.issubdtype(images.dtype, np.floating):
+            if images.size and not (np.isfinite(images).all()
+                                    and images.min() >= 0 and images.max() <= 1):
+                raise DataError(
+                    f'images: float values must be finite and in [0, 1], got range '
+                    f'[{np.nanmin(images)}, {np.nanmax(images)}]')
+            images = images.astype(np.float32, copy=False)
+        else:
+            raise DataError(f'images: dtype {images.dtype}; expected uint8 or float in [0, 1]')
+        n = len(images)
+        self.images = images
+        self.labels = None if labels is None else _check_labels(labels, n, class_names)
+        if self.labels is not None:
+            count = int(self.labels.max(initial=-1)) + 1
+            self.class_names = (tuple(class_names) if class_names is not None
+                                else tuple(str(i) for i in range(count)))
+        elif class_names is not None:
+            raise DataError('class_names given without labels')
+        self.masks = None if masks is None else _check_masks(masks, images.shape[:3])
+        self.paths = [pathlib.Path(f'array/{i:06d}') for i in range(n)]
+        self.skipped: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __repr__(self) -> str:
+        return f'ArraySource(n={len(self)}, shape={self.images.shape[1:]})'
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f'{self!r}: index {index} out of range [0, {len(self)})')
+        record = {'image': self.images[index]}
+        if self.labels is not None:
+            record['label'] = self.labels[index]
+        if self.masks is not None:
+            record['mask'] = self.masks[index]
+        return record
+
+
+# --- Published layouts (docs/datasets.md: folder trees and where to get them) ---
+
+NANOWIRE_CLASSES = ('bundle', 'dispersed', 'network', 'singular')
+NANOWIRE_MASKED_CLASSES = ('dispersed', 'network')
+MNP_CLASSES = ('dispersed', 'percolating_cluster', 'separate_clusters')
+VIRUS_SPLITS = ('train', 'validation', 'test')
+_JPEG = ('.jpg', '.jpeg')
+
+
+def nanowire_morphology(root: str | pathlib.Path, **kwargs) -> ClassFolderSource:
+    """The nanowire morphology set (Zenodo 10.5281/zenodo.6377140): 4 classes.
+
+    Only the jpg images are read; the png masks beside them are skipped.
+    `kwargs` go to `ClassFolderSource`.
+    """
+    return ClassFolderSource(root, classes=NANOWIRE_CLASSES, extensions=_JPEG, **kwargs)
+
+
+def nanowire_segmentation(
+    root: str | pathlib.Path, *, mask_encoding: MaskEncoding = 'auto', **kwargs
+) -> MaskedImageSource:
+    """The dispersed and network nanowire images with their png masks.
+
+    The release's masks are png files beside the jpg images (same stem). They
+    may be annotation overlays (colour on gray) or binary images, hence
+    mask_encoding='auto'. `kwargs` go to `MaskedImageSource`.
+    """
+    return MaskedImageSource(root, mask_suffix='.png', mask_encoding=mask_encoding,
+                             class_folders=True, classes=NANOWIRE_MASKED_CLASSES,
+                             extensions=_JPEG, **kwargs)
+
+
+def mnp_morphology(
+    root: str | pathlib.Path, *, classes: Sequence[str] = MNP_CLASSES, **kwargs
+) -> ClassFolderSource:
+    """AutoDetect-mNP images sorted into the paper's 3 assembly morphologies."""
+    return ClassFolderSource(root, classes=classes, **kwargs)
+
+
+def tem_virus(
+    root: str | pathlib.Path, *, classes: Sequence[str] | None = None, **kwargs
+) -> dict[str, ClassFolderSource]:
+    """The TEM virus set with its own train/validation/test split.
+
+    Args:
+      root: Folder holding train/, validation/ and test/, each with one
+        folder per virus.
+      classes: Viruses to use (the paper used 9 of 14); None takes every class
+        folder of train/. validation/ and test/ must hold the same classes, so
+        a label id means the same virus in every split.
+      **kwargs: Passed to `ClassFolderSource`.
+
+    Returns:
+      {'train': ..., 'validation': ..., 'test': ...} with equal class_names.
+    """
+    root = _existing_folder(root, IMAGE_EXTENSIONS)
+    if classes is None:
+        classes = _class_folders(root / 'train', None, IMAGE_EXTENSIONS)
+    return {name: ClassFolderSource(root / name, classes=classes, **kwargs)
+            for name in VIRUS_SPLITS}
+
+
+def cem500k(
+    root: str | pathlib.Path, *, subset: int | None = 832, seed: int = 0, **kwargs
+) -> UnlabeledFolderSource:
+    """A flat (or nested) folder of CEM500K images; 832 drawn by seed as in the paper."""
+    return UnlabeledFolderSource(root, subset=subset, seed=seed, **kwargs)
+
+
+def _check_labels(labels, n, class_names) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f'labels: shape {labels.shape}, dtype {labels.dtype}; '
+                        f'expected {n} integers')
+    limit = len(class_names) if class_names is not None else np.iinfo(np.int32).max
+    if labels.size and (labels.min() < 0 or labels.max() >= limit):
+        raise DataError(f'labels: values in [{labels.min()}, {labels.max()}]; expected '
+                        f'[0, {limit}) to index class_names')
+    return labels.astype(np.int32)
+
+
+def _check_masks(masks, image_shape) -> np.ndarray:
+    masks = np.asarray(masks)
+    if masks.shape != tuple(image_shape):
+        raise DataError(f'masks: shape {masks.shape}; expected {tuple(image_shape)} like images')
+    if masks.dtype != np.bool_ and not np.isin(np.unique(masks), (0, 1)).all():
+        raise DataError(f'masks: values {np.unique(masks)[:8]}; expected only 0 and 1')
+    return masks.astype(np.uint8)
+
+
+def _existing_folder(folder, extensions) -> pathlib.Path:
+    folder = pathlib.Path(folder)
+    if not folder.exists():
+        raise DataError(f'{folder}: data folder does not exist; expected a folder of images '
+                        f'({", ".join(extensions)})')
+    if not folder.is_dir():
+        raise DataError(f'{folder}: not a folder; expected a folder of images')
+    return folder
+
+
+def _files_in(folder: pathlib.Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(folder) if e.is_file())
+
+
+def _class_folders(root, classes, extensions) -> tuple[str, ...]:
+    root = _existing_folder(root, extensions)
+    present = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith('.'))
+    if classes is None:
+        if not present:
+            raise DataError(f'{root}: no class folders; expected one sub-folder per class')
+        return tuple(present)
+    missing = [c for c in classes if c not in present]
+    if missing:
+        raise DataError(f'{root}: class folder(s) {missing} missing; found {present}')
+    if len(set(classes)) != len(classes):
+        raise DataError(f'{root}: classes {list(classes)} has duplicates')
+    return tuple(sorted(classes))
+
+
+def _skipped_note(skipped: dict[str, int]) -> str:
+    if not skipped:
+        return ''
+    return '; skipped ' + ', '.join(f'{n} {k}' for k, n in skipped.items())
+
+
+def _log_skipped(root, skipped: dict[str, int]) -> None:
+    if skipped:
+        logger.info('%s: skipped %d file(s) with other extensions: %s', root,
+                    sum(skipped.values()), skipped)

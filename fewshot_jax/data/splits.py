@@ -1,0 +1,228 @@
+"""The paper's data protocol as pure functions of a labels array and a seed.
+
+1. `stratified_split`: 80/20 train/test per seed, balanced per class.
+2. `k_shot_indices`: from the training part only, k images per class for
+   each k, nested (for one seed the k=4 set contains the k=2 set).
+3. `stratified_folds`: 4-fold stratified cross-validation inside the
+   training part, for model selection.
+
+The test part is only for final evaluation; `check_disjoint` guards that.
+Datasets that ship their own split (the TEM virus set) are used as shipped:
+`sources.tem_virus` returns one source per split, and the k-shot sets are
+drawn from the train source's labels with
+`k_shot_indices(labels, np.arange(len(labels)), ...)`.
+
+Every function returns sorted int64 index arrays and depends only on its
+arguments: the same (labels, seed) gives the same indices on any machine.
+Each function draws from its own random stream, so reusing one seed for the
+split and the k-shot draw (the paper used 42 for both) does not correlate them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fewshot_jax.data.io import DataError
+
+PAPER_SHOTS = (1, 2, 4, 8, 16, 32, 80)
+
+# Distinct stream ids per function (see module docstring).
+_SPLIT_STREAM, _SHOT_STREAM, _FOLD_STREAM = 1, 2, 3
+
+
+def stratified_split(
+    labels: Sequence[int] | np.ndarray,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    *,
+    class_names: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Splits indices into train and test with the same class balance.
+
+    Each class contributes round(test_fraction * n_class) images to the test
+    part (at least 1, leaving at least 1 for training).
+
+    Args:
+      labels: (N,) non-negative class ids.
+      test_fraction: Share of every class held out, in (0, 1).
+      seed: Seed of the draw.
+      class_names: Names used in error messages.
+
+    Returns:
+      (train_indices, test_indices), sorted, disjoint, covering range(N).
+
+    Raises:
+      DataError: Bad labels or fraction, or a class with fewer than 2 images.
+    """
+    labels = _check_labels(labels)
+    if not 0 < test_fraction < 1:
+        raise DataError(f'test_fraction must be in (0, 1), got {test_fraction}')
+    rng = np.random.default_rng((seed, _SPLIT_STREAM))
+    train, test = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        if len(members) < 2:
+            raise DataError(
+                f'{_class_label(label, class_names)} has {len(members)} image; a train/test '
+                'split needs at least 2 per class'
+            )
+        n_test = int(np.floor(test_fraction * len(members) + 0.5))
+        n_test = min(max(n_test, 1), len(members) - 1)
+        test.append(members[:n_test])
+        train.append(members[n_test:])
+    return _sorted(train), _sorted(test)
+
+
+def k_shot_indices(
+    labels: Sequence[int] | np.ndarray,
+    train_indices: Sequence[int] | np.ndarray,
+    shots: Sequence[int] = PAPER_SHOTS,
+    seed: int = 0,
+    *,
+    class_names: Sequence[str] | None = None,
+) -> dict[int, np.ndarray]:
+    """Draws k labeled training images per class for every k, nested.
+
+    One random order of each class's training images is drawn per seed and
+    the k-shot set takes its first k, so a larger k's set contains every
+    smaller k's set. Every class present in `labels` must have k images in
+    `train_indices`.
+
+    Args:
+      labels: (N,) class ids of the whole dataset.
+      train_indices: Indices the draw may use (the training part).
+      shots: The k values, each >= 1.
+      seed: Seed of the draw.
+      class_names: Names used in error messages.
+
+    Returns:
+      {k: sorted indices}, k * n_classes indices each, all in train_indices.
+
+    Raises:
+      DataError: A k exceeds the training images of some class (names the
+        class, k and how many there are), or bad arguments.
+    """
+    labels = _check_labels(labels)
+    train_indices = _check_indices(train_indices, len(labels), 'train_indices')
+    shots = tuple(int(k) for k in shots)
+    if not shots or min(shots) < 1:
+        raise DataError(f'shots must be positive integers, got {shots}')
+    rng = np.random.default_rng((seed, _SHOT_STREAM))
+    orders = {}
+    for label in np.unique(labels):
+        members = train_indices[labels[train_indices] == label]
+        orders[label] = rng.permutation(members)
+        too_many = sorted(k for k in shots if k > len(members))
+        if too_many:
+            raise DataError(
+                f'{_class_label(label, class_names)} has {len(members)} training image(s); '
+                f'k={too_many[0]} images per class were requested (shots {too_many} exceed it)'
+            )
+    return {k: _sorted([order[:k] for order in orders.values()]) for k in shots}
+
+
+def stratified_folds(
+    labels: Sequence[int] | np.ndarray,
+    indices: Sequence[int] | np.ndarray,
+    n_folds: int = 4,
+    seed: int = 0,
+    *,
+    class_names: Sequence[str] | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified K-fold cross-validation over a subset of the data.
+
+    Each class's images (within `indices`) are shuffled and dealt to the
+    folds in turn, continuing the turn across classes, so every fold holds
+    each class within one image and the fold sizes differ by at most one.
+
+    Args:
+      labels: (N,) class ids of the whole dataset.
+      indices: The part to cross-validate (the training part).
+      n_folds: Number of folds, >= 2.
+      seed: Seed of the shuffle.
+      class_names: Names used in error messages.
+
+    Returns:
+      n_folds pairs (fit_indices, validation_indices), sorted and disjoint,
+      together covering `indices`; each index validates exactly once.
+
+    Raises:
+      DataError: A class has fewer images than folds, or bad arguments.
+    """
+    labels = _check_labels(labels)
+    indices = _check_indices(indices, len(labels), 'indices')
+    if n_folds < 2:
+        raise DataError(f'n_folds must be >= 2, got {n_folds}')
+    rng = np.random.default_rng((seed, _FOLD_STREAM))
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    turn = 0
+    for label in np.unique(labels[indices]):
+        members = rng.permutation(indices[labels[indices] == label])
+        if len(members) < n_folds:
+            raise DataError(
+                f'{_class_label(label, class_names)} has {len(members)} image(s); '
+                f'{n_folds}-fold cross-validation needs at least {n_folds} per class'
+            )
+        fold_of[members] = (turn + np.arange(len(members))) % n_folds
+        turn = (turn + len(members)) % n_folds
+    folds = []
+    for fold in range(n_folds):
+        held_out = fold_of[indices] == fold
+        folds.append((np.sort(indices[~held_out]), np.sort(indices[held_out])))
+    return folds
+
+
+def check_disjoint(**index_sets: Sequence[int] | np.ndarray) -> None:
+    """Raises DataError if two named index sets share an index.
+
+    Example: `check_disjoint(train=train_idx, test=test_idx)` before fitting.
+    """
+    names = list(index_sets)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            shared = np.intersect1d(index_sets[first], index_sets[second])
+            if shared.size:
+                raise DataError(
+                    f'{first} and {second} share {shared.size} index(es), e.g. '
+                    f'{shared[:5].tolist()}; expected disjoint sets'
+                )
+
+
+def _check_labels(labels) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(
+            f'labels: shape {labels.shape}, dtype {labels.dtype}; expected a non-empty 1-D '
+            'integer array'
+        )
+    if labels.min() < 0:
+        raise DataError(f'labels: negative class id {labels.min()}; expected ids >= 0')
+    return labels
+
+
+def _check_indices(indices, n: int, name: str) -> np.ndarray:
+    indices = np.asarray(indices)
+    if indices.ndim != 1 or not (indices.size == 0 or np.issubdtype(indices.dtype, np.integer)):
+        raise DataError(f'{name}: shape {indices.shape}, dtype {indices.dtype}; expected 1-D '
+                        'integers')
+    indices = indices.astype(np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= n):
+        raise DataError(f'{name}: values in [{indices.min()}, {indices.max()}]; expected '
+                        f'[0, {n}) to index labels')
+    if np.unique(indices).size != indices.size:
+        raise DataError(f'{name}: contains repeated indices; expected each at most once')
+    return np.sort(indices)
+
+
+def _class_label(label, class_names) -> str:
+    if class_names is not None and 0 <= int(label) < len(class_names):
+        return f'class {int(label)} ({class_names[int(label)]!r})'
+    return f'class {int(label)}'
+
+
+def _sorted(parts) -> np.ndarray:
+    if not parts:
+        return np.zeros(0, np.int64)
+    return np.sort(np.concatenate(parts)).astype(np.int64)

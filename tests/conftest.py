@@ -1,0 +1,38 @@
+"""Test setup: 8 fake CPU devices (before jax is imported) and tiny configs."""
+
+import os
+
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import pytest  # noqa: E402
+
+
+def tiny_ssl_config(method: str = 'barlow_twins', **overrides):
+    """The barlow/simclr demo config shrunk to compile and run in seconds."""
+    from configs.ssl_base import ssl_config
+
+    c = ssl_config(method, 'tem', 'demo')
+    c.model.width = 4
+    c.model.projector = (16, 16, 32)
+    c.data.num_images = 32
+    c.data.synthetic_size = 40
+    c.data.image_size = 32
+    c.data.batch_size = 8
+    c.data.num_threads = 2
+    c.train.num_steps = 6
+    c.train.log_every = 1
+    c.train.checkpoint_every = 2
+    c.train.progress = False
+    for dotted, value in overrides.items():
+        node = c
+        *parents, leaf = dotted.split('.')
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+@pytest.fixture
+def tiny_config():
+    return tiny_ssl_config
