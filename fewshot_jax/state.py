@@ -8,6 +8,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
+
+from fewshot_jax import sharding
 
 
 @flax.struct.dataclass
@@ -37,3 +40,20 @@ class TrainState:
     def variables(self):
         """The model variables, as ``Module.apply`` takes them."""
         return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+def init_state(model, tx: optax.GradientTransformation, seed: int, image_size: int,
+               mesh: Mesh) -> TrainState:
+    """Initialises params, BatchNorm statistics and the optimizer, replicated on ``mesh``.
+
+    The init key and the step key both derive from ``seed``, so a run is
+    reproducible from (config, seed).
+    """
+    init_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
+
+    def init():
+        dummy = jnp.zeros((2, image_size, image_size, 3), jnp.float32)
+        variables = model.init(init_key, dummy, train=False)
+        return TrainState.create(variables, tx, step_key)
+
+    return jax.jit(init, out_shardings=sharding.replicated(mesh))()

@@ -74,7 +74,7 @@ def ssl_step_fn(model: nn.Module, tx: optax.GradientTransformation,
         params = optax.apply_updates(state.params, updates)
         metrics = {
             'loss': loss,
-            'grad_norm': optax.global_norm(grads),
+            'grad_norm': optax.tree.norm(grads),
             # Collapse indicators: per-dimension std of the normalised projection and
             # of the encoder features; both fall towards 0 if the run collapses.
             'z_std': jnp.mean(jnp.std(z[:, 0] / (jnp.linalg.norm(z[:, 0], axis=-1,

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm import tqdm
@@ -23,7 +22,7 @@ from fewshot_jax.data import pipeline
 from fewshot_jax.models import make_ssl_model
 from fewshot_jax.optim import make_optimizer, make_schedule
 from fewshot_jax.run_log import MetricsLog, fetch_and_check
-from fewshot_jax.state import TrainState
+from fewshot_jax.state import init_state
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +32,6 @@ def total_steps_of(train_cfg: ml_collections.ConfigDict, num_images: int, batch:
     if train_cfg.get('num_steps'):
         return int(train_cfg.num_steps)
     return int(train_cfg.epochs) * max(1, num_images // batch)
-
-
-def init_state(model, tx, seed: int, image_size: int, mesh) -> TrainState:
-    """Initialises params/BatchNorm statistics and the optimizer, replicated on ``mesh``."""
-    init_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
-
-    def init():
-        dummy = jnp.zeros((2, image_size, image_size, 3), jnp.float32)
-        variables = model.init(init_key, dummy, train=False)
-        return TrainState.create(variables, tx, step_key)
-
-    return jax.jit(init, out_shardings=sharding.replicated(mesh))()
 
 
 def _mean_metrics(host_metrics: list[tuple[int, dict]]) -> dict:

@@ -7,7 +7,7 @@ import pytest
 from fewshot_jax import augment, sharding, steps
 from fewshot_jax.models import make_ssl_model
 from fewshot_jax.optim import make_optimizer
-from fewshot_jax.train import init_state
+from fewshot_jax.state import init_state
 from tests.conftest import tiny_ssl_config
 
 

@@ -50,12 +50,23 @@ def make_source(data_cfg: ml_collections.ConfigDict):
     raise ValueError(f'data.source={name!r}: expected one of {SOURCES}')
 
 
+def _square_crop_resize(pil: Image.Image, size: int, resample) -> np.ndarray:
+    """Shorter side → ``size``, then the centre square (no distortion of non-square images)."""
+    w, h = pil.size
+    scale = size / min(w, h)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        pil = pil.resize((new_w, new_h), resample)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return np.asarray(pil.crop((left, top, left + size, top + size)))
+
+
 def to_uint8_square(image: np.ndarray, size: int) -> np.ndarray:
     """Float [0,1] image (H, W) or (H, W, 3) → uint8 (size, size, 3).
 
-    The shorter side is resized to ``size`` (area-aware, antialiased) and the
-    centre square kept, so non-square micrographs are not distorted.
-    Grayscale is replicated to three channels for ImageNet-shaped encoders.
+    The shorter side is resized to ``size`` (bilinear, antialiased when
+    shrinking) and the centre square kept. Grayscale is replicated to three
+    channels for ImageNet-shaped encoders.
     """
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 1:
@@ -63,20 +74,35 @@ def to_uint8_square(image: np.ndarray, size: int) -> np.ndarray:
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] != 3):
         raise DataError(f'expected an image of shape (H, W) or (H, W, 3); got {image.shape}')
     pil = Image.fromarray(np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8))
-    w, h = pil.size
-    scale = size / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    if (new_w, new_h) != (w, h):
-        pil = pil.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    out = np.asarray(pil.crop((left, top, left + size, top + size)))
+    out = _square_crop_resize(pil, size, Image.Resampling.BILINEAR)
     if out.ndim == 2:
         out = np.repeat(out[..., None], 3, axis=-1)
     return out
 
 
+def mask_to_square(mask: np.ndarray, size: int) -> np.ndarray:
+    """Binary mask (H, W) → uint8 (size, size) in {0, 1}, nearest-neighbour, same geometry
+    as :func:`to_uint8_square` so image and mask stay aligned."""
+    pil = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8))
+    return _square_crop_resize(pil, size, Image.Resampling.NEAREST)
+
+
 def _prepare_ssl(record, size: int):
     return to_uint8_square(record['image'], size)
+
+
+def _prepare_labeled(record, size: int):
+    return {'image': to_uint8_square(record['image'], size),
+            'label': np.asarray(record['label'], np.int32)}
+
+
+def _prepare_segmentation(record, size: int):
+    if 'mask' not in record:
+        raise DataError('a segmentation pipeline needs a source whose records have a mask')
+    image, mask = record['image'], record['mask']
+    if np.shape(mask) != np.shape(image)[:2]:
+        raise DataError(f'mask shape {np.shape(mask)} differs from image shape {np.shape(image)}')
+    return {'image': to_uint8_square(image, size), 'mask': mask_to_square(mask, size)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,3 +149,67 @@ def batch_iterator(dataset: grain.MapDataset, spec: PipelineSpec, state: dict | 
     if state is not None:
         iterator.set_state(state)
     return iterator
+
+
+def _pad_batch(batch: dict, size: int) -> dict:
+    """Pads a short final batch to ``size`` rows (repeating row 0) and marks real rows in 'valid'."""
+    n = len(next(iter(batch.values())))
+    padded = {k: np.concatenate([v, np.repeat(v[:1], size - n, axis=0)]) if n < size else v
+              for k, v in batch.items()}
+    padded['valid'] = np.arange(size) < n
+    return padded
+
+
+def eval_dataset(source, indices, *, image_size: int, batch_size: int,
+                 kind: str = 'labeled') -> grain.MapDataset:
+    """Every example of ``indices`` once, in order, deterministically resized (no augmentation).
+
+    The last batch is padded to ``batch_size`` rows so every batch splits over the
+    mesh; ``batch['valid']`` marks the real rows. ``kind`` is 'labeled' (image,
+    label) or 'segmentation' (image, mask).
+    """
+    prepare = {'labeled': _prepare_labeled, 'segmentation': _prepare_segmentation}[kind]
+    indices = np.asarray(indices, np.int64)
+    if indices.size == 0:
+        raise DataError('eval_dataset got no indices: the split is empty')
+    return (grain.MapDataset.source(_Subset(source, indices))
+            .map(functools.partial(prepare, size=image_size))
+            .batch(batch_size, drop_remainder=False)
+            .map(functools.partial(_pad_batch, size=batch_size)))
+
+
+def train_dataset(source, indices, spec: PipelineSpec, kind: str = 'labeled') -> grain.MapDataset:
+    """Shuffled (per epoch), infinitely repeated batches of ``indices`` for supervised training.
+
+    Used by the probe (kind 'labeled') and the U-Net (kind 'segmentation'); the
+    random augmentation, if any, happens on device.
+    """
+    prepare = {'labeled': _prepare_labeled, 'segmentation': _prepare_segmentation}[kind]
+    subset = _Subset(source, np.asarray(indices, np.int64))
+    if len(subset) == 0:
+        raise DataError('train_dataset got no indices: the split is empty')
+    # Small k-shot sets repeat inside a batch rather than failing: batches are
+    # drawn from the repeated, per-epoch-reshuffled stream.
+    return (grain.MapDataset.source(subset).shuffle(seed=spec.seed).repeat(None)
+            .map(functools.partial(prepare, size=spec.image_size))
+            .batch(spec.global_batch // jax.process_count(), drop_remainder=True))
+
+
+class _Subset:
+    """A view of ``source`` restricted to ``indices`` (random access, picklable)."""
+
+    def __init__(self, source, indices: np.ndarray):
+        n = len(source)
+        bad = indices[(indices < 0) | (indices >= n)]
+        if bad.size:
+            raise DataError(f'indices {bad[:5].tolist()} are out of range for a source of {n} items')
+        self.source, self.indices = source, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.source[int(self.indices[i])]
+
+    def __repr__(self) -> str:
+        return f'_Subset({self.source!r}, n={len(self.indices)})'

@@ -1,0 +1,94 @@
+"""Throughput of the SSL train step: compile time and steady-state image pairs/s.
+
+Measures the jitted step alone (augmentation on device included, input
+pipeline excluded: images are already on the devices), on every visible device
+of the current backend, with the same builders the training loop uses.
+
+    python benchmarks/pretrain_step.py --depth=50 --image_size=224 --batch=256 \
+        --loss=barlow_twins --dtype=bfloat16 --steps=20
+
+Prints one human-readable line and one JSON line per run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's configs/
+
+from configs.ssl_base import ssl_config  # noqa: E402
+from fewshot_jax import augment, sharding, steps  # noqa: E402
+from fewshot_jax.models import make_ssl_model  # noqa: E402
+from fewshot_jax.optim import make_optimizer  # noqa: E402
+from fewshot_jax.state import init_state  # noqa: E402
+
+_DEPTH = flags.DEFINE_integer('depth', 50, 'ResNet depth.')
+_WIDTH = flags.DEFINE_integer('width', 64, 'ResNet width (64 = standard).')
+_SIZE = flags.DEFINE_integer('image_size', 224, 'Image side in pixels.')
+_BATCH = flags.DEFINE_integer('batch', 64, 'Global batch (image pairs).')
+_LOSS = flags.DEFINE_list('loss', ['barlow_twins'], 'barlow_twins and/or simclr.')
+_DTYPE = flags.DEFINE_list('dtype', ['float32'], 'float32 and/or bfloat16.')
+_STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps after two warm-up steps.')
+
+
+def bench(loss: str, dtype: str) -> dict:
+    config = ssl_config(loss, 'tem', '')
+    config.model.depth, config.model.width, config.model.dtype = _DEPTH.value, _WIDTH.value, dtype
+    config.data.image_size, config.data.batch_size = _SIZE.value, _BATCH.value
+    mesh = sharding.make_mesh()
+    sharding.check_global_batch(_BATCH.value, mesh)
+    model = make_ssl_model(config.model)
+    tx = make_optimizer(config.optim, total_steps=10_000)
+    aug = augment.augment_config_from(config.augment, _SIZE.value)
+    state = init_state(model, tx, 0, _SIZE.value, mesh)
+    step = steps.jit_step(steps.ssl_step_fn(model, tx, steps.make_ssl_loss(config.loss), aug), mesh)
+    rng = np.random.default_rng(0)
+    images = sharding.to_global(
+        rng.integers(0, 256, (_BATCH.value, _SIZE.value, _SIZE.value, 3), dtype=np.uint8), mesh)
+
+    t0 = time.perf_counter()
+    compiled = step.lower(state, images).compile()
+    compile_s = time.perf_counter() - t0
+    for _ in range(2):
+        state, metrics = compiled(state, images)
+    jax.block_until_ready(metrics)
+    t0 = time.perf_counter()
+    for _ in range(_STEPS.value):
+        state, metrics = compiled(state, images)
+    jax.block_until_ready((state, metrics))
+    elapsed = time.perf_counter() - t0
+    memory = None
+    stats = jax.devices()[0].memory_stats() or {}
+    if 'peak_bytes_in_use' in stats:
+        memory = round(stats['peak_bytes_in_use'] / 2**30, 2)
+    return {
+        'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind,
+        'n_devices': jax.device_count(), 'depth': _DEPTH.value, 'width': _WIDTH.value,
+        'image_size': _SIZE.value, 'batch_pairs': _BATCH.value, 'loss': loss, 'dtype': dtype,
+        'compile_s': round(compile_s, 2), 'step_ms': round(1e3 * elapsed / _STEPS.value, 2),
+        'pairs_per_s': round(_BATCH.value * _STEPS.value / elapsed, 1),
+        'peak_gib_device0': memory, 'final_loss': float(metrics['loss']),
+    }
+
+
+def main(argv):
+    del argv
+    for loss in _LOSS.value:
+        for dtype in _DTYPE.value:
+            r = bench(loss, dtype)
+            print(f"{r['device']} x{r['n_devices']} ResNet{r['depth']}w{r['width']} "
+                  f"{r['image_size']}px batch {r['batch_pairs']} {loss} {dtype}: "
+                  f"compile {r['compile_s']} s, {r['step_ms']} ms/step, "
+                  f"{r['pairs_per_s']} pairs/s, peak {r['peak_gib_device0']} GiB", flush=True)
+            print(json.dumps(r), flush=True)
+
+
+if __name__ == '__main__':
+    app.run(main)
