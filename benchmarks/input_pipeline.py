@@ -1,0 +1,91 @@
+"""Input throughput of the Grain pipelines, in images/s, from real files on disk.
+
+Writes ``--n_images`` synthetic micrographs of ``--source_size`` px as 8-bit PNGs
+(flat folder for the SSL pipeline, four class folders for the labeled one),
+then times how fast each pipeline turns them into uint8 batches at
+``--image_size``. Pass ``--step_pairs_per_s`` (from ``pretrain_step.py`` on the
+same machine) to print the headroom: the SSL pipeline must deliver at least
+4× what the train step consumes.
+
+    python benchmarks/input_pipeline.py --image_size=224 --batch=64 --threads=16
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from absl import app, flags
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fewshot_jax.data import pipeline, sources, synthetic  # noqa: E402
+
+_N = flags.DEFINE_integer('n_images', 256, 'Images written to disk.')
+_SOURCE_SIZE = flags.DEFINE_integer('source_size', 512, 'Side of the files on disk.')
+_SIZE = flags.DEFINE_integer('image_size', 224, 'Pipeline output side.')
+_BATCH = flags.DEFINE_integer('batch', 64, 'Batch size.')
+_THREADS = flags.DEFINE_integer('threads', os.cpu_count() or 2, 'Grain read threads.')
+_BATCHES = flags.DEFINE_integer('batches', 20, 'Timed batches (after 2 warm-up batches).')
+_STEP = flags.DEFINE_float('step_pairs_per_s', 0.0, 'Train-step throughput to compare with.')
+
+
+def write_files(root: Path) -> None:
+    images = synthetic.generic(_N.value, _SOURCE_SIZE.value, seed=0)
+    for i, image in enumerate(images):
+        folder = root / 'unlabeled'
+        labeled = root / 'labeled' / f'class{i % 4}'
+        folder.mkdir(parents=True, exist_ok=True)
+        labeled.mkdir(parents=True, exist_ok=True)
+        pil = Image.fromarray(np.rint(image * 255).astype(np.uint8))
+        pil.save(folder / f'{i:05d}.png')
+        pil.save(labeled / f'{i:05d}.png')
+
+
+def images_per_s(dataset, spec) -> float:
+    iterator = pipeline.batch_iterator(dataset, spec)
+    for _ in range(2):
+        next(iterator)
+    t0 = time.perf_counter()
+    for _ in range(_BATCHES.value):
+        batch = next(iterator)
+    elapsed = time.perf_counter() - t0
+    rows = len(batch['image']) if isinstance(batch, dict) else len(batch)
+    return rows * _BATCHES.value / elapsed
+
+
+def main(argv):
+    del argv
+    spec = pipeline.PipelineSpec(image_size=_SIZE.value, global_batch=_BATCH.value, seed=0,
+                                 num_threads=_THREADS.value, prefetch=_THREADS.value)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        write_files(root)
+        write_s = time.perf_counter() - t0
+        ssl = images_per_s(pipeline.ssl_dataset(sources.UnlabeledFolderSource(root / 'unlabeled'),
+                                                spec), spec)
+        labeled_source = sources.ClassFolderSource(root / 'labeled')
+        labeled = images_per_s(pipeline.train_dataset(labeled_source, range(len(labeled_source)),
+                                                      spec), spec)
+    result = {'cpus': os.cpu_count(), 'threads': _THREADS.value, 'n_images': _N.value,
+              'source_size': _SOURCE_SIZE.value, 'image_size': _SIZE.value, 'batch': _BATCH.value,
+              'ssl_images_per_s': round(ssl, 1), 'labeled_images_per_s': round(labeled, 1),
+              'write_files_s': round(write_s, 1)}
+    line = (f"{os.cpu_count()} CPUs, {_THREADS.value} threads, {_SOURCE_SIZE.value} px PNG → "
+            f"{_SIZE.value} px: SSL {ssl:.1f} images/s, labeled {labeled:.1f} images/s")
+    if _STEP.value > 0:
+        result['ssl_over_step'] = round(ssl / _STEP.value, 2)
+        line += f'; SSL pipeline / train step = {ssl / _STEP.value:.2f}×'
+    print(line, flush=True)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == '__main__':
+    app.run(main)

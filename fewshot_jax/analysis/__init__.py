@@ -1,0 +1,1 @@
+"""Analyses of masks and embeddings (percolation, anchors, plots, reports)."""
