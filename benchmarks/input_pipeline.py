@@ -33,6 +33,7 @@ _SIZE = flags.DEFINE_integer('image_size', 224, 'Pipeline output side.')
 _BATCH = flags.DEFINE_integer('batch', 64, 'Batch size.')
 _THREADS = flags.DEFINE_integer('threads', os.cpu_count() or 2, 'Grain read threads.')
 _BATCHES = flags.DEFINE_integer('batches', 20, 'Timed batches (after 2 warm-up batches).')
+_WORKERS = flags.DEFINE_integer('workers', os.cpu_count() or 2, 'Grain worker processes (mode workers).')
 _STEP = flags.DEFINE_float('step_pairs_per_s', 0.0, 'Train-step throughput to compare with.')
 
 
@@ -62,27 +63,39 @@ def images_per_s(dataset, spec) -> float:
 
 def main(argv):
     del argv
-    spec = pipeline.PipelineSpec(image_size=_SIZE.value, global_batch=_BATCH.value, seed=0,
-                                 num_threads=_THREADS.value, prefetch=_THREADS.value)
+    base = dict(image_size=_SIZE.value, global_batch=_BATCH.value, seed=0,
+                num_threads=_THREADS.value, prefetch=_THREADS.value)
+    modes = {  # how the SSL pipeline reads: from RAM after one decode, threads, processes
+        'cached': pipeline.PipelineSpec(**base),
+        'threads': pipeline.PipelineSpec(**base, cache_bytes=0),
+        'workers': pipeline.PipelineSpec(**base, cache_bytes=0, num_workers=_WORKERS.value),
+    }
+    result = {'cpus': os.cpu_count(), 'threads': _THREADS.value, 'workers': _WORKERS.value,
+              'n_images': _N.value, 'source_size': _SOURCE_SIZE.value,
+              'image_size': _SIZE.value, 'batch': _BATCH.value}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        t0 = time.perf_counter()
         write_files(root)
-        write_s = time.perf_counter() - t0
-        ssl = images_per_s(pipeline.ssl_dataset(sources.UnlabeledFolderSource(root / 'unlabeled'),
-                                                spec), spec)
+        unlabeled = sources.UnlabeledFolderSource(root / 'unlabeled')
+        for mode, spec in modes.items():
+            t0 = time.perf_counter()
+            dataset = pipeline.ssl_dataset(unlabeled, spec)
+            result[f'ssl_{mode}_setup_s'] = round(time.perf_counter() - t0, 2)
+            result[f'ssl_{mode}_images_per_s'] = round(images_per_s(dataset, spec), 1)
         labeled_source = sources.ClassFolderSource(root / 'labeled')
-        labeled = images_per_s(pipeline.train_dataset(labeled_source, range(len(labeled_source)),
-                                                      spec), spec)
-    result = {'cpus': os.cpu_count(), 'threads': _THREADS.value, 'n_images': _N.value,
-              'source_size': _SOURCE_SIZE.value, 'image_size': _SIZE.value, 'batch': _BATCH.value,
-              'ssl_images_per_s': round(ssl, 1), 'labeled_images_per_s': round(labeled, 1),
-              'write_files_s': round(write_s, 1)}
-    line = (f"{os.cpu_count()} CPUs, {_THREADS.value} threads, {_SOURCE_SIZE.value} px PNG → "
-            f"{_SIZE.value} px: SSL {ssl:.1f} images/s, labeled {labeled:.1f} images/s")
+        result['labeled_images_per_s'] = round(images_per_s(
+            pipeline.train_dataset(labeled_source, range(len(labeled_source)), modes['threads']),
+            modes['threads']), 1)
+    line = (f"{os.cpu_count()} CPUs, {_SOURCE_SIZE.value} px PNG → {_SIZE.value} px, batch "
+            f"{_BATCH.value}: SSL cached {result['ssl_cached_images_per_s']} images/s (decode once "
+            f"{result['ssl_cached_setup_s']} s), threads×{_THREADS.value} "
+            f"{result['ssl_threads_images_per_s']}, workers×{_WORKERS.value} "
+            f"{result['ssl_workers_images_per_s']}; labeled {result['labeled_images_per_s']}")
     if _STEP.value > 0:
-        result['ssl_over_step'] = round(ssl / _STEP.value, 2)
-        line += f'; SSL pipeline / train step = {ssl / _STEP.value:.2f}×'
+        for mode in modes:
+            result[f'{mode}_over_step'] = round(result[f'ssl_{mode}_images_per_s'] / _STEP.value, 2)
+        line += (f"; vs train step {_STEP.value} pairs/s: cached {result['cached_over_step']}×, "
+                 f"threads {result['threads_over_step']}×, workers {result['workers_over_step']}×")
     print(line, flush=True)
     print(json.dumps(result), flush=True)
 

@@ -71,6 +71,8 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
     c.data.batch_size = 64
     c.data.seed = 0
     c.data.num_threads = 8
+    c.data.num_workers = 0  # Grain worker processes; >0 for large sets that do not fit the cache
+    c.data.cache_gb = 4.0  # decode+resize once and serve from RAM when the set fits
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = 'sgd'

@@ -57,8 +57,11 @@ def _train_ssl_locked(config: ml_collections.ConfigDict, workdir: Path) -> dict:
     source = pipeline.make_source(config.data)
     spec = pipeline.PipelineSpec(image_size=config.data.image_size,
                                  global_batch=config.data.batch_size, seed=config.seed,
+                                 channels=pipeline.source_channels(source),
                                  num_threads=config.data.get('num_threads', 8),
-                                 prefetch=config.data.get('num_threads', 8))
+                                 prefetch=config.data.get('num_threads', 8),
+                                 num_workers=config.data.get('num_workers', 0),
+                                 cache_bytes=int(config.data.get('cache_gb', 4.0) * 2**30))
     dataset = pipeline.ssl_dataset(source, spec)
     total = total_steps_of(config.train, len(source), config.data.batch_size)
 

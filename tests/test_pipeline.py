@@ -62,6 +62,28 @@ def test_ssl_dataset_covers_each_epoch_once_and_is_deterministic():
     assert ids(other_seed[0]) != ids(ds[0])
 
 
+def test_cache_serves_the_same_batches_as_reading_files(tmp_path):
+    for i in range(12):
+        Image.fromarray(np.full((20, 30), 20 * i, np.uint8)).save(tmp_path / f'im{i:02d}.png')
+    source = pipeline.make_source(_data_cfg(root=str(tmp_path)))
+    cached = pipeline.ssl_dataset(source, pipeline.PipelineSpec(10, 4, seed=1))
+    direct = pipeline.ssl_dataset(source, pipeline.PipelineSpec(10, 4, seed=1, cache_bytes=0))
+    for b in range(6):
+        np.testing.assert_array_equal(cached[b], direct[b])
+    assert cached[0].shape == (4, 10, 10, 1)
+
+
+def test_channels_replicate_gray_or_take_luminance():
+    rgb = np.zeros((8, 8, 3), np.float32)
+    rgb[..., 1] = 1.0  # pure green
+    gray = pipeline.to_uint8_square(rgb, 8, channels=1)
+    assert gray.shape == (8, 8, 1) and np.all(gray == round(0.587 * 255))
+    rep = pipeline.to_uint8_square(np.full((8, 8), 0.5, np.float32), 8, channels=3)
+    assert rep.shape == (8, 8, 3) and np.all(rep == 128)
+    assert pipeline.source_channels(ArraySource(np.zeros((2, 4, 4, 3)))) == 3
+    assert pipeline.source_channels(ArraySource(np.zeros((2, 4, 4)))) == 1
+
+
 def test_iterator_state_resumes_exactly():
     source = ArraySource(index_images(24))
     spec = pipeline.PipelineSpec(image_size=8, global_batch=4, seed=0, num_threads=2, prefetch=2)
@@ -89,7 +111,7 @@ def test_eval_dataset_pads_last_batch_and_keeps_order():
     assert len(batches) == 2
     assert ids(batches[0]['image']) == [9, 2, 5, 7]
     assert batches[1]['valid'].tolist() == [True, False, False, False]
-    assert batches[1]['image'].shape == (4, 8, 8, 3)
+    assert batches[1]['image'].shape == (4, 8, 8, 1)  # grayscale stays one channel
     assert int(batches[1]['label'][0]) == labels[0]
     with pytest.raises(DataError, match='out of range'):
         pipeline.eval_dataset(source, [10], image_size=8, batch_size=4)

@@ -61,22 +61,28 @@ def _square_crop_resize(pil: Image.Image, size: int, resample) -> np.ndarray:
     return np.asarray(pil.crop((left, top, left + size, top + size)))
 
 
-def to_uint8_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Float [0,1] image (H, W) or (H, W, 3) → uint8 (size, size, 3).
+def to_uint8_square(image: np.ndarray, size: int, channels: int = 3) -> np.ndarray:
+    """Float [0,1] image (H, W) or (H, W, 3) → uint8 (size, size, channels).
 
     The shorter side is resized to ``size`` (bilinear, antialiased when
-    shrinking) and the centre square kept. Grayscale is replicated to three
-    channels for ImageNet-shaped encoders.
+    shrinking) and the centre square kept. ``channels=1`` keeps micrographs
+    grayscale (a third of the bytes to move; the device replicates them to the
+    three channels the encoder takes); colour input then becomes luminance.
+    ``channels=3`` replicates grayscale input.
     """
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] != 3):
         raise DataError(f'expected an image of shape (H, W) or (H, W, 3); got {image.shape}')
+    if channels not in (1, 3):
+        raise ValueError(f'channels={channels}: expected 1 (grayscale) or 3 (colour)')
+    if image.ndim == 3 and channels == 1:
+        image = image @ np.asarray([0.299, 0.587, 0.114], np.float32)
     pil = Image.fromarray(np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8))
     out = _square_crop_resize(pil, size, Image.Resampling.BILINEAR)
     if out.ndim == 2:
-        out = np.repeat(out[..., None], 3, axis=-1)
+        out = np.repeat(out[..., None], channels, axis=-1)
     return out
 
 
@@ -87,40 +93,82 @@ def mask_to_square(mask: np.ndarray, size: int) -> np.ndarray:
     return _square_crop_resize(pil, size, Image.Resampling.NEAREST)
 
 
-def _prepare_ssl(record, size: int):
-    return to_uint8_square(record['image'], size)
+def _prepare_ssl(record, size: int, channels: int):
+    return to_uint8_square(record['image'], size, channels)
 
 
-def _prepare_labeled(record, size: int):
-    return {'image': to_uint8_square(record['image'], size),
+def _prepare_labeled(record, size: int, channels: int):
+    return {'image': to_uint8_square(record['image'], size, channels),
             'label': np.asarray(record['label'], np.int32)}
 
 
-def _prepare_segmentation(record, size: int):
+def _prepare_segmentation(record, size: int, channels: int):
     if 'mask' not in record:
         raise DataError('a segmentation pipeline needs a source whose records have a mask')
     image, mask = record['image'], record['mask']
     if np.shape(mask) != np.shape(image)[:2]:
         raise DataError(f'mask shape {np.shape(mask)} differs from image shape {np.shape(image)}')
-    return {'image': to_uint8_square(image, size), 'mask': mask_to_square(mask, size)}
+    return {'image': to_uint8_square(image, size, channels), 'mask': mask_to_square(mask, size)}
+
+
+def source_channels(source) -> int:
+    """3 if the source's records are colour images, else 1 (peeks at record 0)."""
+    return 3 if np.ndim(source[0]['image']) == 3 else 1
 
 
 @dataclasses.dataclass(frozen=True)
 class PipelineSpec:
-    """What a pipeline needs besides its source (plain values, no config)."""
+    """What a pipeline needs besides its source (plain values, no config).
+
+    Attributes:
+        image_size: output side in pixels.
+        global_batch: rows per global batch (each host yields its share).
+        seed: shuffling seed.
+        channels: 1 for grayscale micrographs, 3 for colour (see ``source_channels``).
+        num_threads: Grain read threads.
+        prefetch: batches read ahead.
+        num_workers: worker processes (0: threads only). Decoding large files is
+            CPU-bound Python work that threads cannot parallelise past the GIL.
+        cache_bytes: decode and resize every image once and keep the uint8
+            result in memory when it fits in this many bytes (0: never). The
+            paper's 832-image sets take 42 MB at 224 px.
+    """
 
     image_size: int
     global_batch: int
     seed: int
+    channels: int = 1
     num_threads: int = 8
     prefetch: int = 8
+    num_workers: int = 0
+    cache_bytes: int = 4 * 2**30
+
+
+class _Gather:
+    """Rows of an in-memory array picked by a batch of indices (one copy per batch)."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+    def __call__(self, indices):
+        return self.array[np.asarray(indices)]
+
+
+def _materialize(ds: grain.MapDataset, spec: PipelineSpec) -> np.ndarray:
+    """Reads every element of ``ds`` once (threaded, in order) into one uint8 array."""
+    options = grain.ReadOptions(num_threads=spec.num_threads, prefetch_buffer_size=spec.prefetch)
+    cache = np.empty((len(ds), spec.image_size, spec.image_size, spec.channels), np.uint8)
+    for i, image in enumerate(ds.to_iter_dataset(options)):
+        cache[i] = image
+    return cache
 
 
 def ssl_dataset(source, spec: PipelineSpec) -> grain.MapDataset:
     """An infinite, shuffled (reshuffled every epoch) dataset of uint8 image batches.
 
     Each host reads its own interleaved shard of the source and yields its
-    ``global_batch / process_count`` rows of every global batch.
+    ``global_batch / process_count`` rows of every global batch. Small sets are
+    decoded once and served from memory (``spec.cache_bytes``).
     """
     n_hosts = jax.process_count()
     local_batch = spec.global_batch // n_hosts
@@ -130,10 +178,14 @@ def ssl_dataset(source, spec: PipelineSpec) -> grain.MapDataset:
     ds = grain.MapDataset.source(source)
     if n_hosts > 1:
         ds = ds[jax.process_index()::n_hosts]
-    return (ds.shuffle(seed=spec.seed)
-            .repeat(None)
-            .map(functools.partial(_prepare_ssl, size=spec.image_size))
-            .batch(local_batch, drop_remainder=True))
+    ds = ds.map(functools.partial(_prepare_ssl, size=spec.image_size, channels=spec.channels))
+    if len(ds) * spec.image_size ** 2 * spec.channels <= spec.cache_bytes:
+        # Shuffle and batch indices, then gather each batch from RAM in one copy:
+        # per-element Python work would otherwise cap the rate at a few k images/s.
+        cache = _materialize(ds, spec)
+        return (grain.MapDataset.range(len(cache)).shuffle(seed=spec.seed).repeat(None)
+                .batch(local_batch, drop_remainder=True).map(_Gather(cache)))
+    return ds.shuffle(seed=spec.seed).repeat(None).batch(local_batch, drop_remainder=True)
 
 
 def batch_iterator(dataset: grain.MapDataset, spec: PipelineSpec, state: dict | None = None):
@@ -145,7 +197,11 @@ def batch_iterator(dataset: grain.MapDataset, spec: PipelineSpec, state: dict | 
         state: a dict from a previous iterator's ``get_state()`` (from a checkpoint).
     """
     options = grain.ReadOptions(num_threads=spec.num_threads, prefetch_buffer_size=spec.prefetch)
-    iterator = iter(dataset.to_iter_dataset(options))
+    iter_ds = dataset.to_iter_dataset(options)
+    if spec.num_workers > 0:
+        # Needs absl flags parsed and a __main__ guard (launch.py provides both).
+        iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=spec.num_workers))
+    iterator = iter(iter_ds)
     if state is not None:
         iterator.set_state(state)
     return iterator
@@ -161,7 +217,7 @@ def _pad_batch(batch: dict, size: int) -> dict:
 
 
 def eval_dataset(source, indices, *, image_size: int, batch_size: int,
-                 kind: str = 'labeled') -> grain.MapDataset:
+                 kind: str = 'labeled', channels: int = 1) -> grain.MapDataset:
     """Every example of ``indices`` once, in order, deterministically resized (no augmentation).
 
     The last batch is padded to ``batch_size`` rows so every batch splits over the
@@ -173,7 +229,7 @@ def eval_dataset(source, indices, *, image_size: int, batch_size: int,
     if indices.size == 0:
         raise DataError('eval_dataset got no indices: the split is empty')
     return (grain.MapDataset.source(_Subset(source, indices))
-            .map(functools.partial(prepare, size=image_size))
+            .map(functools.partial(prepare, size=image_size, channels=channels))
             .batch(batch_size, drop_remainder=False)
             .map(functools.partial(_pad_batch, size=batch_size)))
 
@@ -191,7 +247,7 @@ def train_dataset(source, indices, spec: PipelineSpec, kind: str = 'labeled') ->
     # Small k-shot sets repeat inside a batch rather than failing: batches are
     # drawn from the repeated, per-epoch-reshuffled stream.
     return (grain.MapDataset.source(subset).shuffle(seed=spec.seed).repeat(None)
-            .map(functools.partial(prepare, size=spec.image_size))
+            .map(functools.partial(prepare, size=spec.image_size, channels=spec.channels))
             .batch(spec.global_batch // jax.process_count(), drop_remainder=True))
 
 
