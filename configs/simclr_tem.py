@@ -10,7 +10,7 @@ Launch (a folder of images; the paper drew `data.subset=832` of them by seed)::
     python launch.py --config=configs/simclr_tem.py --workdir=runs/simclr_tem \
         --config.data.root=/path/to/images
 
-CPU demo on the built-in synthetic data (ResNet18 at width 16, 64 px, 80 steps;
+CPU demo on the built-in synthetic data (ResNet18 at width 16, 64 px, 200 steps;
 a few minutes on 2 cores; the loss falls)::
 
     python launch.py --config=configs/simclr_tem.py:demo --workdir=runs/simclr_tem_demo

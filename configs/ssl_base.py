@@ -100,7 +100,7 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
         c.data.image_size = 64
         c.data.batch_size = 32
         c.optim.lr = 0.1
-        c.train.num_steps = 80
-        c.train.log_every = 5
-        c.train.checkpoint_every = 20
+        c.train.num_steps = 200
+        c.train.log_every = 10
+        c.train.checkpoint_every = 50
     return c

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fewshot_jax.data import sources
+from fewshot_jax.data import layouts, sources
 from fewshot_jax.data.io import DataError
 from fewshot_jax.data.sources import (
     ArraySource,
@@ -308,17 +308,17 @@ def test_mask_suffix_that_is_an_image_extension_needs_narrow_extensions(tmp_path
 # --- published layouts ---
 
 def test_nanowire_layouts(tmp_path):
-    for cls in sources.NANOWIRE_CLASSES:
+    for cls in layouts.NANOWIRE_CLASSES:
         for i in range(3):
             _write(tmp_path / cls / f'{i}.jpg', 50)
             if cls in ('dispersed', 'network'):
                 gray = np.full((8, 8, 3), 50, np.uint8)
                 gray[:2, :3] = (0, 0, 255)  # blue annotation, as the release's masks
                 Image.fromarray(gray).save(tmp_path / cls / f'{i}.png')
-    morphology = sources.nanowire_morphology(tmp_path)
+    morphology = layouts.nanowire_morphology(tmp_path)
     assert morphology.class_names == ('bundle', 'dispersed', 'network', 'singular')
     assert len(morphology) == 12 and morphology.skipped == {'.png': 6}
-    segmentation = sources.nanowire_segmentation(tmp_path)
+    segmentation = layouts.nanowire_segmentation(tmp_path)
     assert segmentation.class_names == ('dispersed', 'network') and len(segmentation) == 6
     assert segmentation[0]['mask'].sum() == 6
 
@@ -327,13 +327,13 @@ def test_nanowire_layout_names_missing_class(tmp_path):
     for cls in ('bundle', 'dispersed', 'network'):
         _write(tmp_path / cls / '0.jpg')
     with pytest.raises(DataError, match=r"\['singular'\] missing"):
-        sources.nanowire_morphology(tmp_path)
+        layouts.nanowire_morphology(tmp_path)
 
 
 def test_mnp_layout(tmp_path):
-    for cls in sources.MNP_CLASSES:
+    for cls in layouts.MNP_CLASSES:
         _write(tmp_path / cls / '0.jpg')
-    assert sources.mnp_morphology(tmp_path).class_names == sources.MNP_CLASSES
+    assert layouts.mnp_morphology(tmp_path).class_names == layouts.MNP_CLASSES
 
 
 def test_tem_virus_layout_keeps_provided_splits(tmp_path):
@@ -341,19 +341,19 @@ def test_tem_virus_layout_keeps_provided_splits(tmp_path):
         for cls in ('Orf', 'Astrovirus', 'Nipah'):
             for i in range(n):
                 _write(tmp_path / split / cls / f'{i}.tif')
-    splits = sources.tem_virus(tmp_path)
+    splits = layouts.tem_virus(tmp_path)
     assert set(splits) == {'train', 'validation', 'test'}
     assert [len(splits[s]) for s in ('train', 'validation', 'test')] == [9, 3, 6]
     assert all(s.class_names == ('Astrovirus', 'Nipah', 'Orf') for s in splits.values())
-    assert len(sources.tem_virus(tmp_path, classes=('Orf', 'Nipah'))['test']) == 4
+    assert len(layouts.tem_virus(tmp_path, classes=('Orf', 'Nipah'))['test']) == 4
     import shutil
     shutil.rmtree(tmp_path / 'test' / 'Nipah')
     with pytest.raises(DataError, match=r"test: class folder\(s\) \['Nipah'\] missing"):
-        sources.tem_virus(tmp_path)
+        layouts.tem_virus(tmp_path)
 
 
 def test_cem500k_layout_draws_832_by_default(tmp_path):
     for i in range(840):
         (tmp_path / f'{i:04d}.png').write_bytes(b'lazy')
-    source = sources.cem500k(tmp_path, seed=1)
+    source = layouts.cem500k(tmp_path, seed=1)
     assert len(source) == 832 and source.subset == 832

@@ -10,7 +10,7 @@ from PIL import Image
 
 tfds = pytest.importorskip('tensorflow_datasets')
 
-from fewshot_jax.data import sources, tfds_builders  # noqa: E402
+from fewshot_jax.data import layouts, tfds_builders  # noqa: E402
 from fewshot_jax.data.io import DataError  # noqa: E402
 
 SIZE = 16
@@ -22,10 +22,10 @@ def _image(path: pathlib.Path, value: int, shape=(40, 30)):
 
 
 def _nanowire_copy(root: pathlib.Path) -> pathlib.Path:
-    for c, cls in enumerate(sources.NANOWIRE_CLASSES):
+    for c, cls in enumerate(layouts.NANOWIRE_CLASSES):
         for i in range(2):
             _image(root / cls / f'{cls}{i}.jpg', 40 * c + 10 * i)
-            if cls in sources.NANOWIRE_MASKED_CLASSES:
+            if cls in layouts.NANOWIRE_MASKED_CLASSES:
                 mask = np.zeros((40, 30), np.uint8)
                 mask[:10] = 255  # top quarter
                 Image.fromarray(mask).save(root / cls / f'{cls}{i}.png')
@@ -65,10 +65,10 @@ def test_nanowire_morphology_roundtrip(tmp_path):
     source = tfds_builders.TfdsSource('nanowire_morphology', split='train',
                                       data_dir=tmp_path / 'tfds', resolution=SIZE)
     assert len(source) == 8
-    assert source.class_names == sources.NANOWIRE_CLASSES
+    assert source.class_names == layouts.NANOWIRE_CLASSES
     index = _by_file(source)
-    assert set(index) == {f'{c}/{c}{i}.jpg' for c in sources.NANOWIRE_CLASSES for i in (0, 1)}
-    for c, cls in enumerate(sources.NANOWIRE_CLASSES):
+    assert set(index) == {f'{c}/{c}{i}.jpg' for c in layouts.NANOWIRE_CLASSES for i in (0, 1)}
+    for c, cls in enumerate(layouts.NANOWIRE_CLASSES):
         for i in range(2):
             record = source[index[f'{cls}/{cls}{i}.jpg']]
             assert record['label'] == c and record['label'].dtype == np.int32
@@ -120,7 +120,7 @@ def test_tem_virus_keeps_provided_splits_and_reads_class_names(tmp_path):
 
 def test_class_subset_config(tmp_path):
     root = tmp_path / 'mnp'
-    for cls in sources.MNP_CLASSES:
+    for cls in layouts.MNP_CLASSES:
         _image(root / cls / 'a.png', 50)
     tfds_builders.prepare('mnp_morphology', manual_dir=root, data_dir=tmp_path / 'tfds',
                           resolution=SIZE, classes=('separate_clusters', 'dispersed'))

@@ -8,7 +8,7 @@
 
 The test part is only for final evaluation; `check_disjoint` guards that.
 Datasets that ship their own split (the TEM virus set) are used as shipped:
-`sources.tem_virus` returns one source per split, and the k-shot sets are
+`layouts.tem_virus` returns one source per split, and the k-shot sets are
 drawn from the train source's labels with
 `k_shot_indices(labels, np.arange(len(labels)), ...)`.
 

@@ -34,7 +34,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
-from fewshot_jax.data import sources
+from fewshot_jax.data import layouts, sources
 from fewshot_jax.data.io import DataError
 
 RESOLUTIONS = (224, 384, 512, 768, 1024)
@@ -130,10 +130,10 @@ class NanowireMorphology(_LayoutBuilder):
     and unzip bundle/, dispersed/, network/ and singular/ into one folder; pass
     that folder as manual_dir. Only the jpg images are read.
     """
-    CLASS_NAMES = sources.NANOWIRE_CLASSES
+    CLASS_NAMES = layouts.NANOWIRE_CLASSES
 
     def _layout(self, root):
-        return {'train': sources.nanowire_morphology(root)}
+        return {'train': layouts.nanowire_morphology(root)}
 
 
 class NanowireSegmentation(_LayoutBuilder):
@@ -144,11 +144,11 @@ class NanowireSegmentation(_LayoutBuilder):
     The png masks beside the dispersed and network jpg images (same file stem)
     are read as masks.
     """
-    CLASS_NAMES = sources.NANOWIRE_MASKED_CLASSES
+    CLASS_NAMES = layouts.NANOWIRE_MASKED_CLASSES
     HAS_MASKS = True
 
     def _layout(self, root):
-        return {'train': sources.nanowire_segmentation(root)}
+        return {'train': layouts.nanowire_segmentation(root)}
 
 
 class MnpMorphology(_LayoutBuilder):
@@ -160,11 +160,11 @@ class MnpMorphology(_LayoutBuilder):
     dispersed/, separate_clusters/ and percolating_cluster/ (see
     docs/datasets.md) and pass the folder holding those three as manual_dir.
     """
-    CLASS_NAMES = sources.MNP_CLASSES
+    CLASS_NAMES = layouts.MNP_CLASSES
 
     def _layout(self, root):
-        return {'train': sources.mnp_morphology(root, classes=self.builder_config.classes
-                                                or sources.MNP_CLASSES)}
+        return {'train': layouts.mnp_morphology(root, classes=self.builder_config.classes
+                                                or layouts.MNP_CLASSES)}
 
 
 class TemVirus(_LayoutBuilder):
@@ -179,7 +179,7 @@ class TemVirus(_LayoutBuilder):
     """
 
     def _layout(self, root):
-        return sources.tem_virus(root, classes=self.builder_config.classes)
+        return layouts.tem_virus(root, classes=self.builder_config.classes)
 
 
 class Cem500k(_LayoutBuilder):
@@ -193,7 +193,7 @@ class Cem500k(_LayoutBuilder):
     HAS_LABELS = False
 
     def _layout(self, root):
-        return {'train': sources.cem500k(root, subset=None)}
+        return {'train': layouts.cem500k(root, subset=None)}
 
 
 BUILDERS = {b.name: b for b in (NanowireMorphology, NanowireSegmentation, MnpMorphology,
