@@ -9,6 +9,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from fewshot_jax.models.resnet import IMAGENET_MEAN, IMAGENET_STD
+
 PRESETS = ('', 'demo')
 
 
@@ -40,6 +42,13 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
     c.model.dtype = 'float32'
     c.model.zero_init_residual = False
     c.model.projector = (128, 64, 1024)  # paper: last projection layer 1024
+    # Start of the encoder: 'random', 'torchvision:/path/resnet50.pth' (the paper started
+    # from ImageNet weights), 'keras:/path/encoder.h5' or 'checkpoint:/path/workdir'.
+    c.model.init = 'random'
+    # Input normalisation of [0, 1] images; ImageNet statistics suit torchvision weights.
+    # Keras weights expect 'caffe' inputs: mean (123.68, 116.779, 103.939)/255, std 1/255.
+    c.model.input_mean = IMAGENET_MEAN
+    c.model.input_std = IMAGENET_STD
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = method

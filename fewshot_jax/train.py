@@ -69,7 +69,8 @@ def _train_ssl_locked(config: ml_collections.ConfigDict, workdir: Path) -> dict:
     tx = make_optimizer(config.optim, total)
     # Views come out at the pipeline's size, as in the paper (crop, then resize back).
     aug_cfg = augment.augment_config_from(config.augment, config.data.image_size)
-    state = init_state(model, tx, config.seed, config.data.image_size, mesh)
+    state = init_state(model, tx, config.seed, config.data.image_size, mesh,
+                       config.model.get('init', 'random'), config.model)
     step_fn = steps.jit_step(steps.ssl_step_fn(model, tx, steps.make_ssl_loss(config.loss),
                                                aug_cfg, make_schedule(config.optim, total)),
                              mesh)

@@ -163,3 +163,37 @@ def test_missing_or_empty_data_root_is_a_clear_error(tmp_path):
     config.data.root = ''
     with pytest.raises(DataError, match='data.root'):
         train_ssl(config, tmp_path / 'w3')
+
+
+def test_model_init_starts_from_given_encoder_weights(tmp_path):
+    from fewshot_jax import sharding
+    from fewshot_jax.models import make_ssl_model
+    from fewshot_jax.models.weights import WeightsError, export_torchvision
+    from fewshot_jax.optim import make_optimizer
+    from fewshot_jax.state import init_state
+
+    config = tiny_ssl_config(**{'train.num_steps': 2, 'num_devices': 1})
+    train_ssl(config, tmp_path / 'first')
+    trained = encoder_params(tmp_path / 'first', config)
+    export_torchvision(trained, tmp_path / 'enc.safetensors')
+
+    model, tx = make_ssl_model(config.model), make_optimizer(config.optim, 10)
+    mesh = sharding.make_mesh(1)
+    random_state = init_state(model, tx, 1, 32, mesh)
+    for spec in (f'checkpoint:{tmp_path / "first"}', f'torchvision:{tmp_path / "enc.safetensors"}'):
+        state = init_state(model, tx, 1, 32, mesh, spec, config.model)
+        for a, b in zip(jax.tree.leaves(state.params['encoder']),
+                        jax.tree.leaves(trained['params']), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(jax.tree.leaves(state.batch_stats['encoder']),
+                        jax.tree.leaves(trained['batch_stats']), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        # The projector keeps its random initialisation.
+        for a, b in zip(jax.tree.leaves(state.params['projector']),
+                        jax.tree.leaves(random_state.params['projector']), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    wider = tiny_ssl_config(**{'model.width': 8})
+    with pytest.raises(WeightsError, match='model.width=4'):
+        init_state(make_ssl_model(wider.model), tx, 1, 32, mesh,
+                   f'checkpoint:{tmp_path / "first"}', wider.model)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewshot_jax.models.heads import LinearClassifier, Projector, SSLModel
-from fewshot_jax.models.resnet import LAYER_NAMES, ResNet, feature_dim
+from fewshot_jax.models.resnet import IMAGENET_MEAN, IMAGENET_STD, LAYER_NAMES, ResNet, feature_dim
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
@@ -26,6 +26,8 @@ def make_encoder(model_cfg: ml_collections.ConfigDict) -> ResNet:
     return ResNet(depth=model_cfg.depth, width=model_cfg.width,
                   variant=model_cfg.get('variant', 'v1.5'),
                   dtype=compute_dtype(model_cfg.get('dtype', 'float32')),
+                  input_mean=tuple(model_cfg.get('input_mean', IMAGENET_MEAN)),
+                  input_std=tuple(model_cfg.get('input_std', IMAGENET_STD)),
                   zero_init_residual=model_cfg.get('zero_init_residual', False))
 
 

@@ -1,0 +1,188 @@
+"""The encoder of a pretraining workdir: its final ``encoder/`` or a checkpoint step.
+
+A finished run leaves ``workdir/encoder/`` (variables + ``encoder.json`` with
+the model config and step); every run leaves ``workdir/checkpoints/<step>/``
+with the full train state, whose ``params``/``batch_stats`` hold the encoder
+under ``'encoder'``. Only the encoder's arrays are read from a checkpoint (a
+partial orbax restore into numpy), never the optimizer state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from fewshot_jax.models.resnet import IMAGENET_MEAN, IMAGENET_STD
+from fewshot_jax.models.weights import (
+    LoadedWeights,
+    WeightsError,
+    encoder_shapes,
+    flatten,
+    mismatch_report,
+    read_json,
+)
+
+log = logging.getLogger(__name__)
+
+ENCODER_DIR = 'encoder'
+CHECKPOINT_DIR = 'checkpoints'
+
+
+class DamagedCheckpointError(WeightsError):
+    """A checkpoint step whose files are missing or unreadable."""
+
+
+def checkpoint_steps(workdir: Path) -> list[int]:
+    """The completed checkpoint steps of a workdir, ascending (orbax's temporary folders excluded)."""
+    folder = workdir / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def final_encoder_step(workdir: Path) -> int | None:
+    """The step recorded in ``workdir/encoder/encoder.json``, or None if the run never finished."""
+    meta = workdir / ENCODER_DIR / 'encoder.json'
+    if not meta.is_file():
+        return None
+    step = read_json(meta).get('step')
+    if not isinstance(step, int):
+        raise WeightsError(f'{meta}: expected an integer "step", got {step!r}')
+    return step
+
+
+def read_workdir(workdir: Path, step: int | None = None) -> LoadedWeights:
+    """Reads a workdir's encoder: the given step, or the newest one.
+
+    Without a step, the final ``encoder/`` is used unless a checkpoint is newer
+    (a run resumed with more steps and still going, or killed); an unreadable
+    newest checkpoint falls back to the previous one with a warning.
+
+    Raises:
+        WeightsError: no encoder and no checkpoints, an unknown step, or no
+            readable checkpoint.
+    """
+    steps = checkpoint_steps(workdir)
+    final = final_encoder_step(workdir)
+    if final is None and not steps:
+        raise WeightsError(
+            f'{workdir}: not a pretraining workdir with weights: it holds neither '
+            f'{ENCODER_DIR}/encoder.json (written when a run finishes) nor {CHECKPOINT_DIR}/<step>/')
+    if step is None:
+        if final is not None and (not steps or final >= steps[-1]):
+            return _read_final(workdir, final)
+        candidates = steps[::-1]
+    elif step == final:
+        return _read_final(workdir, final)
+    elif step in steps:
+        candidates = [step]
+    else:
+        have = f'checkpoint steps {steps}' if steps else 'no checkpoints'
+        have += f', final encoder at step {final}' if final is not None else ''
+        raise WeightsError(f'{workdir}: no step {step}; it has {have}')
+
+    failures = []
+    for candidate in candidates:
+        try:
+            return _read_checkpoint(workdir, candidate)
+        except Exception as err:  # noqa: BLE001 - a damaged step falls back to an older one
+            # A readable step of the wrong architecture is an error, not damage.
+            damaged = not isinstance(err, WeightsError) or isinstance(err, DamagedCheckpointError)
+            if not damaged:
+                raise
+            if step is not None:
+                raise WeightsError(f'{workdir}: checkpoint step {step} is unreadable '
+                                   f'({type(err).__name__}: {str(err)[:300]})') from err
+            log.warning('%s: checkpoint step %d unreadable (%s: %s); trying the previous one',
+                        workdir, candidate, type(err).__name__, str(err)[:300])
+            failures.append(f'{candidate} ({type(err).__name__})')
+    raise WeightsError(f'{workdir}: no readable checkpoint; tried steps {", ".join(failures)}')
+
+
+def _with_defaults(model: dict, source: str) -> dict:
+    for key in ('depth', 'width'):
+        if not isinstance(model.get(key), int):
+            raise WeightsError(f'{source}: model config has {key}={model.get(key)!r}, expected an integer')
+    model = dict(model)
+    model.setdefault('variant', 'v1.5')
+    model.setdefault('dtype', 'float32')
+    model.setdefault('input_mean', list(IMAGENET_MEAN))
+    model.setdefault('input_std', list(IMAGENET_STD))
+    return model
+
+
+def _read_final(workdir: Path, step: int) -> LoadedWeights:
+    meta_path = workdir / ENCODER_DIR / 'encoder.json'
+    model = _with_defaults(read_json(meta_path).get('model') or {}, str(meta_path))
+    variables = _restore_numpy(workdir / ENCODER_DIR / 'variables', prefix=None)
+    _check(variables, model, str(workdir / ENCODER_DIR))
+    return LoadedWeights(variables=variables, model=model, name=workdir.name,
+                         source=f'checkpoint:{workdir}', step=step)
+
+
+def _read_checkpoint(workdir: Path, step: int) -> LoadedWeights:
+    import orbax.checkpoint as ocp
+
+    folder = workdir / CHECKPOINT_DIR / str(step)
+    config = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(folder / 'config')
+    if not isinstance(config, dict) or not isinstance(config.get('model'), dict):
+        raise WeightsError(f'{folder}/config: holds no "model" section')
+    model = _with_defaults(config['model'], f'{folder}/config')
+    variables = _restore_numpy(folder / 'state', prefix='encoder')
+    _check(variables, model, str(folder))
+    return LoadedWeights(variables=variables, model=model, name=f'{workdir.name}@{step}',
+                         source=f'checkpoint:{workdir}@{step}', step=step)
+
+
+def _restore_numpy(path: Path, prefix: str | None) -> dict:
+    """Restores ``{'params', 'batch_stats'}`` (or their ``prefix`` subtrees) as numpy arrays.
+
+    Numpy arrays need no devices, so a checkpoint written on 8 GPUs opens on a
+    laptop.
+    """
+    import jax
+    import orbax.checkpoint as ocp
+
+    if not path.is_dir():
+        raise DamagedCheckpointError(f'{path}: missing (an incomplete or damaged workdir)')
+    # The handler, not a Checkpointer: it reads the array tree without looking for
+    # step-level metadata files (which sit one folder up and would log warnings).
+    handler = ocp.PyTreeCheckpointHandler()
+    metadata = handler.metadata(path)
+    tree = getattr(metadata, 'tree', metadata)
+    if not isinstance(tree, Mapping) or 'params' not in tree:
+        raise DamagedCheckpointError(f'{path}: no "params" in this checkpoint')
+    wanted = {}
+    for collection in ('params', 'batch_stats'):
+        node = tree.get(collection, {})
+        if prefix is not None:
+            if prefix not in node:
+                raise WeightsError(f'{path}: no {collection}/{prefix} in this checkpoint '
+                                   f'(found {sorted(node)})')
+            node = {prefix: node[prefix]}
+        wanted[collection] = dict(node)
+    item = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), wanted)
+    restore_args = jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
+    restored = handler.restore(path, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=restore_args, partial_restore=prefix is not None))
+    handler.close()
+    if prefix is not None:
+        restored = {col: restored[col][prefix] for col in ('params', 'batch_stats')}
+    return {col: jax.tree.map(lambda a: np.asarray(a, np.float32), restored[col])
+            for col in ('params', 'batch_stats')}
+
+
+def _check(variables: dict, model: dict, source: str) -> None:
+    expected = encoder_shapes(model['depth'], model['width'], model['variant'])
+    found = {path: tuple(leaf.shape) for path, leaf in flatten(variables).items()}
+    misshapen = [f'{"/".join(p)}: stored {found[p]}, model expects {shape}'
+                 for p, shape in expected.items() if p in found and found[p] != shape]
+    problem = mismatch_report(
+        f'{source} (ResNet{model["depth"]}, width {model["width"]}, variant {model["variant"]!r})',
+        sorted('/'.join(p) for p in set(expected) - set(found)),
+        sorted('/'.join(p) for p in set(found) - set(expected)), misshapen)
+    if problem:
+        raise WeightsError(problem)
