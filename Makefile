@@ -10,7 +10,7 @@ export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,tem]'
 	touch $(STAMP)
 
 setup: $(STAMP)
