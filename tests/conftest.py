@@ -1,9 +1,15 @@
 """Test setup: 8 fake CPU devices (before jax is imported) and tiny configs."""
 
 import os
+import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# Many tests compile the same tiny model; a persistent compilation cache lets
+# later tests and the other xdist worker reuse those executables.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), 'fewshot_jax_test_xla_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 import pytest  # noqa: E402
 

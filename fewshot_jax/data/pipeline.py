@@ -19,6 +19,7 @@ from PIL import Image
 
 from fewshot_jax.data import sources, synthetic
 from fewshot_jax.data.io import DataError
+from fewshot_jax.data.resize import square_crop_resize
 
 SOURCES = ('synthetic', 'synthetic_everyday', 'folder')
 
@@ -50,17 +51,6 @@ def make_source(data_cfg: ml_collections.ConfigDict):
     raise ValueError(f'data.source={name!r}: expected one of {SOURCES}')
 
 
-def _square_crop_resize(pil: Image.Image, size: int, resample) -> np.ndarray:
-    """Shorter side → ``size``, then the centre square (no distortion of non-square images)."""
-    w, h = pil.size
-    scale = size / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    if (new_w, new_h) != (w, h):
-        pil = pil.resize((new_w, new_h), resample)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return np.asarray(pil.crop((left, top, left + size, top + size)))
-
-
 def to_uint8_square(image: np.ndarray, size: int, channels: int = 3) -> np.ndarray:
     """Float [0,1] image (H, W) or (H, W, 3) → uint8 (size, size, channels).
 
@@ -80,7 +70,7 @@ def to_uint8_square(image: np.ndarray, size: int, channels: int = 3) -> np.ndarr
     if image.ndim == 3 and channels == 1:
         image = image @ np.asarray([0.299, 0.587, 0.114], np.float32)
     pil = Image.fromarray(np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8))
-    out = _square_crop_resize(pil, size, Image.Resampling.BILINEAR)
+    out = square_crop_resize(pil, size, Image.Resampling.BILINEAR)
     if out.ndim == 2:
         out = np.repeat(out[..., None], channels, axis=-1)
     return out
@@ -90,7 +80,7 @@ def mask_to_square(mask: np.ndarray, size: int) -> np.ndarray:
     """Binary mask (H, W) → uint8 (size, size) in {0, 1}, nearest-neighbour, same geometry
     as :func:`to_uint8_square` so image and mask stay aligned."""
     pil = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8))
-    return _square_crop_resize(pil, size, Image.Resampling.NEAREST)
+    return square_crop_resize(pil, size, Image.Resampling.NEAREST)
 
 
 def _prepare_ssl(record, size: int, channels: int):

@@ -36,6 +36,7 @@ from PIL import Image
 
 from fewshot_jax.data import layouts, sources
 from fewshot_jax.data.io import DataError
+from fewshot_jax.data.resize import square_crop_resize
 
 RESOLUTIONS = (224, 384, 512, 768, 1024)
 _VERSION = tfds.core.Version('1.0.0')
@@ -313,14 +314,7 @@ def square_uint8(image: np.ndarray, size: int, resample: Image.Resampling) -> np
     """
     if image.dtype != np.uint8:
         image = np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-    pil = Image.fromarray(image)
-    width, height = pil.size
-    scale = size / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    if (new_w, new_h) != (width, height):
-        pil = pil.resize((new_w, new_h), resample)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return np.asarray(pil.crop((left, top, left + size, top + size)))[..., None]
+    return square_crop_resize(Image.fromarray(image), size, resample)[..., None]
 
 
 def _png(pixels: np.ndarray) -> bytes:
