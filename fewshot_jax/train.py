@@ -34,6 +34,35 @@ def total_steps_of(train_cfg: ml_collections.ConfigDict, num_images: int, batch:
     return int(train_cfg.epochs) * max(1, num_images // batch)
 
 
+def _flat(tree, prefix=''):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f'{prefix}{key}.'))
+        else:
+            out[f'{prefix}{key}'] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def warn_config_changes(saved: dict, current: dict) -> list[str]:
+    """Logs a warning for every config field that differs from the checkpoint's.
+
+    Resuming with a changed config is allowed (e.g. more steps), but it is no
+    longer the run that was checkpointed: a new ``train.num_steps`` reshapes the
+    learning-rate schedule, a new batch size or seed changes the data order.
+
+    Returns:
+        The dotted names of the fields that differ.
+    """
+    old, new = _flat(saved), _flat(current)
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        log.warning('resuming with a config that differs from the checkpoint in %s: %s',
+                    len(changed), ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}'
+                                            for k in changed))
+    return changed
+
+
 def _mean_metrics(host_metrics: list[tuple[int, dict]]) -> dict:
     keys = host_metrics[-1][1].keys()
     return {k: float(np.mean([np.asarray(m[k]) for _, m in host_metrics])) for k in keys}
@@ -80,8 +109,9 @@ def _train_ssl_locked(config: ml_collections.ConfigDict, workdir: Path) -> dict:
     start, data_state = 0, None
     restored = ckpt.restore_latest(state)
     if restored is not None:
-        start, state, data_state, _ = restored
+        start, state, data_state, saved_config = restored
         log.info('resuming %s from step %d', workdir, start)
+        warn_config_changes(saved_config, config.to_dict())
     iterator = pipeline.batch_iterator(dataset, spec, data_state)
     metrics_log = MetricsLog(workdir, resume_step=start)
     log_every = config.train.get('log_every', 10)

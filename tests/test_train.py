@@ -80,7 +80,7 @@ def test_sigkill_midway_then_resume_equals_uninterrupted_run(tmp_path):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
 
 
-def test_run_writes_outputs_and_loss_falls(tmp_path):
+def test_run_writes_outputs_and_loss_falls(tmp_path, caplog):
     config = tiny_ssl_config(**{'train.num_steps': 30, 'train.log_every': 5,
                                 'train.checkpoint_every': 10, 'optim.lr': 0.05})
     summary = train_ssl(config, tmp_path)
@@ -95,7 +95,9 @@ def test_run_writes_outputs_and_loss_falls(tmp_path):
     assert meta['step'] == 30 and meta['model']['depth'] == 18
 
     # Running the finished command again resumes at the end and changes nothing.
-    again = train_ssl(config, tmp_path)
+    with caplog.at_level('WARNING'):
+        again = train_ssl(config, tmp_path)
+    assert not any('differs from the checkpoint' in r.getMessage() for r in caplog.records)
     assert again['resumed_from'] == 30
     assert [m['step'] for m in read_metrics(tmp_path)] == [5, 10, 15, 20, 25, 30]
 
@@ -145,6 +147,7 @@ def test_corrupted_latest_checkpoint_is_skipped_with_warning(tmp_path, caplog):
     config.train.num_steps = 6
     with caplog.at_level('WARNING'):
         summary = train_ssl(config, tmp_path)
+    assert any('train.num_steps: 4 -> 6' in r.getMessage() for r in caplog.records)
     assert summary['resumed_from'] == 2
     assert any('step 4' in r.getMessage() and 'unreadable' in r.getMessage()
                for r in caplog.records)
