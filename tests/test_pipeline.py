@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from fewshot_jax.data import pipeline
+from fewshot_jax.data.arrays import ArraySource
 from fewshot_jax.data.io import DataError
-from fewshot_jax.data.sources import ArraySource
 
 
 def index_images(n, size=8):

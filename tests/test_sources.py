@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from fewshot_jax.data import layouts, sources
+from fewshot_jax.data.arrays import ArraySource
 from fewshot_jax.data.io import DataError
 from fewshot_jax.data.sources import (
-    ArraySource,
     ClassFolderSource,
     MaskedImageSource,
     UnlabeledFolderSource,

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from fewshot_jax.data import sources, synthetic
+from fewshot_jax.data.arrays import ArraySource
 from fewshot_jax.data.io import DataError
 from fewshot_jax.data.resize import square_crop_resize
 
@@ -37,10 +38,10 @@ def make_source(data_cfg: ml_collections.ConfigDict):
     name = data_cfg.source
     if name == 'synthetic':
         images = synthetic.generic(data_cfg.num_images, data_cfg.synthetic_size, data_cfg.seed)
-        return sources.ArraySource(images)
+        return ArraySource(images)
     if name == 'synthetic_everyday':
         images = synthetic.everyday(data_cfg.num_images, data_cfg.synthetic_size, data_cfg.seed)
-        return sources.ArraySource(images)
+        return ArraySource(images)
     if name == 'folder':
         if not data_cfg.get('root'):
             raise DataError("data.source='folder' needs data.root: a folder of unlabeled images "
