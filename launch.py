@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -50,7 +51,15 @@ def main(argv):
     tasks = _tasks()
     if config.task not in tasks:
         raise app.UsageError(f'config.task={config.task!r}: expected one of {sorted(tasks)}')
-    summary = tasks[config.task](config, _WORKDIR.value)
+    try:
+        summary = tasks[config.task](config, _WORKDIR.value)
+    except Exception as err:
+        # The project's own error types carry a complete message (file, key, value,
+        # what was expected): show it without a traceback. Anything else is a bug
+        # and keeps its traceback.
+        if type(err).__module__.startswith('fewshot_jax'):
+            sys.exit(f'error: {err}')
+        raise
     logging.info('finished: %s', summary)
 
 
