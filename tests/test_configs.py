@@ -47,3 +47,18 @@ def test_demo_preset_runs(name, tmp_path):
 def test_unknown_preset_is_named():
     with pytest.raises(ValueError, match="'big'"):
         load('barlow_tem', 'big')
+
+
+def test_launch_reports_bad_data_root_without_traceback(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(repo / 'launch.py'), '--config=configs/barlow_tem.py',
+         f'--workdir={tmp_path / "w"}', f'--config.data.root={tmp_path / "missing"}'],
+        cwd=repo, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert f'error: {tmp_path / "missing"}: data folder does not exist' in result.stderr
+    assert 'Traceback' not in result.stderr
