@@ -35,6 +35,8 @@ _THREADS = flags.DEFINE_integer('threads', os.cpu_count() or 2, 'Grain read thre
 _BATCHES = flags.DEFINE_integer('batches', 20, 'Timed batches (after 2 warm-up batches).')
 _WORKERS = flags.DEFINE_integer('workers', os.cpu_count() or 2, 'Grain worker processes (mode workers).')
 _STEP = flags.DEFINE_float('step_pairs_per_s', 0.0, 'Train-step throughput to compare with.')
+_ARRAYRECORD = flags.DEFINE_bool('arrayrecord', False, 'Also time reading an ArrayRecord copy '
+                                 'prepared at --image_size (needs tensorflow-datasets).')
 
 
 def write_files(root: Path) -> None:
@@ -82,6 +84,18 @@ def main(argv):
             dataset = pipeline.ssl_dataset(unlabeled, spec)
             result[f'ssl_{mode}_setup_s'] = round(time.perf_counter() - t0, 2)
             result[f'ssl_{mode}_images_per_s'] = round(images_per_s(dataset, spec), 1)
+        if _ARRAYRECORD.value:
+            from fewshot_jax.data import tfds_builders
+
+            t0 = time.perf_counter()
+            tfds_builders.prepare('cem500k', manual_dir=root / 'unlabeled', data_dir=root / 'tfds',
+                                  resolution=_SIZE.value)
+            result['arrayrecord_prepare_s'] = round(time.perf_counter() - t0, 1)
+            prepared = tfds_builders.TfdsSource('cem500k', split='train', data_dir=root / 'tfds',
+                                                resolution=_SIZE.value)
+            spec = modes['threads']
+            result['ssl_arrayrecord_threads_images_per_s'] = round(
+                images_per_s(pipeline.ssl_dataset(prepared, spec), spec), 1)
         labeled_source = sources.ClassFolderSource(root / 'labeled')
         result['labeled_images_per_s'] = round(images_per_s(
             pipeline.train_dataset(labeled_source, range(len(labeled_source)), modes['threads']),
@@ -91,6 +105,9 @@ def main(argv):
             f"{result['ssl_cached_setup_s']} s), threads×{_THREADS.value} "
             f"{result['ssl_threads_images_per_s']}, workers×{_WORKERS.value} "
             f"{result['ssl_workers_images_per_s']}; labeled {result['labeled_images_per_s']}")
+    if _ARRAYRECORD.value:
+        line += (f"; ArrayRecord at {_SIZE.value} px, threads×{_THREADS.value}: "
+                 f"{result['ssl_arrayrecord_threads_images_per_s']}")
     if _STEP.value > 0:
         for mode in modes:
             result[f'{mode}_over_step'] = round(result[f'ssl_{mode}_images_per_s'] / _STEP.value, 2)
