@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from fewshot_jax.analysis.percolation import pixel_density
+from fewshot_jax.masks import pixel_density
 from fewshot_jax.data import synthetic
 
 TASKS = ("nanowires", "nanoparticles", "viruses")

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from fewshot_jax.models import compute_dtype
-from fewshot_jax.models.resnet import IMAGENET_MEAN, IMAGENET_STD, LAYER_NAMES, ResNet, feature_dim
+from fewshot_jax.models import compute_dtype, make_encoder
+from fewshot_jax.models.resnet import LAYER_NAMES, feature_dim
 from fewshot_jax.models.weights import export_torchvision, load_weights, normalization_values
 
 __all__ = ['Encoder', 'EncoderInputError', 'load_encoder']
@@ -40,15 +40,6 @@ _INTEGER_SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 class EncoderInputError(ValueError):
     """Images or arguments that :meth:`Encoder.encode` cannot use."""
-
-
-def build_module(config: Mapping) -> ResNet:
-    """The ResNet a model config describes, including its input normalisation."""
-    return ResNet(depth=int(config['depth']), width=int(config['width']),
-                  variant=config.get('variant', 'v1.5'),
-                  dtype=compute_dtype(config.get('dtype', 'float32')),
-                  input_mean=tuple(config.get('input_mean', IMAGENET_MEAN)),
-                  input_std=tuple(config.get('input_std', IMAGENET_STD)))
 
 
 class Encoder:
@@ -69,7 +60,7 @@ class Encoder:
         self.name = name
         self.step = step
         self.source = source
-        self.module = build_module(self.config)
+        self.module = make_encoder(self.config)
         self.variables = jax.device_put({'params': variables['params'],
                                          'batch_stats': variables['batch_stats']})
         module = self.module

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from fewshot_jax.analysis.percolation import fast_clusters, percolates
+from fewshot_jax.masks import fast_clusters, percolates
 from fewshot_jax.data import synthetic
 
 LABELED = {

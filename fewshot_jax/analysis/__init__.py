@@ -1,1 +1,1 @@
-"""Analyses of masks and embeddings (percolation, anchors, plots, reports)."""
+"""Analyses of results: anchors, plots, reports (mask geometry itself is `fewshot_jax.masks`)."""

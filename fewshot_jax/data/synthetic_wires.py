@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fewshot_jax.analysis.percolation import percolates
+from fewshot_jax.masks import percolates
 from fewshot_jax.data import synthetic_microscope as microscope
 from fewshot_jax.data.synthetic_render import Canvas, rasterize_path, smooth_noise, worm_path
 from fewshot_jax.data.synthetic_scenes import background_clutter

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax.numpy as jnp
 import ml_collections
 
@@ -21,9 +23,10 @@ def compute_dtype(name: str):
     return _DTYPES[name]
 
 
-def make_encoder(model_cfg: ml_collections.ConfigDict) -> ResNet:
-    """Builds the ResNet encoder described by ``config.model``."""
-    return ResNet(depth=model_cfg.depth, width=model_cfg.width,
+def make_encoder(model_cfg: Mapping) -> ResNet:
+    """Builds the ResNet encoder described by ``config.model`` (a ConfigDict or a plain dict,
+    e.g. a workdir's saved ``encoder.json``), including its input normalisation."""
+    return ResNet(depth=int(model_cfg['depth']), width=int(model_cfg['width']),
                   variant=model_cfg.get('variant', 'v1.5'),
                   dtype=compute_dtype(model_cfg.get('dtype', 'float32')),
                   input_mean=tuple(model_cfg.get('input_mean', IMAGENET_MEAN)),

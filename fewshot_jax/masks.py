@@ -1,4 +1,4 @@
-"""Percolation of binary masks: the paper's DBSCAN criterion and an exact fast path.
+"""Mask geometry: percolation (the paper's DBSCAN criterion and an exact fast path) and pixel density.
 
 The paper clusters the foreground ("nanowire") pixels of a mask with
 scikit-learn's DBSCAN (eps = 2, min_samples = 2) on their (row, column)
@@ -17,7 +17,7 @@ its two ends, so it never joins clusters that DBSCAN keeps apart. Larger eps
 uses a sparse graph of pixel pairs instead, and min_samples > 2 counts
 neighbours explicitly; border points then join the lowest-numbered adjacent
 cluster, which is exactly the cluster DBSCAN's depth-first expansion reaches
-them from first. `tests/test_percolation.py` checks label-for-label equality
+them from first. `tests/test_masks.py` checks label-for-label equality
 with scikit-learn on many random masks.
 """
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fewshot_jax.analysis import percolation as P
+from fewshot_jax import masks as P
 
 
 def assert_same_clusters(mask, eps=2.0, min_samples=2):
