@@ -21,44 +21,11 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from fewshot_jax.masks import pixel_density
+from fewshot_jax.baselines import raw_pixels, texture_features
 from fewshot_jax.data import synthetic
+from fewshot_jax.masks import pixel_density
 
 TASKS = ("nanowires", "nanoparticles", "viruses")
-
-
-def downsample(images: np.ndarray, side: int = 32) -> np.ndarray:
-    """Block-mean downsampling of (n, H, W) to (n, side, side); H must be a multiple of side."""
-    n, h, w = images.shape
-    if h % side or w % side:
-        raise ValueError(f"image size {h}x{w} is not a multiple of {side}")
-    return images.reshape(n, side, h // side, side, w // side).mean(axis=(2, 4))
-
-
-def raw_pixels(images: np.ndarray, side: int = 32) -> np.ndarray:
-    """The calibration features: 32 x 32 block-mean pixels, flattened."""
-    return downsample(images, side).reshape(len(images), -1)
-
-
-def texture_features(images: np.ndarray) -> np.ndarray:
-    """A translation-invariant learnability check: radial power spectrum and edge statistics.
-
-    Not a benchmark to beat; it shows that the classes differ in morphology
-    even where raw pixels are at chance.
-    """
-    from skimage.feature import hog
-
-    size = images.shape[1]
-    freq = np.sqrt(np.fft.fftfreq(size)[:, None] ** 2 + np.fft.fftfreq(size)[None, :] ** 2)
-    bins = np.digitize(freq.ravel(), np.linspace(0, 0.5, 17))
-    feats = []
-    for img in images:
-        z = (img - img.mean()) / (img.std() + 1e-6)
-        power = np.bincount(bins, (np.abs(np.fft.fft2(z)) ** 2).ravel(), 18)[1:17]
-        cells = hog(img, orientations=8, pixels_per_cell=(16, 16), cells_per_block=(1, 1))
-        cells = cells.reshape(-1, 8)
-        feats.append(np.concatenate([np.log(power + 1e-6), cells.mean(0), cells.std(0)]))
-    return np.array(feats)
 
 
 def probe_accuracy(x: np.ndarray, y: np.ndarray, shots: int, seed: int) -> float:
