@@ -1,12 +1,18 @@
 """Per-example, per-view image augmentations that run on device inside `jax.jit`.
 
 The Grain pipeline delivers uint8 batches at a base size; this module turns
-them into float32 views in [0, 1] at the model's input size: a square crop
-(random side and corner), resized with `jax.image.scale_and_translate`, a
-horizontal flip and colour jitter in a random order. Every draw comes from the
-key alone, so a view is a pure function of (key, image): the same key gives
-the same pixels, and each example and each view gets its own draws (the
-paper's notebooks drew one augmentation per batch; see DESIGN §3).
+them into float32 views in [0, 1] at the model's input size: a crop (a square
+of random side, or a SimCLR-style rectangle of random area and aspect ratio),
+resized with `jax.image.scale_and_translate`, a horizontal flip, colour jitter
+in a random order (brightness, contrast, saturation, hue, gamma), then the
+micrograph ops: intensity inversion, Gaussian blur and Gaussian noise. Every
+draw comes from the key alone, so a view is a pure function of (key, image):
+the same key gives the same pixels, and each example and each view gets its
+own draws (the paper's notebooks drew one augmentation per batch; see DESIGN §3).
+
+Grayscale micrographs arrive replicated to 3 channels; every op here except
+saturation and hue acts on the three channels alike (noise is one field added
+to all three), so a grayscale image stays grayscale.
 
 Only `augment_config_from` reads an ml_collections config; jitted code sees
 the frozen, hashable `AugmentConfig`, which may be passed as a static argument.
@@ -23,7 +29,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-CROP_MODES = ('random', 'none')
+CROP_MODES = ('random', 'area', 'none')
+_RANGE_FIELDS = ('crop_range', 'crop_area', 'crop_ratio', 'contrast', 'saturation', 'gamma',
+                 'blur_sigma', 'noise_std')
+# A larger sigma would need a kernel wider than any image this project trains on.
+_MAX_BLUR_SIGMA = 16.0
 
 
 class AugmentConfigError(ValueError):
@@ -68,16 +78,32 @@ class AugmentConfig:
 
     Attributes:
         output_size: side S of the square output views, in pixels.
-        crop: 'random' (side fraction drawn from `crop_range`), 'none' (the
-            whole image is resized) or a fixed side fraction in (0, 1].
+        crop: 'random' (square, side fraction drawn from `crop_range`), 'area'
+            (rectangle: area fraction from `crop_area`, aspect ratio from
+            `crop_ratio`, as SimCLR/BYOL's RandomResizedCrop), 'none' (the whole
+            image is resized) or a fixed side fraction in (0, 1].
         crop_range: (lo, hi) side fractions for crop='random'; the paper's
             Randcrop is (0.25, 0.5).
+        crop_area: (lo, hi) fractions of the image area for crop='area'; SimCLR
+            uses (0.08, 1), a milder common choice is (0.2, 1).
+        crop_ratio: (lo, hi) width/height ratios for crop='area', drawn
+            log-uniformly; must contain 1. Narrowed where needed so the box fits.
         flip_prob: probability of a horizontal (left-right) flip.
         jitter_prob: probability that each colour-jitter op is applied.
         brightness: max additive brightness delta; 0 disables the op.
         contrast: (lo, hi) contrast factor range; (1, 1) disables the op.
         saturation: (lo, hi) saturation factor range; (1, 1) disables the op.
         hue: max hue shift as a fraction of the colour wheel; 0 disables the op.
+        gamma: (lo, hi) range of the exponent g in x -> x**g, drawn log-uniformly;
+            (1, 1) disables the op. A jitter op (applied with `jitter_prob`).
+        invert_prob: probability of x -> 1 - x (bright-field <-> dark-field
+            polarity). Label-preserving only where polarity carries no label.
+        blur_prob: probability of a Gaussian blur.
+        blur_sigma: (lo, hi) blur standard deviation in output pixels, drawn
+            uniformly; the kernel spans +-3 * hi pixels.
+        noise_prob: probability of adding Gaussian noise.
+        noise_std: (lo, hi) noise standard deviation (in [0, 1] intensity units),
+            drawn uniformly; one noise field for all three channels.
     """
 
     output_size: int
@@ -89,10 +115,18 @@ class AugmentConfig:
     contrast: tuple[float, float] = (0.2, 1.8)
     saturation: tuple[float, float] = (0.2, 1.8)
     hue: float = 0.2
+    crop_area: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    gamma: tuple[float, float] = (1.0, 1.0)
+    invert_prob: float = 0.0
+    blur_prob: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    noise_prob: float = 0.0
+    noise_std: tuple[float, float] = (0.0, 0.05)
 
     def __post_init__(self):
         # Configs hand over lists; tuples keep the dataclass hashable for jit.
-        for name in ('crop_range', 'contrast', 'saturation'):
+        for name in _RANGE_FIELDS:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
@@ -121,6 +155,12 @@ class AugmentConfig:
                 f"augment.crop must be 'random', 'none' or a side fraction in (0, 1], got {crop!r}"
             )
         _check_range('crop_range', self.crop_range, 0.0, 1.0, low_open=True)
+        _check_range('crop_area', self.crop_area, 0.0, 1.0, low_open=True)
+        _check_range('crop_ratio', self.crop_ratio, 0.0, math.inf, low_open=True)
+        if not self.crop_ratio[0] <= 1.0 <= self.crop_ratio[1]:
+            raise AugmentConfigError(
+                f'augment.crop_ratio must contain 1 (lo <= 1 <= hi), got {self.crop_ratio!r}'
+            )
         _check_probability('flip_prob', self.flip_prob)
         _check_probability('jitter_prob', self.jitter_prob)
         if not _is_number(self.brightness) or not 0.0 <= self.brightness <= 1.0:
@@ -129,6 +169,11 @@ class AugmentConfig:
             )
         _check_range('contrast', self.contrast, 0.0, math.inf)
         _check_range('saturation', self.saturation, 0.0, math.inf)
+        _check_range('gamma', self.gamma, 0.0, math.inf, low_open=True)
+        for name in ('invert_prob', 'blur_prob', 'noise_prob'):
+            _check_probability(name, getattr(self, name))
+        _check_range('blur_sigma', self.blur_sigma, 0.0, _MAX_BLUR_SIGMA, low_open=True)
+        _check_range('noise_std', self.noise_std, 0.0, 1.0)
         # A shift of 0.5 already reaches the opposite colour; more just wraps.
         if not _is_number(self.hue) or not 0.0 <= self.hue <= 0.5:
             raise AugmentConfigError(
@@ -159,8 +204,10 @@ def augment_config_from(cfg: Mapping, output_size: int) -> AugmentConfig:
 
     Args:
         cfg: an ml_collections ConfigDict (or any mapping) with any of the keys
-            crop, crop_range, flip_prob, jitter_prob, brightness, contrast,
-            saturation, hue. Missing keys take the `AugmentConfig` defaults.
+            crop, crop_range, crop_area, crop_ratio, flip_prob, jitter_prob,
+            brightness, contrast, saturation, hue, gamma, invert_prob, blur_prob,
+            blur_sigma, noise_prob, noise_std. Missing keys take the
+            `AugmentConfig` defaults, which leave the new ops off.
         output_size: side of the output views, in pixels (the model's input size).
 
     Returns:
@@ -258,9 +305,10 @@ def crop_window(key, height: int, width: int, cfg: AugmentConfig):
     Returns:
         (top, left, side) float32 scalars, in pixels.
     """
-    if cfg.crop == 'none':
+    if cfg.crop in ('none', 'area'):
         raise AugmentConfigError(
-            "crop_window needs augment.crop 'random' or a fraction, got 'none'"
+            f"crop_window needs augment.crop 'random' or a fraction, got {cfg.crop!r} "
+            f"(crop='area' boxes come from area_crop_window)"
         )
     side_key, corner_key = jax.random.split(key)
     if cfg.crop == 'random':
@@ -273,6 +321,38 @@ def crop_window(key, height: int, width: int, cfg: AugmentConfig):
     top = corner[0] * (height - side)
     left = corner[1] * (width - side)
     return top, left, side
+
+
+def area_crop_window(key, height: int, width: int, cfg: AugmentConfig):
+    """Draws a rectangular crop box by area fraction and aspect ratio (RandomResizedCrop).
+
+    The box covers a fraction a ~ U(`cfg.crop_area`) of the image area; its
+    width/height ratio r is log-uniform in `cfg.crop_ratio`, narrowed to the
+    ratios for which a box of that area fits inside the image (so no draw is
+    rejected and the area is exact); the corner is uniform over the positions
+    that keep the box inside.
+
+    Args:
+        key: a JAX PRNG key.
+        height: image height in pixels (static).
+        width: image width in pixels (static).
+        cfg: augmentation settings (crop='area').
+
+    Returns:
+        (top, left, box_height, box_width) float32 scalars, in pixels.
+    """
+    area_key, ratio_key, corner_key = jax.random.split(key, 3)
+    lo, hi = cfg.crop_area
+    area = jax.random.uniform(area_key, (), jnp.float32, lo, hi) * (height * width)
+    # A box of this area fits iff area / height <= box_width <= width, i.e.
+    # r = box_width**2 / area lies in [area / height**2, width**2 / area].
+    log_lo = jnp.maximum(math.log(cfg.crop_ratio[0]), jnp.log(area / height**2))
+    log_hi = jnp.minimum(math.log(cfg.crop_ratio[1]), jnp.log(width**2 / area))
+    log_ratio = log_lo + jax.random.uniform(ratio_key, (), jnp.float32) * (log_hi - log_lo)
+    box_width = jnp.minimum(jnp.sqrt(area * jnp.exp(log_ratio)), width)
+    box_height = jnp.minimum(area / box_width, height)
+    corner = jax.random.uniform(corner_key, (2,), jnp.float32)
+    return corner[0] * (height - box_height), corner[1] * (width - box_width), box_height, box_width
 
 
 def _jitter_ops(cfg: AugmentConfig) -> list[tuple[Callable, Callable]]:
@@ -298,7 +378,81 @@ def _jitter_ops(cfg: AugmentConfig) -> list[tuple[Callable, Callable]]:
             lambda k: jax.random.uniform(k, (), jnp.float32, -cfg.hue, cfg.hue),
             pix.adjust_hue,
         ))
+    # Appended last so that configs without gamma keep the keys of the ops above.
+    if cfg.gamma != (1, 1):
+        log_lo, log_hi = math.log(cfg.gamma[0]), math.log(cfg.gamma[1])
+        ops.append((
+            lambda k: jnp.exp(jax.random.uniform(k, (), jnp.float32, log_lo, log_hi)),
+            adjust_gamma,
+        ))
     return ops
+
+
+def adjust_gamma(image: jax.Array, gamma) -> jax.Array:
+    """x -> x**gamma on [0, 1] intensities (gamma < 1 brightens the mid-tones)."""
+    # The floor keeps the gradient-free power finite at 0 for any gamma > 0.
+    return jnp.power(jnp.maximum(image, 0.0), gamma)
+
+
+def _gaussian_kernel(sigma, radius: int) -> jax.Array:
+    offsets = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    weights = jnp.exp(-0.5 * (offsets / sigma) ** 2)
+    return weights / jnp.sum(weights)
+
+
+def gaussian_blur(image: jax.Array, sigma, radius: int) -> jax.Array:
+    """Separable Gaussian blur of an (H, W, C) image with edge-reflecting borders.
+
+    Args:
+        image: float32 (H, W, C).
+        sigma: standard deviation in pixels (may be traced).
+        radius: static kernel half-width; the kernel has 2 * radius + 1 taps.
+
+    Returns:
+        float32 (H, W, C).
+    """
+    kernel = _gaussian_kernel(sigma, radius)
+    height, width = image.shape[0], image.shape[1]
+    # 'symmetric' repeats the edge pixel (as scipy.ndimage's 'reflect'); a radius
+    # beyond the image side needs repeated reflection, which np.pad does too.
+    padded = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode='symmetric')
+    rows = sum(kernel[i] * padded[i:i + height] for i in range(2 * radius + 1))
+    return sum(kernel[i] * rows[:, i:i + width] for i in range(2 * radius + 1))
+
+
+def _blur_radius(cfg: AugmentConfig) -> int:
+    return max(1, math.ceil(3.0 * cfg.blur_sigma[1]))
+
+
+def micrograph_ops(key, image: jax.Array, cfg: AugmentConfig) -> jax.Array:
+    """Intensity inversion, Gaussian blur and Gaussian noise, each with its own probability.
+
+    Applied in that order after the colour jitter; each op is skipped (no
+    compute) when its probability is 0.
+
+    Args:
+        key: a JAX PRNG key.
+        image: float32 (H, W, 3) in [0, 1].
+        cfg: augmentation settings.
+
+    Returns:
+        float32 (H, W, 3) in [0, 1].
+    """
+    invert_key, blur_key, noise_key = jax.random.split(key, 3)
+    if cfg.invert_prob > 0:
+        image = jnp.where(jax.random.bernoulli(invert_key, cfg.invert_prob), 1.0 - image, image)
+    if cfg.blur_prob > 0:
+        apply_key, sigma_key = jax.random.split(blur_key)
+        sigma = jax.random.uniform(sigma_key, (), jnp.float32, *cfg.blur_sigma)
+        blurred = gaussian_blur(image, sigma, _blur_radius(cfg))
+        image = jnp.where(jax.random.bernoulli(apply_key, cfg.blur_prob), blurred, image)
+    if cfg.noise_prob > 0:
+        apply_key, std_key, field_key = jax.random.split(noise_key, 3)
+        std = jax.random.uniform(std_key, (), jnp.float32, *cfg.noise_std)
+        field = std * jax.random.normal(field_key, image.shape[:2] + (1,), jnp.float32)
+        noisy = jnp.clip(image + field, 0.0, 1.0)
+        image = jnp.where(jax.random.bernoulli(apply_key, cfg.noise_prob), noisy, image)
+    return image
 
 
 def color_jitter(key, image: jax.Array, cfg: AugmentConfig) -> jax.Array:
@@ -335,7 +489,7 @@ def color_jitter(key, image: jax.Array, cfg: AugmentConfig) -> jax.Array:
 
 
 def augment_image(key, image, cfg: AugmentConfig) -> jax.Array:
-    """Augments one image: crop-resize, horizontal flip, colour jitter.
+    """Augments one image: crop-resize, horizontal flip, colour jitter, micrograph ops.
 
     Args:
         key: a JAX PRNG key; the output is a pure function of (key, image).
@@ -355,6 +509,9 @@ def augment_image(key, image, cfg: AugmentConfig) -> jax.Array:
     size = cfg.output_size
     if cfg.crop == 'none':
         view = _resample_box(image, 0.0, 0.0, height, width, size)
+    elif cfg.crop == 'area':
+        top, left, box_height, box_width = area_crop_window(crop_key, height, width, cfg)
+        view = _resample_box(image, top, left, box_height, box_width, size)
     else:
         top, left, side = crop_window(crop_key, height, width, cfg)
         view = _resample_box(image, top, left, side, side, size)
@@ -362,6 +519,9 @@ def augment_image(key, image, cfg: AugmentConfig) -> jax.Array:
         flip = jax.random.bernoulli(flip_key, cfg.flip_prob)
         view = jnp.where(flip, view[:, ::-1], view)
     view = color_jitter(jitter_key, view, cfg)
+    # A key folded from the view's key (not a 4th split) keeps the crop, flip and
+    # jitter draws of configs that predate these ops bit-identical.
+    view = micrograph_ops(jax.random.fold_in(key, 3), jnp.clip(view, 0.0, 1.0), cfg)
     return jnp.clip(view, 0.0, 1.0)
 
 

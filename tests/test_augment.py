@@ -380,3 +380,231 @@ def test_config_from_rejects_unknown_keys_and_bad_values():
         augment.augment_config_from(ml_collections.ConfigDict({'crop': 'crop25'}), 32)
     with pytest.raises(augment.AugmentConfigError, match='hue'):
         augment.augment_config_from(ml_collections.ConfigDict({'hue': 0.9}), 32)
+
+
+# --- area-fraction crops -------------------------------------------------------------------
+
+AREA_WINDOWS = jax.jit(jax.vmap(augment.area_crop_window, in_axes=(0, None, None, None)),
+                       static_argnums=(1, 2, 3))
+
+
+@pytest.mark.parametrize('height, width', [(48, 48), (36, 60)])
+@pytest.mark.parametrize('area, ratio', [((0.08, 1.0), (3 / 4, 4 / 3)), ((0.2, 1.0), (0.5, 2.0))])
+def test_area_windows_have_the_drawn_area_ratio_and_lie_inside(height, width, area, ratio):
+    cfg = AugmentConfig(output_size=32, crop='area', crop_area=area, crop_ratio=ratio)
+    keys = jax.random.split(jax.random.key(0), 400)
+    top, left, box_h, box_w = (np.asarray(a, np.float64) for a in
+                               AREA_WINDOWS(keys, height, width, cfg))
+    fraction = box_h * box_w / (height * width)
+    assert fraction.min() >= area[0] - 1e-5 and fraction.max() <= area[1] + 1e-5
+    # The ratio range holds wherever a box of the drawn area fits with such a ratio.
+    aspect = box_w / box_h
+    feasible_lo = np.maximum(ratio[0], fraction * width / height)
+    feasible_hi = np.minimum(ratio[1], width / (fraction * height))
+    assert np.all(aspect >= np.minimum(feasible_lo, feasible_hi) * (1 - 1e-4))
+    assert np.all(aspect <= np.maximum(feasible_lo, feasible_hi) * (1 + 1e-4))
+    assert np.all(top >= -1e-4) and np.all(top + box_h <= height + 1e-3)
+    assert np.all(left >= -1e-4) and np.all(left + box_w <= width + 1e-3)
+    # The draws spread over the range, not a point.
+    assert fraction.max() - fraction.min() > 0.5 * (area[1] - area[0])
+    assert aspect.max() / aspect.min() > 1.2
+
+
+def recover_box(view, image_size):
+    """(top, left, box_height, box_width) of an upsampled view of `ramp_image(image_size)`."""
+    size = view.shape[0]
+    out = []
+    for line in (np.asarray(view[:, size // 2, 1], np.float64) * image_size,
+                 np.asarray(view[size // 2, :, 0], np.float64) * image_size):
+        step = (line[size - 2] - line[1]) / (size - 3)
+        out.append((line[1] - 1.5 * step + 0.5, step * size))
+    (top, box_h), (left, box_w) = out
+    return top, left, box_h, box_w
+
+
+def rect_bilinear_reference(image, top, left, box_h, box_w, out_size):
+    """Plain-loop bilinear sampling of a rectangular box (valid when upsampling)."""
+    height, width, channels = image.shape
+    out = np.zeros((out_size, out_size, channels))
+    for u in range(out_size):
+        y = min(max(top + (u + 0.5) * box_h / out_size - 0.5, 0.0), height - 1)
+        y0 = int(math.floor(y))
+        y1, ty = min(y0 + 1, height - 1), y - math.floor(y)
+        for v in range(out_size):
+            x = min(max(left + (v + 0.5) * box_w / out_size - 0.5, 0.0), width - 1)
+            x0 = int(math.floor(x))
+            x1, tx = min(x0 + 1, width - 1), x - math.floor(x)
+            out[u, v] = ((1 - ty) * (1 - tx) * image[y0, x0] + (1 - ty) * tx * image[y0, x1]
+                         + ty * (1 - tx) * image[y1, x0] + ty * tx * image[y1, x1])
+    return out
+
+
+def test_area_crop_views_are_their_boxes_resampled_one_box_per_example():
+    image = ramp_image(32)
+    images = np.repeat(image[None], 6, axis=0)
+    cfg = AugmentConfig(output_size=40, crop='area', crop_area=(0.2, 1.0), **NO_JITTER)
+    views = np.asarray(batch_fn(jax.random.key(5), images, cfg))
+    boxes = [recover_box(view, 32) for view in views]
+    for view, (top, left, box_h, box_w) in zip(views, boxes, strict=True):
+        assert 0.2 - 1e-3 <= box_h * box_w / 32**2 <= 1.0 + 1e-3
+        assert 3 / 4 - 1e-3 <= box_w / box_h <= 4 / 3 + 1e-3
+        assert -1e-3 <= top <= 32 - box_h + 1e-3 and -1e-3 <= left <= 32 - box_w + 1e-3
+        expected = rect_bilinear_reference(image, top, left, box_h, box_w, 40)
+        np.testing.assert_allclose(view, expected, atol=1e-4)
+    for i in range(len(boxes)):
+        for j in range(i):
+            assert np.abs(np.subtract(boxes[i], boxes[j])).max() > 1e-2, (i, j)
+
+
+# --- micrograph ops: gamma, inversion, blur, noise -----------------------------------------
+
+GRAY_ONLY = dict(jitter_prob=1.0, contrast=(1, 1), saturation=(1, 1), hue=0)
+
+
+def test_gamma_raises_every_pixel_to_one_drawn_power():
+    image = jnp.asarray(0.05 + 0.9 * np.random.default_rng(4).random((16, 16, 3)), jnp.float32)
+    cfg = AugmentConfig(output_size=16, gamma=(0.5, 2.0), **GRAY_ONLY)
+    powers = []
+    for seed in range(5):
+        out = np.asarray(augment.color_jitter(jax.random.key(seed), image, cfg), np.float64)
+        power = np.log(out) / np.log(np.asarray(image, np.float64))
+        np.testing.assert_allclose(power, power.flat[0], rtol=1e-4)
+        assert 0.5 - 1e-5 <= power.flat[0] <= 2.0 + 1e-5
+        powers.append(power.flat[0])
+    assert len(set(np.round(powers, 4))) == 5
+
+
+def gaussian_blur_reference(image, sigma, radius):
+    """Plain loops: normalised Gaussian taps, indices mirrored at the edges (edge pixel repeated)."""
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    height, width, _ = image.shape
+
+    def mirror(i, n):
+        while i < 0 or i >= n:
+            i = -i - 1 if i < 0 else 2 * n - i - 1
+        return i
+
+    rows = np.zeros_like(image, np.float64)
+    for y in range(height):
+        for k, t in enumerate(taps):
+            rows[y] += t * image[mirror(y + k - radius, height)]
+    out = np.zeros_like(rows)
+    for x in range(width):
+        for k, t in enumerate(taps):
+            out[:, x] += t * rows[:, mirror(x + k - radius, width)]
+    return out
+
+
+@pytest.mark.parametrize('sigma, radius', [(0.7, 3), (2.0, 6), (3.0, 12)])
+def test_gaussian_blur_matches_loop_reference(sigma, radius):
+    image = np.random.default_rng(5).random((10, 14, 3)).astype(np.float32)
+    out = np.asarray(jax.jit(augment.gaussian_blur, static_argnums=2)(image, sigma, radius))
+    np.testing.assert_allclose(out, gaussian_blur_reference(image, sigma, radius), atol=1e-5)
+
+
+def test_blur_prob_one_blurs_every_view_with_its_own_sigma():
+    images = np.repeat(random_uint8((1, 32, 32, 1), seed=9), 8, axis=0)
+    sharp_cfg = AugmentConfig(output_size=32, crop='none', **NO_JITTER)
+    blur_cfg = dataclasses.replace(sharp_cfg, blur_prob=1.0, blur_sigma=(0.5, 2.0))
+    sharp = np.asarray(batch_fn(jax.random.key(0), images, sharp_cfg))
+    blurred = np.asarray(batch_fn(jax.random.key(0), images, blur_cfg))
+    # Each view is the sharp image blurred with some sigma in range: find that sigma.
+    found = []
+    for view in blurred:
+        best = 1.25
+        for step in (0.05, 0.002, 0.0001):  # grid searches, each finer around the last best
+            grid = np.clip(best + step * np.arange(-25, 26), 0.5, 2.0)
+            errors = [np.abs(view - gaussian_blur_reference(sharp[0], s, 6)).max() for s in grid]
+            best = grid[int(np.argmin(errors))]
+        assert min(errors) < 1e-4
+        found.append(round(float(best), 3))
+    assert len(set(found)) >= 6
+
+
+def test_invert_prob_one_inverts_and_a_half_inverts_some():
+    images = random_uint8((16, 24, 24, 1), seed=10)
+    plain = AugmentConfig(output_size=24, crop='none', **NO_JITTER)
+    base = np.asarray(batch_fn(jax.random.key(1), images, plain))
+    inverted = np.asarray(batch_fn(jax.random.key(1), images,
+                                   dataclasses.replace(plain, invert_prob=1.0)))
+    np.testing.assert_allclose(inverted, 1.0 - base, atol=1e-6)
+    half = np.asarray(batch_fn(jax.random.key(1), images,
+                               dataclasses.replace(plain, invert_prob=0.5)))
+    flags = [bool(np.allclose(h, 1.0 - b, atol=1e-6)) for h, b in zip(half, base, strict=True)]
+    kept = [bool(np.allclose(h, b, atol=1e-6)) for h, b in zip(half, base, strict=True)]
+    assert all(f != k for f, k in zip(flags, kept, strict=True))
+    assert 0 < sum(flags) < len(flags)
+
+
+def test_noise_is_one_gray_field_with_the_drawn_std_and_its_own_draw_per_example():
+    images = np.full((6, 48, 48, 1), 128, np.uint8)
+    cfg = AugmentConfig(output_size=48, crop='none', noise_prob=1.0, noise_std=(0.02, 0.08),
+                        **NO_JITTER)
+    views = np.asarray(batch_fn(jax.random.key(2), images, cfg), np.float64)
+    residual = views - 128 / 255
+    np.testing.assert_array_equal(views[..., 0], views[..., 1])
+    np.testing.assert_array_equal(views[..., 0], views[..., 2])
+    stds = residual[..., 0].std(axis=(1, 2))
+    assert np.all(stds > 0.02 * 0.85) and np.all(stds < 0.08 * 1.15)
+    assert np.all(np.abs(residual[..., 0].mean(axis=(1, 2))) < 0.01)
+    for i in range(len(views)):
+        for j in range(i):
+            assert np.abs(views[i] - views[j]).max() > 1e-2
+
+
+def test_all_ops_on_are_deterministic_by_key_and_stay_in_range():
+    images = random_uint8((4, 40, 40, 1), seed=11)
+    cfg = AugmentConfig(output_size=32, crop='area', crop_area=(0.08, 1.0), brightness=0.3,
+                        gamma=(0.5, 2.0), invert_prob=0.5, blur_prob=0.5, noise_prob=0.5,
+                        saturation=(1, 1), hue=0)
+    first = np.asarray(batch_fn(jax.random.key(7), images, cfg))
+    second = np.asarray(batch_fn(jax.random.key(7), images, cfg))
+    other = np.asarray(batch_fn(jax.random.key(8), images, cfg))
+    np.testing.assert_array_equal(first, second)
+    assert all(np.abs(a - b).max() > 1e-3 for a, b in zip(first, other, strict=True))
+    assert first.min() >= 0.0 and first.max() <= 1.0
+    np.testing.assert_array_equal(first[..., 0], first[..., 2])  # grayscale stays grayscale
+
+
+def test_new_ops_off_leave_the_default_views_unchanged():
+    # Turning on an op whose probability is 0 must not move any other draw.
+    images = random_uint8((4, 40, 40, 1), seed=12)
+    cfg = AugmentConfig(output_size=32, brightness=0.2)
+    quiet = dataclasses.replace(cfg, blur_sigma=(1.0, 3.0), noise_std=(0.1, 0.2),
+                                crop_area=(0.3, 0.6))
+    np.testing.assert_array_equal(np.asarray(batch_fn(jax.random.key(4), images, cfg)),
+                                  np.asarray(batch_fn(jax.random.key(4), images, quiet)))
+
+
+@pytest.mark.parametrize(
+    'field, value',
+    [
+        ('crop_area', (0.0, 1.0)),
+        ('crop_area', (0.5, 1.2)),
+        ('crop_ratio', (1.2, 2.0)),
+        ('crop_ratio', (0.0, 1.5)),
+        ('gamma', (0.0, 2.0)),
+        ('gamma', (2.0, 0.5)),
+        ('invert_prob', 1.5),
+        ('blur_prob', -0.2),
+        ('blur_sigma', (0.5, 40.0)),
+        ('noise_prob', 'yes'),
+        ('noise_std', (0.1, 0.05)),
+    ],
+)
+def test_invalid_new_fields_raise_naming_the_field(field, value):
+    with pytest.raises(augment.AugmentConfigError, match=field) as error:
+        AugmentConfig(output_size=32, **{field: value})
+    assert repr(value) in str(error.value)
+
+
+def test_config_from_reads_the_new_fields():
+    cfg = ml_collections.ConfigDict({'crop': 'area', 'crop_area': [0.2, 1.0], 'gamma': [0.7, 1.4],
+                                     'blur_prob': 0.5, 'noise_std': [0.0, 0.03]})
+    built = augment.augment_config_from(cfg, output_size=64)
+    assert built == AugmentConfig(output_size=64, crop='area', crop_area=(0.2, 1.0),
+                                  gamma=(0.7, 1.4), blur_prob=0.5, noise_std=(0.0, 0.03))
+    hash(built)
+    with pytest.raises(augment.AugmentConfigError, match="crop_window needs"):
+        augment.crop_window(jax.random.key(0), 32, 32, built)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from fewshot_jax.models.resnet import ResNet, feature_dim
+from fewshot_jax.models.resnet import LAYER_NAMES, ResNet, feature_dim
 
 
 def torchvision_resnet50_shapes(width=64):
@@ -130,3 +130,35 @@ def test_bad_arguments_are_named():
         ResNet(variant='v2').init(jax.random.key(0), x)
     with pytest.raises(ValueError, match=r'\(N, H, W, 3\)'):
         ResNet(depth=18, width=4).init(jax.random.key(0), jnp.zeros((1, 32, 32)))
+    with pytest.raises(ValueError, match="model.stem='cifar'"):
+        ResNet(depth=18, width=4, stem='cifar').init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize('stem, strides', [
+    ('imagenet', (2, 4, 8, 16, 32)),
+    ('small', (1, 1, 2, 4, 8)),
+])
+def test_stem_strides_of_each_intermediate(stem, strides):
+    x = jnp.asarray(np.random.default_rng(2).uniform(size=(2, 32, 32, 3)), jnp.float32)
+    model = ResNet(depth=18, width=4, stem=stem)
+    variables = model.init(jax.random.key(0), x)
+    pooled, inter = model.apply(variables, x)
+    assert list(inter) == list(LAYER_NAMES)
+    channels = (4, 4, 8, 16, 32)
+    for name, stride, ch in zip(LAYER_NAMES[:5], strides, channels, strict=True):
+        assert inter[name].shape == (2, 32 // stride, 32 // stride, ch), name
+    np.testing.assert_allclose(pooled, inter['stage4'].mean(axis=(1, 2)), rtol=1e-6, atol=1e-6)
+
+
+def test_small_stem_has_a_3x3_first_conv_and_otherwise_the_same_parameters():
+    x = jnp.zeros((1, 32, 32, 3))
+    imagenet = jax.eval_shape(lambda: ResNet(depth=18, width=4).init(jax.random.key(0), x))
+    small = jax.eval_shape(lambda: ResNet(depth=18, width=4, stem='small').init(
+        jax.random.key(0), x))
+    assert imagenet['params']['conv1']['kernel'].shape == (7, 7, 3, 4)
+    assert small['params']['conv1']['kernel'].shape == (3, 3, 3, 4)
+    shapes = lambda tree: {k: v.shape for k, v in traverse_util.flatten_dict(tree).items()}  # noqa: E731
+    flat_imagenet, flat_small = shapes(imagenet['params']), shapes(small['params'])
+    del flat_imagenet[('conv1', 'kernel')], flat_small[('conv1', 'kernel')]
+    assert flat_imagenet == flat_small
+    assert shapes(imagenet['batch_stats']) == shapes(small['batch_stats'])

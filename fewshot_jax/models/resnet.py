@@ -17,8 +17,20 @@ Two architectures share that layout:
 The model takes float images in [0, 1], shape (N, H, W, 3), normalises them with
 fixed per-channel statistics (ImageNet by default, as the imported weights
 expect) and returns ``(pooled, intermediates)`` where ``intermediates`` holds
-``stem`` (stride 2, before max-pooling), ``stage1`` … ``stage4`` (strides 4…32)
-and ``pooled`` (global average pool).
+``stem``, ``stage1`` … ``stage4`` and ``pooled`` (global average pool). Their
+strides (input pixels per feature-map pixel) depend on the stem:
+
+=========  ==========================================  ====  ======  ======  ======  ======
+stem       first layers                                stem  stage1  stage2  stage3  stage4
+=========  ==========================================  ====  ======  ======  ======  ======
+imagenet   7x7 conv stride 2, BN, ReLU, 3x3 max-pool    2     4       8       16      32
+small      3x3 conv stride 1, BN, ReLU (no max-pool)    1     1       2       4       8
+=========  ==========================================  ====  ======  ======  ======  ======
+
+(``stem`` is taken before the max-pool.) The 'small' stem (as in CIFAR-style
+ResNets) keeps 32-96 px images from shrinking to 1-3 px maps at stage4; it
+costs about 16x the compute of the 'imagenet' stem at the same input size.
+Its ``conv1`` kernel is 3x3, so ImageNet weights do not fit it.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ STAGE_DEPTHS = {
 }
 BOTTLENECK_DEPTHS = frozenset({50, 101})
 VARIANTS = ('v1.5', 'keras')
+STEMS = ('imagenet', 'small')
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LAYER_NAMES = ('stem', 'stage1', 'stage2', 'stage3', 'stage4', 'pooled')
@@ -95,6 +108,8 @@ class ResNet(nn.Module):
         dtype: computation dtype (e.g. jnp.bfloat16); parameters stay float32.
         input_mean, input_std: per-channel normalisation of [0, 1] inputs.
         zero_init_residual: start each block's last BatchNorm scale at zero.
+        stem: 'imagenet' (7x7 stride-2 convolution and max-pool) or 'small'
+            (3x3 stride-1 convolution, no max-pool; for 32-96 px images).
     """
 
     depth: int = 50
@@ -104,12 +119,15 @@ class ResNet(nn.Module):
     input_mean: Sequence[float] = IMAGENET_MEAN
     input_std: Sequence[float] = IMAGENET_STD
     zero_init_residual: bool = False
+    stem: str = 'imagenet'
 
     def setup_check(self):
         if self.depth not in STAGE_DEPTHS:
             raise ValueError(f'model.depth={self.depth!r}: expected one of {sorted(STAGE_DEPTHS)}')
         if self.variant not in VARIANTS:
             raise ValueError(f'model.variant={self.variant!r}: expected one of {VARIANTS}')
+        if self.stem not in STEMS:
+            raise ValueError(f'model.stem={self.stem!r}: expected one of {STEMS}')
         if self.width < 1:
             raise ValueError(f'model.width={self.width!r}: expected a positive integer')
 
@@ -123,13 +141,17 @@ class ResNet(nn.Module):
         std = jnp.asarray(self.input_std, jnp.float32)
         x = ((images.astype(jnp.float32) - mean) / std).astype(self.dtype)
 
-        x = nn.Conv(self.width, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=keras,
+        small = self.stem == 'small'
+        kernel, stride = (3, 1) if small else (7, 2)
+        x = nn.Conv(self.width, (kernel, kernel), (stride, stride),
+                    padding=[(kernel // 2, kernel // 2)] * 2, use_bias=keras,
                     dtype=self.dtype, kernel_init=_conv_init, name='conv1')(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
                          epsilon=1.001e-5 if keras else 1e-5, dtype=self.dtype, name='bn1')(x)
         x = nn.relu(x)
         intermediates = {'stem': x}
-        x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
+        if not small:
+            x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
 
         bottleneck = self.depth in BOTTLENECK_DEPTHS
         for stage, n_blocks in enumerate(STAGE_DEPTHS[self.depth], start=1):
