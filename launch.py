@@ -34,12 +34,6 @@ def _multihost_environment() -> bool:
     return ',' in env.get('TPU_WORKER_HOSTNAMES', '')
 
 
-def _tasks():
-    # Imported lazily so --help stays fast and jax starts after distributed init.
-    from fewshot_jax import train
-    return {'pretrain': train.train_ssl}
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -48,11 +42,11 @@ def main(argv):
         import jax
         jax.distributed.initialize()
     config = _CONFIG.value
-    tasks = _tasks()
-    if config.task not in tasks:
-        raise app.UsageError(f'config.task={config.task!r}: expected one of {sorted(tasks)}')
+    # The registry imports task modules lazily: jax starts after distributed init.
+    from fewshot_jax import tasks
+
     try:
-        summary = tasks[config.task](config, _WORKDIR.value)
+        summary = tasks.run(config.task, config, _WORKDIR.value)
     except Exception as err:
         # The project's own error types carry a complete message (file, key, value,
         # what was expected): show it without a traceback. Anything else is a bug

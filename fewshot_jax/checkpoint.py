@@ -23,15 +23,19 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
 
 ENCODER_DIR = 'encoder'
 ENCODER_META = 'encoder.json'
+CHECKPOINT_DIR = 'checkpoints'
 
 
 class WorkdirLockedError(RuntimeError):
@@ -114,25 +118,19 @@ class RunCheckpointer:
             ``(step, state, data_state, config)``, or None if no readable step exists.
         """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
-        unreadable = []
-        result = None
-        for step in reversed(self.steps()):
-            try:
-                restored = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract),
-                    data=ocp.args.JsonRestore(),
-                    config=ocp.args.JsonRestore()))
-            except Exception as err:  # noqa: BLE001 - any unreadable step falls back
-                log.warning('checkpoint step %d in %s is unreadable (%s: %s); trying the '
-                            'previous one', step, self.directory, type(err).__name__,
-                            str(err)[:300])
-                unreadable.append(step)
-                continue
-            result = step, restored['state'], restored['data'], restored['config']
-            break
+
+        def read(step):
+            return self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore(),
+                config=ocp.args.JsonRestore()))
+
+        found, unreadable = first_readable(reversed(self.steps()), read, str(self.directory))
         if unreadable:
             self._set_aside(unreadable)
-        return result
+        if found is None:
+            return None
+        step, restored = found
+        return step, restored['state'], restored['data'], restored['config']
 
     def _set_aside(self, steps: list[int]) -> None:
         if jax.process_index() == 0:
@@ -162,25 +160,93 @@ def save_encoder(workdir: str | os.PathLike, variables, model_config: dict, step
     """
     path = Path(workdir).absolute() / ENCODER_DIR
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(path / 'variables', variables, force=True)
+    checkpointer.save(encoder_variables_path(workdir), variables, force=True)
     checkpointer.wait_until_finished()
     if jax.process_index() == 0:
         meta = {'model': model_config, 'step': int(step)}
-        (path / ENCODER_META).write_text(json.dumps(meta, indent=2))
+        encoder_meta_path(workdir).write_text(json.dumps(meta, indent=2))
     return path
 
 
-def read_encoder_meta(workdir: str | os.PathLike) -> dict:
-    """Reads ``workdir/encoder/encoder.json`` (model config and step)."""
-    path = Path(workdir) / ENCODER_DIR / ENCODER_META
-    if not path.is_file():
-        raise FileNotFoundError(f'{path} not found: {workdir} holds no finished encoder '
-                                f'(a pretraining run writes it when it completes)')
-    return json.loads(path.read_text())
+def first_readable(steps, read: Callable[[int], Any], where: str,
+                   is_damage: Callable[[Exception], bool] = lambda err: True):
+    """The first step of ``steps`` that ``read`` can read: the one damaged-step policy.
+
+    Steps whose read raises an error that ``is_damage`` accepts are skipped with a
+    warning (newest first, so a run falls back to the previous checkpoint); other
+    errors propagate.
+
+    Returns:
+        ``((step, value) or None, [unreadable steps])``.
+    """
+    unreadable = []
+    for step in steps:
+        try:
+            return (step, read(step)), unreadable
+        except Exception as err:  # noqa: BLE001 - any damaged step falls back
+            if not is_damage(err):
+                raise
+            log.warning('checkpoint step %d in %s is unreadable (%s: %s); trying the previous '
+                        'one', step, where, type(err).__name__, str(err)[:300])
+            unreadable.append(step)
+    return None, unreadable
 
 
-def restore_encoder_variables(workdir: str | os.PathLike, target_variables):
-    """Restores encoder variables saved by :func:`save_encoder` into ``target_variables``' shapes."""
-    path = Path(workdir).absolute() / ENCODER_DIR / 'variables'
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_variables)
-    return ocp.StandardCheckpointer().restore(path, abstract)
+def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
+    """A workdir's completed checkpoint steps, ascending (orbax's temporary folders excluded)."""
+    folder = Path(workdir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def encoder_meta_path(workdir: str | os.PathLike) -> Path:
+    """``workdir/encoder/encoder.json``: the finished encoder's model config and step."""
+    return Path(workdir) / ENCODER_DIR / ENCODER_META
+
+
+def encoder_variables_path(workdir: str | os.PathLike) -> Path:
+    """Where :func:`save_encoder` writes the finished encoder's arrays."""
+    return Path(workdir).absolute() / ENCODER_DIR / 'variables'
+
+
+def checkpoint_item_path(workdir: str | os.PathLike, step: int, item: str) -> Path:
+    """The folder of one item (``'state'``, ``'data'``, ``'config'``) of checkpoint ``step``."""
+    return Path(workdir).absolute() / CHECKPOINT_DIR / str(step) / item
+
+
+def read_config_item(folder: Path) -> Any:
+    """A checkpoint's JSON ``config`` item (written by :meth:`RunCheckpointer.save`)."""
+    return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(folder)
+
+
+def restore_numpy(path: Path, collections: dict) -> dict:
+    """Restores the subtrees named in ``collections`` from an array checkpoint as numpy.
+
+    Numpy arrays need no devices, so a checkpoint written on 8 GPUs opens on a laptop.
+
+    Args:
+        path: an orbax PyTree folder (``encoder/variables`` or ``checkpoints/<step>/state``).
+        collections: the metadata subtrees to read, e.g. ``{'params': {...}}``; build it
+            from :func:`array_metadata`.
+    """
+    # The handler, not a Checkpointer: it reads the array tree without looking for
+    # step-level metadata files (which sit one folder up and would log warnings).
+    handler = ocp.PyTreeCheckpointHandler()
+    item = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), collections)
+    restore_args = jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), collections)
+    try:
+        return handler.restore(path, args=ocp.args.PyTreeRestore(
+            item=item, restore_args=restore_args, partial_restore=True))
+    finally:
+        handler.close()
+
+
+def array_metadata(path: Path) -> Any:
+    """The tree of shapes and dtypes stored in an orbax PyTree folder."""
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        metadata = handler.metadata(path)
+    finally:
+        handler.close()
+    return getattr(metadata, 'tree', metadata)

@@ -44,7 +44,8 @@ class MetricsLog:
         tmp.write_text(''.join(line + '\n' for line in kept))
         os.replace(tmp, self.path)
 
-    def write(self, step: int, metrics: dict) -> None:
+    def write(self, step: int, metrics: dict, prefix: str = 'train/') -> None:
+        """Appends ``metrics`` at ``step``; TensorBoard tags are ``prefix + key``."""
         if not self.enabled:
             return
         record = {'step': int(step), 'time': round(time.time() - self._t0, 3)}
@@ -52,7 +53,7 @@ class MetricsLog:
         with self.path.open('a') as f:
             f.write(json.dumps(record) + '\n')
         for key, value in metrics.items():
-            self._writer.add_scalar(f'train/{key}', float(value), step)
+            self._writer.add_scalar(f'{prefix}{key}', float(value), step)
 
     def close(self) -> None:
         if self._writer is not None:

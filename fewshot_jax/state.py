@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.struct
@@ -43,27 +44,25 @@ class TrainState:
 
 
 def init_state(model, tx: optax.GradientTransformation, seed: int, image_size: int,
-               mesh: Mesh, init_spec: str = 'random', model_cfg=None) -> TrainState:
+               mesh: Mesh, start_from: Callable[[Any], Any] | None = None) -> TrainState:
     """Initialises params, BatchNorm statistics and the optimizer, replicated on ``mesh``.
 
     The init key and the step key both derive from ``seed``, so a run is
     reproducible from (config, seed).
 
     Args:
-        init_spec: ``config.model.init``: 'random', or a weight spec
-            ('torchvision:/path', 'keras:/path.h5', 'checkpoint:/workdir') whose
-            encoder replaces the random one (the projector stays random).
-        model_cfg: ``config.model``, to check the weights fit; needed unless 'random'.
+        start_from: optional ``variables -> variables`` applied to the freshly
+            initialised (host) variables before the optimizer state is built, e.g.
+            replacing the encoder by pretrained weights (the builder makes it from
+            ``config.model.init``).
     """
     init_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
     dummy = jnp.zeros((2, image_size, image_size, 3), jnp.float32)
     create = jax.jit(lambda variables: TrainState.create(variables, tx, step_key),
                      out_shardings=sharding.replicated(mesh))
-    if init_spec in (None, '', 'random'):
+    if start_from is None:
         return jax.jit(lambda: TrainState.create(model.init(init_key, dummy, train=False), tx,
                                                  step_key),
                        out_shardings=sharding.replicated(mesh))()
-    from fewshot_jax.models.weights import initial_variables  # file I/O, only when asked
-
     variables = jax.jit(lambda: model.init(init_key, dummy, train=False))()
-    return create(initial_variables(init_spec, model_cfg, jax.device_get(variables)))
+    return create(start_from(jax.device_get(variables)))

@@ -39,6 +39,18 @@ def tiny_ssl_config(method: str = 'barlow_twins', **overrides):
     return c
 
 
+def restore_saved_encoder(workdir, target):
+    """Reads ``workdir/encoder/variables`` with plain orbax into ``target``'s shapes (a check
+    independent of the project's readers)."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    from fewshot_jax import checkpoint
+
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    return ocp.StandardCheckpointer().restore(checkpoint.encoder_variables_path(workdir), abstract)
+
+
 @pytest.fixture
 def tiny_config():
     return tiny_ssl_config

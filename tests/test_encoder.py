@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from fewshot_jax import Encoder, load_encoder
-from fewshot_jax.checkpoint import restore_encoder_variables
 from fewshot_jax.encoder import EncoderInputError
 from fewshot_jax.models import make_encoder
 from fewshot_jax.models.weights import WeightsError
-from tests.conftest import tiny_ssl_config
+from tests.conftest import restore_saved_encoder, tiny_ssl_config
 
 
 def tiny_trained_workdir(tmp_path_factory):
@@ -50,7 +49,7 @@ def test_final_encoder_matches_the_saved_variables(workdir, images):
     config = tiny_ssl_config()
     module = make_encoder(config.model)
     target = jax.tree.map(np.zeros_like, jax.tree.map(np.asarray, encoder.variables))
-    saved = restore_encoder_variables(workdir, target)
+    saved = restore_saved_encoder(workdir, target)
     for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(encoder.variables), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     rgb = np.repeat(images[..., None], 3, axis=-1)

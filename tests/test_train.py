@@ -1,5 +1,6 @@
 """The pretraining loop end to end: outputs, resume after SIGKILL, faults."""
 
+import functools
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from fewshot_jax import checkpoint
 from fewshot_jax.data.io import DataError
 from fewshot_jax.run_log import NonFiniteLossError
 from fewshot_jax.train import train_ssl
-from tests.conftest import tiny_ssl_config
+from tests.conftest import restore_saved_encoder, tiny_ssl_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +34,7 @@ def encoder_params(workdir, config):
     model = make_encoder(config.model)
     target = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
     target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), target)
-    return checkpoint.restore_encoder_variables(workdir, target)
+    return restore_saved_encoder(workdir, target)
 
 
 def launch_args(workdir, steps=8):
@@ -91,7 +92,7 @@ def test_run_writes_outputs_and_loss_falls(tmp_path, caplog):
     assert list((tmp_path / 'tb').glob('events.out.tfevents.*'))
     assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()
                   if p.name.isdigit()) == [10, 20, 30]
-    meta = checkpoint.read_encoder_meta(tmp_path)
+    meta = json.loads(checkpoint.encoder_meta_path(tmp_path).read_text())
     assert meta['step'] == 30 and meta['model']['depth'] == 18
 
     # Running the finished command again resumes at the end and changes nothing.
@@ -171,7 +172,7 @@ def test_missing_or_empty_data_root_is_a_clear_error(tmp_path):
 def test_model_init_starts_from_given_encoder_weights(tmp_path):
     from fewshot_jax import sharding
     from fewshot_jax.models import make_ssl_model
-    from fewshot_jax.models.weights import WeightsError, export_torchvision
+    from fewshot_jax.models.weights import WeightsError, export_torchvision, initial_variables
     from fewshot_jax.optim import make_optimizer
     from fewshot_jax.state import init_state
 
@@ -184,7 +185,8 @@ def test_model_init_starts_from_given_encoder_weights(tmp_path):
     mesh = sharding.make_mesh(1)
     random_state = init_state(model, tx, 1, 32, mesh)
     for spec in (f'checkpoint:{tmp_path / "first"}', f'torchvision:{tmp_path / "enc.safetensors"}'):
-        state = init_state(model, tx, 1, 32, mesh, spec, config.model)
+        state = init_state(model, tx, 1, 32, mesh,
+                           functools.partial(initial_variables, spec, config.model))
         for a, b in zip(jax.tree.leaves(state.params['encoder']),
                         jax.tree.leaves(trained['params']), strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -199,4 +201,5 @@ def test_model_init_starts_from_given_encoder_weights(tmp_path):
     wider = tiny_ssl_config(**{'model.width': 8})
     with pytest.raises(WeightsError, match='model.width=4'):
         init_state(make_ssl_model(wider.model), tx, 1, 32, mesh,
-                   f'checkpoint:{tmp_path / "first"}', wider.model)
+                   functools.partial(initial_variables, f'checkpoint:{tmp_path / "first"}',
+                                     wider.model))

@@ -135,6 +135,25 @@ class PipelineSpec:
     cache_bytes: int = 4 * 2**30
 
 
+def spec_from(data_cfg: ml_collections.ConfigDict, seed: int, channels: int) -> PipelineSpec:
+    """The pipeline settings of ``config.data`` (the one place that reads them)."""
+    return PipelineSpec(image_size=data_cfg.image_size, global_batch=data_cfg.batch_size,
+                        seed=seed, channels=channels,
+                        num_threads=data_cfg.get('num_threads', 8),
+                        prefetch=data_cfg.get('num_threads', 8),
+                        num_workers=data_cfg.get('num_workers', 0),
+                        cache_bytes=int(data_cfg.get('cache_gb', 4.0) * 2**30))
+
+
+def process_shard(n: int, process_index: int, process_count: int) -> np.ndarray:
+    """The positions ``0..n-1`` that process ``process_index`` of ``process_count`` reads.
+
+    Interleaved (``i, i + P, i + 2P, …``): shards differ in size by at most one and
+    together cover every position exactly once.
+    """
+    return np.arange(process_index, n, process_count)
+
+
 class _Gather:
     """Rows of an in-memory array picked by a batch of indices (one copy per batch)."""
 
@@ -198,41 +217,48 @@ def batch_iterator(dataset: grain.MapDataset, spec: PipelineSpec, state: dict | 
     return iterator
 
 
-def _pad_batch(batch: dict, size: int) -> dict:
-    """Pads a short final batch to ``size`` rows (repeating row 0) and marks real rows in 'valid'."""
-    n = len(next(iter(batch.values())))
-    padded = {k: np.concatenate([v, np.repeat(v[:1], size - n, axis=0)]) if n < size else v
-              for k, v in batch.items()}
-    padded['valid'] = np.arange(size) < n
-    return padded
-
-
 def eval_dataset(source, indices, *, image_size: int, batch_size: int,
                  kind: str = 'labeled', channels: int = 1) -> grain.MapDataset:
     """Every example of ``indices`` once, in order, deterministically resized (no augmentation).
 
-    The last batch is padded to ``batch_size`` rows so every batch splits over the
-    mesh; ``batch['valid']`` marks the real rows. ``kind`` is 'labeled' (image,
-    label) or 'segmentation' (image, mask).
+    ``batch_size`` is the global batch. On several processes each reads its own
+    interleaved shard of ``indices`` in batches of ``batch_size / process_count``
+    rows, so every example is evaluated exactly once across processes; every
+    process yields the same number of batches (the longest shard's), padded so
+    every batch splits over the mesh. ``batch['valid']`` marks the real rows and
+    ``batch['index']`` holds each row's position in ``indices``. ``kind`` is
+    'labeled' (image, label) or 'segmentation' (image, mask).
     """
     prepare = {'labeled': _prepare_labeled, 'segmentation': _prepare_segmentation}[kind]
     indices = np.asarray(indices, np.int64)
     if indices.size == 0:
         raise DataError('eval_dataset got no indices: the split is empty')
-    return (grain.MapDataset.source(_Subset(source, indices))
-            .map(functools.partial(prepare, size=image_size, channels=channels))
-            .batch(batch_size, drop_remainder=False)
-            .map(functools.partial(_pad_batch, size=batch_size)))
+    n_proc, proc = jax.process_count(), jax.process_index()
+    if batch_size % n_proc:
+        raise DataError(f'eval batch size {batch_size} does not split over {n_proc} processes')
+    local_batch = batch_size // n_proc
+    positions = process_shard(len(indices), proc, n_proc)
+    # Every process runs the same number of (collective) eval steps: the longest shard's.
+    longest = -(-len(indices) // n_proc)
+    n_rows = -(-longest // local_batch) * local_batch
+    rows = _EvalRows(source, indices, positions, n_rows,
+                     functools.partial(prepare, size=image_size, channels=channels))
+    return grain.MapDataset.source(rows).batch(local_batch, drop_remainder=True)
 
 
 def train_dataset(source, indices, spec: PipelineSpec, kind: str = 'labeled') -> grain.MapDataset:
     """Shuffled (per epoch), infinitely repeated batches of ``indices`` for supervised training.
 
     Used by the probe (kind 'labeled') and the U-Net (kind 'segmentation'); the
-    random augmentation, if any, happens on device.
+    random augmentation, if any, happens on device. On several processes each
+    reads its own interleaved shard of ``indices`` and yields its
+    ``global_batch / process_count`` rows of every global batch.
     """
     prepare = {'labeled': _prepare_labeled, 'segmentation': _prepare_segmentation}[kind]
-    subset = _Subset(source, np.asarray(indices, np.int64))
+    indices = np.asarray(indices, np.int64)
+    if jax.process_count() > 1:
+        indices = indices[process_shard(len(indices), jax.process_index(), jax.process_count())]
+    subset = _Subset(source, indices)
     if len(subset) == 0:
         raise DataError('train_dataset got no indices: the split is empty')
     # Small k-shot sets repeat inside a batch rather than failing: batches are
@@ -240,6 +266,25 @@ def train_dataset(source, indices, spec: PipelineSpec, kind: str = 'labeled') ->
     return (grain.MapDataset.source(subset).shuffle(seed=spec.seed).repeat(None)
             .map(functools.partial(prepare, size=spec.image_size, channels=spec.channels))
             .batch(spec.global_batch // jax.process_count(), drop_remainder=True))
+
+
+class _EvalRows:
+    """Rows ``0..n_rows-1`` of one process's eval shard: real rows, then padding (picklable)."""
+
+    def __init__(self, source, indices: np.ndarray, positions: np.ndarray, n_rows: int, prepare):
+        self.subset = _Subset(source, indices[positions])
+        self.positions, self.n_rows, self.prepare = positions, n_rows, prepare
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def __getitem__(self, i: int) -> dict:
+        real = i < len(self.positions)
+        # Padding repeats the shard's first row, so shapes and dtypes match.
+        row = dict(self.prepare(self.subset[i if real else 0]))
+        row['valid'] = np.bool_(real)
+        row['index'] = np.int64(self.positions[i] if real else -1)
+        return row
 
 
 class _Subset:

@@ -28,9 +28,6 @@ against the architecture they imply, and every problem is reported at once.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import json
 import logging
 import os
 import re
@@ -40,7 +37,16 @@ from typing import Any
 
 import numpy as np
 
-from fewshot_jax.models.resnet import IMAGENET_MEAN, IMAGENET_STD, STAGE_DEPTHS, ResNet
+from fewshot_jax.models import weights_keras, weights_torch, weights_workdir
+from fewshot_jax.models.resnet import IMAGENET_MEAN, IMAGENET_STD
+from fewshot_jax.models.weights_common import (
+    LoadedWeights,
+    WeightsError,
+    flatten,
+    is_random,
+    mismatch_report,
+    nest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,31 +69,6 @@ _DEFAULT_NORMALIZATION = {'v1.5': 'imagenet', 'keras': 'caffe'}
 _STEP_SUFFIX = re.compile(r'^(?P<path>.+)@(?P<step>\d+)$')
 
 
-class WeightsError(ValueError):
-    """A weight spec, file or workdir that cannot give the requested encoder."""
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadedWeights:
-    """An encoder's variables and what it takes to rebuild its module.
-
-    Attributes:
-        variables: ``{'params': ..., 'batch_stats': ...}`` of float32 numpy arrays.
-        model: the model config as a dict: ``depth``, ``width``, ``variant``,
-            ``dtype``, ``input_mean``, ``input_std`` (and, from a workdir,
-            whatever else its ``config.model`` held).
-        name: a short label (file stem or workdir name, with ``@step``).
-        source: the resolved spec, e.g. ``'keras:/abs/encoder.h5'``.
-        step: the training step of a workdir's weights; None for files.
-    """
-
-    variables: dict
-    model: dict
-    name: str
-    source: str
-    step: int | None = None
-
-
 def parse_spec(spec: str | os.PathLike) -> tuple[str, Path | None, int | None]:
     """Splits a weight spec into ``(kind, path, step)``; see the module docstring.
 
@@ -96,7 +77,7 @@ def parse_spec(spec: str | os.PathLike) -> tuple[str, Path | None, int | None]:
             cannot be told from its suffix.
     """
     text = os.fspath(spec).strip()
-    if text == 'random':
+    if is_random(text):
         return 'random', None, None
     kind, sep, rest = text.partition(':')
     if sep and kind in SPEC_KINDS:
@@ -159,14 +140,11 @@ def load_weights(spec: str | os.PathLike, step: int | None = None) -> LoadedWeig
         raise WeightsError(f'{kind} weights: {path} does not exist')
     path = path.absolute()
     if kind == 'checkpoint':
-        from fewshot_jax.models import weights_workdir
         return weights_workdir.read_workdir(path, step)
     if kind == 'torchvision':
-        from fewshot_jax.models import weights_torch
         variables, depth, width = weights_torch.read_torchvision(path)
         variant = 'v1.5'
     else:
-        from fewshot_jax.models import weights_keras
         variables, depth, width = weights_keras.read_keras(path)
         variant = 'keras'
     return LoadedWeights(variables=variables, model=model_config(depth, width, variant),
@@ -197,65 +175,6 @@ def normalization_values(name: str) -> tuple[tuple[float, ...], tuple[float, ...
     return NORMALIZATIONS[name]
 
 
-@functools.lru_cache(maxsize=16)
-def encoder_shapes(depth: int, width: int, variant: str) -> dict[tuple[str, ...], tuple[int, ...]]:
-    """Every variable of a ResNet encoder: ``{('params', 'conv1', 'kernel'): shape, …}``.
-
-    Traced abstractly (no arrays are allocated), so it costs the same for any width.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    if depth not in STAGE_DEPTHS:
-        raise WeightsError(f'ResNet depth {depth}: expected one of {sorted(STAGE_DEPTHS)}')
-    module = ResNet(depth=depth, width=width, variant=variant)
-    abstract = jax.eval_shape(
-        lambda: module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32)))
-    return {path: tuple(leaf.shape) for path, leaf in flatten(abstract).items()}
-
-
-def flatten(tree: Mapping) -> dict[tuple[str, ...], Any]:
-    """``{'a': {'b': x}}`` → ``{('a', 'b'): x}``."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update({(key, *sub): leaf for sub, leaf in flatten(value).items()})
-        else:
-            flat[(key,)] = value
-    return flat
-
-
-def nest(flat: Mapping[tuple[str, ...], Any]) -> dict:
-    """The inverse of :func:`flatten`."""
-    tree: dict = {}
-    for path, leaf in flat.items():
-        node = tree
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = leaf
-    return tree
-
-
-def mismatch_report(source: str, missing: list[str], extra: list[str],
-                    misshapen: list[str]) -> str | None:
-    """One error message listing every missing, unexpected and misshapen entry, or None."""
-    parts = []
-    if missing:
-        parts.append(f'{len(missing)} missing: {_listing(missing, ", ")}')
-    if extra:
-        parts.append(f'{len(extra)} unexpected: {_listing(extra, ", ")}')
-    if misshapen:
-        parts.append(f'{len(misshapen)} with the wrong shape: {_listing(misshapen, "; ")}')
-    return f'{source}: ' + ' | '.join(parts) if parts else None
-
-
-def _listing(items: list[str], sep: str, limit: int = 25) -> str:
-    # A file of another architecture mismatches hundreds of keys; the first
-    # few tell the story.
-    shown = sep.join(items[:limit])
-    return shown if len(items) <= limit else f'{shown}{sep}… and {len(items) - limit} more'
-
-
 def initial_variables(init_spec: str, model_cfg: Mapping, variables: Mapping) -> Any:
     """The variables pretraining starts from: ``variables`` with the encoder replaced.
 
@@ -277,7 +196,7 @@ def initial_variables(init_spec: str, model_cfg: Mapping, variables: Mapping) ->
     Raises:
         WeightsError: the weights do not fit the configured model.
     """
-    if init_spec is None or str(init_spec).strip() in ('', 'random'):
+    if is_random(init_spec):
         return variables
     loaded = load_weights(init_spec)
     for key in ('depth', 'width', 'variant'):
@@ -333,13 +252,4 @@ def export_torchvision(variables: Mapping, path: str | os.PathLike) -> Path:
     Returns:
         The path written.
     """
-    from fewshot_jax.models import weights_torch
     return weights_torch.write_torchvision(variables, Path(path))
-
-
-def read_json(path: Path) -> dict:
-    """A JSON file as a dict, with an error that names the file."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise WeightsError(f'{path}: unreadable ({type(err).__name__}: {err})') from err

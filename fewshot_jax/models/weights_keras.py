@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fewshot_jax.models.weights import WeightsError, encoder_shapes, mismatch_report, nest
+from fewshot_jax.models.weights_common import WeightsError, encoder_shapes, mismatch_report, nest
 
 _LAYER = re.compile(r'conv1_(?:conv|bn)|conv([2-5])_block(\d+)_([0-3])_(?:conv|bn)')
 _RESNET_V2 = re.compile(r'conv\d_block\d+_preact_bn|post_bn')

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fewshot_jax.models.resnet import BOTTLENECK_DEPTHS, STAGE_DEPTHS
-from fewshot_jax.models.weights import (
+from fewshot_jax.models.weights_common import (
     WeightsError,
     encoder_shapes,
     flatten,

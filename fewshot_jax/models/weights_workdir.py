@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fewshot_jax import checkpoint
 from fewshot_jax.models.resnet import IMAGENET_MEAN, IMAGENET_STD
-from fewshot_jax.models.weights import (
+from fewshot_jax.models.weights_common import (
     LoadedWeights,
     WeightsError,
     encoder_shapes,
@@ -27,25 +28,15 @@ from fewshot_jax.models.weights import (
 
 log = logging.getLogger(__name__)
 
-ENCODER_DIR = 'encoder'
-CHECKPOINT_DIR = 'checkpoints'
 
 
 class DamagedCheckpointError(WeightsError):
     """A checkpoint step whose files are missing or unreadable."""
 
 
-def checkpoint_steps(workdir: Path) -> list[int]:
-    """The completed checkpoint steps of a workdir, ascending (orbax's temporary folders excluded)."""
-    folder = workdir / CHECKPOINT_DIR
-    if not folder.is_dir():
-        return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
-
-
 def final_encoder_step(workdir: Path) -> int | None:
     """The step recorded in ``workdir/encoder/encoder.json``, or None if the run never finished."""
-    meta = workdir / ENCODER_DIR / 'encoder.json'
+    meta = checkpoint.encoder_meta_path(workdir)
     if not meta.is_file():
         return None
     step = read_json(meta).get('step')
@@ -65,12 +56,13 @@ def read_workdir(workdir: Path, step: int | None = None) -> LoadedWeights:
         WeightsError: no encoder and no checkpoints, an unknown step, or no
             readable checkpoint.
     """
-    steps = checkpoint_steps(workdir)
+    steps = checkpoint.checkpoint_steps(workdir)
     final = final_encoder_step(workdir)
     if final is None and not steps:
         raise WeightsError(
             f'{workdir}: not a pretraining workdir with weights: it holds neither '
-            f'{ENCODER_DIR}/encoder.json (written when a run finishes) nor {CHECKPOINT_DIR}/<step>/')
+            f'{checkpoint.ENCODER_DIR}/{checkpoint.ENCODER_META} (written when a run finishes) '
+            f'nor {checkpoint.CHECKPOINT_DIR}/<step>/')
     if step is None:
         if final is not None and (not steps or final >= steps[-1]):
             return _read_final(workdir, final)
@@ -84,22 +76,24 @@ def read_workdir(workdir: Path, step: int | None = None) -> LoadedWeights:
         have += f', final encoder at step {final}' if final is not None else ''
         raise WeightsError(f'{workdir}: no step {step}; it has {have}')
 
-    failures = []
-    for candidate in candidates:
+    if step is not None:
         try:
-            return _read_checkpoint(workdir, candidate)
-        except Exception as err:  # noqa: BLE001 - a damaged step falls back to an older one
-            # A readable step of the wrong architecture is an error, not damage.
-            damaged = not isinstance(err, WeightsError) or isinstance(err, DamagedCheckpointError)
-            if not damaged:
+            return _read_checkpoint(workdir, step)
+        except Exception as err:
+            if not _is_damage(err):
                 raise
-            if step is not None:
-                raise WeightsError(f'{workdir}: checkpoint step {step} is unreadable '
-                                   f'({type(err).__name__}: {str(err)[:300]})') from err
-            log.warning('%s: checkpoint step %d unreadable (%s: %s); trying the previous one',
-                        workdir, candidate, type(err).__name__, str(err)[:300])
-            failures.append(f'{candidate} ({type(err).__name__})')
-    raise WeightsError(f'{workdir}: no readable checkpoint; tried steps {", ".join(failures)}')
+            raise WeightsError(f'{workdir}: checkpoint step {step} is unreadable '
+                               f'({type(err).__name__}: {str(err)[:300]})') from err
+    found, unreadable = checkpoint.first_readable(
+        candidates, lambda s: _read_checkpoint(workdir, s), str(workdir), _is_damage)
+    if found is None:
+        raise WeightsError(f'{workdir}: no readable checkpoint; tried steps {unreadable}')
+    return found[1]
+
+
+def _is_damage(err: Exception) -> bool:
+    # A readable step of the wrong architecture is an error, not damage.
+    return not isinstance(err, WeightsError) or isinstance(err, DamagedCheckpointError)
 
 
 def _with_defaults(model: dict, source: str) -> dict:
@@ -115,19 +109,17 @@ def _with_defaults(model: dict, source: str) -> dict:
 
 
 def _read_final(workdir: Path, step: int) -> LoadedWeights:
-    meta_path = workdir / ENCODER_DIR / 'encoder.json'
+    meta_path = checkpoint.encoder_meta_path(workdir)
     model = _with_defaults(read_json(meta_path).get('model') or {}, str(meta_path))
-    variables = _restore_numpy(workdir / ENCODER_DIR / 'variables', prefix=None)
-    _check(variables, model, str(workdir / ENCODER_DIR))
+    variables = _restore_numpy(checkpoint.encoder_variables_path(workdir), prefix=None)
+    _check(variables, model, str(meta_path.parent))
     return LoadedWeights(variables=variables, model=model, name=workdir.name,
                          source=f'checkpoint:{workdir}', step=step)
 
 
 def _read_checkpoint(workdir: Path, step: int) -> LoadedWeights:
-    import orbax.checkpoint as ocp
-
-    folder = workdir / CHECKPOINT_DIR / str(step)
-    config = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(folder / 'config')
+    folder = checkpoint.checkpoint_item_path(workdir, step, 'config').parent
+    config = checkpoint.read_config_item(folder / 'config')
     if not isinstance(config, dict) or not isinstance(config.get('model'), dict):
         raise WeightsError(f'{folder}/config: holds no "model" section')
     model = _with_defaults(config['model'], f'{folder}/config')
@@ -138,21 +130,10 @@ def _read_checkpoint(workdir: Path, step: int) -> LoadedWeights:
 
 
 def _restore_numpy(path: Path, prefix: str | None) -> dict:
-    """Restores ``{'params', 'batch_stats'}`` (or their ``prefix`` subtrees) as numpy arrays.
-
-    Numpy arrays need no devices, so a checkpoint written on 8 GPUs opens on a
-    laptop.
-    """
-    import jax
-    import orbax.checkpoint as ocp
-
+    """Restores ``{'params', 'batch_stats'}`` (or their ``prefix`` subtrees) as float32 numpy."""
     if not path.is_dir():
         raise DamagedCheckpointError(f'{path}: missing (an incomplete or damaged workdir)')
-    # The handler, not a Checkpointer: it reads the array tree without looking for
-    # step-level metadata files (which sit one folder up and would log warnings).
-    handler = ocp.PyTreeCheckpointHandler()
-    metadata = handler.metadata(path)
-    tree = getattr(metadata, 'tree', metadata)
+    tree = checkpoint.array_metadata(path)
     if not isinstance(tree, Mapping) or 'params' not in tree:
         raise DamagedCheckpointError(f'{path}: no "params" in this checkpoint')
     wanted = {}
@@ -164,15 +145,15 @@ def _restore_numpy(path: Path, prefix: str | None) -> dict:
                                    f'(found {sorted(node)})')
             node = {prefix: node[prefix]}
         wanted[collection] = dict(node)
-    item = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), wanted)
-    restore_args = jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), wanted)
-    restored = handler.restore(path, args=ocp.args.PyTreeRestore(
-        item=item, restore_args=restore_args, partial_restore=prefix is not None))
-    handler.close()
+    restored = checkpoint.restore_numpy(path, wanted)
     if prefix is not None:
         restored = {col: restored[col][prefix] for col in ('params', 'batch_stats')}
-    return {col: jax.tree.map(lambda a: np.asarray(a, np.float32), restored[col])
-            for col in ('params', 'batch_stats')}
+    return {col: _f32(restored[col]) for col in ('params', 'batch_stats')}
+
+
+def _f32(tree: Mapping) -> dict:
+    return {k: _f32(v) if isinstance(v, Mapping) else np.asarray(v, np.float32)
+            for k, v in tree.items()}
 
 
 def _check(variables: dict, model: dict, source: str) -> None:
