@@ -28,6 +28,7 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
     e.g. a workdir's saved ``encoder.json``), including its input normalisation."""
     return ResNet(depth=int(model_cfg['depth']), width=int(model_cfg['width']),
                   variant=model_cfg.get('variant', 'v1.5'),
+                  stem=model_cfg.get('stem', 'imagenet'),
                   dtype=compute_dtype(model_cfg.get('dtype', 'float32')),
                   input_mean=tuple(model_cfg.get('input_mean', IMAGENET_MEAN)),
                   input_std=tuple(model_cfg.get('input_std', IMAGENET_STD)),

@@ -199,12 +199,13 @@ def initial_variables(init_spec: str, model_cfg: Mapping, variables: Mapping) ->
     if is_random(init_spec):
         return variables
     loaded = load_weights(init_spec)
-    for key in ('depth', 'width', 'variant'):
-        want = model_cfg.get(key, 'v1.5' if key == 'variant' else None)
-        if loaded.model[key] != want:
+    defaults = {'variant': 'v1.5', 'stem': 'imagenet'}
+    for key in ('depth', 'width', 'variant', 'stem'):
+        want, have = model_cfg.get(key, defaults.get(key)), loaded.model.get(key, defaults.get(key))
+        if have != want:
             raise WeightsError(
                 f'model.init={init_spec!r} holds a {_describe(loaded.model)} but the config builds '
-                f'a {_describe({**loaded.model, key: want})}: set model.{key}={loaded.model[key]!r}')
+                f'a {_describe({**loaded.model, key: want})}: set model.{key}={have!r}')
     wanted_mean = loaded.model['input_mean']
     configured_mean = list(model_cfg.get('input_mean', IMAGENET_MEAN))
     if not np.allclose(configured_mean, wanted_mean):
@@ -217,7 +218,9 @@ def initial_variables(init_spec: str, model_cfg: Mapping, variables: Mapping) ->
 
 
 def _describe(model: Mapping) -> str:
-    return f"ResNet{model['depth']} (width {model['width']}, variant {model['variant']!r})"
+    stem = model.get('stem', 'imagenet')
+    return (f"ResNet{model['depth']} (width {model['width']}, variant {model['variant']!r}"
+            + (f', stem {stem!r})' if stem != 'imagenet' else ')'))
 
 
 def _replace_encoder(variables: Mapping, loaded: LoadedWeights):

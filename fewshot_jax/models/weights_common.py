@@ -52,7 +52,8 @@ class LoadedWeights:
 
 
 @functools.lru_cache(maxsize=16)
-def encoder_shapes(depth: int, width: int, variant: str) -> dict[tuple[str, ...], tuple[int, ...]]:
+def encoder_shapes(depth: int, width: int, variant: str,
+                   stem: str = 'imagenet') -> dict[tuple[str, ...], tuple[int, ...]]:
     """Every variable of a ResNet encoder: ``{('params', 'conv1', 'kernel'): shape, …}``.
 
     Traced abstractly (no arrays are allocated), so it costs the same for any width.
@@ -62,7 +63,7 @@ def encoder_shapes(depth: int, width: int, variant: str) -> dict[tuple[str, ...]
 
     if depth not in STAGE_DEPTHS:
         raise WeightsError(f'ResNet depth {depth}: expected one of {sorted(STAGE_DEPTHS)}')
-    module = ResNet(depth=depth, width=width, variant=variant)
+    module = ResNet(depth=depth, width=width, variant=variant, stem=stem)
     abstract = jax.eval_shape(
         lambda: module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32)))
     return {path: tuple(leaf.shape) for path, leaf in flatten(abstract).items()}

@@ -102,6 +102,7 @@ def _with_defaults(model: dict, source: str) -> dict:
             raise WeightsError(f'{source}: model config has {key}={model.get(key)!r}, expected an integer')
     model = dict(model)
     model.setdefault('variant', 'v1.5')
+    model.setdefault('stem', 'imagenet')
     model.setdefault('dtype', 'float32')
     model.setdefault('input_mean', list(IMAGENET_MEAN))
     model.setdefault('input_std', list(IMAGENET_STD))
@@ -157,7 +158,7 @@ def _f32(tree: Mapping) -> dict:
 
 
 def _check(variables: dict, model: dict, source: str) -> None:
-    expected = encoder_shapes(model['depth'], model['width'], model['variant'])
+    expected = encoder_shapes(model['depth'], model['width'], model['variant'], model['stem'])
     found = {path: tuple(leaf.shape) for path, leaf in flatten(variables).items()}
     misshapen = [f'{"/".join(p)}: stored {found[p]}, model expects {shape}'
                  for p, shape in expected.items() if p in found and found[p] != shape]
