@@ -1,0 +1,110 @@
+"""U-Net nanowire segmentation on frozen encoders — the paper's Fig. 4 protocol.
+
+Dispersed and network nanowire images with masks; 80/20 class-balanced split
+(seed 42); k = 1, 2, 4, 8, 16, 32, 80 labeled images per class (seed 42,
+nested); epochs 120, 120, 120, 60, 40, 30, 20 by k; Adam 1e-3 (constant), batch
+4, loss 1 − soft Dice; the paper's transposed-conv decoder; resolutions 224, 384,
+512, 768, 1024; final epoch (no test-set model selection). Every encoder is
+reported beside a random-init encoder of the same architecture and an Otsu
+threshold, on the same test images.
+
+Launch (the published nanowire set; the encoder of a pretraining workdir)::
+
+    python launch.py --config=configs/unet_nanowire.py --workdir=runs/bt_tem \
+        --config.data.root=/data/nanowires
+
+``{workdir}`` in ``segment.encoders`` is the launch workdir, so the stage's
+outputs land in ``runs/bt_tem/segment`` beside the encoder it evaluates
+(``results.csv``, ``summary.txt``, ``figures/``, ``runs/*/model``). Other
+encoders: ``--config.segment.encoders="('paper=keras:/m/Barlow-Twins_TEM.h5', 'random=random')"``.
+
+Presets:
+
+* ``:demo`` — synthetic nanowires (40 per class at 256 px: 32 train, 8 test per
+  class), resolutions 128 and 256, k = 1, 2, 4, 8, the encoder of
+  ``make demo`` (``runs/demo_barlow_tem``; override ``segment.encoders``), the paper's
+  epochs. Measured figures are in benchmarks/RESULTS.md ("segment").
+* ``:tiny`` — seconds on a CPU: a width-4 ResNet18 random encoder at 64 px, k = 1, 2,
+  a few steps. For tests and smoke runs only.
+"""
+
+import ml_collections
+
+PRESETS = ('', 'demo', 'tiny')
+
+
+def get_config(arg: str = ''):
+    if arg not in PRESETS:
+        raise ValueError(f'unknown preset {arg!r}: expected one of {PRESETS} '
+                         f'(--config=configs/unet_nanowire.py or ...unet_nanowire.py:demo)')
+    c = ml_collections.ConfigDict()
+    c.task = 'segment'
+    c.seed = 42
+    c.num_devices = ml_collections.config_dict.placeholder(int)  # None: largest count dividing the batch
+
+    # Architecture of the 'random' encoder when no pretrained one is listed, and the
+    # compute dtype of the U-Net ('bfloat16' for speed on accelerators).
+    c.model = ml_collections.ConfigDict()
+    c.model.depth = 50
+    c.model.width = 64
+    c.model.variant = 'v1.5'
+    c.model.dtype = 'float32'
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = 'nanowire'  # 'nanowire' (published layout), 'masked_folder', 'synthetic'
+    c.data.root = ''
+    c.data.classes = ('dispersed', 'network')
+    c.data.mask_suffix = '_mask.png'  # masked_folder only
+    c.data.per_class = 100  # synthetic only
+    c.data.synthetic_size = 1024  # synthetic only
+    c.data.seed = 0  # synthetic only
+    c.data.test_fraction = 0.2
+    c.data.split_seed = 42
+    c.data.shot_seed = 42
+
+    c.segment = ml_collections.ConfigDict()
+    # 'display name=weight spec'; 'random' is a random-init encoder of the same architecture.
+    c.segment.encoders = ('pretrained=checkpoint:{workdir}', 'random=random')
+    c.segment.resolutions = (224, 384, 512, 768, 1024)
+    c.segment.shots = (1, 2, 4, 8, 16, 32, 80)
+    c.segment.epochs = ml_collections.config_dict.placeholder(int)  # None: the paper's by k
+    c.segment.num_steps = ml_collections.config_dict.placeholder(int)  # overrides epochs
+    c.segment.decoder = 'paper'  # or 'unet' (classic)
+    c.segment.loss = 'dice'  # or 'dice_bce'
+    c.segment.batch_size = 4
+    c.segment.lr = 1e-3
+    c.segment.augment = False  # flips/quarter turns, identical for image and mask
+    c.segment.validation_fraction = 0.0  # >0: keep the best step on a split of the k images
+    c.segment.validation_every = 0.1
+    c.segment.tile_overlap = 0.25
+    c.segment.num_classes = 1
+    c.segment.keep_run_checkpoints = False  # a finished run keeps only its model
+
+    c.train = ml_collections.ConfigDict()
+    c.train.log_every = 10
+    c.train.checkpoint_every = 0.25
+    c.train.keep_checkpoints = 1
+    c.train.progress = True
+
+    if arg == 'demo':
+        c.model.depth = 18
+        c.model.width = 16
+        c.data.source = 'synthetic'
+        c.data.per_class = 40
+        c.data.synthetic_size = 256
+        c.segment.encoders = ('pretrained=runs/demo_barlow_tem', 'random=random')
+        c.segment.resolutions = (128, 256)
+        c.segment.shots = (1, 2, 4, 8)
+    elif arg == 'tiny':
+        c.model.depth = 18
+        c.model.width = 4
+        c.data.source = 'synthetic'
+        c.data.per_class = 5
+        c.data.synthetic_size = 64
+        c.segment.encoders = ('random=random',)
+        c.segment.resolutions = (64,)
+        c.segment.shots = (1, 2)
+        c.segment.num_steps = 4
+        c.train.log_every = 2
+        c.train.progress = False
+    return c

@@ -1,0 +1,436 @@
+"""U-Net segmentation on a frozen encoder: ``fit``, the ``segment`` stage and the ``predict`` CLI.
+
+From a handful of labeled masks, a decoder (``models.unet``) learns to segment
+on top of the frozen pretrained encoder (paper Fig. 4, Methods "Segmentation
+model description"). Three ways in::
+
+    from fewshot_jax import load_encoder
+    from fewshot_jax.segment import fit, load_segmenter
+    seg = fit(load_encoder('runs/bt_tem'), images, masks, resolution=256, epochs=60)
+    prob = seg.predict(new_images)            # (N, H, W) probabilities at native size
+    seg.save('my_segmenter'); seg = load_segmenter('my_segmenter')
+
+    python launch.py --config=configs/unet_nanowire.py --workdir=runs/bt_tem   # the protocol
+    python -m fewshot_jax.segment predict --model runs/bt_tem/segment --images DIR --out DIR
+
+The stage (:func:`run_segment`) follows the paper's protocol: an 80/20
+class-balanced split (seed 42), k labeled images per class drawn from the
+training part (seed 42, nested), the paper's epochs per k, Adam 1e-3, batch 4,
+loss 1 − soft Dice, every resolution from one config; each pretrained encoder
+beside a random-init encoder of the same architecture and the encoder-free Otsu
+threshold, all scored on the same held-out images. Outputs in ``workdir/segment``:
+``results.csv`` (one row per test image × resolution × k × encoder),
+``summary.json``, ``figures/`` (notched box plots, median Dice over k,
+overlays), ``runs/<encoder>_<px>px_k<k>/`` (each a loop workdir with its
+``model/``), ``encoders/`` (one copy of each frozen encoder). Finished runs are
+skipped when the stage runs again; an interrupted one resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fewshot_jax import segment_report as report
+from fewshot_jax.data.splits import k_shot_indices, stratified_split
+from fewshot_jax.encoder import Encoder, load_encoder
+from fewshot_jax.models import make_encoder
+from fewshot_jax.segment_data import (
+    SegmentDataError,
+    check_masks,
+    load_mask_set,
+    otsu_masks,
+    otsu_polarity,
+    pixel_scale_of,
+    resize_set,
+)
+from fewshot_jax.segment_model import SegmentConfigError, check_resolution, init_key
+from fewshot_jax.segment_train import TrainSpec, paper_epochs, steps_for, train_segmenter
+from fewshot_jax.segmenter import Segmenter, SegmenterError, load_segmenter, save_encoder_arrays
+
+log = logging.getLogger(__name__)
+
+__all__ = ['Segmenter', 'SegmentConfigError', 'SegmentDataError', 'SegmenterError', 'fit',
+           'load_segmenter', 'random_encoder', 'run_segment']
+
+STAGE_DIR = 'segment'
+RESULTS_FILE = 'results.json'
+
+
+def random_encoder(like: Encoder | Mapping, seed: int = 0) -> Encoder:
+    """A randomly initialised encoder of the same architecture (the baseline beside a
+    pretrained one).
+
+    Args:
+        like: an ``Encoder`` or a model config (depth, width, variant, …).
+        seed: initialisation seed.
+    """
+    config = dict(like.config if isinstance(like, Encoder) else like)
+    module = make_encoder(config)
+    variables = jax.jit(lambda: module.lazy_init(
+        init_key(seed), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)))()
+    return Encoder(variables, config, name='random', source=f'random (seed {seed})')
+
+
+def _as_encoder(encoder) -> Encoder:
+    if isinstance(encoder, Encoder):
+        return encoder
+    if isinstance(encoder, (str, os.PathLike)):
+        return load_encoder(encoder)
+    raise SegmentConfigError(f'encoder={encoder!r}: expected an Encoder or a weight spec '
+                             f'(a workdir, checkpoint:/path, torchvision:/path, keras:/path)')
+
+
+def fit(encoder, images, masks, *, resolution: int | None = None, decoder: str = 'paper',
+        loss: str = 'dice', epochs: int = 60, steps: int | None = None, batch_size: int = 4,
+        lr: float = 1e-3, augment: bool = False, dtype: str | None = None, seed: int = 42,
+        num_classes: int = 1, validation_fraction: float = 0.0, tile_overlap: float = 0.25,
+        threshold: float = 0.5, workdir: str | os.PathLike | None = None,
+        num_devices: int | None = None, progress: bool = True) -> Segmenter:
+    """Trains a U-Net decoder on the frozen ``encoder`` from labeled masks.
+
+    Args:
+        encoder: an ``Encoder`` or a weight spec for ``load_encoder``.
+        images: (N, H, W[, 1|3]) array or a list of (H, W[, 1|3]) arrays; uint8 or float in
+            [0, 1]. Resized (shorter side, centre square) to ``resolution``.
+        masks: matching (H, W) masks: {0, 1} (binary) or class ids < ``num_classes``.
+        resolution: training side in px, a multiple of 32; None takes the images' side when
+            they are all square and of one such size.
+        decoder: 'paper' (the original notebooks') or 'unet' (classic).
+        loss: 'dice' (1 − soft Dice, the paper's) or 'dice_bce'.
+        epochs: passes over the images (ignored when ``steps`` is given).
+        steps: optimizer steps.
+        batch_size, lr: Adam with a constant learning rate (paper: 4, 1e-3).
+        augment: random flips and quarter turns applied identically to image and mask.
+        dtype: compute dtype ('float32', 'bfloat16'); None keeps the encoder's.
+        seed: decoder initialisation and data order.
+        num_classes: 1 for binary masks (sigmoid); C >= 2 for class-id masks (softmax).
+        validation_fraction: hold out this share of the images (per the stratified split of
+            foreground/no-foreground images) and keep the step with the best validation Dice;
+            0 keeps the last step.
+        tile_overlap, threshold: prediction settings stored in the segmenter.
+        workdir: where the run's checkpoints and metrics go (resumable); None uses a temporary
+            folder removed afterwards.
+        num_devices: cap on the devices to train on.
+        progress: show the progress bar.
+
+    Returns:
+        The trained :class:`Segmenter` (also saved in ``workdir/model`` when a workdir is given).
+
+    Raises:
+        SegmentDataError: masks that do not fit their images or the task (names the index).
+        SegmentConfigError: a bad resolution, loss, decoder or count.
+    """
+    encoder = _as_encoder(encoder)
+    image_list = [np.asarray(i) for i in images]
+    mask_list = [np.asarray(m) for m in masks]
+    names = [f'image {i}' for i in range(len(image_list))]
+    check_masks(image_list, mask_list, names, num_classes)
+    if resolution is None:
+        sizes = {np.shape(i)[:2] for i in image_list}
+        side = next(iter(sizes))[0] if len(sizes) == 1 else None
+        if side is None or side != next(iter(sizes))[1] or side % 32:
+            raise SegmentConfigError(f'resolution=None needs square images of one side that is a '
+                                     f'multiple of 32; got sizes {sorted(sizes)[:4]}: pass '
+                                     f'resolution=')
+        resolution = side
+    resolution = check_resolution(resolution, 'resolution')
+    floats = [i.astype(np.float32) / 255.0 if i.dtype == np.uint8 else i for i in image_list]
+    channels = 3 if floats[0].ndim == 3 and floats[0].shape[-1] == 3 else 1
+    floats = [f[..., 0] if f.ndim == 3 and f.shape[-1] == 1 else f for f in floats]
+    pixels, labels = resize_set(floats, mask_list, resolution, channels)
+    validation = None
+    if validation_fraction:
+        has_fg = np.asarray([int(m.any()) for m in labels])
+        strata = has_fg if len(np.unique(has_fg)) > 1 and min(np.bincount(has_fg)) >= 2 \
+            else np.zeros(len(labels), int)
+        keep, held = stratified_split(strata, validation_fraction, seed)
+        validation = (pixels[held], labels[held])
+        pixels, labels = pixels[keep], labels[keep]
+    spec = TrainSpec(resolution=resolution, decoder=decoder, loss=loss, num_classes=num_classes,
+                     steps=steps if steps is not None else steps_for(epochs, len(pixels),
+                                                                     batch_size),
+                     batch_size=batch_size, lr=lr, augment=augment, dtype=dtype, seed=seed,
+                     tile_overlap=tile_overlap, threshold=threshold,
+                     pixel_scale=pixel_scale_of(floats, resolution))
+    train_cfg = {'log_every': 10, 'checkpoint_every': 0.5, 'keep_checkpoints': 1,
+                 'progress': progress}
+    info = {'name': encoder.name, 'encoder': encoder.source or encoder.name,
+            'train_images': len(pixels)}
+    own_dir = workdir is None
+    run_dir = Path(tempfile.mkdtemp(prefix='fewshot_segment_')) if own_dir else Path(workdir)
+    try:
+        segmenter, _ = train_segmenter(encoder, pixels, labels, spec, run_dir,
+                                       train_cfg=train_cfg, validation=validation,
+                                       num_devices=num_devices, info=info, desc='fit')
+    finally:
+        if own_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return segmenter
+
+
+def _named_specs(entries: Sequence[str], workdir: Path) -> list[tuple[str, str]]:
+    out = []
+    for entry in entries:
+        name, sep, spec = str(entry).partition('=')
+        if not sep or not name or not spec:
+            raise SegmentConfigError(f'segment.encoders entry {entry!r}: expected '
+                                     f"'display name=weight spec', e.g. 'barlow=checkpoint:"
+                                     f"{{workdir}}' or 'random=random'")
+        if any(c in name for c in '/\\ '):
+            raise SegmentConfigError(f'segment.encoders: display name {name!r} must not '
+                                     f'contain slashes or spaces (it names folders)')
+        out.append((name, spec.replace('{workdir}', str(workdir))))
+    names = [n for n, _ in out]
+    if not out or len(set(names)) != len(names) or 'otsu' in names:
+        raise SegmentConfigError(f'segment.encoders: {names}: expected one or more distinct '
+                                 f"names ('otsu' is the baseline's)")
+    return out
+
+
+def _encoders(config, workdir: Path) -> list[tuple[str, Encoder]]:
+    """Loads every encoder of ``segment.encoders``; 'random' copies the first real one's
+    architecture (or ``config.model``'s when there is none)."""
+    specs = _named_specs(config.segment.encoders, workdir)
+    loaded = {name: load_encoder(spec) for name, spec in specs if spec != 'random'}
+    like = next(iter(loaded.values())).config if loaded else config.model.to_dict()
+    return [(name, loaded[name] if spec != 'random' else random_encoder(like, config.seed))
+            for name, spec in specs]
+
+
+def _validation_split(labels: np.ndarray, indices: np.ndarray, fraction: float, seed: int):
+    """(train, validation) from a k-shot set: ``fraction`` of each class; none if k < 2."""
+    if not fraction:
+        return indices, np.zeros(0, np.int64)
+    counts = np.bincount(labels[indices])
+    if counts[counts > 0].min() < 2:
+        log.info('k-shot set of %d images: too small for a validation split; last step kept',
+                 len(indices))
+        return indices, np.zeros(0, np.int64)
+    keep, held = stratified_split(labels[indices], fraction, seed)
+    return indices[keep], indices[held]
+
+
+def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+    """The segmentation stage: every encoder × resolution × k, scored on the held-out images.
+
+    Returns:
+        A summary: per (encoder, resolution, k) medians, percolation agreement, training
+        seconds, and where the results and the default model are.
+    """
+    workdir = Path(workdir)
+    stage = workdir / STAGE_DIR
+    seg = config.segment
+    num_classes = int(seg.get('num_classes', 1))
+    resolutions = [check_resolution(r) for r in seg.resolutions]
+    shots = sorted(int(k) for k in seg.shots)
+    data = load_mask_set(config.data)
+    check_masks(data.images, data.masks, data.names, num_classes)
+    if num_classes != 1:
+        raise SegmentConfigError('segment.num_classes: the stage scores binary masks (Dice, '
+                                 'percolation); use segment.fit for several classes')
+    train_idx, test_idx = stratified_split(data.labels, config.data.test_fraction,
+                                           config.data.split_seed, class_names=data.class_names)
+    shot_sets = k_shot_indices(data.labels, train_idx, shots, config.data.shot_seed,
+                               class_names=data.class_names)
+    encoders = _encoders(config, workdir)
+    shared = {}
+    for name, encoder in encoders:
+        shared[name] = stage / 'encoders' / name / 'encoder.msgpack'
+        if jax.process_index() == 0 and not shared[name].is_file():
+            save_encoder_arrays(shared[name], encoder.variables)
+    channels = 3 if np.ndim(data.images[0]) == 3 else 1
+    test_names = [data.names[i] for i in test_idx]
+    test_classes = [data.class_names[data.labels[i]] for i in test_idx]
+    overlay_picks = [int(np.flatnonzero(data.labels[test_idx] == c)[0])
+                     for c in np.unique(data.labels[test_idx])]
+    rows, timings, panels = [], [], {}
+    for res in resolutions:
+        needed = np.union1d(test_idx, shot_sets[shots[-1]])
+        pixels, labels = resize_set([data.images[i] for i in needed],
+                                    [data.masks[i] for i in needed], res, channels)
+        where = {int(i): j for j, i in enumerate(needed)}
+        test_pixels = pixels[[where[int(i)] for i in test_idx]]
+        test_masks = labels[[where[int(i)] for i in test_idx]]
+        scale = pixel_scale_of([data.images[i] for i in train_idx], res)
+        for k in shots:
+            picked = [where[int(i)] for i in shot_sets[k]]
+            bright = otsu_polarity(pixels[picked], labels[picked])
+            rows += report.score_rows(otsu_masks(test_pixels, bright), test_masks,
+                                      encoder='otsu', resolution=res, k=k, names=test_names,
+                                      classes=test_classes)
+            fit_idx, val_idx = _validation_split(data.labels, shot_sets[k],
+                                                 seg.get('validation_fraction', 0.0), config.seed)
+            epochs = seg.epochs if seg.get('epochs') else paper_epochs(k)
+            n_steps = seg.get('num_steps') or steps_for(epochs, len(fit_idx), seg.batch_size)
+            spec = TrainSpec(resolution=res, steps=int(n_steps), decoder=seg.decoder,
+                             loss=seg.loss, batch_size=seg.batch_size, lr=seg.lr,
+                             augment=seg.augment, dtype=config.model.get('dtype'),
+                             seed=config.seed, validation_every=seg.get('validation_every', 0.1),
+                             tile_overlap=seg.tile_overlap, pixel_scale=scale)
+            for name, encoder in encoders:
+                run = f'{name}_{res}px_k{k}'
+                run_rows, seconds, prob = _train_and_score(
+                    encoder, spec, stage / 'runs' / run, config,
+                    train=(pixels[[where[int(i)] for i in fit_idx]],
+                           labels[[where[int(i)] for i in fit_idx]]),
+                    validation=(pixels[[where[int(i)] for i in val_idx]],
+                                labels[[where[int(i)] for i in val_idx]]),
+                    test=(test_pixels, test_masks, test_names, test_classes),
+                    info={'name': run, 'encoder': name, 'encoder_source': encoder.source,
+                          'k': k, 'resolution': res}, shared_encoder=shared[name])
+                rows += run_rows
+                timings.append({'run': run, 'train_seconds': seconds, 'steps': spec.steps})
+                if k == shots[-1] and prob is not None:
+                    panels.setdefault(name, []).extend(
+                        {'image': test_pixels[j, ..., 0], 'true': test_masks[j],
+                         'prob': prob[j], 'label': f'{test_classes[j]}, {res} px, k={k}',
+                         'dice': run_rows[j]['dice'], 'iou': run_rows[j]['iou']}
+                        for j in overlay_picks)
+    return _write_outputs(stage, rows, timings, panels,
+                          default=f'runs/{encoders[0][0]}_{resolutions[-1]}px_k{shots[-1]}/model')
+
+
+def _train_and_score(encoder, spec, run_dir: Path, config, *, train, validation, test, info,
+                     shared_encoder):
+    """Trains one run (or reads its finished results) and scores it on the test images."""
+    results = run_dir / RESULTS_FILE
+    if results.is_file():
+        saved = json.loads(results.read_text())
+        return saved['rows'], saved['train_seconds'], None
+    t0 = time.perf_counter()
+    segmenter, summary = train_segmenter(
+        encoder, train[0], train[1], spec, run_dir, train_cfg=config.train,
+        validation=validation if len(validation[0]) else None,
+        num_devices=config.get('num_devices'), info=info, shared_encoder=shared_encoder,
+        desc=info['name'])
+    seconds = round(time.perf_counter() - t0, 2)
+    test_pixels, test_masks, names, classes = test
+    prob = segmenter.predict(test_pixels, scale=1.0, progress=False)
+    rows = report.score_rows(prob, test_masks, encoder=info['encoder'],
+                             resolution=spec.resolution, k=info['k'], names=names,
+                             classes=classes, threshold=segmenter.threshold)
+    if jax.process_index() == 0:
+        if not config.segment.get('keep_run_checkpoints', False):
+            shutil.rmtree(run_dir / 'checkpoints', ignore_errors=True)
+        payload = {'rows': rows, 'train_seconds': seconds, 'resumed_from': summary['resumed_from'],
+                   'final_loss': summary['final_loss'], 'steps': spec.steps}
+        tmp = results.with_name(RESULTS_FILE + '.tmp')
+        tmp.write_text(json.dumps(payload))
+        os.replace(tmp, results)
+    return rows, seconds, prob
+
+
+def _write_outputs(stage: Path, rows, timings, panels, default: str) -> dict:
+    summary = report.summarize(rows)
+    out = {'results': str(stage / 'results.csv'), 'default_model': default,
+           'groups': summary, 'timings': timings}
+    if jax.process_index() != 0:
+        return out
+    figures = stage / 'figures'
+    figures.mkdir(parents=True, exist_ok=True)
+    report.write_csv(rows, stage / 'results.csv')
+    report.box_plots(rows, figures / 'dice_iou_vs_k.png')
+    report.curve_over_k(summary, figures / 'median_dice_vs_k.png')
+    for name, encoder_panels in panels.items():
+        report.overlays(encoder_panels, figures / f'overlays_{name}.png',
+                        title=f'{name} encoder: held-out images')
+    (stage / 'summary.json').write_text(json.dumps(out, indent=2))
+    (stage / 'summary.txt').write_text(report.format_table(summary) + '\n')
+    print(report.format_table(summary))
+    return out
+
+
+# ---- command line ----------------------------------------------------------------------
+def predict_folder(model: str | os.PathLike, images: str | os.PathLike, out: str | os.PathLike,
+                   *, threshold: float | None = None, scale: float | None = None,
+                   mode: str = 'tiled', save_probabilities: bool = False,
+                   progress: bool = True) -> list[Path]:
+    """Writes a mask PNG (0/255, the image's own size) for every image under ``images``.
+
+    Masks mirror the folder layout under ``out`` (``a/b.tif`` → ``out/a/b.png``); with
+    ``save_probabilities`` a float32 ``.npy`` of the probabilities goes beside each mask.
+
+    Raises:
+        DataError: the folder holds no images (names it and the accepted extensions).
+    """
+    from PIL import Image
+    from tqdm import tqdm
+
+    from fewshot_jax.data.sources import UnlabeledFolderSource
+
+    segmenter = load_segmenter(model)
+    if threshold is not None:
+        segmenter.threshold = float(threshold)
+    source = UnlabeledFolderSource(images, keep_color=segmenter.channels == 3)
+    root, out = Path(images), Path(out)
+    written = []
+    for i in tqdm(range(len(source)), desc='predict', unit='img', disable=not progress):
+        prob = segmenter.predict(source[i]['image'], scale=scale, mode=mode)
+        mask = (prob >= segmenter.threshold) if prob.ndim == 2 else np.argmax(prob, -1)
+        target = out / source.paths[i].relative_to(root).with_suffix('.png')
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pixels = (mask * 255).astype(np.uint8) if prob.ndim == 2 else mask.astype(np.uint8)
+        Image.fromarray(pixels).save(target)
+        if save_probabilities:
+            np.save(target.with_suffix('.npy'), prob.astype(np.float32))
+        written.append(target)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fewshot_jax.segment predict --model M --images DIR --out DIR``."""
+    parser = argparse.ArgumentParser(prog='python -m fewshot_jax.segment',
+                                     description='Segment a folder of images with a trained U-Net.')
+    commands = parser.add_subparsers(dest='command', required=True)
+    predict = commands.add_parser('predict', help='write a mask PNG per image')
+    predict.add_argument('--model', required=True,
+                         help='a saved segmenter, or a stage folder (WORKDIR/segment)')
+    predict.add_argument('--run', default=None, help='with a stage folder: the run to use')
+    predict.add_argument('--images', required=True, help='folder of images (searched recursively)')
+    predict.add_argument('--out', required=True, help='folder for the masks')
+    predict.add_argument('--threshold', type=float, default=None)
+    predict.add_argument('--scale', type=float, default=None,
+                         help='training px per image px (default: the model\'s pixel_scale)')
+    predict.add_argument('--mode', choices=('tiled', 'whole'), default='tiled')
+    predict.add_argument('--probabilities', action='store_true', help='also write .npy maps')
+    args = parser.parse_args(argv)
+    from fewshot_jax.data.io import DataError
+
+    try:
+        model = args.model
+        if args.run is not None:
+            model = Path(load_segmenter_path(args.model, args.run))
+        written = predict_folder(model, args.images, args.out, threshold=args.threshold,
+                                 scale=args.scale, mode=args.mode,
+                                 save_probabilities=args.probabilities)
+    except (DataError, SegmenterError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    print(f'wrote {len(written)} masks to {args.out}')
+    return 0
+
+
+def load_segmenter_path(stage: str | os.PathLike, run: str) -> Path:
+    """The model folder of ``run`` in a stage folder."""
+    path = Path(stage) / 'runs' / run / 'model'
+    if not (path / 'segmenter.json').is_file():
+        raise SegmenterError(f'{path}: no finished run {run!r} in {stage}')
+    return path
+
+
+if __name__ == '__main__':
+    sys.exit(main())

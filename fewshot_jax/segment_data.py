@@ -1,0 +1,168 @@
+"""Labeled masks for the U-Net: loading, checking, resizing, and the Otsu baseline.
+
+Everything is checked before any training starts: image/mask size mismatches
+and non-binary masks of a binary task raise :class:`SegmentDataError` naming
+the file (or the array index) and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from fewshot_jax.data import layouts, sources, synthetic
+from fewshot_jax.data.io import DataError
+from fewshot_jax.data.pipeline import to_uint8_square
+from fewshot_jax.data.resize import square_crop_resize
+
+SOURCES = ('synthetic', 'nanowire', 'masked_folder')
+
+
+class SegmentDataError(DataError):
+    """Images and masks a segmentation run cannot use."""
+
+
+@dataclasses.dataclass
+class MaskSet:
+    """Images with masks at their own sizes.
+
+    Attributes:
+        images: float32 [0, 1] arrays (H, W) or (H, W, 3), one per image.
+        masks: uint8 (H, W) arrays: {0, 1}, or class ids.
+        labels: int (N,) morphology class of each image (for the stratified split).
+        class_names: names of the morphology classes.
+        names: a file path or an index per image (for messages and results).
+    """
+
+    images: list
+    masks: list
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def check_masks(images: Sequence, masks: Sequence, names: Sequence[str],
+                num_classes: int = 1) -> None:
+    """Raises SegmentDataError unless every mask has its image's size and valid values.
+
+    Args:
+        images, masks: per-image arrays.
+        names: a file path or index per image, for the message.
+        num_classes: 1 (binary: values in {0, 1}, or bool) or C (class ids in [0, C)).
+    """
+    if len(images) != len(masks):
+        raise SegmentDataError(f'{len(images)} images but {len(masks)} masks; expected one '
+                               f'mask per image')
+    if len(images) == 0:
+        raise SegmentDataError('no labeled images to train on')
+    for image, mask, name in zip(images, masks, names, strict=True):
+        mask = np.asarray(mask)
+        if mask.ndim != 2 or mask.shape != np.shape(image)[:2]:
+            raise SegmentDataError(f'{name}: mask of shape {mask.shape} for an image of shape '
+                                   f'{np.shape(image)}; expected a 2-D mask of the image size')
+        values = np.unique(mask)
+        if num_classes == 1:
+            bad = values[(values != 0) & (values != 1)]
+            if bad.size:
+                raise SegmentDataError(
+                    f'{name}: mask values {values[:8].tolist()} in a binary task; expected only '
+                    f'0 and 1 (threshold the mask, or set the number of classes)')
+        elif values.min() < 0 or values.max() >= num_classes or not np.all(values == np.round(
+                values)):
+            raise SegmentDataError(f'{name}: mask values {values[:8].tolist()}; expected class '
+                                   f'ids 0..{num_classes - 1}')
+
+
+def load_mask_set(data_cfg) -> MaskSet:
+    """The labeled images and masks named by ``config.data``.
+
+    * ``'synthetic'``: ``data.per_class`` synthetic nanowire images per class of
+      ``data.synthetic_size`` px from ``data.seed``, classes ``data.classes``
+      (default dispersed and network, the two the paper segmented).
+    * ``'nanowire'``: the published nanowire set at ``data.root`` (dispersed and
+      network, png masks beside the jpg images).
+    * ``'masked_folder'``: class folders under ``data.root`` with masks named
+      ``<image stem><data.mask_suffix>`` beside the images.
+    """
+    name = data_cfg.source
+    if name == 'synthetic':
+        wires = synthetic.nanowires(int(data_cfg.per_class), int(data_cfg.synthetic_size),
+                                    int(data_cfg.seed))
+        wanted = tuple(data_cfg.get('classes', ('dispersed', 'network')))
+        unknown = [c for c in wanted if c not in wires.class_names]
+        if unknown:
+            raise SegmentDataError(f'data.classes: {unknown} are not synthetic nanowire classes '
+                                   f'{list(wires.class_names)}')
+        keep = np.flatnonzero(np.isin(wires.labels, [wires.class_names.index(c)
+                                                     for c in wanted]))
+        labels = np.asarray([wanted.index(wires.class_names[wires.labels[i]]) for i in keep])
+        return MaskSet([wires.images[i] for i in keep], [wires.masks[i] for i in keep],
+                       labels, wanted, [f'synthetic/{wanted[l]}/{i}' for i, l in
+                                        zip(keep, labels, strict=True)])
+    if name in ('nanowire', 'masked_folder'):
+        if not data_cfg.get('root'):
+            raise SegmentDataError(f"data.source={name!r} needs data.root: a folder of images "
+                                   f'with masks; pass --config.data.root=/path')
+        if name == 'nanowire':
+            source = layouts.nanowire_segmentation(data_cfg.root)
+        else:
+            source = sources.MaskedImageSource(
+                data_cfg.root, mask_suffix=data_cfg.get('mask_suffix', '_mask.png'),
+                class_folders=True, classes=data_cfg.get('classes') or None)
+        records = [source[i] for i in range(len(source))]
+        return MaskSet([r['image'] for r in records], [r['mask'] for r in records],
+                       np.asarray(source.labels), tuple(source.class_names),
+                       [str(p) for p in source.paths])
+    raise SegmentDataError(f'data.source={name!r}: expected one of {SOURCES}')
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, resolution: int,
+                channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Image → uint8 (R, R, channels) and mask → uint8 (R, R) with the pipelines' geometry
+    (shorter side to R, centre square; bilinear for the image, nearest for the mask, so
+    class ids survive)."""
+    pixels = to_uint8_square(image, resolution, channels)
+    labels = square_crop_resize(Image.fromarray(np.asarray(mask, np.uint8)), resolution,
+                                Image.Resampling.NEAREST)
+    return pixels, labels
+
+
+def resize_set(images: Sequence, masks: Sequence, resolution: int,
+               channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`resize_pair` over lists: uint8 (N, R, R, channels) and (N, R, R)."""
+    pairs = [resize_pair(i, m, resolution, channels) for i, m in zip(images, masks, strict=True)]
+    return (np.stack([p for p, _ in pairs]), np.stack([m for _, m in pairs]))
+
+
+def pixel_scale_of(images: Sequence, resolution: int) -> float:
+    """Training px per source px: ``resolution / shorter side`` (median over the images)."""
+    return float(np.median([resolution / min(np.shape(i)[:2]) for i in images]))
+
+
+def otsu_polarity(images: np.ndarray, masks: np.ndarray) -> bool:
+    """True when the foreground is brighter than the background in the (training) images."""
+    gray = images[..., 0].astype(np.float64)
+    fg = masks > 0
+    if not fg.any() or fg.all():
+        return True
+    return float(gray[fg].mean()) > float(gray[~fg].mean())
+
+
+def otsu_masks(images: np.ndarray, bright_foreground: bool) -> np.ndarray:
+    """Encoder-free baseline: per-image Otsu threshold, foreground on the side the training
+    masks say. uint8 (N, R, R, C) → uint8 (N, R, R) in {0, 1}."""
+    from skimage.filters import threshold_otsu
+
+    out = np.zeros(images.shape[:3], np.uint8)
+    for i, image in enumerate(images[..., 0]):
+        if image.min() == image.max():
+            continue  # a flat image has no threshold: nothing is foreground
+        t = threshold_otsu(image)
+        out[i] = image > t if bright_foreground else image <= t
+    return out

@@ -1,0 +1,224 @@
+"""The U-Net's pieces for training: model and variables, loss, train step.
+
+Builders take plain values (an encoder's model dict, a decoder name, a class
+count); the step is a pure ``(state, batch) -> (state, metrics)`` over the global
+batch, jitted by ``steps.jit_step`` like the pretraining step.
+
+A batch is ``{'image': uint8 (B, R, R, 1 or 3), 'mask': uint8 (B, R, R)}`` with
+mask values in {0, 1} (binary) or class ids in [0, C) (several classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fewshot_jax import metrics
+from fewshot_jax.models import compute_dtype, make_encoder
+from fewshot_jax.models.unet import DOWNSAMPLING, SKIP_LAYERS, UNet, check_features, make_decoder
+from fewshot_jax.state import TrainState
+
+LOSSES = ('dice', 'dice_bce')
+FROZEN = ('encoder',)
+
+
+class SegmentConfigError(ValueError):
+    """A segmentation setting that cannot be used (names the config key and what is expected)."""
+
+
+def check_resolution(resolution, key: str = 'segment.resolutions') -> int:
+    """Validates a training resolution: a positive multiple of 32."""
+    if (isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer))
+            or resolution < DOWNSAMPLING or resolution % DOWNSAMPLING):
+        raise SegmentConfigError(f'{key}: resolution {resolution!r} must be a multiple of '
+                                 f'{DOWNSAMPLING} (the encoder downsamples by {DOWNSAMPLING}), '
+                                 f'e.g. 224, 256, 384, 512')
+    return int(resolution)
+
+
+def build_unet(encoder_config: Mapping, decoder: str = 'paper', num_classes: int = 1,
+               dtype: str | None = None) -> UNet:
+    """The U-Net over the encoder described by ``encoder_config`` (a saved model dict).
+
+    Args:
+        encoder_config: the encoder's model dict (depth, width, variant, input_mean, …),
+            e.g. ``Encoder.config``.
+        decoder: 'paper' or 'unet' (see ``models.unet``).
+        num_classes: 1 for a binary task (sigmoid), C >= 2 for several classes (softmax).
+        dtype: compute dtype of encoder and decoder ('float32', 'bfloat16'); None keeps the
+            encoder's.
+    """
+    config = dict(encoder_config)
+    if dtype is not None:
+        config['dtype'] = dtype
+    compute = compute_dtype(config.get('dtype', 'float32'))
+    return UNet(encoder=make_encoder(config),
+                decoder=make_decoder(decoder, int(config['width']), num_classes, compute))
+
+
+def init_key(seed: int) -> jax.Array:
+    """The initialisation key of ``seed``: XLA's RngBitGenerator ('rbg').
+
+    Threefry initialisers of a whole ResNet compile for tens of seconds on a CPU;
+    'rbg' takes a few. Its bits are reproducible on one backend, not across backends.
+    """
+    return jax.random.key(seed, impl='rbg')
+
+
+def init_variables(model: UNet, encoder_variables: Mapping | None, seed: int) -> dict:
+    """Random decoder variables beside the given encoder variables (numpy, host).
+
+    Args:
+        model: from :func:`build_unet`.
+        encoder_variables: ``{'params', 'batch_stats'}`` of the encoder, or None to keep a
+            random encoder (the random-init baseline).
+        seed: seed of the random initialisation.
+
+    Raises:
+        SegmentConfigError: the encoder variables do not fit the encoder architecture.
+    """
+    dummy = jax.ShapeDtypeStruct((1, DOWNSAMPLING, DOWNSAMPLING, 3), jnp.float32)
+    encoder_key, decoder_key = jax.random.split(init_key(seed))
+    # Shapes only: the encoder's initialisers run (compile) only for a random encoder.
+    expected = jax.eval_shape(lambda: model.encoder.lazy_init(encoder_key, dummy))
+    if encoder_variables is None:
+        encoder_vars = jax.device_get(jax.jit(
+            lambda: model.encoder.lazy_init(encoder_key, dummy))())
+    else:
+        encoder_vars = {}
+        for collection in ('params', 'batch_stats'):
+            given = jax.device_get(encoder_variables[collection])
+            want = jax.tree.map(lambda a: tuple(a.shape), expected[collection])
+            got = jax.tree.map(np.shape, given)
+            if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
+                raise SegmentConfigError(
+                    f'the encoder weights do not fit a ResNet{model.encoder.depth} of width '
+                    f'{model.encoder.width} ({collection} differ in names or shapes)')
+            encoder_vars[collection] = jax.tree.map(np.asarray, given)
+    features = jax.eval_shape(lambda v: model.encoder.apply(v, jnp.zeros(dummy.shape))[1],
+                              encoder_vars)
+    check_features(features)
+    skips = {name: features[name] for name in SKIP_LAYERS}
+    decoder_vars = jax.device_get(jax.jit(lambda: model.decoder.lazy_init(decoder_key, skips))())
+    return {c: {'encoder': dict(encoder_vars[c]), 'decoder': dict(decoder_vars.get(c, {}))}
+            for c in ('params', 'batch_stats')}
+
+
+def model_input(images: jax.Array) -> jax.Array:
+    """uint8 (or [0, 1] float) images (B, H, W, 1 or 3) → float32 (B, H, W, 3) in [0, 1]."""
+    x = images.astype(jnp.float32)
+    if images.dtype == jnp.uint8:
+        x = x / 255.0
+    return jnp.broadcast_to(x, (*x.shape[:3], 3))
+
+
+def probabilities(logits: jax.Array) -> jax.Array:
+    """Logits (…, C) → probabilities: sigmoid of the single channel (…,) or softmax (…, C)."""
+    if logits.shape[-1] == 1:
+        return jax.nn.sigmoid(logits[..., 0])
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def make_loss(name: str, num_classes: int) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """``loss(logits (B, H, W, C), masks (B, H, W)) -> scalar``.
+
+    * 'dice': 1 − soft Dice, per image then averaged (the paper's loss); for several
+      classes, averaged over the classes too.
+    * 'dice_bce': that plus binary cross-entropy (softmax cross-entropy for classes).
+    """
+    if name not in LOSSES:
+        raise SegmentConfigError(f'segment.loss={name!r}: expected one of {LOSSES}')
+    with_ce = name == 'dice_bce'
+
+    def loss(logits, masks):
+        if num_classes == 1:
+            value = metrics.dice_loss(jax.nn.sigmoid(logits[..., 0]), masks)
+            return value + metrics.bce_loss(logits[..., 0], masks) if with_ce else value
+        onehot = jax.nn.one_hot(masks, num_classes, dtype=jnp.float32)
+        value = metrics.dice_loss(jax.nn.softmax(logits, axis=-1), onehot)
+        if with_ce:
+            value = value + jnp.mean(optax.softmax_cross_entropy(logits, onehot))
+        return value
+
+    return loss
+
+
+def flip_rotate(key, images: jax.Array, masks: jax.Array):
+    """The same random horizontal/vertical flip and quarter turn for each image and its mask.
+
+    Args:
+        key: PRNG key; each example draws its own transform from it.
+        images: (B, R, R, C); square, so a quarter turn keeps the shape.
+        masks: (B, R, R).
+    """
+
+    def one(key, image, mask):
+        h_key, v_key, r_key = jax.random.split(key, 3)
+        both = jnp.concatenate([image.astype(jnp.float32), mask[..., None].astype(jnp.float32)],
+                               axis=-1)
+        both = jnp.where(jax.random.bernoulli(h_key), both[:, ::-1], both)
+        both = jnp.where(jax.random.bernoulli(v_key), both[::-1], both)
+        turns = jax.random.randint(r_key, (), 0, 4)
+        both = jax.lax.switch(turns, [lambda x, k=k: jnp.rot90(x, k, axes=(0, 1))
+                                      for k in range(4)], both)
+        return both[..., :-1].astype(image.dtype), both[..., -1].astype(mask.dtype)
+
+    keys = jax.random.split(key, images.shape[0])
+    return jax.vmap(one)(keys, images, masks)
+
+
+def segment_step_fn(model: UNet, tx: optax.GradientTransformation, loss_fn: Callable,
+                    augment: bool = False):
+    """The un-jitted U-Net train step (compile with ``steps.jit_step``).
+
+    The encoder cannot move: it runs with BatchNorm in inference mode behind
+    ``stop_gradient`` (zero gradients) and the optimizer's freeze mask gives its
+    params no update; the step also carries its params and statistics over
+    unchanged, because adding a zero update turns a stored -0.0 into +0.0.
+
+    Args:
+        model: a :class:`UNet`.
+        tx: the optimizer (with ``frozen=FROZEN``).
+        loss_fn: from :func:`make_loss`.
+        augment: draw a flip/quarter turn per example (``fold_in(rng, step)``).
+
+    Returns:
+        ``step(state, batch) -> (state, metrics)`` with metrics loss, dice, soft_dice.
+    """
+
+    def step(state: TrainState, batch):
+        images, masks = batch['image'], batch['mask']
+        if augment:
+            images, masks = flip_rotate(jax.random.fold_in(state.rng, state.step), images, masks)
+        x = model_input(images)
+
+        def loss_of(params):
+            logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},
+                                          x, train=True, mutable=['batch_stats'])
+            return loss_fn(logits, masks), (updates['batch_stats'], logits)
+
+        (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_of, has_aux=True)(
+            state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        params = {**params, 'encoder': state.params['encoder']}
+        batch_stats = {**batch_stats, 'encoder': state.batch_stats['encoder']}
+        prob = probabilities(logits)
+        if prob.ndim == 4:  # several classes: score the foreground classes
+            onehot = jax.nn.one_hot(masks, prob.shape[-1], dtype=jnp.float32)
+            dice = jnp.mean(metrics.dice(jnp.moveaxis(prob, -1, 1)[:, 1:],
+                                         jnp.moveaxis(onehot, -1, 1)[:, 1:]))
+            soft = 1.0 - metrics.dice_loss(prob[..., 1:], onehot[..., 1:])
+        else:
+            dice = jnp.mean(metrics.dice(prob, masks))
+            soft = jnp.mean(metrics.soft_dice(prob, masks))
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                                  opt_state=opt_state)
+        return new_state, {'loss': loss, 'dice': dice, 'soft_dice': soft,
+                           'grad_norm': optax.tree.norm(grads)}
+
+    return step
