@@ -1,0 +1,467 @@
+"""Does self-supervised pretraining beat random init? Recipes x pretraining seeds, measured.
+
+For each recipe (config overrides on top of ``configs/ssl_base.ssl_config(method, 'tem',
+preset)``) and each pretraining seed this pretrains with ``fewshot_jax.train.train_ssl``,
+loads the encoder with ``fewshot_jax.encoder.load_encoder`` and probes it on the labeled
+synthetic tasks (nanowires, nanoparticles, viruses): scikit-learn LogisticRegression on
+standardised features, ``--shots`` labeled images per class, the rest of a ``--pool``
+per class as the test set, median accuracy over ``--draws`` draws. Beside it, on the same
+images and draws: a random-init encoder of the same architecture built from the same
+seed (the weights pretraining started from) and the texture-feature baseline. Features:
+``pooled`` and the global average of the ``stage2`` and ``stage3`` maps.
+
+Reported per recipe: the per-seed gaps (pretrained - random), their mean and spread, for
+each task and layer, and the wall time of pretraining. Results accumulate in
+``OUT/results.jsonl`` (one line per recipe and seed; a finished pair is not re-run), and
+``--report`` prints the markdown tables from it.
+
+    python benchmarks/ssl_ablation.py --recipes=shipped,area02 --seeds=0,1,2 --out=/tmp/abl
+    python benchmarks/ssl_ablation.py --tiny --out=/tmp/abl_tiny        # end-to-end smoke test
+    python benchmarks/ssl_ablation.py --report --out=/tmp/abl           # tables only
+    python benchmarks/ssl_ablation.py --list                            # the named recipes
+
+``--shard=i/n`` runs every n-th (recipe, seed) pair, so n processes can share a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import math
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TASKS = ('nanowires', 'nanoparticles', 'viruses')
+LAYERS = ('pooled', 'stage2', 'stage3')
+TASK_SEED = 1000  # the labeled pools; never used for pretraining images
+INDOMAIN_SEED = 7000  # unlabeled in-domain pretraining images (disjoint from the pools)
+
+# Grayscale micrograph augmentations: saturation and hue are no-ops on gray images.
+GRAY = {'augment.brightness': 0.3, 'augment.gamma': (0.6, 1.6), 'augment.blur_prob': 0.5,
+        'augment.blur_sigma': (0.1, 1.5), 'augment.noise_prob': 0.5,
+        'augment.noise_std': (0.0, 0.05), 'augment.saturation': (1.0, 1.0), 'augment.hue': 0.0}
+AREA02 = {'augment.crop': 'area', 'augment.crop_area': (0.2, 1.0)}
+AREA008 = {'augment.crop': 'area', 'augment.crop_area': (0.08, 1.0)}
+WIDE = {'model.projector': (512, 512, 512)}
+BEST_GUESS = {**AREA02, **GRAY, **WIDE, 'data.num_images': 2048, 'optim.lr': 0.3,
+              'optim.warmup_steps': 0.1}
+
+# name -> (method, overrides). Each changes one thing from the shipped :demo recipe,
+# except the combinations at the end.
+RECIPES: dict[str, tuple[str, dict]] = {
+    'shipped': ('barlow_twins', {}),
+    'small_stem': ('barlow_twins', {'model.stem': 'small'}),
+    'small_stem_32px': ('barlow_twins', {'model.stem': 'small', 'data.image_size': 32}),
+    'images_2k': ('barlow_twins', {'data.num_images': 2048}),
+    'images_8k': ('barlow_twins', {'data.num_images': 8192}),
+    'gray_aug': ('barlow_twins', GRAY),
+    'invert': ('barlow_twins', {'augment.invert_prob': 0.5}),
+    'area02': ('barlow_twins', AREA02),
+    'area008': ('barlow_twins', AREA008),
+    'wide_proj': ('barlow_twins', WIDE),
+    'lars': ('barlow_twins', {'optim.name': 'lars', 'optim.lr': 1.0, 'optim.warmup_steps': 0.1}),
+    'lars_lr5': ('barlow_twins', {'optim.name': 'lars', 'optim.lr': 5.0,
+                                  'optim.warmup_steps': 0.1}),
+    'lr0.03': ('barlow_twins', {'optim.lr': 0.03}),
+    'lr0.3_wu0.1': ('barlow_twins', {'optim.lr': 0.3, 'optim.warmup_steps': 0.1}),
+    'steps1000': ('barlow_twins', {'train.num_steps': 1000}),
+    'steps3000': ('barlow_twins', {'train.num_steps': 3000}),
+    'simclr_shipped': ('simclr', {}),
+    'simclr_area02_gray': ('simclr', {**AREA02, **GRAY}),
+    'indomain': ('barlow_twins', {'data.source': 'indomain', 'data.num_images': 2048}),
+    'combo': ('barlow_twins', BEST_GUESS),
+    'combo_1000': ('barlow_twins', {**BEST_GUESS, 'train.num_steps': 1000}),
+    'combo_3000': ('barlow_twins', {**BEST_GUESS, 'train.num_steps': 3000}),
+    'combo_small_stem_32px': ('barlow_twins', {**BEST_GUESS, 'model.stem': 'small',
+                                               'data.image_size': 32}),
+    'combo_indomain': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain'}),
+    'simclr_combo': ('simclr', BEST_GUESS),
+}
+
+# --tiny: a whole pass in seconds (compiles, trains, encodes, probes, reports).
+TINY = {'model.width': 4, 'model.projector': (16, 16, 32), 'data.num_images': 32,
+        'data.synthetic_size': 48, 'data.image_size': 32, 'data.batch_size': 8,
+        'train.num_steps': 4}
+
+
+def parse_value(text: str):
+    """A command-line value: a Python literal if it parses as one, else the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_overrides(items) -> dict:
+    out = {}
+    for item in items:
+        if '=' not in item:
+            raise SystemExit(f'override {item!r}: expected dotted.key=value')
+        key, value = item.split('=', 1)
+        out[key] = parse_value(value)
+    return out
+
+
+def set_dotted(config, dotted: str, value) -> None:
+    *parents, leaf = dotted.split('.')
+    node = config
+    for name in parents:
+        if name not in node:
+            raise SystemExit(f'override {dotted!r}: config has no section {name!r}')
+        node = node[name]
+    node[leaf] = value
+
+
+def ensure_stem_wiring() -> None:
+    """Until ``models.make_encoder`` reads ``model.stem``, pass it through (same ResNet)."""
+    import dataclasses
+
+    from fewshot_jax import encoder as encoder_module
+    from fewshot_jax import models
+
+    if models.make_encoder({'depth': 18, 'width': 4, 'stem': 'small'}).stem == 'small':
+        return
+    original = models.make_encoder
+
+    def make_encoder(model_cfg):
+        return dataclasses.replace(original(model_cfg), stem=model_cfg.get('stem', 'imagenet'))
+
+    models.make_encoder = make_encoder
+    encoder_module.make_encoder = make_encoder
+
+
+def build_config(method: str, preset: str, overrides: dict, seed: int, out: Path):
+    from configs.ssl_base import ssl_config
+
+    config = ssl_config(method, 'tem', preset)
+    if preset == '':  # the paper's settings on the synthetic generic images
+        config.data.source = 'synthetic'
+        config.data.synthetic_size = 256
+    config.seed = seed
+    config.train.progress = False
+    config.train.log_every = 50
+    config.train.checkpoint_every = 0  # no checkpoints: the encoder is exported at the end
+    if 'monitor' in config:  # the online probe would add its own time to the wall time
+        config.monitor.tasks = ()
+    config.model.stem = 'imagenet'
+    for key, value in overrides.items():
+        set_dotted(config, key, value)
+    if config.data.source == 'indomain':
+        config.data.root = str(indomain_folder(out, config.data.num_images,
+                                               config.data.synthetic_size))
+        config.data.source = 'folder'
+        config.data.subset = None
+    return config
+
+
+def indomain_folder(out: Path, n: int, size: int) -> Path:
+    """Unlabeled images of the tasks' own kinds (equal shares of the three tasks), as PNGs.
+
+    What a user with a pile of unlabeled micrographs of their own would pretrain on.
+    Drawn from INDOMAIN_SEED, so none of them is in a probe pool.
+    """
+    from PIL import Image
+
+    from fewshot_jax.data import synthetic
+
+    folder = out / f'indomain_{n}_{size}'
+    done = folder / 'done'
+    if done.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    share = math.ceil(n / len(TASKS))
+    written = 0
+    for t, task in enumerate(TASKS):
+        n_classes = len(getattr(synthetic, task)(1, 32, 0).class_names)
+        data = getattr(synthetic, task)(math.ceil(share / n_classes), size, INDOMAIN_SEED + t)
+        for image in data.images[:min(share, n - written)]:
+            Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)).save(
+                folder / f'{task}_{written:06d}.png')
+            written += 1
+    done.write_text(str(written))
+    return folder
+
+
+_POOLS: dict = {}
+
+
+def task_pool(task: str, per_class: int, gen_size: int, image_size: int):
+    """The labeled pool of `task` as uint8 (n, S, S) at the encoder's size, and labels."""
+    from fewshot_jax.data import pipeline, synthetic
+
+    key = (task, per_class, gen_size, image_size)
+    if key not in _POOLS:
+        data = getattr(synthetic, task)(per_class, gen_size, TASK_SEED)
+        images = np.stack([pipeline.to_uint8_square(im, image_size, 1)[..., 0]
+                           for im in data.images])
+        _POOLS[key] = (images, np.asarray(data.labels))
+    return _POOLS[key]
+
+
+def probe_accuracy(x: np.ndarray, y: np.ndarray, shots: int, draw: int) -> float:
+    """Accuracy of a standardised logistic regression on `shots` images per class (draw = seed)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(draw)
+    train = np.concatenate([rng.choice(np.flatnonzero(y == c), shots, replace=False)
+                            for c in np.unique(y)])
+    test = np.setdiff1d(np.arange(len(y)), train)
+    scaler = StandardScaler().fit(x[train])
+    clf = LogisticRegression(max_iter=3000).fit(scaler.transform(x[train]), y[train])
+    return float((clf.predict(scaler.transform(x[test])) == y[test]).mean())
+
+
+def median_accuracy(x, y, shots: int, draws: int, threads: int) -> float:
+    """Median probe accuracy over `draws` draws; NaN when the features are not finite."""
+    x = np.asarray(x, np.float64)  # float32 squares overflow for diverged encoders
+    if not np.isfinite(x).all():
+        print(f'warning: {np.size(x) - np.isfinite(x).sum()} non-finite feature values', flush=True)
+        return float('nan')
+    with ThreadPoolExecutor(threads) as pool:
+        accs = list(pool.map(lambda d: probe_accuracy(x, y, shots, d), range(draws)))
+    return float(np.median(accs))
+
+
+def encoder_features(encoder, images: np.ndarray) -> dict:
+    maps = encoder.encode(images, layer=LAYERS, batch_size=64, progress=False)
+    return {name: (v if v.ndim == 2 else v.mean(axis=(1, 2))) for name, v in maps.items()}
+
+
+def probe_encoder(encoder, args, image_size: int) -> dict:
+    """{task: {layer: median accuracy}} for one encoder."""
+    out = {}
+    for task in TASKS:
+        images, labels = task_pool(task, args.pool, args.task_size, image_size)
+        feats = encoder_features(encoder, images)
+        out[task] = {layer: median_accuracy(feats[layer], labels, args.shots, args.draws,
+                                            args.threads) for layer in LAYERS}
+    return out
+
+
+def random_init_probe(config, args, out: Path) -> dict:
+    """Probe of the encoder pretraining starts from (cached by architecture, seed and size)."""
+    import jax
+    import optax
+
+    from fewshot_jax import sharding
+    from fewshot_jax.encoder import Encoder
+    from fewshot_jax.models import make_ssl_model
+    from fewshot_jax.state import init_state
+
+    model_cfg = {k: v for k, v in config.model.to_dict().items() if k not in ('projector', 'init')}
+    ident = json.dumps([model_cfg, config.seed, config.data.image_size, args.pool,
+                        args.task_size, args.shots, args.draws], sort_keys=True, default=list)
+    path = out / 'random_init' / (hashlib.sha1(ident.encode()).hexdigest()[:16] + '.json')
+    if path.exists():
+        return json.loads(path.read_text())['probe']
+    mesh = sharding.make_mesh(config.get('num_devices'))
+    state = init_state(make_ssl_model(config.model), optax.sgd(0.1), config.seed,
+                       config.data.image_size, mesh)
+    variables = jax.device_get({'params': state.params['encoder'],
+                                'batch_stats': state.batch_stats['encoder']})
+    probe = probe_encoder(Encoder(variables, config.model.to_dict(), name='random'), args,
+                          config.data.image_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({'ident': ident, 'probe': probe}))
+    return probe
+
+
+_TEXTURE: dict = {}
+
+
+def texture_probe(args, image_size: int) -> dict:
+    """{task: median accuracy} of the texture-feature baseline on the encoders' pixels."""
+    if image_size in _TEXTURE:
+        return _TEXTURE[image_size]
+    try:
+        from fewshot_jax.baselines import texture_features
+    except ImportError:  # before fewshot_jax/baselines.py existed
+        from synthetic_calibration import texture_features
+    out = {}
+    for task in TASKS:
+        images, labels = task_pool(task, args.pool, args.task_size, image_size)
+        out[task] = median_accuracy(texture_features(images.astype(np.float32) / 255.0), labels,
+                                    args.shots, args.draws, args.threads)
+    _TEXTURE[image_size] = out
+    return out
+
+
+def trained_encoder(workdir: Path):
+    """``load_encoder(workdir)``; for a 'small' stem, read the saved encoder directly as long
+    as ``models.weights_common.encoder_shapes`` checks against the 'imagenet' stem's shapes."""
+    from fewshot_jax import checkpoint
+    from fewshot_jax.encoder import Encoder, load_encoder
+    from fewshot_jax.models.weights_common import WeightsError
+
+    try:
+        return load_encoder(str(workdir))
+    except WeightsError as err:
+        meta = json.loads(checkpoint.encoder_meta_path(workdir).read_text())
+        if meta['model'].get('stem') != 'small' or 'conv1/kernel' not in str(err):
+            raise
+    import orbax.checkpoint as ocp
+
+    variables = ocp.StandardCheckpointer().restore(checkpoint.encoder_variables_path(workdir))
+    return Encoder(variables, meta['model'], name=workdir.name, step=meta['step'])
+
+
+def run_one(name: str, method: str, overrides: dict, seed: int, args, out: Path) -> dict:
+    import jax
+
+    from fewshot_jax.train import total_steps_of, train_ssl
+
+    config = build_config(method, args.preset, overrides, seed, out)
+    workdir = out / 'runs' / f'{name}_s{seed}'
+    start = time.perf_counter()
+    summary = train_ssl(config, workdir)
+    wall = time.perf_counter() - start
+    pretrained = probe_encoder(trained_encoder(workdir), args, config.data.image_size)
+    random = random_init_probe(config, args, out)
+    steps = total_steps_of(config.train, config.data.num_images, config.data.batch_size)
+    logged = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()
+              if '"time"' in line]
+    # Steady-state step time: between the first and the last logged step (no compile).
+    step_ms = (1000 * (logged[-1]['time'] - logged[0]['time'])
+               / (logged[-1]['step'] - logged[0]['step']) if len(logged) > 1 else None)
+    return {'recipe': name, 'method': method, 'seed': seed, 'overrides': overrides,
+            'preset': args.preset, 'steps': steps, 'image_size': config.data.image_size,
+            'wall_s': round(wall, 1), 'step_ms': step_ms and round(step_ms, 1),
+            'final_loss': summary['final_loss'],
+            'pretrained': pretrained, 'random': random,
+            'texture': texture_probe(args, config.data.image_size),
+            'device': str(jax.devices()[0].device_kind), 'draws': args.draws,
+            'shots': args.shots, 'pool': args.pool}
+
+
+def load_results(out: Path) -> list[dict]:
+    path = out / 'results.jsonl'
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def report(results: list[dict]) -> str:
+    """Markdown: one summary table (pooled and best-stage gaps) and one per-seed table."""
+    by_recipe: dict[str, list[dict]] = {}
+    for r in results:
+        by_recipe.setdefault(r['recipe'], []).append(r)
+    lines = ['| recipe | method | steps | px | seeds | pretrain wall s (mean) | step ms | '
+             + ' | '.join(f'{t} pooled gap | {t} stage2 / stage3 gap | {t} pretrained pooled'
+                          for t in TASKS) + ' |',
+             '|' + '---|' * (7 + 3 * len(TASKS))]
+    detail = ['| recipe | seed | task | layer | pretrained | random | gap | texture |',
+              '|---|---|---|---|---|---|---|---|']
+
+    def gaps(runs, task, layer):
+        return np.array([r['pretrained'][task][layer] - r['random'][task][layer] for r in runs])
+
+    def fmt(g):
+        return f'{g.mean():+.3f} ± {g.std():.3f} [{", ".join(f"{v:+.2f}" for v in g)}]'
+
+    for name, runs in by_recipe.items():
+        runs = sorted(runs, key=lambda r: r['seed'])
+        cells = []
+        for task in TASKS:
+            pre = np.mean([r['pretrained'][task]['pooled'] for r in runs])
+            tex = runs[0]['texture'][task]
+            cells += [fmt(gaps(runs, task, 'pooled')),
+                      f'{gaps(runs, task, "stage2").mean():+.3f} / '
+                      f'{gaps(runs, task, "stage3").mean():+.3f}',
+                      f'{pre:.3f} (texture {tex:.3f})']
+        lines.append(f'| {name} | {runs[0]["method"]} | {runs[0]["steps"]} | '
+                     f'{runs[0]["image_size"]} | {len(runs)} | '
+                     f'{np.mean([r["wall_s"] for r in runs]):.0f} | '
+                     f'{np.mean([r.get("step_ms") or np.nan for r in runs]):.0f} | '
+                     + ' | '.join(cells) + ' |')
+        for r in runs:
+            for task in TASKS:
+                for layer in LAYERS:
+                    p, q = r['pretrained'][task][layer], r['random'][task][layer]
+                    detail.append(f'| {name} | {r["seed"]} | {task} | {layer} | {p:.3f} | '
+                                  f'{q:.3f} | {p - q:+.3f} | {r["texture"][task]:.3f} |')
+    meta = results[0] if results else {}
+    head = (f'Probe: LogisticRegression on standardised features, {meta.get("shots")} labels/'
+            f'class, {meta.get("pool")}/class pools, median over {meta.get("draws")} draws; '
+            f'gap = pretrained - random init (same seed); mean ± sd [per seed]. '
+            f'Device: {meta.get("device")}.')
+    return '\n'.join([head, '', *lines, '', '<details><summary>per seed</summary>', '', *detail,
+                      '', '</details>'])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--recipes', default='shipped', help='comma-separated names (--list)')
+    parser.add_argument('--define', action='append', default=[],
+                        help="an extra recipe: 'name:method:key=value;key=value'")
+    parser.add_argument('--set', action='append', default=[],
+                        help='dotted.key=value applied on top of every recipe')
+    parser.add_argument('--seeds', default='0,1,2')
+    parser.add_argument('--preset', default='demo', choices=('demo', ''),
+                        help="ssl_config preset: 'demo' or '' (the paper's settings)")
+    parser.add_argument('--out', required=True, help='scratch folder (runs, results.jsonl)')
+    parser.add_argument('--shots', type=int, default=8)
+    parser.add_argument('--pool', type=int, default=48, help='images per class in each pool')
+    parser.add_argument('--task_size', type=int, default=128, help='generated task image size')
+    parser.add_argument('--draws', type=int, default=20)
+    parser.add_argument('--threads', type=int, default=2, help='threads for the probe fits')
+    parser.add_argument('--shard', default='0/1', help='i/n: run every n-th pair from the i-th')
+    parser.add_argument('--order', default='recipe', choices=('recipe', 'seed'),
+                        help="'seed': every recipe's seed 0 first, then seed 1, …")
+    parser.add_argument('--tiny', action='store_true', help='tiny sizes: a smoke test')
+    parser.add_argument('--report', action='store_true', help='print the tables and exit')
+    parser.add_argument('--list', action='store_true', help='print the named recipes and exit')
+    args = parser.parse_args()
+    out = Path(args.out)
+    if args.list:
+        for name, (method, overrides) in RECIPES.items():
+            print(f'{name:24s} {method:13s} {overrides}')
+        return
+    if args.report:
+        print(report(load_results(out)))
+        return
+    recipes = dict(RECIPES)
+    for spec in args.define:
+        name, method, body = spec.split(':', 2)
+        recipes[name] = (method, parse_overrides([s for s in body.split(';') if s]))
+    extra = parse_overrides(args.set)
+    if args.tiny:
+        extra = {**TINY, **extra}
+        args.pool, args.task_size, args.draws = min(args.pool, 12), min(args.task_size, 64), 3
+    index, count = (int(v) for v in args.shard.split('/'))
+    ensure_stem_wiring()
+    out.mkdir(parents=True, exist_ok=True)
+    done = {(r['recipe'], r['seed']) for r in load_results(out)}
+    pairs = [(name, int(seed)) for name in args.recipes.split(',')
+             for seed in args.seeds.split(',')]
+    if args.order == 'seed':
+        pairs.sort(key=lambda pair: pair[1])  # stable: recipes keep their order
+    unknown = sorted({name for name, _ in pairs} - set(recipes))
+    if unknown:
+        raise SystemExit(f'unknown recipe(s) {unknown}; see --list')
+    for i, (name, seed) in enumerate(pairs):
+        if i % count != index or (name, seed) in done:
+            continue
+        method, overrides = recipes[name]
+        result = run_one(name, method, {**overrides, **extra}, seed, args, out)
+        with open(out / 'results.jsonl', 'a') as f:
+            f.write(json.dumps(result) + '\n')
+        p = result['pretrained']
+        q = result['random']
+        print(f'{name} seed {seed}: {result["steps"]} steps in {result["wall_s"]} s; pooled gaps '
+              + ', '.join(f'{t} {p[t]["pooled"] - q[t]["pooled"]:+.3f}' for t in TASKS),
+              flush=True)
+    if count == 1:
+        print(report(load_results(out)))
+
+
+if __name__ == '__main__':
+    main()
