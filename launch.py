@@ -13,6 +13,7 @@ import os
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
@@ -38,6 +39,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     logging.getLogger().setLevel(logging.INFO)
+    if not flags.FLAGS['verbosity'].present:
+        # A quiet console: progress bars, warnings, errors and the summary. Library INFO
+        # lines (orbax, absl, grain) still go to workdir/log.txt; --verbosity=1 shows them.
+        absl_logging.get_absl_handler().setLevel(logging.WARNING)
     if _MULTIHOST.value == 'yes' or (_MULTIHOST.value == 'auto' and _multihost_environment()):
         import jax
         jax.distributed.initialize()
@@ -54,7 +59,21 @@ def main(argv):
         if type(err).__module__.startswith('fewshot_jax'):
             sys.exit(f'error: {err}')
         raise
-    logging.info('finished: %s', summary)
+    _print_summary(config.task, _WORKDIR.value, summary)
+
+
+def _print_summary(task: str, workdir: str, summary: dict) -> None:
+    """A few lines on the terminal: what ran, the headline figures, what to do next."""
+    import jax
+
+    if jax.process_index() != 0:
+        return
+    print(f'{task} finished in {workdir}')
+    for key, value in summary.items():
+        if key != 'next':
+            print(f'  {key}: {value:.4g}' if isinstance(value, float) else f'  {key}: {value}')
+    if summary.get('next'):
+        print(f"next: {summary['next']}")
 
 
 if __name__ == '__main__':

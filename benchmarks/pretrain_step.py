@@ -24,10 +24,8 @@ from absl import app, flags
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's configs/
 
 from configs.ssl_base import ssl_config  # noqa: E402
-from fewshot_jax import augment, sharding, steps  # noqa: E402
-from fewshot_jax.models import make_ssl_model  # noqa: E402
-from fewshot_jax.optim import make_optimizer  # noqa: E402
-from fewshot_jax.state import init_state  # noqa: E402
+from fewshot_jax import sharding  # noqa: E402
+from fewshot_jax.train import build_ssl  # noqa: E402
 
 _DEPTH = flags.DEFINE_integer('depth', 50, 'ResNet depth.')
 _WIDTH = flags.DEFINE_integer('width', 64, 'ResNet width (64 = standard).')
@@ -43,12 +41,8 @@ def bench(loss: str, dtype: str) -> dict:
     config.model.depth, config.model.width, config.model.dtype = _DEPTH.value, _WIDTH.value, dtype
     config.data.image_size, config.data.batch_size = _SIZE.value, _BATCH.value
     mesh = sharding.make_mesh()
-    sharding.check_global_batch(_BATCH.value, mesh)
-    model = make_ssl_model(config.model)
-    tx = make_optimizer(config.optim, total_steps=10_000)
-    aug = augment.augment_config_from(config.augment, _SIZE.value)
-    state = init_state(model, tx, 0, _SIZE.value, mesh)
-    step = steps.jit_step(steps.ssl_step_fn(model, tx, steps.make_ssl_loss(config.loss), aug), mesh)
+    build = build_ssl(config, mesh, total_steps=10_000)
+    state, step = build.state, build.step_fn
     rng = np.random.default_rng(0)
     images = sharding.to_global(
         rng.integers(0, 256, (_BATCH.value, _SIZE.value, _SIZE.value, 3), dtype=np.uint8), mesh)

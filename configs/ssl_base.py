@@ -9,9 +9,18 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-from fewshot_jax.models.resnet import IMAGENET_MEAN, IMAGENET_STD
+# ImageNet channel statistics of [0, 1] RGB inputs (as torchvision normalises); kept here as
+# literals so loading a config imports nothing but ml_collections (a test checks they equal
+# fewshot_jax.models.resnet's).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
-PRESETS = ('', 'demo')
+PRESETS = ('', 'demo', 'tiny')
+
+
+def optional_int(value):
+    """A config field holding an int or None that ``--config.x=None`` can set from the command line."""
+    return config_dict.FieldReference(value, field_type=object)
 
 
 def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigDict:
@@ -23,22 +32,24 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
         dataset: 'tem' (grayscale micrographs; paper: 832 CEM500K images) or
             'imagenet' (colour photographs; paper: 832 ImageNet images).
         preset: '' for the paper's run, 'demo' for a CPU-sized run on the
-            built-in synthetic data (a few minutes on 2 cores).
+            built-in synthetic data (a few minutes on 2 cores), 'tiny' for tests
+            (a width-4 ResNet18 at 32 px, 6 steps: seconds).
     """
     if preset not in PRESETS:
         raise ValueError(f'unknown preset {preset!r}: expected one of {PRESETS} '
-                         f"(use --config=configs/<file>.py or --config=configs/<file>.py:demo)")
+                         f"(use --config=configs/<file>.py, :demo or :tiny)")
     if dataset not in ('tem', 'imagenet'):
         raise ValueError(f"dataset={dataset!r}: expected 'tem' or 'imagenet'")
     c = ml_collections.ConfigDict()
     c.task = 'pretrain'
     c.seed = 0
-    c.num_devices = config_dict.placeholder(int)  # None: every visible device
+    c.num_devices = optional_int(None)  # None: every visible device
 
     c.model = ml_collections.ConfigDict()
     c.model.depth = 50
     c.model.width = 64
     c.model.variant = 'v1.5'
+    c.model.stem = 'imagenet'  # 'small': 3x3 stride 1, no max-pool (for 32-96 px images)
     c.model.dtype = 'float32'
     c.model.zero_init_residual = False
     c.model.projector = (128, 64, 1024)  # paper: last projection layer 1024
@@ -71,8 +82,7 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
     c.data.source = 'folder'
     c.data.root = ''
     # The paper drew 832 images per run; --config.data.subset=None uses every image.
-    c.data.subset = config_dict.placeholder(int)
-    c.data.subset = 832
+    c.data.subset = optional_int(832)
     c.data.keep_color = dataset == 'imagenet'
     c.data.num_images = 832  # synthetic sources only
     c.data.synthetic_size = 256
@@ -93,13 +103,27 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 200
-    c.train.num_steps = config_dict.placeholder(int)  # overrides epochs when set
+    c.train.num_steps = optional_int(None)  # overrides epochs when set
     c.train.log_every = 10
     c.train.checkpoint_every = 500
     c.train.keep_checkpoints = 3
     c.train.progress = True
 
-    if preset == 'demo':
+    # The online probe (fewshot_jax/monitor.py): few-shot accuracy on a labeled set that never
+    # enters the pretraining batches, logged as probe/<task>/<k>shot_{logistic,knn}; step 0 is
+    # the random-init reference. Tasks: 'nanowires', 'nanoparticles', 'viruses' (synthetic)
+    # or 'folder:/path/to/class_folders'; () turns it off.
+    c.monitor = ml_collections.ConfigDict()
+    c.monitor.tasks = ('nanowires', 'nanoparticles')
+    c.monitor.every = 0.25  # a fraction of the run, or a number of steps
+    c.monitor.images_per_class = 48
+    c.monitor.image_size = c.data.get_ref('image_size')
+    c.monitor.shots = (8,)
+    c.monitor.draws = 20
+    c.monitor.layer = 'pooled'
+    c.monitor.seed = 0
+
+    if preset in ('demo', 'tiny'):
         c.model.depth = 18
         c.model.width = 16
         c.model.projector = (64, 64, 128)
@@ -112,4 +136,21 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
         c.train.num_steps = 200
         c.train.log_every = 10
         c.train.checkpoint_every = 50
+    if preset == 'tiny':
+        # Compiles and runs in seconds: for tests and smoke runs, not for results.
+        c.model.width = 4
+        c.model.projector = (16, 16, 32)
+        c.data.num_images = 32
+        c.data.synthetic_size = 40
+        c.data.image_size = 32
+        c.data.batch_size = 8
+        c.data.num_threads = 2
+        c.train.num_steps = 6
+        c.train.log_every = 1
+        c.train.checkpoint_every = 2
+        c.train.progress = False
+        c.monitor.tasks = ()
+        c.monitor.images_per_class = 6
+        c.monitor.shots = (2,)
+        c.monitor.draws = 3
     return c

@@ -30,12 +30,13 @@ import numpy as np
 from tqdm import tqdm
 
 from fewshot_jax import checkpoint
+from fewshot_jax.errors import ConfigError
 from fewshot_jax.run_log import MetricsLog, fetch_and_check
 
 log = logging.getLogger(__name__)
 
 
-class LoopConfigError(ValueError):
+class LoopConfigError(ConfigError):
     """A cadence or loop setting that cannot be used."""
 
 
@@ -58,11 +59,12 @@ def every_steps(every: int | float | None, total_steps: int, *, name: str = 'eve
     Returns:
         The period in steps (>= 1), or None for "never".
     """
-    if every is None or every == 0:
+    if every is None or (isinstance(every, (int, float)) and every == 0):
         return None
     if isinstance(every, float) and 0 < every < 1:
         return max(1, round(every * total_steps))
-    if float(every) >= 1 and float(every) == int(every):
+    if isinstance(every, (int, float)) and not isinstance(every, bool) and every >= 1 \
+            and float(every) == int(every):
         return int(every)
     raise LoopConfigError(f'{name}={every!r}: expected a number of steps (an integer >= 1), '
                           f'a fraction of the run (0 < x < 1), or 0 for never')

@@ -14,6 +14,8 @@ import ml_collections
 import optax
 from flax import traverse_util
 
+from fewshot_jax.errors import ConfigError
+
 OPTIMIZERS = ('sgd', 'lars', 'adam', 'adamw')
 
 
@@ -26,15 +28,15 @@ def make_schedule(optim_cfg: ml_collections.ConfigDict, total_steps: int) -> opt
         total_steps: number of optimizer steps in the whole run.
     """
     if total_steps < 1:
-        raise ValueError(f'total_steps={total_steps}: expected at least 1 training step')
+        raise ConfigError(f'total_steps={total_steps}: expected at least 1 training step')
     warmup = optim_cfg.get('warmup_steps', 0)
     if isinstance(warmup, float):
         if not 0.0 <= warmup < 1.0:
-            raise ValueError(f'optim.warmup_steps={warmup}: a float must be a fraction in [0, 1)')
+            raise ConfigError(f'optim.warmup_steps={warmup}: a float must be a fraction in [0, 1)')
         warmup = int(round(warmup * total_steps))
     warmup = min(int(warmup), total_steps - 1)
     if optim_cfg.lr <= 0:
-        raise ValueError(f'optim.lr={optim_cfg.lr}: expected a positive learning rate')
+        raise ConfigError(f'optim.lr={optim_cfg.lr}: expected a positive learning rate')
     end_lr = optim_cfg.get('end_lr', 0.0)
     if warmup == 0:
         return optax.cosine_decay_schedule(optim_cfg.lr, total_steps, alpha=end_lr / optim_cfg.lr)
@@ -80,7 +82,7 @@ def make_optimizer(optim_cfg: ml_collections.ConfigDict, total_steps: int,
     elif name == 'adamw':
         tx = optax.adamw(schedule, weight_decay=wd, mask=_is_kernel)
     else:
-        raise ValueError(f'optim.name={name!r}: expected one of {OPTIMIZERS}')
+        raise ConfigError(f'optim.name={name!r}: expected one of {OPTIMIZERS}')
     if frozen:
         tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()},
                                    lambda params: trainable_labels(params, frozen))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import time
@@ -10,6 +12,33 @@ from pathlib import Path
 
 import jax
 import numpy as np
+
+
+@contextlib.contextmanager
+def log_to_file(workdir: str | os.PathLike):
+    """Sends every INFO-and-above log record to ``workdir/log.txt`` while the block runs.
+
+    Process 0 writes ``log.txt``; process ``i > 0`` writes ``log.<i>.txt``. The
+    terminal keeps whatever its own handlers show (``launch.py`` shows warnings
+    and errors unless ``--verbosity=1``), so library INFO lines (orbax, absl,
+    grain) are kept without flooding the console.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    index = jax.process_index()
+    handler = logging.FileHandler(workdir / ('log.txt' if index == 0 else f'log.{index}.txt'))
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+    root = logging.getLogger()
+    previous_level = root.level
+    root.setLevel(min(previous_level or logging.INFO, logging.INFO))
+    root.addHandler(handler)
+    try:
+        yield handler.baseFilename
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous_level)
+        handler.close()
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from fewshot_jax.errors import ConfigError
+
 DATA_AXIS = 'data'
 
 
@@ -22,7 +24,7 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     devices = jax.devices()
     if num_devices is not None:
         if not 1 <= num_devices <= len(devices):
-            raise ValueError(f'num_devices={num_devices}: expected 1..{len(devices)} '
+            raise ConfigError(f'num_devices={num_devices}: expected 1..{len(devices)} '
                              f'({len(devices)} {devices[0].platform} devices visible)')
         devices = devices[:num_devices]
     return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,),
@@ -43,11 +45,11 @@ def check_global_batch(global_batch: int, mesh: Mesh) -> int:
     """Validates the global batch size and returns this host's share of it.
 
     Raises:
-        ValueError: if the batch does not split evenly over devices and hosts.
+        ConfigError: if the batch does not split evenly over devices and hosts.
     """
     n_dev = mesh.devices.size
     if global_batch < 1 or global_batch % n_dev:
-        raise ValueError(
+        raise ConfigError(
             f'data.batch_size={global_batch} must be a positive multiple of the device count '
             f'({n_dev} devices on the mesh); choose e.g. {max(n_dev, global_batch // n_dev * n_dev)}')
     return global_batch // jax.process_count()

@@ -18,6 +18,7 @@ import optax
 from jax.sharding import Mesh
 
 from fewshot_jax import augment, losses, sharding
+from fewshot_jax.errors import ConfigError
 from fewshot_jax.state import TrainState
 
 SSL_METHODS = ('simclr', 'barlow_twins')
@@ -32,7 +33,7 @@ def make_ssl_loss(loss_cfg: ml_collections.ConfigDict) -> Callable[[jax.Array, j
     if loss_cfg.name == 'barlow_twins':
         lambd = loss_cfg.lambd
         return lambda z1, z2: losses.barlow_twins(z1, z2, lambd=lambd, variant=variant)
-    raise ValueError(f'loss.name={loss_cfg.name!r}: expected one of {SSL_METHODS}')
+    raise ConfigError(f'loss.name={loss_cfg.name!r}: expected one of {SSL_METHODS}')
 
 
 def ssl_step_fn(model: nn.Module, tx: optax.GradientTransformation,

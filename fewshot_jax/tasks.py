@@ -21,7 +21,6 @@ _TASKS: dict[str, str] = {
     'pretrain': 'fewshot_jax.train:train_ssl',
     'probe': 'fewshot_jax.probe_task:run_probe',
     'segment': 'fewshot_jax.segment:run_segment',
-    'workflow': 'fewshot_jax.workflow:run_workflow',
 }
 
 
@@ -39,5 +38,12 @@ def get(name: str) -> Callable[[Any, str | os.PathLike], dict]:
 
 
 def run(name: str, config, workdir: str | os.PathLike) -> dict:
-    """Runs task ``name`` with ``config`` in ``workdir`` and returns its summary."""
-    return get(name)(config, workdir)
+    """Runs task ``name`` with ``config`` in ``workdir`` and returns its summary.
+
+    Log records of INFO and above also go to ``workdir/log.txt`` while it runs.
+    """
+    task = get(name)
+    from fewshot_jax.run_log import log_to_file  # imports jax: only when a task runs
+
+    with log_to_file(workdir):
+        return task(config, workdir)

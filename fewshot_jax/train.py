@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 
 from fewshot_jax import augment, checkpoint, loop, sharding, steps
 from fewshot_jax.data import pipeline
+from fewshot_jax.errors import ConfigError
 from fewshot_jax.models import make_ssl_model
 from fewshot_jax.models.heads import SSLModel
 from fewshot_jax.models.weights_common import is_random
@@ -106,6 +107,38 @@ class _GlobalBatches:
         return self._iterator.get_state()
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Validates every pretraining setting by running the builders that read it, cheaply.
+
+    Called before any data is generated or read and before anything compiles, so
+    a bad value costs a second, not a run. Raises the project's errors
+    (``ConfigError``, ``AugmentConfigError``, ``DataError``, ``WeightsError``).
+    """
+    data = config.data
+    for key in ('batch_size', 'image_size'):
+        value = data.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f'data.{key}={value!r}: expected a positive integer')
+    subset = data.get('subset')
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int)
+                               or subset < 1):
+        raise ConfigError(f'data.subset={subset!r}: expected a positive number of images, or '
+                          f'None for all of them')
+    if data.source not in pipeline.SOURCES:
+        raise ConfigError(f'data.source={data.source!r}: expected one of {pipeline.SOURCES}')
+    steps.make_ssl_loss(config.loss)
+    augment.augment_config_from(config.augment, data.image_size)
+    make_ssl_model(config.model)
+    make_optimizer(config.optim, 100)
+    loop.every_steps(config.train.get('log_every'), 100, name='train.log_every')
+    loop.every_steps(config.train.get('checkpoint_every'), 100, name='train.checkpoint_every')
+    num_steps = config.train.get('num_steps')
+    if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, int)
+                                  or num_steps < 1):
+        raise ConfigError(f'train.num_steps={num_steps!r}: expected a positive integer, or None '
+                          f'to use train.epochs')
+
+
 def train_ssl(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     """Runs (or resumes) self-supervised pretraining described by ``config``.
 
@@ -113,18 +146,21 @@ def train_ssl(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
         A summary: ``{'step', 'total_steps', 'resumed_from', 'final_loss', 'encoder'}``.
     """
     workdir = Path(workdir)
+    check_config(config)
     mesh = sharding.make_mesh(config.get('num_devices'))
     sharding.check_global_batch(config.data.batch_size, mesh)
+    hooks = _monitor_hooks(config, mesh)
     source, make_batches = make_ssl_batches(config, mesh)
     total = total_steps_of(config.train, len(source), config.data.batch_size)
     build = build_ssl(config, mesh, total)
-    hooks = _monitor_hooks(config, mesh)
 
     def export(state: TrainState) -> dict:
         encoder_vars = {'params': state.params['encoder'],
                         'batch_stats': state.batch_stats['encoder']}
         path = checkpoint.save_encoder(workdir, encoder_vars, config.model.to_dict(), total)
-        return {'encoder': str(path)}
+        return {'encoder': str(path),
+                'next': f"load_encoder('{workdir}') in Python, or name 'checkpoint:{workdir}' "
+                        f'in a probe or U-Net config'}
 
     result = loop.run(build.step_fn, build.state, make_batches, total_steps=total,
                       workdir=workdir, config=config, hooks=hooks, finalize=export,

@@ -15,21 +15,10 @@ import pytest  # noqa: E402
 
 
 def tiny_ssl_config(method: str = 'barlow_twins', **overrides):
-    """The barlow/simclr demo config shrunk to compile and run in seconds."""
+    """The ``:tiny`` preset of the pretraining configs, with dotted-name overrides."""
     from configs.ssl_base import ssl_config
 
-    c = ssl_config(method, 'tem', 'demo')
-    c.model.width = 4
-    c.model.projector = (16, 16, 32)
-    c.data.num_images = 32
-    c.data.synthetic_size = 40
-    c.data.image_size = 32
-    c.data.batch_size = 8
-    c.data.num_threads = 2
-    c.train.num_steps = 6
-    c.train.log_every = 1
-    c.train.checkpoint_every = 2
-    c.train.progress = False
+    c = ssl_config(method, 'tem', 'tiny')
     for dotted, value in overrides.items():
         node = c
         *parents, leaf = dotted.split('.')

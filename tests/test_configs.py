@@ -1,10 +1,18 @@
 """Every experiment config: the paper's settings, and a smoke run of its demo preset."""
 
+import ast
 import importlib
+import re
+from pathlib import Path
 
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
-from fewshot_jax.train import train_ssl
+from fewshot_jax import tasks
+from fewshot_jax.train import check_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 CONFIGS = ['barlow_tem', 'simclr_tem', 'barlow_imagenet', 'simclr_imagenet']
 
@@ -29,19 +37,86 @@ def test_paper_settings(name):
     assert c.data.keep_color == name.endswith('imagenet')
     doc = importlib.import_module(f'configs.{name}').__doc__
     assert f'--config=configs/{name}.py' in doc and f'configs/{name}.py:demo' in doc
+    assert c.monitor.tasks  # every pretraining config names its online probe
 
 
 @pytest.mark.parametrize('name', CONFIGS)
-def test_demo_preset_runs(name, tmp_path):
+def test_demo_preset_uses_synthetic_data_and_monitors_the_synthetic_tasks(name):
     c = load(name, 'demo')
     assert c.data.source.startswith('synthetic')
-    c.model.width, c.model.projector = 4, (16, 16, 32)
-    c.data.num_images, c.data.synthetic_size, c.data.image_size = 16, 40, 32
-    c.data.batch_size, c.train.num_steps, c.train.progress = 8, 2, False
+    assert set(c.monitor.tasks) >= {'nanowires', 'nanoparticles'}
+    check_config(c)
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_tiny_preset_runs(name, tmp_path):
+    c = load(name, 'tiny')
     c.num_devices = 1  # sharding is tested elsewhere; one device compiles faster
-    summary = train_ssl(c, tmp_path)
+    c.train.num_steps = 2
+    summary = tasks.run('pretrain', c, tmp_path)
     assert summary['step'] == 2 and summary['final_loss'] == summary['final_loss']  # not NaN
     assert (tmp_path / 'encoder' / 'encoder.json').exists()
+
+
+def documented_overrides():
+    """Every ``--config.x=value`` written in the README and the config files' docstrings."""
+    found = set()
+    for path in [REPO / 'README.md', *sorted((REPO / 'configs').glob('*.py'))]:
+        text = path.read_text()
+        if path.suffix == '.py':
+            text = ast.get_docstring(ast.parse(text)) or ''
+        for match in re.finditer(r'--config\.([\w.]+)=([^\s`]+)', text):
+            if match[1] != 'x':
+                found.add((path.name, match[1], match[2]))
+    return sorted(found)
+
+
+def parse(config_file, *overrides):
+    """The config as launch.py would build it from the command line."""
+    values = flags.FlagValues()
+    argv = ['launch.py', f'--config={REPO / "configs" / config_file}', *overrides]
+    config_flags.DEFINE_config_file('config', None, 'config', flag_values=values,
+                                    lock_config=True, sys_argv=argv)
+    values(argv)
+    return values.config
+
+
+@pytest.mark.parametrize(('where', 'key', 'value'), documented_overrides())
+def test_documented_override_parses_and_validates(where, key, value):
+    config_file = where if where.endswith('.py') and where != 'ssl_base.py' else 'barlow_tem.py'
+    if config_file not in {f'{n}.py' for n in CONFIGS}:
+        pytest.skip(f'{config_file} is not a pretraining config')
+    config = parse(config_file, f'--config.{key}={value}')
+    node = config
+    for part in key.split('.'):
+        node = node[part]
+    if value == 'None':
+        assert node is None
+    else:
+        assert str(node) == value.strip('"\'') or node == type(node)(value)
+    placeholder = '/path' in value or '...' in value or value.startswith('/data')
+    if not placeholder and key != 'model.variant':  # keras needs keras weights with it
+        check_config(config)
+
+
+@pytest.mark.parametrize(('override', 'message'), [
+    ('--config.loss.name=foo', "loss.name='foo'"),
+    ('--config.data.batch_size=0', 'data.batch_size=0'),
+    ('--config.model.dtype=float8', "model.dtype='float8'"),
+    ('--config.model.stem=tiny', "model.stem='tiny'"),
+    ('--config.augment.crop=0', 'augment.crop'),
+    ('--config.data.subset=-3', 'data.subset=-3'),
+    ('--config.train.log_every=-1', 'train.log_every=-1'),
+    ('--config.data.source=web', "data.source='web'"),
+])
+def test_bad_values_are_project_errors_naming_the_key(override, message):
+    from fewshot_jax.augment import AugmentConfigError
+    from fewshot_jax.errors import ConfigError
+
+    with pytest.raises((ConfigError, AugmentConfigError)) as err:
+        check_config(parse('barlow_tem.py', override))
+    assert message in str(err.value)
+    assert type(err.value).__module__.startswith('fewshot_jax')  # launch.py: one line
 
 
 def test_unknown_preset_is_named():
@@ -52,9 +127,8 @@ def test_unknown_preset_is_named():
 def test_launch_reports_bad_data_root_without_traceback(tmp_path):
     import subprocess
     import sys
-    from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     result = subprocess.run(
         [sys.executable, str(repo / 'launch.py'), '--config=configs/barlow_tem.py',
          f'--workdir={tmp_path / "w"}', f'--config.data.root={tmp_path / "missing"}'],

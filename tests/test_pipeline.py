@@ -146,3 +146,34 @@ def _data_cfg(**kw):
     base = dict(source='folder', root='', subset=None, seed=0, keep_color=False)
     base.update(kw)
     return ml_collections.ConfigDict(base)
+
+
+def test_labeled_pipelines_split_disjoint_complete_shards_over_processes():
+    # A fake 2-process split: each process reads its own shard, the union is the split.
+    labels = np.arange(11) % 3
+    source = ArraySource(index_images(11), labels=labels)
+    split = [10, 3, 7, 0, 5, 8, 1, 9, 2]  # 9 examples: shards of 5 and 4
+    seen, n_batches = [], set()
+    for proc in range(2):
+        ds = pipeline.eval_dataset(source, split, image_size=8, batch_size=4, process=(proc, 2))
+        batches = [ds[i] for i in range(len(ds))]
+        n_batches.add(len(batches))
+        for b in batches:
+            assert b['image'].shape[0] == 2  # this process's half of the global batch
+            for image_id, valid, index in zip(ids(b['image']), b['valid'], b['index'],
+                                              strict=True):
+                if valid:
+                    assert split[index] == image_id
+                    seen.append(image_id)
+                else:
+                    assert index == -1
+    assert len(n_batches) == 1  # same number of (collective) steps on every process
+    assert sorted(seen) == sorted(split)  # every example exactly once
+
+    spec = pipeline.PipelineSpec(image_size=8, global_batch=4, seed=0)
+    shards = [set(v for b in range(6)
+                  for v in ids(pipeline.train_dataset(source, split, spec, process=(p, 2))[b]
+                               ['image'])) for p in range(2)]
+    assert shards[0].isdisjoint(shards[1]) and shards[0] | shards[1] == set(split)
+    with pytest.raises(DataError, match='does not split over 3 processes'):
+        pipeline.train_dataset(source, split, spec, process=(0, 3))

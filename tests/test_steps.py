@@ -4,21 +4,15 @@ import jax
 import numpy as np
 import pytest
 
-from fewshot_jax import augment, sharding, steps
-from fewshot_jax.models import make_ssl_model
-from fewshot_jax.optim import make_optimizer
-from fewshot_jax.state import init_state
+from fewshot_jax import sharding, steps
+from fewshot_jax.train import build_ssl
 from tests.conftest import tiny_ssl_config
 
 
 def run_one_step(config, num_devices, images):
     mesh = sharding.make_mesh(num_devices)
-    model = make_ssl_model(config.model)
-    tx = make_optimizer(config.optim, total_steps=10)
-    aug = augment.augment_config_from(config.augment, config.data.image_size)
-    state = init_state(model, tx, config.seed, config.data.image_size, mesh)
-    step = steps.jit_step(steps.ssl_step_fn(model, tx, steps.make_ssl_loss(config.loss), aug), mesh)
-    state, metrics = step(state, sharding.to_global(images, mesh))
+    build = build_ssl(config, mesh, total_steps=10)
+    state, metrics = build.step_fn(build.state, sharding.to_global(images, mesh))
     return jax.device_get((state, metrics))
 
 
@@ -43,9 +37,7 @@ def test_step_on_8_devices_equals_step_on_1(method):
             np.testing.assert_allclose(leaf_b, leaf_a, rtol=1e-5, atol=1e-5,
                                        err_msg=f'{name} {jax.tree_util.keystr(path)}')
     # The step really moved the params (the comparison above is not vacuous).
-    init = jax.device_get(init_state(make_ssl_model(config.model),
-                                     make_optimizer(config.optim, total_steps=10), config.seed,
-                                     config.data.image_size, sharding.make_mesh(1)))
+    init = jax.device_get(build_ssl(config, sharding.make_mesh(1), total_steps=10).state)
     moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), one_state.params, init.params)
     assert max(jax.tree.leaves(moved)) > 1e-3
     assert int(one_state.step) == 1

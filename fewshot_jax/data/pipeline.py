@@ -21,6 +21,7 @@ from fewshot_jax.data import sources, synthetic
 from fewshot_jax.data.arrays import ArraySource
 from fewshot_jax.data.io import DataError
 from fewshot_jax.data.resize import square_crop_resize
+from fewshot_jax.errors import ConfigError
 
 SOURCES = ('synthetic', 'synthetic_everyday', 'folder')
 
@@ -49,7 +50,7 @@ def make_source(data_cfg: ml_collections.ConfigDict):
         return sources.UnlabeledFolderSource(
             data_cfg.root, subset=data_cfg.get('subset'), seed=data_cfg.seed,
             keep_color=data_cfg.get('keep_color', False))
-    raise ValueError(f'data.source={name!r}: expected one of {SOURCES}')
+    raise ConfigError(f'data.source={name!r}: expected one of {SOURCES}')
 
 
 def to_uint8_square(image: np.ndarray, size: int, channels: int = 3) -> np.ndarray:
@@ -218,7 +219,8 @@ def batch_iterator(dataset: grain.MapDataset, spec: PipelineSpec, state: dict | 
 
 
 def eval_dataset(source, indices, *, image_size: int, batch_size: int,
-                 kind: str = 'labeled', channels: int = 1) -> grain.MapDataset:
+                 kind: str = 'labeled', channels: int = 1,
+                 process: tuple[int, int] | None = None) -> grain.MapDataset:
     """Every example of ``indices`` once, in order, deterministically resized (no augmentation).
 
     ``batch_size`` is the global batch. On several processes each reads its own
@@ -227,13 +229,14 @@ def eval_dataset(source, indices, *, image_size: int, batch_size: int,
     process yields the same number of batches (the longest shard's), padded so
     every batch splits over the mesh. ``batch['valid']`` marks the real rows and
     ``batch['index']`` holds each row's position in ``indices``. ``kind`` is
-    'labeled' (image, label) or 'segmentation' (image, mask).
+    'labeled' (image, label) or 'segmentation' (image, mask). ``process`` is
+    ``(index, count)``, by default this JAX process's.
     """
     prepare = {'labeled': _prepare_labeled, 'segmentation': _prepare_segmentation}[kind]
     indices = np.asarray(indices, np.int64)
     if indices.size == 0:
         raise DataError('eval_dataset got no indices: the split is empty')
-    n_proc, proc = jax.process_count(), jax.process_index()
+    proc, n_proc = process or (jax.process_index(), jax.process_count())
     if batch_size % n_proc:
         raise DataError(f'eval batch size {batch_size} does not split over {n_proc} processes')
     local_batch = batch_size // n_proc
@@ -246,18 +249,21 @@ def eval_dataset(source, indices, *, image_size: int, batch_size: int,
     return grain.MapDataset.source(rows).batch(local_batch, drop_remainder=True)
 
 
-def train_dataset(source, indices, spec: PipelineSpec, kind: str = 'labeled') -> grain.MapDataset:
+def train_dataset(source, indices, spec: PipelineSpec, kind: str = 'labeled',
+                  process: tuple[int, int] | None = None) -> grain.MapDataset:
     """Shuffled (per epoch), infinitely repeated batches of ``indices`` for supervised training.
 
     Used by the probe (kind 'labeled') and the U-Net (kind 'segmentation'); the
     random augmentation, if any, happens on device. On several processes each
     reads its own interleaved shard of ``indices`` and yields its
-    ``global_batch / process_count`` rows of every global batch.
+    ``global_batch / process_count`` rows of every global batch. ``process`` is
+    ``(index, count)``, by default this JAX process's.
     """
     prepare = {'labeled': _prepare_labeled, 'segmentation': _prepare_segmentation}[kind]
-    indices = np.asarray(indices, np.int64)
-    if jax.process_count() > 1:
-        indices = indices[process_shard(len(indices), jax.process_index(), jax.process_count())]
+    proc, n_proc = process or (jax.process_index(), jax.process_count())
+    if spec.global_batch % n_proc:
+        raise DataError(f'batch size {spec.global_batch} does not split over {n_proc} processes')
+    indices = np.asarray(indices, np.int64)[process_shard(len(indices), proc, n_proc)]
     subset = _Subset(source, indices)
     if len(subset) == 0:
         raise DataError('train_dataset got no indices: the split is empty')
@@ -265,7 +271,7 @@ def train_dataset(source, indices, spec: PipelineSpec, kind: str = 'labeled') ->
     # drawn from the repeated, per-epoch-reshuffled stream.
     return (grain.MapDataset.source(subset).shuffle(seed=spec.seed).repeat(None)
             .map(functools.partial(prepare, size=spec.image_size, channels=spec.channels))
-            .batch(spec.global_batch // jax.process_count(), drop_remainder=True))
+            .batch(spec.global_batch // n_proc, drop_remainder=True))
 
 
 class _EvalRows:

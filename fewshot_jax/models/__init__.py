@@ -7,8 +7,18 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 import ml_collections
 
+from fewshot_jax.errors import ConfigError
 from fewshot_jax.models.heads import LinearClassifier, Projector, SSLModel
-from fewshot_jax.models.resnet import IMAGENET_MEAN, IMAGENET_STD, LAYER_NAMES, ResNet, feature_dim
+from fewshot_jax.models.resnet import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LAYER_NAMES,
+    STAGE_DEPTHS,
+    STEMS,
+    VARIANTS,
+    ResNet,
+    feature_dim,
+)
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
@@ -19,13 +29,26 @@ __all__ = ['LAYER_NAMES', 'LinearClassifier', 'Projector', 'ResNet', 'SSLModel',
 def compute_dtype(name: str):
     """Maps ``model.dtype`` ('float32', 'bfloat16', 'float16') to a jnp dtype."""
     if name not in _DTYPES:
-        raise ValueError(f'model.dtype={name!r}: expected one of {sorted(_DTYPES)}')
+        raise ConfigError(f'model.dtype={name!r}: expected one of {sorted(_DTYPES)}')
     return _DTYPES[name]
 
 
 def make_encoder(model_cfg: Mapping) -> ResNet:
     """Builds the ResNet encoder described by ``config.model`` (a ConfigDict or a plain dict,
-    e.g. a workdir's saved ``encoder.json``), including its input normalisation."""
+    e.g. a workdir's saved ``encoder.json``), including its input normalisation.
+
+    Raises:
+        ConfigError: an unknown depth, variant or stem, or a width that is not a positive int.
+    """
+    checks = (('depth', tuple(STAGE_DEPTHS), None), ('variant', VARIANTS, 'v1.5'),
+              ('stem', STEMS, 'imagenet'))
+    for key, allowed, default in checks:
+        if model_cfg.get(key, default) not in allowed:
+            raise ConfigError(f'model.{key}={model_cfg.get(key, default)!r}: expected one of '
+                              f'{list(allowed)}')
+    width = model_cfg.get('width')
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ConfigError(f'model.width={width!r}: expected a positive integer')
     return ResNet(depth=int(model_cfg['depth']), width=int(model_cfg['width']),
                   variant=model_cfg.get('variant', 'v1.5'),
                   stem=model_cfg.get('stem', 'imagenet'),
@@ -37,6 +60,9 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
 
 def make_ssl_model(model_cfg: ml_collections.ConfigDict) -> SSLModel:
     """Builds encoder + projector for self-supervised pretraining."""
+    sizes = tuple(model_cfg.projector)
+    if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+        raise ConfigError(f'model.projector={sizes!r}: expected one or more positive layer sizes')
     projector = Projector(features=tuple(model_cfg.projector),
                           dtype=compute_dtype(model_cfg.get('dtype', 'float32')))
     return SSLModel(encoder=make_encoder(model_cfg), projector=projector)

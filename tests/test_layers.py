@@ -1,0 +1,113 @@
+"""Imports run one way (docs/architecture.md): no circle, no module importing a higher layer.
+
+Reads every module of fewshot_jax/ with ``ast`` (imports inside functions count too) and
+checks each import against the layer map below. A new module must be placed in the map.
+"""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Higher numbers sit higher. A module may import its own layer or lower ones.
+LAYERS = [
+    (6, ['fewshot_jax']),  # the package's lazy public API (load_encoder, …)
+    (5, ['fewshot_jax.tasks']),
+    (4, ['fewshot_jax.train', 'fewshot_jax.probe_task', 'fewshot_jax.segment',
+         'fewshot_jax.workflow', 'fewshot_jax.analysis.report']),
+    (3, ['fewshot_jax.loop', 'fewshot_jax.models', 'fewshot_jax.optim', 'fewshot_jax.encoder',
+         'fewshot_jax.features', 'fewshot_jax.monitor', 'fewshot_jax.data.pipeline',
+         'fewshot_jax.segment_model', 'fewshot_jax.segmenter', 'fewshot_jax.segment_data',
+         'fewshot_jax.segment_report', 'fewshot_jax.probe_grid']),
+    (2, ['fewshot_jax.steps', 'fewshot_jax.state']),
+    (1, ['fewshot_jax.losses', 'fewshot_jax.augment', 'fewshot_jax.models.*',
+         'fewshot_jax.metrics', 'fewshot_jax.probe', 'fewshot_jax.probe_heads',
+         'fewshot_jax.baselines', 'fewshot_jax.analysis', 'fewshot_jax.analysis.*']),
+    (0, ['fewshot_jax.sharding', 'fewshot_jax.checkpoint', 'fewshot_jax.run_log',
+         'fewshot_jax.errors', 'fewshot_jax.masks', 'fewshot_jax.data', 'fewshot_jax.data.*']),
+]
+
+
+def module_name(path: Path) -> str:
+    return '.'.join(path.relative_to(ROOT).with_suffix('').parts).removesuffix('.__init__')
+
+
+def layer_of(module: str) -> int | None:
+    for layer, patterns in LAYERS:
+        for pattern in patterns:
+            if module == pattern or (pattern.endswith('.*') and
+                                     module.startswith(pattern[:-1])):
+                return layer
+    return None
+
+
+def project_imports(path: Path, modules: set[str]) -> set[str]:
+    """The fewshot_jax modules ``path`` imports (``from pkg import mod`` names the module)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and \
+                node.module.startswith('fewshot_jax'):
+            for alias in node.names:
+                sub = f'{node.module}.{alias.name}'
+                found.add(sub if sub in modules else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith('fewshot_jax'))
+    return found
+
+
+def graph():
+    files = {module_name(p): p for p in (ROOT / 'fewshot_jax').rglob('*.py')}
+    return {m: project_imports(p, set(files)) - {m} for m, p in files.items()}
+
+
+def test_every_module_has_a_layer():
+    unplaced = sorted(m for m in graph() if layer_of(m) is None)
+    assert not unplaced, f'add these modules to LAYERS in tests/test_layers.py: {unplaced}'
+
+
+def test_no_module_imports_a_higher_layer():
+    upward = []
+    for module, deps in graph().items():
+        for dep in deps:
+            if (layer_of(dep) or 0) > (layer_of(module) or 0):
+                upward.append(f'{module} (layer {layer_of(module)}) imports {dep} '
+                              f'(layer {layer_of(dep)})')
+    assert not upward, '\n'.join(upward)
+
+
+def test_no_import_circle():
+    g = graph()
+    cycles, done = [], set()
+
+    def visit(m, stack):
+        if m in stack:
+            cycles.append(stack[stack.index(m):] + [m])
+            return
+        if m in done:
+            return
+        for d in sorted(g.get(m, ())):
+            visit(d, stack + [m])
+        done.add(m)
+
+    for m in sorted(g):
+        visit(m, [])
+    assert not cycles, '\n'.join(' -> '.join(c) for c in cycles)
+
+
+def test_config_files_import_only_ml_collections():
+    for path in (ROOT / 'configs').glob('*.py'):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0
+                     else [])
+            for name in names:
+                assert name.split('.')[0] in ('ml_collections', 'configs', '__future__'), \
+                    f'{path.name} imports {name}'
+
+
+def test_config_literals_equal_the_model_constants():
+    from configs import ssl_base
+    from fewshot_jax.models import resnet
+
+    assert ssl_base.IMAGENET_MEAN == tuple(resnet.IMAGENET_MEAN)
+    assert ssl_base.IMAGENET_STD == tuple(resnet.IMAGENET_STD)
