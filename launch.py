@@ -2,8 +2,10 @@
 
 ``--config`` names an experiment file (``:demo`` selects its CPU preset) and
 ``--config.a.b=value`` overrides any field. The config's ``task`` picks the job.
-Multi-host runs (SLURM, Open MPI, Cloud TPU, or an explicit
-``JAX_COORDINATOR_ADDRESS``) call ``jax.distributed.initialize()`` first.
+Multi-host runs (SLURM, Open MPI, Cloud TPU, an explicit ``JAX_COORDINATOR_ADDRESS``,
+or ``--coordinator_address`` with ``--num_processes`` and ``--process_id``) call
+``jax.distributed.initialize()`` first, then check that every process got the same
+config and workdir (docs/multihost.md).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+from pathlib import Path
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -21,7 +25,27 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config fil
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and outputs.')
 _MULTIHOST = flags.DEFINE_enum('multihost', 'auto', ['auto', 'yes', 'no'],
                                'Call jax.distributed.initialize(): auto-detect, force or skip.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of the coordinator (process 0) of a multi-process '
+    'job; default: $JAX_COORDINATOR_ADDRESS, or what SLURM / Open MPI / Cloud TPU provide.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Processes in the job (default: auto-detected).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   "This process's index, 0..num_processes-1 (default: "
+                                   'auto-detected).')
+_COORDINATOR_TIMEOUT = flags.DEFINE_integer(
+    'coordinator_timeout', 300, 'Seconds to wait for every process to join the job; then '
+    'stop with an error (a coordinator that never answers, a process that never started).')
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    'heartbeat_timeout', 100, 'Seconds without a heartbeat after which a process counts as '
+    'dead and every other process of the job stops.')
+_SHUTDOWN_TIMEOUT = flags.DEFINE_integer(
+    'shutdown_timeout', 300, 'Seconds a finishing (or failing) process waits for the others '
+    'at exit.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+# Exit status of a job that did not assemble within --coordinator_timeout.
+EXIT_NO_COORDINATOR = 3
 
 
 def _multihost_environment() -> bool:
@@ -35,6 +59,73 @@ def _multihost_environment() -> bool:
     return ',' in env.get('TPU_WORKER_HOSTNAMES', '')
 
 
+def _wants_multihost() -> bool:
+    if _MULTIHOST.value == 'no':
+        return False
+    explicit = any(f.value is not None for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID))
+    return _MULTIHOST.value == 'yes' or explicit or _multihost_environment()
+
+
+def _start_distributed() -> None:
+    """``jax.distributed.initialize`` with a bounded wait and an error that says what to check.
+
+    JAX aborts the process (no Python exception) when the job does not assemble
+    within its ``initialization_timeout``; a watchdog stops it a little earlier
+    with a readable message instead.
+    """
+    import jax
+
+    # Cross-process collectives on CPU (the default in recent JAX, explicit for older ones).
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    timeout = _COORDINATOR_TIMEOUT.value
+    where = (_COORDINATOR.value or os.environ.get('JAX_COORDINATOR_ADDRESS')
+             or 'the auto-detected address')
+    who = (f'process {_PROCESS_ID.value} of {_NUM_PROCESSES.value}'
+           if _PROCESS_ID.value is not None else 'this process')
+
+    def give_up():
+        sys.stderr.write(
+            f'error: the multi-process job did not assemble within --coordinator_timeout='
+            f'{timeout}s: {who} waited for the coordinator at {where} and the other '
+            f'processes. Check that process 0 runs and is reachable at that address (host and '
+            f'port), that every process got the same --num_processes, and that all were '
+            f'started.\n')
+        sys.stderr.flush()
+        os._exit(EXIT_NO_COORDINATOR)
+
+    watchdog = threading.Timer(timeout, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value, initialization_timeout=timeout + 30,
+            heartbeat_timeout_seconds=_HEARTBEAT_TIMEOUT.value,
+            shutdown_timeout_seconds=_SHUTDOWN_TIMEOUT.value)
+    finally:
+        watchdog.cancel()
+
+
+def _check_job(config) -> None:
+    """Every process got the same config and workdir; one line on each process's stderr."""
+    import jax
+
+    from fewshot_jax import sharding
+
+    sharding.check_same_on_all_processes(
+        {'config': config.to_dict(), 'workdir': str(Path(_WORKDIR.value).absolute())},
+        what='config or workdir')
+    n_proc, n_dev = jax.process_count(), jax.device_count()
+    line = (f'multihost: process {jax.process_index()} of {n_proc}, '
+            f'{jax.local_device_count()} local / {n_dev} global {jax.devices()[0].platform} '
+            f'devices')
+    batch = config.get('data', {}).get('batch_size')
+    if isinstance(batch, int):
+        line += (f', global batch {batch} ({batch / n_proc:g} per process, '
+                 f'{batch / n_dev:g} per device)')
+    print(line, file=sys.stderr, flush=True)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -43,14 +134,14 @@ def main(argv):
         # A quiet console: progress bars, warnings, errors and the summary. Library INFO
         # lines (orbax, absl, grain) still go to workdir/log.txt; --verbosity=1 shows them.
         absl_logging.get_absl_handler().setLevel(logging.WARNING)
-    if _MULTIHOST.value == 'yes' or (_MULTIHOST.value == 'auto' and _multihost_environment()):
-        import jax
-        jax.distributed.initialize()
     config = _CONFIG.value
-    # The registry imports task modules lazily: jax starts after distributed init.
-    from fewshot_jax import tasks
-
     try:
+        if _wants_multihost():
+            _start_distributed()
+            _check_job(config)
+        # The registry imports task modules lazily: jax starts after distributed init.
+        from fewshot_jax import tasks
+
         summary = tasks.run(config.task, config, _WORKDIR.value)
     except Exception as err:
         # The project's own error types carry a complete message (file, key, value,

@@ -3,8 +3,8 @@
 Layout of a workdir::
 
     workdir/
-      .lock                 held (flock) by the live run; released when it dies
-      checkpoints/<step>/   state (arrays), data (iterator state), config (JSON)
+      .lock                 held (flock) by the live run's process 0; released when it dies
+      checkpoints/<step>/   state (arrays), data (iterator state(s)), config (JSON)
       encoder/              final encoder variables + encoder.json (what later stages load)
       metrics.jsonl, tb/    written by the loop
 
@@ -12,6 +12,12 @@ Orbax writes each step to a temporary folder and renames it when complete, so
 a killed save leaves no half-written step behind; a step that is nevertheless
 unreadable (a damaged disk, a file removed by hand) is skipped with a warning
 and the previous one is used.
+
+In a job of several processes every process takes part in each save and
+restore (orbax writes the replicated arrays once and process 0 writes the
+metadata and JSON items); the ``data`` item then holds every process's
+iterator state (``{'process_count': P, 'per_process': [...]}``) and each
+process resumes from its own.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from fewshot_jax import sharding
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +51,19 @@ class WorkdirLockedError(RuntimeError):
     """Another live process is training in the same workdir."""
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used by this run (not a damaged one: those are skipped)."""
+
+
 class WorkdirLock:
-    """An exclusive ``flock`` on ``workdir/.lock`` for the lifetime of a run.
+    """An exclusive ``flock`` on ``workdir/.lock`` for the lifetime of a run (a job).
 
     The kernel drops the lock when the holder exits, however it dies, so a
-    stale lock file left by a killed run never blocks a new one.
+    stale lock file left by a killed run never blocks a new one. In a job of
+    several processes only process 0 takes the lock and every process learns
+    the outcome (a collective: all must call :meth:`acquire`), so the job's own
+    processes are never refused and every process of a second job stops with
+    the same error.
     """
 
     def __init__(self, workdir: str | os.PathLike):
@@ -54,6 +71,21 @@ class WorkdirLock:
         self._fd = None
 
     def acquire(self) -> WorkdirLock:
+        if jax.process_count() == 1:
+            return self._lock()
+        refusal = b''
+        if jax.process_index() == 0:
+            try:
+                self._lock()
+            except (WorkdirLockedError, OSError) as err:
+                refusal = f'{type(err).__name__}: {err}'.encode()
+        refusal = sharding.process_allgather_bytes(refusal)[0]
+        if refusal:
+            raise WorkdirLockedError(f'process 0 of this job could not lock the workdir: '
+                                     f'{refusal.decode()}')
+        return self
+
+    def _lock(self) -> WorkdirLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -65,7 +97,9 @@ class WorkdirLock:
                 f'workdir {self.path.parent} is in use by a live run ({holder}); wait for it to '
                 f'finish, stop it, or choose another --workdir') from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}\n'.encode(), 0)
+        job = (f', process 0 of a {jax.process_count()}-process job'
+               if jax.process_count() > 1 else '')
+        os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}{job}\n'.encode(), 0)
         self._fd = fd
         return self
 
@@ -98,10 +132,14 @@ class RunCheckpointer:
                                              item_names=('state', 'data', 'config'))
 
     def save(self, step: int, state, data_state: dict, config: dict) -> None:
-        """Starts an asynchronous save of ``step`` (call :meth:`wait` before exiting)."""
+        """Starts an asynchronous save of ``step`` (call :meth:`wait` before exiting).
+
+        Every process calls it; with several processes, their data-iterator states
+        are gathered first (orbax writes JSON items from process 0 only).
+        """
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(data_state),
+            data=ocp.args.JsonSave(_gather_data_states(data_state)),
             config=ocp.args.JsonSave(config)), force=True)
 
     def steps(self) -> list[int]:
@@ -115,7 +153,12 @@ class RunCheckpointer:
         can write those steps again.
 
         Returns:
-            ``(step, state, data_state, config)``, or None if no readable step exists.
+            ``(step, state, data_state, config)``, or None if no readable step exists;
+            ``data_state`` is this process's iterator state.
+
+        Raises:
+            CheckpointError: if the step holds differing iterator states of a different
+                number of processes than this job has.
         """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
 
@@ -130,7 +173,8 @@ class RunCheckpointer:
         if found is None:
             return None
         step, restored = found
-        return step, restored['state'], restored['data'], restored['config']
+        return (step, restored['state'], _own_data_state(restored['data'], step),
+                restored['config'])
 
     def _set_aside(self, steps: list[int]) -> None:
         if jax.process_index() == 0:
@@ -140,6 +184,9 @@ class RunCheckpointer:
                 target = aside / f'{step}-{int(time.time())}'
                 shutil.move(str(self.directory / str(step)), target)
                 log.warning('moved unreadable checkpoint step %d to %s', step, target)
+        if jax.process_count() > 1:
+            # Nobody reloads the step list before process 0 has moved the steps away.
+            multihost_utils.sync_global_devices('fewshot_jax set aside checkpoints')
         self.manager.reload()
 
     def wait(self) -> None:
@@ -148,6 +195,35 @@ class RunCheckpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _gather_data_states(data_state: dict) -> dict:
+    """This process's iterator state, or on several processes all of them, in process order."""
+    if jax.process_count() == 1:
+        return data_state
+    states = sharding.process_allgather_bytes(json.dumps(data_state).encode())
+    return {'process_count': len(states), 'per_process': [json.loads(s) for s in states]}
+
+
+def _own_data_state(saved: dict, step: int) -> dict:
+    """This process's iterator state from a checkpoint's ``data`` item.
+
+    A one-process checkpoint holds one state, and a job resumes from it on any
+    number of processes: the pipelines count positions in global batches, so
+    every process is at the same one. States of several processes are taken
+    per process when the count matches, or shared when they are all equal.
+    """
+    if not (isinstance(saved, dict) and set(saved) == {'process_count', 'per_process'}):
+        return saved
+    states = saved['per_process']
+    if len(states) == jax.process_count():
+        return states[jax.process_index()]
+    if all(s == states[0] for s in states):
+        return states[0]
+    raise CheckpointError(
+        f'checkpoint step {step} holds different data-iterator states for {len(states)} '
+        f'processes, and this job has {jax.process_count()}: resume it with {len(states)} '
+        f'processes')
 
 
 def save_encoder(workdir: str | os.PathLike, variables, model_config: dict, step: int) -> Path:
@@ -165,6 +241,7 @@ def save_encoder(workdir: str | os.PathLike, variables, model_config: dict, step
     if jax.process_index() == 0:
         meta = {'model': model_config, 'step': int(step)}
         encoder_meta_path(workdir).write_text(json.dumps(meta, indent=2))
+        log.info('exported the encoder of step %d to %s', step, path)
     return path
 
 

@@ -174,29 +174,74 @@ def _materialize(ds: grain.MapDataset, spec: PipelineSpec) -> np.ndarray:
     return cache
 
 
-def ssl_dataset(source, spec: PipelineSpec) -> grain.MapDataset:
+def ssl_dataset(source, spec: PipelineSpec,
+                process: tuple[int, int] | None = None) -> grain.MapDataset:
     """An infinite, shuffled (reshuffled every epoch) dataset of uint8 image batches.
 
-    Each host reads its own interleaved shard of the source and yields its
-    ``global_batch / process_count`` rows of every global batch. Small sets are
-    decoded once and served from memory (``spec.cache_bytes``).
+    The global batches are one order of the whole source, reshuffled every epoch
+    and cut into ``global_batch`` rows, whatever the number of processes. On
+    ``P`` processes process ``p`` yields rows ``[p·n, (p+1)·n)`` (``n =
+    global_batch / P``) of each global batch and reads only those images: the
+    processes' shares of an epoch are disjoint and together cover it, and a job
+    on ``P`` hosts trains on exactly the batches of a one-host run. Small sets
+    are decoded once and served from memory (``spec.cache_bytes``): up front on
+    one process, on first use on several (so a process decodes only what it reads).
+    ``process`` is ``(index, count)``, by default this JAX process's.
     """
-    n_hosts = jax.process_count()
-    local_batch = spec.global_batch // n_hosts
+    proc, n_proc = process or (jax.process_index(), jax.process_count())
+    if spec.global_batch % n_proc:
+        raise DataError(f'data.batch_size={spec.global_batch} does not split over {n_proc} '
+                        f'processes')
     if len(source) < spec.global_batch:
         raise DataError(f'the source has {len(source)} images but data.batch_size is '
                         f'{spec.global_batch}: provide more images or a smaller batch')
-    ds = grain.MapDataset.source(source)
-    if n_hosts > 1:
-        ds = ds[jax.process_index()::n_hosts]
-    ds = ds.map(functools.partial(_prepare_ssl, size=spec.image_size, channels=spec.channels))
-    if len(ds) * spec.image_size ** 2 * spec.channels <= spec.cache_bytes:
-        # Shuffle and batch indices, then gather each batch from RAM in one copy:
-        # per-element Python work would otherwise cap the rate at a few k images/s.
-        cache = _materialize(ds, spec)
-        return (grain.MapDataset.range(len(cache)).shuffle(seed=spec.seed).repeat(None)
-                .batch(local_batch, drop_remainder=True).map(_Gather(cache)))
-    return ds.shuffle(seed=spec.seed).repeat(None).batch(local_batch, drop_remainder=True)
+    images = grain.MapDataset.source(source).map(
+        functools.partial(_prepare_ssl, size=spec.image_size, channels=spec.channels))
+    # Shuffle and batch indices, then read each batch's images in one go: per-element
+    # Python work would otherwise cap the rate at a few k images/s.
+    indices = (grain.MapDataset.range(len(images)).shuffle(seed=spec.seed).repeat(None)
+               .batch(spec.global_batch, drop_remainder=True))
+    if n_proc > 1:
+        local = spec.global_batch // n_proc
+        indices = indices.map(_Rows(proc * local, (proc + 1) * local))
+    fits = len(images) * spec.image_size ** 2 * spec.channels <= spec.cache_bytes
+    if fits and n_proc == 1:
+        return indices.map(_Gather(_materialize(images, spec)))
+    shape = (spec.image_size, spec.image_size, spec.channels)
+    return indices.map(_Read(images, shape, cache=fits))
+
+
+class _Rows:
+    """Rows ``[start, stop)`` of a global batch of indices: one process's share (picklable)."""
+
+    def __init__(self, start: int, stop: int):
+        self.start, self.stop = start, stop
+
+    def __call__(self, indices):
+        return np.asarray(indices)[self.start:self.stop]
+
+
+class _Read:
+    """The images at a batch of indices, optionally kept in memory after their first read.
+
+    The cache fills on first use, so each process decodes only the images it is
+    given; rows are written before being marked, so concurrent Grain threads at
+    worst decode an image twice (to the same values).
+    """
+
+    def __init__(self, images: grain.MapDataset, shape: tuple[int, ...], cache: bool):
+        self.images = images
+        self.cache = np.empty((len(images),) + shape, np.uint8) if cache else None
+        self.filled = np.zeros(len(images), bool) if cache else None
+
+    def __call__(self, indices):
+        indices = np.asarray(indices)
+        if self.cache is None:
+            return np.stack([self.images[int(i)] for i in indices])
+        for i in indices[~self.filled[indices]]:
+            self.cache[i] = self.images[int(i)]
+            self.filled[i] = True
+        return self.cache[indices]
 
 
 def batch_iterator(dataset: grain.MapDataset, spec: PipelineSpec, state: dict | None = None):
