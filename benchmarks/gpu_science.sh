@@ -9,15 +9,17 @@
 #   bash benchmarks/gpu_science.sh            # on the GPU machine (wheels in .whl/ if any)
 #   bash benchmarks/gpu_science.sh --tiny     # the same pipeline at tiny sizes, on any CPU
 #
-# Environment: PY (python, default python3), OUT (default bench_out), GRID_PROCS (processes
-# for the grid, default 6), GRID_S / PAPER_S (time limits in seconds of the two parts).
+# Environment: PY (python, default python3), OUT (default bench_out), WHEELS (folder of
+# wheels to install first, default .whl), GRID_PROCS (processes for the grid, default 10),
+# GRID_S / PAPER_S (time limits in seconds of the two parts).
 set -u
 OUT=${OUT:-bench_out}; mkdir -p "$OUT"
 PY=${PY:-python3}
 TINY=0; [ "${1:-}" = "--tiny" ] && TINY=1
-if [ "$TINY" = 0 ] && ls .whl/*.whl >/dev/null 2>&1; then
+WHEELS=${WHEELS:-.whl}
+if [ "$TINY" = 0 ] && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+    --target /tmp/site "$WHEELS"/*.whl && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 # Seeds of a recipe compile the same programs: let later processes reuse them.
@@ -27,17 +29,17 @@ SCRATCH=${SCRATCH:-/tmp/gpu_science}; rm -rf "$SCRATCH"; mkdir -p "$SCRATCH"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
     || echo 'no GPU'; nproc
   $PY -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
-  git log --oneline -1 2>/dev/null; git log --oneline -1 -- fewshot_jax/data 2>/dev/null
+  cat SNAPSHOT 2>/dev/null || git log --oneline -1 2>/dev/null
 } 2>&1 | tee "$OUT/machine.txt"
 
-GRID_RECIPES=shipped,steps1000,steps3000,small_stem,small_stem_32px,images_2k,images_8k,gray_aug,invert,area02,area008,wide_proj,lars,lars_lr5,lr0.03,lr0.3_wu0.1,simclr_shipped,simclr_area02_gray,indomain,combo,combo_1000,combo_3000,combo_small_stem_32px,combo_indomain,simclr_combo
+GRID_RECIPES=shipped,combo,combo_1000,combo_3000,simclr_combo,indomain,combo_indomain,steps1000,steps3000,small_stem,small_stem_32px,images_2k,images_4k,gray_aug,invert,area02,area008,wide_proj,batch128,wd5e-4,lars,lars_lr5,lr0.03,lr0.3_wu0.1,simclr_shipped,simclr_area02_gray,simclr_combo_t0.5,combo_small_stem_32px
 if [ "$TINY" = 1 ]; then
   GRID_PROCS=${GRID_PROCS:-2}; GRID_S=${GRID_S:-900}; PAPER_S=${PAPER_S:-900}
   GRID_ARGS=(--tiny --recipes=shipped,combo_small_stem_32px,indomain --seeds=0 --threads=1)
   PAPER_ARGS=(--tiny --set=model.depth=50 --seeds=0 --threads=1)
 else
-  GRID_PROCS=${GRID_PROCS:-6}; GRID_S=${GRID_S:-330}; PAPER_S=${PAPER_S:-330}
-  GRID_ARGS=(--recipes=$GRID_RECIPES --seeds=0,1,2 --order=seed --threads=2)
+  GRID_PROCS=${GRID_PROCS:-10}; GRID_S=${GRID_S:-420}; PAPER_S=${PAPER_S:-400}
+  GRID_ARGS=(--recipes=$GRID_RECIPES --seeds=0,1,2 --order=seed --threads=1)
   PAPER_ARGS=(--preset= --set=model.dtype=bfloat16 --task_size=256 --seeds=0 --threads=4)
 fi
 

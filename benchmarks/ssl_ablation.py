@@ -30,6 +30,8 @@ import ast
 import hashlib
 import json
 import math
+import os
+import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -61,7 +63,7 @@ RECIPES: dict[str, tuple[str, dict]] = {
     'small_stem': ('barlow_twins', {'model.stem': 'small'}),
     'small_stem_32px': ('barlow_twins', {'model.stem': 'small', 'data.image_size': 32}),
     'images_2k': ('barlow_twins', {'data.num_images': 2048}),
-    'images_8k': ('barlow_twins', {'data.num_images': 8192}),
+    'images_4k': ('barlow_twins', {'data.num_images': 4096}),
     'gray_aug': ('barlow_twins', GRAY),
     'invert': ('barlow_twins', {'augment.invert_prob': 0.5}),
     'area02': ('barlow_twins', AREA02),
@@ -72,6 +74,8 @@ RECIPES: dict[str, tuple[str, dict]] = {
                                   'optim.warmup_steps': 0.1}),
     'lr0.03': ('barlow_twins', {'optim.lr': 0.03}),
     'lr0.3_wu0.1': ('barlow_twins', {'optim.lr': 0.3, 'optim.warmup_steps': 0.1}),
+    'batch128': ('barlow_twins', {'data.batch_size': 128}),
+    'wd5e-4': ('barlow_twins', {'optim.weight_decay': 5e-4}),
     'steps1000': ('barlow_twins', {'train.num_steps': 1000}),
     'steps3000': ('barlow_twins', {'train.num_steps': 3000}),
     'simclr_shipped': ('simclr', {}),
@@ -84,6 +88,7 @@ RECIPES: dict[str, tuple[str, dict]] = {
                                                'data.image_size': 32}),
     'combo_indomain': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain'}),
     'simclr_combo': ('simclr', BEST_GUESS),
+    'simclr_combo_t0.5': ('simclr', {**BEST_GUESS, 'loss.temperature': 0.5}),
 }
 
 # --tiny: a whole pass in seconds (compiles, trains, encodes, probes, reports).
@@ -173,9 +178,10 @@ def indomain_folder(out: Path, n: int, size: int) -> Path:
     from fewshot_jax.data import synthetic
 
     folder = out / f'indomain_{n}_{size}'
-    done = folder / 'done'
-    if done.exists():
+    if folder.exists():
         return folder
+    # Written aside and renamed: processes sharing `out` never see a half-written folder.
+    final, folder = folder, out / f'.indomain_{n}_{size}.{os.getpid()}'
     folder.mkdir(parents=True, exist_ok=True)
     share = math.ceil(n / len(TASKS))
     written = 0
@@ -186,8 +192,11 @@ def indomain_folder(out: Path, n: int, size: int) -> Path:
             Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)).save(
                 folder / f'{task}_{written:06d}.png')
             written += 1
-    done.write_text(str(written))
-    return folder
+    try:
+        folder.rename(final)
+    except OSError:  # another process got there first
+        shutil.rmtree(folder)
+    return final
 
 
 _POOLS: dict = {}
@@ -271,7 +280,9 @@ def random_init_probe(config, args, out: Path) -> dict:
     probe = probe_encoder(Encoder(variables, config.model.to_dict(), name='random'), args,
                           config.data.image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({'ident': ident, 'probe': probe}))
+    partial = path.with_suffix(f'.{os.getpid()}')
+    partial.write_text(json.dumps({'ident': ident, 'probe': probe}))
+    partial.replace(path)
     return probe
 
 
