@@ -41,7 +41,7 @@ def check_resolution(resolution, key: str = 'segment.resolutions') -> int:
 
 
 def build_unet(encoder_config: Mapping, decoder: str = 'paper', num_classes: int = 1,
-               dtype: str | None = None) -> UNet:
+               dtype: str | None = None, bn_momentum: float | None = None) -> UNet:
     """The U-Net over the encoder described by ``encoder_config`` (a saved model dict).
 
     Args:
@@ -51,13 +51,15 @@ def build_unet(encoder_config: Mapping, decoder: str = 'paper', num_classes: int
         num_classes: 1 for a binary task (sigmoid), C >= 2 for several classes (softmax).
         dtype: compute dtype of encoder and decoder ('float32', 'bfloat16'); None keeps the
             encoder's.
+        bn_momentum: the decoder's BatchNorm momentum (None: the decoder's default).
     """
     config = dict(encoder_config)
     if dtype is not None:
         config['dtype'] = dtype
     compute = compute_dtype(config.get('dtype', 'float32'))
     return UNet(encoder=make_encoder(config),
-                decoder=make_decoder(decoder, int(config['width']), num_classes, compute))
+                decoder=make_decoder(decoder, int(config['width']), num_classes, compute,
+                                     bn_momentum))
 
 
 def init_key(seed: int) -> jax.Array:

@@ -68,6 +68,7 @@ class TrainSpec:
         validation_every: cadence of the validation hook (steps or a fraction of the run).
         threshold, tile_overlap: stored in the segmenter for prediction.
         pixel_scale: training px per source px (see ``segmenter``).
+        bn_momentum: the decoder's BatchNorm momentum; None: the decoder's default.
     """
 
     resolution: int
@@ -84,6 +85,7 @@ class TrainSpec:
     threshold: float = 0.5
     tile_overlap: float = 0.25
     pixel_scale: float = 1.0
+    bn_momentum: float | None = None
 
     def validate(self) -> None:
         check_resolution(self.resolution, 'resolution')
@@ -218,7 +220,8 @@ def train_segmenter(encoder, images: np.ndarray, masks: np.ndarray, spec: TrainS
     """
     spec.validate()
     run_dir = Path(run_dir)
-    model = build_unet(encoder.config, spec.decoder, spec.num_classes, spec.dtype)
+    model = build_unet(encoder.config, spec.decoder, spec.num_classes, spec.dtype,
+                       spec.bn_momentum)
     variables = init_variables(model, encoder.variables, spec.seed)
     optim_cfg = ml_collections.ConfigDict({'name': 'adam', 'lr': spec.lr, 'warmup_steps': 0,
                                            'end_lr': spec.lr})  # constant, as Keras' Adam

@@ -178,7 +178,7 @@ class Segmenter:
         if isinstance(images, np.ndarray) or hasattr(images, '__array__'):
             array = np.asarray(images)
             if array.ndim == 2:
-                return [self._channels(_as_unit_float(array, 0), 0)], True, True
+                return [self._channels(_as_unit_float(array[..., None], 0), 0)], True, True
             if array.ndim == 3:
                 array = array[..., None]
             if array.ndim != 4 or array.shape[-1] not in (1, 3):

@@ -69,3 +69,24 @@ def test_notebook_encodes_a_user_class_folder(tmp_path_factory, monkeypatch, tmp
     assert "Encoder('tiny_pretrained_run@4'" in text
     assert "15 images of (32, 32) px, classes ['holes', 'plain', 'rods']" in text
     assert 'k=  2: accuracy' in text
+
+
+def test_notebook_shows_the_unet_prediction_of_a_segmentation_run(tmp_path_factory, monkeypatch,
+                                                                   tmp_path):
+    import shutil
+
+    from configs.unet_nanowire import get_config
+    from fewshot_jax import tasks
+
+    workdir = tmp_path / 'run'
+    shutil.copytree(tiny_trained_workdir(tmp_path_factory), workdir)
+    config = get_config('tiny')
+    config.segment.encoders = ('pretrained=checkpoint:{workdir}',)
+    tasks.run('segment', config, workdir)
+    notebook = run_notebook(monkeypatch, FEWSHOT_WORKDIR=str(workdir), FEWSHOT_PER_CLASS='4',
+                            FEWSHOT_IMAGE_SIZE='48', FEWSHOT_SHOTS='1', FEWSHOT_SEEDS='1')
+    text, images = outputs_of(notebook)
+    assert images == 5  # curves, t-SNE, neighbours, probe and the U-Net panel
+    assert 'Segmenter(paper decoder on ResNet18 width 4, 64 px tiles' in text
+    assert 'pretrained_64px_k2' in text
+    assert 'against the true mask of image 0' in text

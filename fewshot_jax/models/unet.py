@@ -73,11 +73,14 @@ class PaperDecoder(nn.Module):
         num_classes: output channels (1 for a binary task).
         filters: channels of the four upsample blocks (already width-scaled).
         dtype: computation dtype; the output logits are float32.
+        bn_momentum: BatchNorm running-average momentum (Keras' 0.99 in the notebooks; short
+            runs want less, or the statistics used at test time lag the trained weights).
     """
 
     num_classes: int = 1
     filters: tuple[int, ...] = PAPER_FILTERS
     dtype: Any = jnp.float32
+    bn_momentum: float = 0.99  # Keras' default, as in the notebooks
 
     @nn.compact
     def __call__(self, features, train: bool = False):
@@ -87,8 +90,8 @@ class PaperDecoder(nn.Module):
         for i, (feats, skip) in enumerate(zip(self.filters, skips, strict=True)):
             x = nn.ConvTranspose(feats, (4, 4), (2, 2), padding='SAME', use_bias=False,
                                  kernel_init=_pix2pix_init, dtype=self.dtype, name=f'up{i}')(x)
-            x = nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3,
-                             dtype=self.dtype, name=f'bn{i}')(x)
+            x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                             epsilon=1e-3, dtype=self.dtype, name=f'bn{i}')(x)
             x = nn.relu(x)
             x = jnp.concatenate([x, features[skip].astype(self.dtype)], axis=-1)
         x = nn.ConvTranspose(self.num_classes, (4, 4), (2, 2), padding='SAME',
@@ -104,11 +107,13 @@ class ClassicDecoder(nn.Module):
         num_classes: output channels (1 for a binary task).
         filters: channels of the five levels (H/16 … H), already width-scaled.
         dtype: computation dtype; the output logits are float32.
+        bn_momentum: BatchNorm running-average momentum.
     """
 
     num_classes: int = 1
     filters: tuple[int, ...] = CLASSIC_FILTERS
     dtype: Any = jnp.float32
+    bn_momentum: float = 0.9
 
     @nn.compact
     def __call__(self, features, train: bool = False):
@@ -123,7 +128,8 @@ class ClassicDecoder(nn.Module):
             for j in range(2):
                 x = nn.Conv(feats, (3, 3), padding='SAME', use_bias=False, dtype=self.dtype,
                             kernel_init=_he_init, name=f'conv{i}_{j}')(x)
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                                 epsilon=1e-5,
                                  dtype=self.dtype, name=f'bn{i}_{j}')(x)
                 x = nn.relu(x)
         x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name='out')(x)
@@ -154,17 +160,28 @@ class UNet(nn.Module):
         return self.decoder(skips, train=train)
 
 
-def make_decoder(name: str, encoder_width: int, num_classes: int, dtype=jnp.float32) -> nn.Module:
+def make_decoder(name: str, encoder_width: int, num_classes: int, dtype=jnp.float32,
+                 bn_momentum: float | None = None) -> nn.Module:
     """The decoder called ``name`` ('paper' or 'unet'), its filters scaled to the encoder width.
 
+    Args:
+        bn_momentum: None keeps the decoder's default (paper 0.99, unet 0.9).
+
     Raises:
-        ValueError: an unknown decoder name or a class count below 1.
+        ValueError: an unknown decoder name, a class count below 1, a momentum outside [0, 1).
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f'num_classes={num_classes!r}: expected 1 (binary) or the number of '
                          f'classes (>= 2)')
+    extra = {}
+    if bn_momentum is not None:
+        if not 0 <= bn_momentum < 1:
+            raise ValueError(f'segment.bn_momentum={bn_momentum!r}: expected a value in [0, 1)')
+        extra['bn_momentum'] = float(bn_momentum)
     if name == 'paper':
-        return PaperDecoder(num_classes, scaled_filters(PAPER_FILTERS, encoder_width), dtype)
+        return PaperDecoder(num_classes, scaled_filters(PAPER_FILTERS, encoder_width), dtype,
+                            **extra)
     if name == 'unet':
-        return ClassicDecoder(num_classes, scaled_filters(CLASSIC_FILTERS, encoder_width), dtype)
+        return ClassicDecoder(num_classes, scaled_filters(CLASSIC_FILTERS, encoder_width), dtype,
+                              **extra)
     raise ValueError(f'segment.decoder={name!r}: expected one of {DECODERS}')
