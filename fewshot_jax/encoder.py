@@ -12,8 +12,12 @@ Images are numpy arrays ``(N, H, W)`` (grayscale, replicated to 3 channels as
 in training), ``(N, H, W, 1)`` or ``(N, H, W, 3)``; uint8 (0-255), uint16
 (0-65535) or float in [0, 1]. The encoder normalises them itself with the
 statistics its weights were trained with (``config['input_mean'/'input_std']``).
-It runs on JAX's default device (a GPU when there is one) with BatchNorm in
-inference mode, so each image's features are independent of the batch it is in.
+It runs with BatchNorm in inference mode, so each image's features are
+independent of the batch it is in; batches are split over every local device
+(a 1-D ``('data',)`` mesh, params replicated) when there are several, so one
+host's GPUs encode together. A short last batch is padded to the compiled shape
+and its padding rows are dropped. ``fewshot_jax.features`` caches these
+features per (encoder, data set, size, layer) for the probes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from fewshot_jax import sharding
 from fewshot_jax.models import compute_dtype, make_encoder
 from fewshot_jax.models.resnet import LAYER_NAMES, feature_dim
 from fewshot_jax.models.weights import export_torchvision, load_weights, normalization_values
@@ -75,6 +80,7 @@ class Encoder:
             return {name: intermediates[name].astype(jnp.float32) for name in layers}
 
         self._forward = jax.jit(forward, static_argnums=2)
+        self._placements: dict[int, tuple] = {}
 
     @property
     def feature_dim(self) -> int:
@@ -87,7 +93,7 @@ class Encoder:
                 f'{c.get("variant", "v1.5")!r}, step {self.step}, from {self.source})')
 
     def encode(self, images, layer: str | Sequence[str] = 'pooled', batch_size: int = 64,
-               progress: bool | None = None):
+               progress: bool | None = None, num_devices: int | None = None):
         """Features of ``images``, computed batch by batch.
 
         Args:
@@ -98,6 +104,8 @@ class Encoder:
                 (N, h, w, C); a sequence of names returns a dict of them.
             batch_size: images per device call; lower it for large images.
             progress: show a progress bar; None shows one for long inputs.
+            num_devices: local devices to split each batch over; None uses all
+                of them (the batch is rounded up to a multiple of their count).
 
         Returns:
             float32 numpy array (or dict of arrays, for a sequence of layers).
@@ -113,7 +121,8 @@ class Encoder:
             raise EncoderInputError(f'batch_size={batch_size!r}: expected a positive integer')
         images = _checked_images(images)
         n = len(images)
-        batch = min(batch_size, n)
+        variables, place, devices = self._placement(num_devices)
+        batch = -(-min(batch_size, n) // devices) * devices
         n_batches = -(-n // batch)
         show = n_batches > _PROGRESS_MIN_BATCHES if progress is None else bool(progress)
         outputs: dict[str, np.ndarray] = {}
@@ -122,10 +131,10 @@ class Encoder:
             for start in range(0, n, batch):
                 chunk = images[start:start + batch]
                 count = len(chunk)
-                if count < batch:  # pad to keep one compiled shape
+                if count < batch:  # pad to keep one compiled shape; padding rows are dropped
                     chunk = np.concatenate([chunk, np.zeros((batch - count, *chunk.shape[1:]),
                                                             chunk.dtype)])
-                result = self._forward(self.variables, chunk, layers)
+                result = self._forward(variables, place(chunk), layers)
                 # Dispatch is asynchronous: fetch the previous batch while this one runs.
                 if pending is not None:
                     self._store(outputs, pending, n)
@@ -134,6 +143,25 @@ class Encoder:
             self._store(outputs, pending, n)
             bar.update(pending[2])
         return outputs[layer] if isinstance(layer, str) else outputs
+
+    def _placement(self, num_devices: int | None):
+        """(variables, batch placement, device count) for encoding on num_devices local devices."""
+        local = jax.local_devices()
+        count = len(local) if num_devices is None else int(num_devices)
+        if not 1 <= count <= len(local):
+            raise EncoderInputError(f'num_devices={num_devices!r}: expected 1..{len(local)} '
+                                    f'({len(local)} local {local[0].platform} devices)')
+        if count not in self._placements:
+            if count == 1:
+                self._placements[count] = (self.variables, lambda x: x, 1)
+            else:
+                # A mesh over this host's devices only: every host encodes its own images.
+                mesh = jax.sharding.Mesh(np.asarray(local[:count]), (sharding.DATA_AXIS,))
+                variables = jax.device_put(self.variables, sharding.replicated(mesh))
+                batch_sharding = sharding.data_sharding(mesh)
+                self._placements[count] = (variables,
+                                           lambda x: jax.device_put(x, batch_sharding), count)
+        return self._placements[count]
 
     @staticmethod
     def _store(outputs: dict, pending, n: int) -> None:

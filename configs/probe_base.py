@@ -1,0 +1,119 @@
+"""Shared defaults of the few-shot probe experiments (the paper's protocol).
+
+Not an experiment itself: ``probe_nanowire.py``, ``probe_mnp.py`` and
+``probe_virus.py`` build on :func:`probe_config`. Imports only ml_collections.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+PRESETS = ('', 'demo', 'tiny')
+PAPER_SHOTS = (1, 2, 4, 8, 16, 32, 80)
+# The paper's encoders (published Keras .h5 files) as weight specs with display names;
+# the random-init and encoder-free baselines are added to every list.
+BASELINE_ENCODERS = ('random-init', 'raw pixels=raw-pixels', 'texture=texture')
+DEMO_ENCODERS = ('Barlow Twins demo=checkpoint:runs/demo_barlow_tem',) + BASELINE_ENCODERS
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def probe_config(source: str, synthetic_task: str, preset: str,
+                 encoders: tuple[str, ...]) -> ml_collections.ConfigDict:
+    """The probe protocol for one data set.
+
+    Args:
+        source: ``data.source`` of the paper's preset ('nanowire', 'mnp', 'virus').
+        synthetic_task: the synthetic stand-in used by the demo and tiny presets.
+        preset: '' (paper), 'demo' (synthetic data, minutes on a CPU) or 'tiny'
+            (seconds: a test-sized run with the baselines only).
+        encoders: the paper preset's encoder list (baselines are appended).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f'unknown preset {preset!r}: expected one of {PRESETS} '
+                         '(use --config=configs/<file>.py or --config=configs/<file>.py:demo)')
+    c = ml_collections.ConfigDict()
+    c.task = 'probe'
+    c.seed = 0  # weights of the random-init baseline
+
+    # Architecture of 'random-init' when no pretrained encoder is listed (otherwise it
+    # copies the first pretrained encoder's architecture).
+    c.model = ml_collections.ConfigDict()
+    c.model.depth = 50
+    c.model.width = 64
+    c.model.variant = 'v1.5'
+    c.model.stem = 'imagenet'
+    c.model.dtype = 'float32'
+    c.model.input_mean = IMAGENET_MEAN
+    c.model.input_std = IMAGENET_STD
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = source
+    c.data.root = ''
+    c.data.classes = None
+    c.data.keep_color = False
+    c.data.image_size = 224
+    c.data.task = synthetic_task  # synthetic sources only
+    c.data.per_class = 100
+    c.data.synthetic_size = 256
+    c.data.seed = 0
+
+    c.probe = ml_collections.ConfigDict()
+    c.probe.encoders = tuple(encoders) + BASELINE_ENCODERS
+    c.probe.layer = 'pooled'
+    c.probe.encode_batch = 64
+    c.probe.mode = 'protocol'  # or 'tuning': 4-fold CV inside the training part (Fig. 8)
+    c.probe.head = 'logistic'  # any of logistic, ridge, knn, adam; comma-separated for several
+    c.probe.shots = PAPER_SHOTS
+    # The paper: 20 stratified 80/20 splits per encoder, one k-shot draw each (seed 42).
+    c.probe.split_seeds = 20
+    c.probe.draws = 1
+    c.probe.shot_seed = 42
+    c.probe.test_fraction = 0.2
+    c.probe.tuning_splits = 5
+    c.probe.tuning_folds = 4
+    # 'logistic': scikit-learn's LogisticRegression(C) objective, solved to convergence.
+    c.probe.C = 1.0
+    c.probe.tol = 1e-5
+    c.probe.max_iter = 1000
+    c.probe.ridge_l2 = 1.0
+    c.probe.knn_neighbors = 20
+    c.probe.knn_temperature = 0.07
+    # 'adam': the paper's classifier (Keras Dense + Adam 1e-3, batch 32, patience 10),
+    # early-stopped on labeled images outside the k-shot set (never the test part).
+    c.probe.adam = ml_collections.ConfigDict()
+    c.probe.adam.lr = 1e-3
+    c.probe.adam.batch_size = 32
+    c.probe.adam.max_epochs = 300
+    c.probe.adam.patience = 10
+    c.probe.adam.early_stopping = 'holdout'  # or 'none' (fixed max_epochs)
+    c.probe.adam.holdout_per_class = 10
+    c.probe.figure_k = 8
+    c.probe.tsne_encoder = ''  # '' = the first pretrained encoder
+    c.probe.anchor_classes = ('dispersed', 'network')
+    c.probe.chunk_values = 1 << 26
+
+    if preset in ('demo', 'tiny'):
+        c.data.source = 'synthetic'
+        c.model.depth = 18
+        c.model.width = 16
+        c.model.stem = 'imagenet'
+    if preset == 'demo':
+        c.data.per_class = 50
+        c.data.synthetic_size = 96
+        c.data.image_size = 64
+        c.probe.encoders = DEMO_ENCODERS
+        c.probe.shots = (1, 2, 4, 8, 16, 32)
+        c.probe.split_seeds = 20
+    if preset == 'tiny':
+        c.model.width = 4
+        c.data.per_class = 12
+        c.data.synthetic_size = 32
+        c.data.image_size = 32
+        c.probe.encoders = BASELINE_ENCODERS
+        c.probe.shots = (1, 2, 4)
+        c.probe.split_seeds = 3
+        c.probe.figure_k = 2
+        c.probe.encode_batch = 16
+        c.probe.adam.holdout_per_class = 2
+    return c

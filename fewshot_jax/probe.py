@@ -1,0 +1,383 @@
+"""Linear probes on frozen features: :func:`fit` for one classifier, :func:`fit_many` for a batch.
+
+Arrays in, arrays out; no files, no config. Example::
+
+    from fewshot_jax import probe
+    clf = probe.fit(train_x, train_y)              # logistic regression, C = 1
+    clf.predict(test_x), clf.predict_proba(test_x)
+
+    many = probe.fit_many(xs, ys, valid)           # xs (R, n, d), ys (R, n), valid (R, n)
+    many.predict(test_xs)                          # (R, m) from (R, m, d)
+
+Heads (``head=``), each on features standardised with its own training rows'
+mean and standard deviation (never the test rows'):
+
+* ``'logistic'`` (default): scikit-learn's ``LogisticRegression(C=C)``
+  objective solved to convergence by an exact batched solver in the span of
+  the training features (see ``probe_solvers``). Options: ``C`` (1.0),
+  ``tol`` (1e-5), ``max_iter`` (1000), ``history`` (10).
+* ``'ridge'``: ±1 one-hot least squares, ``RidgeClassifier(alpha=l2)``.
+  Options: ``l2`` (1.0, or a tuple chosen per run by leave-one-out error).
+* ``'knn'``: weighted cosine nearest neighbours on L2-normalised raw features.
+  Options: ``neighbors`` (20), ``temperature`` (0.07).
+* ``'adam'``: the paper's softmax layer trained with Adam (see
+  ``probe_adam``). Options: ``lr`` (1e-3), ``batch_size`` (32),
+  ``max_epochs`` (300), ``patience`` (10), ``early_stopping`` ('holdout' needs
+  ``holdout_x``/``holdout_y``; or 'none'), ``seed`` (0).
+
+Every run of a batch is solved as if it were alone: padding rows
+(``valid=False``) are ignored wherever they are, so runs of different sizes
+share one compiled call. Problems with the input raise :class:`ProbeInputError`
+naming the run, row, class or option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fewshot_jax import probe_adam, probe_solvers
+
+__all__ = ['HEADS', 'DEFAULTS', 'Probe', 'ProbeBatch', 'ProbeInputError', 'fit', 'fit_many',
+           'fit_indexed']
+
+HEADS = ('logistic', 'ridge', 'knn', 'adam')
+DEFAULTS: dict[str, dict] = {
+    'logistic': {'C': 1.0, 'tol': 1e-5, 'max_iter': 1000, 'history': 10},
+    'ridge': {'l2': 1.0},
+    'knn': {'neighbors': 20, 'temperature': 0.07},
+    'adam': {'lr': 1e-3, 'batch_size': 32, 'max_epochs': 300, 'patience': 10,
+             'early_stopping': 'holdout', 'seed': 0},
+}
+# Options that change the compiled program (shapes, loop lengths, branches).
+_STATIC = {'logistic': ('max_iter', 'history'), 'ridge': ('l2',), 'knn': ('neighbors',),
+           'adam': ('batch_size', 'max_epochs', 'early_stopping')}
+
+
+class ProbeInputError(ValueError):
+    """Features, labels or options a probe cannot be fitted on (names the run, row or option)."""
+
+
+def head_options(head: str, opts: Mapping) -> dict:
+    """The head's defaults updated with ``opts``; unknown heads or options are errors."""
+    if head not in HEADS:
+        raise ProbeInputError(f'head={head!r}: expected one of {HEADS}')
+    unknown = sorted(set(opts) - set(DEFAULTS[head]))
+    if unknown:
+        raise ProbeInputError(f'head {head!r} has no option(s) {unknown}; its options are '
+                              f'{sorted(DEFAULTS[head])}')
+    options = {**DEFAULTS[head], **opts}
+    if head == 'ridge':
+        l2 = options['l2']
+        values = tuple(float(v) for v in (l2 if isinstance(l2, (tuple, list)) else (l2,)))
+        if not values or min(values) <= 0:
+            raise ProbeInputError(f'ridge l2={l2!r}: expected positive value(s)')
+        options['l2'] = values
+    if head == 'logistic' and not float(options['C']) > 0:
+        raise ProbeInputError(f'logistic C={options["C"]!r}: expected a positive number')
+    if head == 'adam' and options['early_stopping'] not in probe_adam.EARLY_STOPPING:
+        raise ProbeInputError(f'adam early_stopping={options["early_stopping"]!r}: expected one '
+                              f'of {probe_adam.EARLY_STOPPING}')
+    for name in ('max_iter', 'history', 'neighbors', 'batch_size', 'max_epochs', 'patience'):
+        if name in options and (not isinstance(options[name], (int, np.integer))
+                                or isinstance(options[name], bool) or options[name] < 1):
+            raise ProbeInputError(f'{head} {name}={options[name]!r}: expected a positive integer')
+    return options
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeBatch:
+    """R fitted classifiers of one head.
+
+    Attributes:
+        head: the head name.
+        num_classes: K.
+        params: arrays with a leading run axis: for linear heads ``coef`` (R, d, K)
+            and ``intercept`` (R, K) acting on standardised features, ``mean`` and
+            ``scale`` (R, d), plus diagnostics (``n_iter``, ``grad_norm``,
+            ``converged``; ``epochs``, ``best_epoch``; ``l2``). For ``'knn'``
+            the training features, labels and mask.
+        options: the head's options.
+    """
+
+    head: str
+    num_classes: int
+    params: dict
+    options: dict
+
+    def __len__(self) -> int:
+        return int(next(iter(self.params.values())).shape[0])
+
+    def decision_function(self, x) -> np.ndarray:
+        """Scores (R, m, K) of features x (R, m, d): logits, or kNN vote shares."""
+        x = _as_batch_features(x, len(self), self.params)
+        return np.asarray(_scores(self.head, self.params, jnp.asarray(x), self.num_classes,
+                                  **_static(self.head, self.options),
+                                  **_dynamic(self.head, self.options)))
+
+    def decision_indexed(self, features, index) -> np.ndarray:
+        """Scores (R, m, K) of rows ``index`` (R, m) of one feature matrix (N, d)."""
+        return np.asarray(_scores_indexed(self.head, self.params, jnp.asarray(features),
+                                          jnp.asarray(index), self.num_classes,
+                                          **_static(self.head, self.options),
+                                          **_dynamic(self.head, self.options)))
+
+    def predict_proba(self, x) -> np.ndarray:
+        """Class probabilities (R, m, K); the ridge head has none."""
+        if self.head == 'ridge':
+            raise ProbeInputError("the 'ridge' head gives decision values, not probabilities; "
+                                  'use decision_function or predict')
+        scores = self.decision_function(x)
+        return scores if self.head == 'knn' else np.asarray(jax.nn.softmax(scores, axis=-1))
+
+    def predict(self, x) -> np.ndarray:
+        """Predicted class ids (R, m)."""
+        return np.argmax(self.decision_function(x), axis=-1)
+
+    def run(self, index: int) -> Probe:
+        """Run ``index`` as a single :class:`Probe`."""
+        params = jax.tree.map(lambda a: a[index:index + 1], self.params)
+        return Probe(ProbeBatch(self.head, self.num_classes, params, self.options),
+                     np.arange(self.num_classes))
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """One fitted classifier; labels are those given to :func:`fit` (``classes_``)."""
+
+    batch: ProbeBatch
+    classes_: np.ndarray
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """(d, K) weights on standardised features (linear heads)."""
+        return np.asarray(self.batch.params['coef'][0])
+
+    @property
+    def intercept_(self) -> np.ndarray:
+        return np.asarray(self.batch.params['intercept'][0])
+
+    def decision_function(self, x) -> np.ndarray:
+        return self.batch.decision_function(np.asarray(x)[None])[0]
+
+    def predict_proba(self, x) -> np.ndarray:
+        return self.batch.predict_proba(np.asarray(x)[None])[0]
+
+    def predict(self, x) -> np.ndarray:
+        return self.classes_[np.argmax(self.decision_function(x), axis=-1)]
+
+
+def fit(train_x, train_y, head: str = 'logistic', *, holdout_x=None, holdout_y=None,
+        **opts) -> Probe:
+    """Fits one classifier on features (n, d) and labels (n,) of any hashable kind.
+
+    Args:
+        train_x: (n, d) finite features.
+        train_y: (n,) labels; the classes are ``np.unique(train_y)`` (at least 2).
+        head: one of :data:`HEADS`.
+        holdout_x, holdout_y: early-stopping set for ``head='adam'`` with
+            ``early_stopping='holdout'`` (labels among train_y's classes).
+        **opts: the head's options (see the module docstring).
+
+    Returns:
+        A :class:`Probe` with ``predict``, ``predict_proba``, ``decision_function``.
+    """
+    y = np.asarray(train_y)
+    if y.ndim != 1:
+        raise ProbeInputError(f'train_y: shape {y.shape}; expected (n,)')
+    classes, codes = np.unique(y, return_inverse=True)
+    holdout = {}
+    if holdout_x is not None or holdout_y is not None:
+        if holdout_x is None or holdout_y is None:
+            raise ProbeInputError('holdout_x and holdout_y go together')
+        hy = np.asarray(holdout_y)
+        unknown = sorted(set(hy.tolist()) - set(classes.tolist()))
+        if unknown:
+            raise ProbeInputError(f'holdout_y has classes {unknown} that train_y lacks')
+        holdout = {'holdout_x': np.asarray(holdout_x)[None],
+                   'holdout_y': np.searchsorted(classes, hy)[None]}
+    batch = fit_many(np.asarray(train_x)[None], codes[None], None, head,
+                     num_classes=len(classes), **holdout, **opts)
+    return Probe(batch, classes)
+
+
+def fit_many(train_x, train_y, valid=None, head: str = 'logistic', *, num_classes: int | None = None,
+             holdout_x=None, holdout_y=None, holdout_valid=None, **opts) -> ProbeBatch:
+    """Fits R classifiers at once, one per leading index, in one compiled call.
+
+    Args:
+        train_x: (R, n, d) features; rows with ``valid=False`` are padding.
+        train_y: (R, n) int labels in [0, num_classes).
+        valid: (R, n) bool, or None (every row real).
+        head: one of :data:`HEADS`.
+        num_classes: K; default ``max(train_y) + 1``.
+        holdout_x, holdout_y, holdout_valid: (R, h, d), (R, h), (R, h) early-stopping
+            sets for ``head='adam'`` with ``early_stopping='holdout'``.
+        **opts: the head's options.
+
+    Returns:
+        A :class:`ProbeBatch`.
+
+    Raises:
+        ProbeInputError: bad shapes, non-finite training features, a run missing a
+            class, fewer than 2 classes, a missing holdout set, unknown options.
+    """
+    x = np.asarray(train_x)
+    y = np.asarray(train_y)
+    if x.ndim != 3:
+        raise ProbeInputError(f'train_x: shape {x.shape}; expected (runs, n, d)')
+    valid = np.ones(y.shape, bool) if valid is None else np.asarray(valid, bool)
+    num_classes = _check_training(x, y, valid, num_classes, 'train_x')
+    options = head_options(head, opts)
+    holdout = _holdout_arrays(head, options, x, holdout_x, holdout_y, holdout_valid, num_classes)
+    params = _fit_jit(head, jnp.asarray(x), jnp.asarray(y), jnp.asarray(valid), *holdout,
+                      num_classes=num_classes, **_static(head, options),
+                      **_dynamic(head, options))
+    return ProbeBatch(head, num_classes, params, options)
+
+
+def fit_indexed(features, labels, train_index, train_valid, head: str = 'logistic', *,
+                num_classes: int, holdout_index=None, holdout_valid=None, **opts) -> ProbeBatch:
+    """:func:`fit_many` on rows of one feature matrix, gathered inside the compiled call.
+
+    The protocol's grid uses this: every run's training rows are indices into
+    the features of the whole data set, so the (R, n, d) stack never exists on
+    the host. Validation (finite rows, classes present) is the caller's job;
+    ``probe_grid`` does it once for the whole grid.
+
+    Args:
+        features: (N, d) features; labels: (N,) ints.
+        train_index, train_valid: (R, n) row indices and mask.
+        holdout_index, holdout_valid: (R, h) early-stopping rows for 'adam'.
+    """
+    options = head_options(head, opts)
+    features = jnp.asarray(features)
+    labels = jnp.asarray(labels)
+    train_index = jnp.asarray(train_index)
+    if holdout_index is None:
+        holdout_index = jnp.zeros((train_index.shape[0], 1), jnp.int32)
+        holdout_valid = jnp.zeros(holdout_index.shape, bool)
+    return ProbeBatch(head, num_classes, _fit_indexed_jit(
+        head, features, labels, train_index, jnp.asarray(train_valid), jnp.asarray(holdout_index),
+        jnp.asarray(holdout_valid), num_classes=num_classes, **_static(head, options),
+        **_dynamic(head, options)), options)
+
+
+def _static(head: str, options: Mapping) -> dict:
+    return {'static': tuple((k, options[k]) for k in _STATIC[head])}
+
+
+def _dynamic(head: str, options: Mapping) -> dict:
+    return {'dynamic': {k: v for k, v in options.items() if k not in _STATIC[head]}}
+
+
+def _fit_core(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_classes, static,
+              dynamic):
+    """The vmapped fit shared by fit_many and fit_indexed (so grid runs equal lone runs)."""
+    static = dict(static)
+    if head == 'logistic':
+        fn = functools.partial(probe_solvers.logistic_regression, num_classes=num_classes,
+                               C=dynamic['C'], tol=dynamic['tol'], **static)
+        return jax.vmap(fn)(x, y, valid)
+    if head == 'ridge':
+        fn = functools.partial(probe_solvers.ridge_regression, num_classes=num_classes, **static)
+        return jax.vmap(fn)(x, y, valid)
+    if head == 'knn':
+        return {'train_x': x.astype(jnp.float32), 'train_y': y, 'valid': valid}
+    keys = jax.random.split(jax.random.key(dynamic['seed']), x.shape[0])
+    fn = functools.partial(probe_adam.adam_classifier, num_classes=num_classes, lr=dynamic['lr'],
+                           patience=dynamic['patience'], **static)
+    return jax.vmap(fn)(x, y, valid, holdout_x, holdout_y, holdout_valid, keys)
+
+
+@functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
+def _fit_jit(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_classes, static,
+             dynamic):
+    return _fit_core(head, x, y, valid, holdout_x, holdout_y, holdout_valid,
+                     num_classes=num_classes, static=static, dynamic=dynamic)
+
+
+@functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
+def _fit_indexed_jit(head, features, labels, train_index, train_valid, holdout_index,
+                     holdout_valid, *, num_classes, static, dynamic):
+    return _fit_core(head, features[train_index], labels[train_index], train_valid,
+                     features[holdout_index], labels[holdout_index], holdout_valid,
+                     num_classes=num_classes, static=static, dynamic=dynamic)
+
+
+@functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
+def _scores(head, params, x, num_classes, *, static, dynamic):
+    if head == 'knn':
+        fn = functools.partial(probe_solvers.knn_scores, num_classes=num_classes,
+                               neighbors=dict(static)['neighbors'],
+                               temperature=dynamic['temperature'])
+        return jax.vmap(fn)(params['train_x'], params['train_y'], params['valid'], x)
+    return jax.vmap(probe_solvers.linear_logits)(params, x)
+
+
+@functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
+def _scores_indexed(head, params, features, index, num_classes, *, static, dynamic):
+    return _scores(head, params, features[index], num_classes, static=static, dynamic=dynamic)
+
+
+def _check_training(x, y, valid, num_classes, name: str) -> int:
+    runs, n, _ = x.shape
+    if y.shape != (runs, n) or valid.shape != (runs, n):
+        raise ProbeInputError(f'{name} {x.shape}, train_y {y.shape}, valid {valid.shape}: '
+                              f'expected (runs, n, d), (runs, n) and (runs, n)')
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ProbeInputError(f'train_y: dtype {y.dtype}; expected integer class ids')
+    if n == 0 or runs == 0:
+        raise ProbeInputError(f'{name}: shape {x.shape}; expected at least one run and row')
+    bad = ~np.isfinite(x).all(axis=-1) & valid
+    if bad.any():
+        run, row = (int(v) for v in np.argwhere(bad)[0])
+        raise ProbeInputError(f'{name}: run {run}, row {row} has NaN or infinite features '
+                              f'({int(bad.sum())} such training rows in all)')
+    labels = y[valid]
+    if labels.size and labels.min() < 0:
+        raise ProbeInputError(f'train_y: negative class id {labels.min()}')
+    k = int(labels.max()) + 1 if num_classes is None else int(num_classes)
+    if k < 2:
+        raise ProbeInputError(f'{k} class(es) in train_y; a classifier needs at least 2')
+    if labels.size and labels.max() >= k:
+        raise ProbeInputError(f'train_y: class id {labels.max()} >= num_classes={k}')
+    for run in range(runs):
+        present = np.bincount(y[run][valid[run]], minlength=k)
+        if (present == 0).any():
+            missing = np.flatnonzero(present == 0).tolist()
+            raise ProbeInputError(f'run {run} has no training example of class(es) {missing}; '
+                                  'every run needs every class')
+    return k
+
+
+def _holdout_arrays(head, options, x, holdout_x, holdout_y, holdout_valid, num_classes):
+    runs, _, d = x.shape
+    if head != 'adam' or options['early_stopping'] == 'none':
+        return (jnp.zeros((runs, 1, d), jnp.float32), jnp.zeros((runs, 1), jnp.int32),
+                jnp.zeros((runs, 1), bool))
+    if holdout_x is None or holdout_y is None:
+        raise ProbeInputError("head 'adam' with early_stopping='holdout' needs holdout_x and "
+                              "holdout_y (labeled images outside the training set), or "
+                              "early_stopping='none'")
+    hx, hy = np.asarray(holdout_x), np.asarray(holdout_y)
+    hv = np.ones(hy.shape, bool) if holdout_valid is None else np.asarray(holdout_valid, bool)
+    if hx.ndim != 3 or hx.shape[0] != runs or hx.shape[2] != d or hy.shape != hx.shape[:2]:
+        raise ProbeInputError(f'holdout_x {hx.shape}, holdout_y {hy.shape}: expected '
+                              f'({runs}, h, {d}) and ({runs}, h)')
+    if (~np.isfinite(hx).all(axis=-1) & hv).any():
+        raise ProbeInputError('holdout_x has NaN or infinite features')
+    return jnp.asarray(hx), jnp.asarray(hy), jnp.asarray(hv)
+
+
+def _as_batch_features(x, runs: int, params) -> np.ndarray:
+    x = np.asarray(x)
+    d = params['train_x'].shape[-1] if 'train_x' in params else params['coef'].shape[1]
+    if x.ndim != 3 or x.shape[0] != runs or x.shape[2] != d:
+        raise ProbeInputError(f'features of shape {x.shape}: expected ({runs}, m, {d})')
+    return x

@@ -1,0 +1,345 @@
+"""Batched, exact linear-probe solvers over feature arrays: pure JAX, one run per batch row.
+
+Every function here takes arrays for *one* run — training features ``x`` (n, d),
+labels ``y`` (n,), a ``valid`` mask (n,) marking real rows (padding rows are
+ignored wherever they are, whatever they hold, NaN included) — and is written
+to be ``jax.vmap``-ed over runs. ``probe.py`` wraps them in the public API.
+
+Standardisation (:func:`standardize`) follows scikit-learn's ``StandardScaler``
+on the valid rows only: population variance, and a feature that is constant on
+the training rows keeps scale 1 (so it becomes 0).
+
+**Logistic regression** (:func:`logistic_regression`) minimises, like
+scikit-learn's ``LogisticRegression(C=C)`` (L2, multinomial, intercept not
+penalised)::
+
+    f(W, b) = C · Σ_i CE(softmax(W^T x_i + b), y_i) + ½ ‖W‖²
+
+By the representer theorem the optimal ``W`` lies in the span of the training
+features, ``W = X^T A`` with ``A`` (n, K). The solver is L-BFGS *in W-space*
+(the geometry scikit-learn's L-BFGS sees), carried out in those n·K
+coordinates: inner products are ``⟨X^T a, X^T a'⟩ = tr(a^T G a')`` with the
+Gram matrix ``G = X X^T``, so each iteration costs one (n×n)·(n×2K) product
+instead of two (n×d)·(d×K) ones, and no factorisation is needed (rank-deficient
+``G`` is fine). The line search is an exact minimisation of the convex 1-D
+restriction (safeguarded Newton), which costs O(nK) per trial because logits and
+the penalty are linear/quadratic in the step. scikit-learn fits a binary problem
+with one weight vector; a two-class softmax with penalty C/2 has the same
+optimum, so K = 2 uses ``C / 2``.
+
+Convergence: ``‖∇f‖ / (C · n) ≤ tol`` (the gradient of scikit-learn's
+normalised objective, in the 2-norm, which bounds the max-norm that
+scikit-learn's ``tol`` uses). In float32 that norm bottoms out near 1e-5; a run
+whose line search can no longer make progress is at working precision and
+counts as converged when its gradient is within 100·tol.
+
+**Ridge** (:func:`ridge_regression`): least squares on ±1 one-hot targets
+with penalty ``l2 · ‖W‖²`` and a free intercept (scikit-learn's
+``RidgeClassifier(alpha=l2)``). One eigendecomposition of ``G`` serves every
+regulariser; given several, each run picks its own by exact leave-one-out error
+on its training rows (never the test part).
+
+**kNN** (:func:`knn_scores`): cosine similarity on L2-normalised raw features
+(as DINO's evaluator), the ``neighbors`` most similar training images vote
+with weight ``exp(similarity / temperature)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+# Line-search trials per iteration: safeguarded Newton on a convex 1-D function.
+_LINE_SEARCH_STEPS = 8
+# A run that stalls counts as converged when its gradient is within this factor of tol.
+_STALL_SLACK = 100.0
+
+
+def standardize(x, valid):
+    """Standardises features with statistics of the valid rows only.
+
+    Args:
+        x: (n, d) features; invalid rows may hold anything (NaN included).
+        valid: (n,) bool.
+
+    Returns:
+        ``(x_std, mean, scale)``: (n, d) with invalid rows exactly 0, and the
+        (d,) statistics such that ``x_std = (x - mean) / scale`` on valid rows.
+    """
+    x = x.astype(jnp.float32)
+    count = jnp.maximum(jnp.sum(valid), 1).astype(jnp.float32)
+    rows = valid[:, None]
+    mean = jnp.sum(jnp.where(rows, x, 0.0), axis=0) / count
+    centered = jnp.where(rows, x - mean, 0.0)
+    var = jnp.sum(centered * centered, axis=0) / count
+    # scikit-learn's constant-feature rule (_is_constant_feature), with float32 eps.
+    eps = jnp.finfo(jnp.float32).eps
+    constant = var <= count * eps * var + (count * mean * eps) ** 2
+    scale = jnp.where(constant, 1.0, jnp.sqrt(var))
+    return centered / scale, mean, scale
+
+
+def gram(x_std):
+    """``x_std @ x_std.T`` at full float32 precision."""
+    return jnp.dot(x_std, x_std.T, precision=HIGHEST)
+
+
+def _inner(a, a_b, g_image, g_b):
+    """W-space inner product of (a, a_b) with a vector whose G-image is g_image."""
+    return jnp.sum(a * g_image) + jnp.sum(a_b * g_b)
+
+
+def _center(a, valid):
+    """Removes the mean over valid rows (invisible in W-space) and zeroes invalid rows."""
+    count = jnp.maximum(jnp.sum(valid), 1).astype(a.dtype)
+    mean = jnp.sum(jnp.where(valid[:, None], a, 0.0), axis=0) / count
+    return jnp.where(valid[:, None], a - mean, 0.0)
+
+
+def logistic_regression(x, y, valid, *, num_classes: int, C: float = 1.0, tol: float = 1e-5,
+                        max_iter: int = 1000, history: int = 10):
+    """L2-regularised multinomial logistic regression solved to convergence (one run).
+
+    Args:
+        x: (n, d) training features (raw; standardised here).
+        y: (n,) int labels in [0, num_classes).
+        valid: (n,) bool; False rows are padding.
+        num_classes: K (static).
+        C: inverse regularisation strength, scikit-learn's parametrisation.
+        tol: tolerance on the 2-norm of scikit-learn's normalised gradient.
+        max_iter: iteration cap (static).
+        history: L-BFGS memory (static).
+
+    Returns:
+        dict with ``coef`` (d, K) and ``intercept`` (K,) acting on standardised
+        features, ``mean``/``scale`` (d,), ``n_iter``, ``grad_norm``, ``converged``.
+    """
+    x_std, mean, scale = standardize(x, valid)
+    g = gram(x_std)
+    targets = jax.nn.one_hot(y, num_classes, dtype=jnp.float32) * valid[:, None]
+    c_eff = C / 2.0 if num_classes == 2 else C
+    a, b, n_iter, grad_norm, stalled = _lbfgs_kernel(g, targets, valid, c_eff, tol, max_iter,
+                                                     history)
+    coef = jnp.dot(x_std.T, a, precision=HIGHEST)
+    converged = (grad_norm <= tol) | (stalled & (grad_norm <= _STALL_SLACK * tol))
+    return {'coef': coef, 'intercept': b, 'mean': mean, 'scale': scale, 'n_iter': n_iter,
+            'grad_norm': grad_norm, 'converged': converged}
+
+
+def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history):
+    """L-BFGS in W-space for ``W = X^T A``; returns (A, b, n_iter, grad_norm, stalled)."""
+    n, k = targets.shape
+    v = valid.astype(jnp.float32)[:, None]
+    normaliser = 1.0 / (C * jnp.maximum(jnp.sum(valid), 1))
+
+    def refresh(a, b, ga_approx):
+        """Loss, W-space gradient (a-part, b-part) and G-images at (a, b).
+
+        ``ga_approx`` (the tracked G·A) gives the logits; G·A itself is then
+        recomputed exactly with G·g in one product, so rounding never accumulates.
+        """
+        logp = jax.nn.log_softmax(ga_approx + b)
+        residual = C * v * (jnp.exp(logp) - targets)
+        grad_a = _center(residual + a, valid)
+        images = jnp.dot(g, jnp.concatenate([a, grad_a], axis=1), precision=HIGHEST)
+        ga, grad_image = images[:, :k], images[:, k:]
+        loss = -C * jnp.sum(v * targets * logp) + 0.5 * jnp.sum(a * ga)
+        return loss, grad_a, jnp.sum(residual, axis=0), grad_image, ga
+
+    zeros, zeros_b = jnp.zeros((n, k)), jnp.zeros((k,))
+    loss, grad_a, grad_b, grad_image, ga = refresh(zeros, zeros_b, zeros)
+    grad_sq = _inner(grad_a, grad_b, grad_image, grad_b)
+    buffers = jnp.zeros((history, n, k)), jnp.zeros((history, k))
+    state = {
+        'a': zeros, 'b': zeros_b, 'ga': ga, 'loss': loss,
+        'grad_a': grad_a, 'grad_b': grad_b, 'grad_image': grad_image,
+        's_a': buffers[0], 's_b': buffers[1], 's_image': buffers[0],
+        'y_a': buffers[0], 'y_b': buffers[1], 'y_image': buffers[0],
+        'rho': jnp.zeros((history,)), 'gamma': 1.0 / jnp.sqrt(jnp.maximum(grad_sq, 1e-30)),
+        'iteration': jnp.asarray(0), 'grad_norm': jnp.sqrt(jnp.maximum(grad_sq, 0.0)) * normaliser,
+        'stalled': jnp.asarray(False),
+    }
+
+    def keep_going(s):
+        return (s['iteration'] < max_iter) & (s['grad_norm'] > tol) & ~s['stalled']
+
+    def step(s):
+        # Two-loop recursion; every vector travels with its G-image, so inner
+        # products need no extra product with G. Newest pair at index 0.
+        q_a, q_b, q_image = -s['grad_a'], -s['grad_b'], -s['grad_image']
+        alphas = []
+        for i in range(history):
+            alpha = s['rho'][i] * _inner(s['s_a'][i], s['s_b'][i], q_image, q_b)
+            q_a, q_b = q_a - alpha * s['y_a'][i], q_b - alpha * s['y_b'][i]
+            q_image = q_image - alpha * s['y_image'][i]
+            alphas.append(alpha)
+        d_a, d_b, d_image = s['gamma'] * q_a, s['gamma'] * q_b, s['gamma'] * q_image
+        for i in reversed(range(history)):
+            beta = s['rho'][i] * _inner(s['y_a'][i], s['y_b'][i], d_image, d_b)
+            coeff = alphas[i] - beta
+            d_a, d_b = d_a + coeff * s['s_a'][i], d_b + coeff * s['s_b'][i]
+            d_image = d_image + coeff * s['s_image'][i]
+        ascent = _inner(s['grad_a'], s['grad_b'], d_image, d_b) >= 0
+        d_a = jnp.where(ascent, -s['grad_a'], d_a)
+        d_b = jnp.where(ascent, -s['grad_b'], d_b)
+        d_image = jnp.where(ascent, -s['grad_image'], d_image)
+
+        t, slope0 = _line_search(s['ga'] + s['b'], d_image + d_b, s['a'], s['ga'], d_a, d_image,
+                                 targets, v, C)
+        moved = (t > 0) & (slope0 < 0) & jnp.isfinite(t)
+        t = jnp.where(moved, t, 0.0)
+        a, b = s['a'] + t * d_a, s['b'] + t * d_b
+        loss, grad_a, grad_b, grad_image, ga = refresh(a, b, s['ga'] + t * d_image)
+        s_a, s_b, s_image = t * d_a, t * d_b, t * d_image
+        y_a, y_b = grad_a - s['grad_a'], grad_b - s['grad_b']
+        y_image = grad_image - s['grad_image']
+        sy = _inner(s_a, s_b, y_image, y_b)
+        yy = _inner(y_a, y_b, y_image, y_b)
+        ss = _inner(s_a, s_b, s_image, s_b)
+        accept = moved & (sy > 1e-10 * jnp.sqrt(jnp.maximum(yy * ss, 0.0)))
+
+        def push(buffer, new):
+            return jnp.where(accept, jnp.concatenate([new[None], buffer[:-1]]), buffer)
+
+        grad_sq = _inner(grad_a, grad_b, grad_image, grad_b)
+        return {
+            'a': a, 'b': b, 'ga': ga, 'loss': loss,
+            'grad_a': grad_a, 'grad_b': grad_b, 'grad_image': grad_image,
+            's_a': push(s['s_a'], s_a), 's_b': push(s['s_b'], s_b),
+            's_image': push(s['s_image'], s_image),
+            'y_a': push(s['y_a'], y_a), 'y_b': push(s['y_b'], y_b),
+            'y_image': push(s['y_image'], y_image),
+            'rho': push(s['rho'], 1.0 / jnp.where(accept, sy, 1.0)),
+            'gamma': jnp.where(accept, sy / jnp.maximum(yy, 1e-30), s['gamma']),
+            'iteration': s['iteration'] + 1,
+            'grad_norm': jnp.sqrt(jnp.maximum(grad_sq, 0.0)) * normaliser,
+            'stalled': ~moved,
+        }
+
+    s = jax.lax.while_loop(keep_going, step, state)
+    return s['a'], s['b'], s['iteration'], s['grad_norm'], s['stalled']
+
+
+def _line_search(logits, direction, a, ga, d_a, d_image, targets, v, C):
+    """Minimises the objective along a direction; returns (step, slope at 0).
+
+    Along ``t`` the logits are ``logits + t · direction`` and the penalty is
+    ``½(⟨A,GA⟩ + 2t⟨d,GA⟩ + t²⟨d,Gd⟩)``, so every trial is O(nK). The 1-D
+    function is convex: Newton steps kept inside a bracket (bisection or
+    doubling when they leave it) converge to its minimiser.
+    """
+    p1 = jnp.sum(d_a * ga)
+    p2 = jnp.sum(d_a * d_image)
+
+    def derivatives(t):
+        probs = jax.nn.softmax(logits + t * direction)
+        first = C * jnp.sum(v * (probs - targets) * direction) + p1 + t * p2
+        mean_dir = jnp.sum(probs * direction, axis=-1, keepdims=True)
+        second = C * jnp.sum(v * probs * (direction - mean_dir) * direction) + p2
+        return first, second
+
+    def trial(_, carry):
+        t, low, high = carry
+        first, second = derivatives(t)
+        low = jnp.where(first < 0, t, low)
+        high = jnp.where(first >= 0, t, high)
+        newton = t - first / jnp.maximum(second, 1e-30)
+        inside = (newton > low) & (newton < high)
+        fallback = jnp.where(jnp.isinf(high), 2.0 * low, 0.5 * (low + high))
+        return jnp.where(inside, newton, fallback), low, high
+
+    t, _, _ = jax.lax.fori_loop(0, _LINE_SEARCH_STEPS, trial,
+                                (jnp.asarray(1.0), jnp.asarray(0.0), jnp.asarray(jnp.inf)))
+    slope0, _ = derivatives(0.0)
+    return t, slope0
+
+
+def ridge_regression(x, y, valid, *, num_classes: int, l2=(1.0,)):
+    """Ridge regression on ±1 one-hot targets (one run), several regularisers at once.
+
+    Args:
+        x: (n, d) training features (standardised here).
+        y: (n,) int labels.
+        valid: (n,) bool.
+        num_classes: K (static).
+        l2: tuple of regularisers (static); with more than one, the run keeps
+            the one with the smallest exact leave-one-out squared error.
+
+    Returns:
+        dict with ``coef`` (d, K), ``intercept`` (K,), ``mean``, ``scale``, and
+        ``l2`` (the regulariser used).
+    """
+    x_std, mean, scale = standardize(x, valid)
+    g = gram(x_std)
+    rows = valid[:, None]
+    targets = jnp.where(rows, 2.0 * jax.nn.one_hot(y, num_classes) - 1.0, 0.0)
+    count = jnp.maximum(jnp.sum(valid), 1).astype(jnp.float32)
+    intercept = jnp.sum(targets, axis=0) / count
+    centered = jnp.where(rows, targets - intercept, 0.0)
+    eigvals, eigvecs = jnp.linalg.eigh(g)
+    eigvals = jnp.maximum(eigvals, 0.0)
+    projected = jnp.dot(eigvecs.T, centered, precision=HIGHEST)
+    lambdas = jnp.asarray(l2, jnp.float32)
+
+    def coefficients(lam):
+        return jnp.dot(eigvecs, projected / (eigvals + lam)[:, None], precision=HIGHEST)
+
+    if len(l2) == 1:
+        a = coefficients(lambdas[0])
+        chosen = lambdas[0]
+    else:
+        def loo_error(lam):
+            # Hat matrix of ridge with a free intercept: 11^T/n + G (G + λI)^-1.
+            shrink = eigvals / (eigvals + lam)
+            hat_diag = 1.0 / count + jnp.sum(eigvecs * eigvecs * shrink, axis=1)
+            fitted = intercept + jnp.dot(g, coefficients(lam), precision=HIGHEST)
+            residual = (targets - fitted) / jnp.maximum(1.0 - hat_diag, 1e-6)[:, None]
+            return jnp.sum(jnp.where(rows, residual, 0.0) ** 2)
+
+        errors = jax.vmap(loo_error)(lambdas)
+        # Ties go to the strongest regulariser (the last of the sorted values).
+        order = jnp.argsort(-lambdas)
+        chosen = lambdas[order[jnp.argmin(errors[order])]]
+        a = coefficients(chosen)
+    coef = jnp.dot(x_std.T, a, precision=HIGHEST)
+    return {'coef': coef, 'intercept': intercept, 'mean': mean, 'scale': scale, 'l2': chosen}
+
+
+def linear_logits(params, x):
+    """Decision values of a linear head on raw features x (m, d): (m, K)."""
+    x_std = (x.astype(jnp.float32) - params['mean']) / params['scale']
+    return jnp.dot(x_std, params['coef'], precision=HIGHEST) + params['intercept']
+
+
+def unit_rows(x):
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    x = x.astype(jnp.float32)
+    norm = jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True))
+    return x / jnp.maximum(norm, 1e-12)
+
+
+def knn_scores(train_x, train_y, valid, x, *, num_classes: int, neighbors: int = 20,
+               temperature: float = 0.07):
+    """Class probabilities of a weighted cosine k-nearest-neighbour vote (one run).
+
+    Args:
+        train_x: (n, d) training features; train_y: (n,); valid: (n,) bool.
+        x: (m, d) features to classify.
+        num_classes: K (static).
+        neighbors: votes per prediction (static; at most n, fewer valid rows
+            simply contribute nothing).
+        temperature: vote weight exp(similarity / temperature).
+
+    Returns:
+        (m, K) vote shares, rows summing to 1.
+    """
+    reference = jnp.where(valid[:, None], unit_rows(train_x), 0.0)
+    similarity = jnp.dot(unit_rows(x), reference.T, precision=HIGHEST)
+    similarity = jnp.where(valid[None, :], similarity, -jnp.inf)
+    top, index = jax.lax.top_k(similarity, min(neighbors, train_x.shape[0]))
+    weight = jnp.where(jnp.isfinite(top), jnp.exp((top - 1.0) / temperature), 0.0)
+    votes = jax.nn.one_hot(train_y[index], num_classes) * weight[..., None]
+    totals = jnp.sum(votes, axis=1)
+    return totals / jnp.maximum(jnp.sum(totals, axis=-1, keepdims=True), 1e-30)
