@@ -21,6 +21,7 @@ _TASKS: dict[str, str] = {
     'pretrain': 'fewshot_jax.train:train_ssl',
     'probe': 'fewshot_jax.probe_task:run_probe',
     'segment': 'fewshot_jax.segment:run_segment',
+    'workflow': 'fewshot_jax.workflow:run_workflow',
 }
 
 

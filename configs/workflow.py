@@ -1,0 +1,108 @@
+"""The whole study in one command: pretrain → probe → segment → report.
+
+Each stage is a registered task with its own sub-config and sub-workdir
+(``WORKDIR/pretrain/<name>``, ``WORKDIR/probe/<task>``, ``WORKDIR/segment/<task>``,
+``WORKDIR/grid/...``); later stages name the encoders of earlier ones by weight spec
+(``checkpoint:WORKDIR/pretrain/bt_tem``). Rerunning skips finished stages;
+``--config.force=probe`` (comma-separated) redoes stages. The report
+(``WORKDIR/report.html`` and ``report.md``) is rebuilt at the end of every run, and
+by ``python -m fewshot_jax.analysis.report WORKDIR``.
+
+The paper's study on the real data sets (see docs/datasets.md for the layouts)::
+
+    python launch.py --config=configs/workflow.py --workdir=runs/study \
+        --config.roots.generic_tem=/data/cem500k_subset --config.roots.everyday=/data/imagenet832 \
+        --config.roots.nanowires=/data/nanowires --config.roots.nanoparticles=/data/mnp \
+        --config.roots.viruses=/data/tem_virus
+
+Missing folders are listed, with where each data set is published, before any stage
+starts. The CPU demo on the built-in synthetic data (what ``make demo`` runs)::
+
+    python launch.py --config=configs/workflow.py:demo --workdir=runs/demo
+
+``:tiny`` runs every stage in seconds (tests). Hyperparameter sweeps (paper Fig. 8, 9):
+``--config.grid.sweep="('data.batch_size=16,32,64', 'augment.crop=random,none')"``
+pretrains one encoder per listed value (one setting varied at a time, the others as in
+``grid.base``) for each of ``grid.seeds`` and compares them with the probe's tuning
+protocol (4-fold cross-validation inside the training part).
+"""
+
+import ml_collections
+
+from configs import probe_base, ssl_base, unet_nanowire
+
+PRESETS = ('', 'demo', 'tiny')
+
+# name → (method, dataset, display name). The paper's four encoders; the demo pretrains
+# the first two on synthetic generic micrographs.
+PAPER_ENCODERS = {
+    'bt_tem': ('barlow_twins', 'tem', 'Barlow Twins TEM'),
+    'simclr_tem': ('simclr', 'tem', 'SimCLR TEM'),
+    'bt_everyday': ('barlow_twins', 'imagenet', 'Barlow Twins everyday'),
+    'simclr_everyday': ('simclr', 'imagenet', 'SimCLR everyday'),
+}
+PROBE_TASKS = {'nanowires': 'nanowire', 'nanoparticles': 'mnp', 'viruses': 'virus'}
+
+
+def get_config(arg: str = ''):
+    if arg not in PRESETS:
+        raise ValueError(f'unknown preset {arg!r}: expected one of {PRESETS} '
+                         '(--config=configs/workflow.py, :demo or :tiny)')
+    c = ml_collections.ConfigDict()
+    c.task = 'workflow'
+    c.stages = ('pretrain', 'probe', 'segment', 'grid', 'report')  # grid: only if grid.sweep
+    c.force = ''  # stages to redo, comma-separated (e.g. 'probe,segment')
+
+    # Real data folders of the paper preset (unused by the synthetic presets).
+    c.roots = ml_collections.ConfigDict()
+    c.roots.generic_tem = ''
+    c.roots.everyday = ''
+    c.roots.nanowires = ''
+    c.roots.nanoparticles = ''
+    c.roots.viruses = ''
+
+    names = ('bt_tem', 'simclr_tem') if arg else tuple(PAPER_ENCODERS)
+    c.display_names = ml_collections.ConfigDict({n: PAPER_ENCODERS[n][2] for n in names})
+    c.pretrain = ml_collections.ConfigDict()
+    for name in names:
+        method, dataset, _ = PAPER_ENCODERS[name]
+        c.pretrain[name] = ssl_base.ssl_config(method, dataset, arg)
+
+    probe_tasks = ('nanowires',) if arg == 'tiny' else tuple(PROBE_TASKS)
+    c.probe = ml_collections.ConfigDict()
+    for task in probe_tasks:
+        # Encoders are filled in by the workflow: every pretrained encoder, then the
+        # baselines already listed by the probe config (random init, raw pixels, texture).
+        p = probe_base.probe_config(PROBE_TASKS[task], task, arg, ())
+        p.probe.encoders = probe_base.BASELINE_ENCODERS
+        if arg == 'demo':
+            p.probe.shots = (1, 2, 4, 8, 16)
+            p.probe.split_seeds = 20
+        c.probe[task] = p
+
+    c.segment = ml_collections.ConfigDict()
+    s = unet_nanowire.get_config(arg)
+    s.segment.encoders = ('random=random',)  # plus every pretrained encoder, by the workflow
+    if arg == 'demo':
+        s.segment.resolutions = (128,)
+        s.segment.shots = (1, 2, 4, 8)
+    c.segment.nanowires = s
+
+    c.grid = ml_collections.ConfigDict()
+    c.grid.base = names[0]
+    c.grid.sweep = ()  # e.g. ('data.batch_size=16,32,64', 'model.projector=(64,64,64)')
+    c.grid.seeds = (0, 1, 2)
+    c.grid.probe_task = 'nanowires'
+
+    if arg == 'tiny':
+        c.grid.sweep = ('data.batch_size=8',)
+        c.grid.seeds = (0,)
+    if not arg:
+        c.pretrain.bt_tem.data.root = c.roots.get_ref('generic_tem')
+        c.pretrain.simclr_tem.data.root = c.roots.get_ref('generic_tem')
+        c.pretrain.bt_everyday.data.root = c.roots.get_ref('everyday')
+        c.pretrain.simclr_everyday.data.root = c.roots.get_ref('everyday')
+        for task in probe_tasks:
+            c.probe[task].data.root = c.roots.get_ref(task)
+        c.segment.nanowires.data.root = c.roots.get_ref('nanowires')
+    return c

@@ -1,0 +1,296 @@
+"""The whole study as one task: pretrain → probe → segment → (grid) → report.
+
+Every stage runs a registered task in its own sub-workdir; later stages name the
+encoders of earlier ones by weight spec (``checkpoint:WORKDIR/pretrain/<name>``).
+A stage's unit of work (one encoder's pretraining, one probe task, …) is done
+when its ``DONE.json`` exists; rerunning skips it, ``config.force`` redoes whole
+stages. ``WORKDIR/workflow.json`` records the environment and each unit's wall
+time and summary; the report reads it with the other workdir files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import time
+from pathlib import Path
+
+import ml_collections
+
+from fewshot_jax import tasks
+from fewshot_jax.checkpoint import WorkdirLock
+from fewshot_jax.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+STAGES = ('pretrain', 'probe', 'segment', 'grid', 'report')
+DONE = 'DONE.json'
+
+# Where the paper's data sets are published (also in docs/datasets.md).
+DATASETS = {
+    'generic_tem': 'generic TEM images: a subset of CEM500K (EMPIAR-10592), 832 images per '
+                   'run; a flat folder of images',
+    'everyday': 'everyday photographs: 832 ImageNet images; a flat folder of images',
+    'nanowires': 'nanowire morphologies, Zenodo 10.5281/zenodo.6377140; one folder per class '
+                 '(singular, dispersed, network, bundle), masks beside the images',
+    'nanoparticles': 'AutoDetect-mNP (nanoparticle assemblies); sorted into dispersed / '
+                     'separate clusters / percolating cluster folders',
+    'viruses': 'TEM virus set (Matuszewski & Sintorn); train/validation/test folders per class',
+}
+
+
+class WorkflowDataError(ConfigError):
+    """The paper preset names data folders that do not exist."""
+
+
+def run_workflow(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+    """Runs (or resumes) every stage of ``config.stages`` in ``workdir``.
+
+    Returns:
+        The number of units and the report's path (each unit's headline is printed as it
+        finishes; its full summary is in its ``DONE.json``).
+    """
+    workdir = Path(workdir).absolute()
+    stages = tuple(config.stages)
+    unknown = [s for s in stages if s not in STAGES]
+    forced = [s.strip() for s in str(config.get('force', '')).split(',') if s.strip()]
+    unknown += [s for s in forced if s not in STAGES]
+    if unknown:
+        raise ConfigError(f'workflow stages {unknown}: expected some of {STAGES} '
+                          f'(config.stages, config.force)')
+    check_data_roots(config)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with WorkdirLock(workdir):
+        return _run_stages(config, workdir, stages, forced)
+
+
+def _run_stages(config, workdir: Path, stages, forced) -> dict:
+    record_path = workdir / 'workflow.json'
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record['environment'] = environment()
+    record.setdefault('units', {})
+    summary = {}
+    for stage in stages:
+        if stage == 'report':
+            continue
+        if stage in forced and (workdir / stage).exists():
+            log.warning('workflow: config.force redoes stage %s (its folder is removed)', stage)
+            shutil.rmtree(workdir / stage)
+        for unit, task, sub_config in stage_units(stage, config, workdir):
+            unit_dir = workdir / stage / unit
+            done = unit_dir / DONE
+            key = f'{stage}/{unit}'
+            if done.is_file():
+                result = json.loads(done.read_text())
+                print(f'{key}: done earlier (skipped)')
+            else:
+                started = time.time()
+                result = tasks.run(task, sub_config, unit_dir)
+                seconds = round(time.time() - started, 1)
+                result = _jsonable(result)
+                done.write_text(json.dumps(result, indent=1))
+                record['units'][key] = {'seconds': seconds, 'task': task}
+                record_path.write_text(json.dumps(record, indent=1))
+                print(f'{key}: {headline(stage, unit, result)} ({seconds:.0f} s)')
+            summary['units'] = summary.get('units', 0) + 1
+    record_path.write_text(json.dumps(record, indent=1))
+    if 'report' in stages:
+        from fewshot_jax.analysis import report
+
+        path = report.write_report(workdir)
+        summary['report'] = str(path)
+        summary['next'] = f'open {path} in a browser'
+    return summary
+
+
+def stage_units(stage: str, config, workdir: Path):
+    """``(unit name, task name, sub-config)`` for every unit of work of ``stage``."""
+    pretrained = [(name, config.display_names.get(name, name))
+                  for name in config.pretrain.keys()]
+    encoder_specs = tuple(f'{display}=checkpoint:{workdir / "pretrain" / name}'
+                          for name, display in pretrained)
+    base_model = config.pretrain[pretrained[0][0]] if pretrained else None
+    if stage == 'pretrain':
+        for name, _ in pretrained:
+            yield name, 'pretrain', config.pretrain[name]
+    elif stage == 'probe':
+        for task in config.probe.keys():
+            sub = _matched(config.probe[task], base_model)
+            sub.probe.encoders = encoder_specs + tuple(sub.probe.encoders)
+            yield task, 'probe', sub
+    elif stage == 'segment':
+        for task in config.segment.keys():
+            sub = _matched(config.segment[task], base_model, resolution=False)
+            # Segmentation names folders after its encoders: the short unit names.
+            specs = tuple(f'{name}=checkpoint:{workdir / "pretrain" / name}'
+                          for name, _ in pretrained)
+            sub.segment.encoders = specs + tuple(sub.segment.encoders)
+            yield task, 'segment', sub
+    elif stage == 'grid':
+        yield from grid_units(config, workdir)
+
+
+def grid_units(config, workdir: Path):
+    """One pretraining per swept value and seed, then the probe's tuning protocol over all."""
+    grid = config.grid
+    if not grid.sweep:
+        return
+    base = config.pretrain[grid.base]
+    specs = []
+    for entry in grid.sweep:
+        field, values = _parse_sweep(entry)
+        for value in values:
+            for seed in grid.seeds:
+                sub = ml_collections.ConfigDict(base.to_dict())
+                _set(sub, field, value)
+                sub.seed = int(seed)
+                sub.data.seed = int(seed)
+                shown = str(value).replace(' ', '')
+                unit = re.sub(r'[^A-Za-z0-9_.,()-]', '_', f'{field}-{shown}-seed{seed}')
+                # The probe's display name: the setting, then ' seed<s>' (the report groups
+                # the seeds of one setting by it).
+                specs.append(f'{field} {shown} seed{seed}=checkpoint:{workdir / "grid" / unit}')
+                yield unit, 'pretrain', sub
+    probe = _matched(config.probe[grid.probe_task], base)
+    probe.probe.mode = 'tuning'
+    probe.probe.encoders = tuple(specs)
+    yield 'tuning', 'probe', probe
+
+
+def _parse_sweep(entry: str):
+    field, sep, values = str(entry).partition('=')
+    if not sep or not field or not values:
+        raise ConfigError(f'grid.sweep entry {entry!r}: expected "section.field=v1,v2,…"')
+    parsed = []
+    for text in _split_values(values):
+        try:
+            parsed.append(json.loads(text.replace('(', '[').replace(')', ']')))
+        except json.JSONDecodeError:
+            parsed.append(text)
+    return field.strip(), parsed
+
+
+def _split_values(text: str) -> list[str]:
+    """Splits on commas outside parentheses: '16,32' and '(64,64),(128,128)'."""
+    parts, depth, current = [], 0, ''
+    for char in text:
+        depth += char in '([' and 1 or (-1 if char in ')]' else 0)
+        if char == ',' and depth == 0:
+            parts.append(current.strip())
+            current = ''
+        else:
+            current += char
+    parts.append(current.strip())
+    return [p for p in parts if p]
+
+
+def _set(config, dotted: str, value) -> None:
+    node = config
+    *parents, leaf = dotted.split('.')
+    for part in parents:
+        if part not in node:
+            raise ConfigError(f'grid.sweep field {dotted!r}: no section {part!r} in the '
+                              f'pretraining config')
+        node = node[part]
+    if leaf not in node:
+        raise ConfigError(f'grid.sweep field {dotted!r}: the pretraining config has no such field')
+    node[leaf] = tuple(value) if isinstance(value, list) else value
+
+
+def _matched(sub_config, base_model_config, resolution: bool = True):
+    """A copy of a probe/segment config whose random-init baseline (and, for the probe, the
+    image size) matches the pretrained encoders, so that comparisons are like for like."""
+    sub = ml_collections.ConfigDict(sub_config.to_dict())
+    if base_model_config is not None:
+        for key in ('depth', 'width', 'variant', 'stem', 'input_mean', 'input_std'):
+            if key in base_model_config.model:
+                sub.model[key] = base_model_config.model[key]
+        if resolution and 'image_size' in sub.data:
+            sub.data.image_size = base_model_config.data.image_size
+    return sub
+
+
+def check_data_roots(config) -> None:
+    """Lists every missing data folder, with where its data set is published, before any stage.
+
+    Raises:
+        WorkflowDataError: some sub-config reads a folder that is unset or does not exist.
+    """
+    missing = []
+    for stage in ('pretrain', 'probe', 'segment'):
+        for unit in config.get(stage, {}).keys():
+            data = config[stage][unit].data
+            if str(data.get('source', '')).startswith('synthetic'):
+                continue
+            root = data.get('root') or ''
+            if not root or not Path(root).is_dir():
+                missing.append((stage, unit, root))
+    if missing:
+        lines = [f'  {stage}/{unit}: data.root={root!r} ' + ('is not set' if not root else
+                                                           'does not exist')
+                 for stage, unit, root in missing]
+        needed = '\n'.join(f'  - {name}: {text}' for name, text in DATASETS.items())
+        raise WorkflowDataError(
+            'the workflow needs these data folders:\n' + '\n'.join(lines) +
+            f'\nthe data sets (layouts in docs/datasets.md):\n{needed}\nset them with '
+            '--config.roots.<name>=/path, or run the synthetic demo: --config=configs/'
+            'workflow.py:demo')
+
+
+def headline(stage: str, unit: str, result: dict) -> str:
+    """One line for the terminal: the figure a scientist looks at first."""
+    if stage in ('pretrain', 'grid') and 'final_loss' in result:
+        return f"pretrained {result.get('step')} steps, final loss {result['final_loss']:.3g}"
+    if stage in ('probe', 'grid') and 'accuracy' in result:
+        return _probe_headline(unit, result)
+    if stage == 'segment' and result.get('groups'):
+        groups = result['groups']
+        k = 8 if any(g['k'] == 8 for g in groups) else max(g['k'] for g in groups)
+        res = max(g['resolution'] for g in groups)
+        parts = [f"{g['encoder']} {g['median_dice']:.2f}" for g in groups
+                 if g['k'] == k and g['resolution'] == res]
+        return f'{unit} median Dice, k={k}, {res} px: ' + '; '.join(parts)
+    return 'done'
+
+
+def _probe_headline(unit: str, result: dict) -> str:
+    head = result.get('heads', ['logistic'])[0]
+    table = result['accuracy'].get(head, {})
+    if not table:
+        return 'done'
+    ks = sorted({k for by_k in table.values() for k in by_k}, key=lambda k: (k == 'cv', k))
+    k = '8' if '8' in ks else ks[-1]
+    parts = []
+    for encoder, by_k in table.items():
+        if k in by_k:
+            cell = by_k[k]
+            low, high = cell['ci95']
+            parts.append(f"{encoder} {cell['median']:.2f} [{low:.2f}, {high:.2f}]")
+    label = 'cross-validated' if k == 'cv' else f'{k}-shot'
+    return f'{unit} {label} median accuracy: ' + '; '.join(parts)
+
+
+def environment() -> dict:
+    """Versions and devices, for the report."""
+    import jax
+
+    return {'python': platform.python_version(), 'jax': jax.__version__,
+            'backend': jax.default_backend(), 'devices': jax.device_count(),
+            'device_kind': jax.devices()[0].device_kind, 'processes': jax.process_count(),
+            'host': platform.node()}
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, 'item'):
+        return value.item()
+    return str(value)

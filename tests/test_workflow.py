@@ -1,0 +1,117 @@
+"""The whole study as one task: the :tiny preset end to end, skipping, force, resume, report."""
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fewshot_jax import tasks, workflow
+from fewshot_jax.analysis import report
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny():
+    c = importlib.import_module('configs.workflow').get_config('tiny')
+    c.grid.sweep = ()  # the grid has its own test below
+    return c
+
+
+def test_tiny_workflow_runs_every_stage_then_skips_them(tmp_path, capsys):
+    summary = tasks.run('workflow', tiny(), tmp_path)
+    for unit in ('pretrain/bt_tem', 'pretrain/simclr_tem', 'probe/nanowires',
+                 'segment/nanowires'):
+        assert (tmp_path / unit / workflow.DONE).is_file(), unit
+    page = Path(summary['report']).read_text()
+    for heading in ('Pretraining', 'Few-shot classification', 'Segmentation'):
+        assert heading in page
+    assert page.count('<img src="data:image/png;base64,') >= 5
+    # The probe table holds the pretrained encoders beside the baselines, same architecture.
+    probe = json.loads((tmp_path / 'probe/nanowires/probe/summary.json').read_text())
+    names = {e['name'] for e in probe['encoders']}
+    assert {'Barlow Twins TEM', 'SimCLR TEM', 'random-init', 'raw pixels', 'texture'} <= names
+    assert {e['dim'] for e in probe['encoders'] if e['name'] != 'raw pixels'} == {32}
+
+    report_mtime = (tmp_path / 'report.html').stat().st_mtime
+    capsys.readouterr()
+    tasks.run('workflow', tiny(), tmp_path)
+    out = capsys.readouterr().out
+    assert out.count('done earlier (skipped)') == 4
+    assert (tmp_path / 'report.html').stat().st_mtime >= report_mtime  # rewritten
+
+    forced = tiny()
+    forced.force = 'probe'
+    forced.stages = ('probe', 'report')
+    tasks.run('workflow', forced, tmp_path)
+    assert 'probe/nanowires: nanowires' in capsys.readouterr().out
+
+
+def test_killed_during_probe_resumes_without_redoing_pretraining(tmp_path):
+    args = [sys.executable, str(REPO / 'launch.py'), '--config=configs/workflow.py:tiny',
+            f'--workdir={tmp_path}', '--config.stages=("pretrain","probe")',
+            '--config.grid.sweep=()']
+    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while not (tmp_path / 'probe' / 'nanowires').exists():
+            assert proc.poll() is None, 'the workflow ended before reaching the probe'
+            assert time.time() < deadline, 'the workflow did not reach the probe in time'
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (tmp_path / 'probe' / 'nanowires' / workflow.DONE).exists()
+    pretrained = (tmp_path / 'pretrain/bt_tem/DONE.json').stat().st_mtime
+    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count('done earlier (skipped)') == 2  # both pretrainings
+    assert (tmp_path / 'probe/nanowires' / workflow.DONE).is_file()
+    assert (tmp_path / 'pretrain/bt_tem/DONE.json').stat().st_mtime == pretrained
+
+
+def test_grid_pretrains_each_setting_and_compares_them_by_cross_validation(tmp_path):
+    c = importlib.import_module('configs.workflow').get_config('tiny')
+    c.stages = ('grid', 'report')
+    c.pretrain = {'bt_tem': c.pretrain.bt_tem}
+    c.grid.sweep = ('data.batch_size=8,16',)
+    tasks.run('workflow', c, tmp_path)
+    assert sorted(p.name for p in (tmp_path / 'grid').iterdir()) == [
+        'data.batch_size-16-seed0', 'data.batch_size-8-seed0', 'tuning']
+    tuning = json.loads((tmp_path / 'grid/tuning/probe/summary.json').read_text())
+    assert tuning['mode'] == 'tuning'
+    assert 'Pretraining settings' in (tmp_path / 'report.html').read_text()
+
+
+def test_paper_preset_lists_missing_data_before_any_stage(tmp_path):
+    c = importlib.import_module('configs.workflow').get_config('')
+    with pytest.raises(workflow.WorkflowDataError) as err:
+        tasks.run('workflow', c, tmp_path)
+    message = str(err.value)
+    for name in ('generic_tem', 'nanowires', 'nanoparticles', 'viruses', 'zenodo.6377140'):
+        assert name in message
+    assert not (tmp_path / 'pretrain').exists()
+
+
+def test_bad_sweep_and_unknown_stage_are_named():
+    with pytest.raises(workflow.ConfigError, match='section.field=v1'):
+        workflow._parse_sweep('batch_size')
+    assert workflow._parse_sweep('model.projector=(8,8),(16,16)') == (
+        'model.projector', [[8, 8], [16, 16]])
+    c = tiny()
+    c.stages = ('pretrain', 'evaluate')
+    with pytest.raises(workflow.ConfigError, match="'evaluate'"):
+        workflow.run_workflow(c, '/nonexistent/never-created')
+
+
+def test_report_needs_a_workflow_workdir(tmp_path):
+    with pytest.raises(report.ReportError, match='workflow.json'):
+        report.write_report(tmp_path)
