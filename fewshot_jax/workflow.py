@@ -80,6 +80,8 @@ def _run_stages(config, workdir: Path, stages, forced) -> dict:
         if stage in forced and (workdir / stage).exists():
             log.warning('workflow: config.force redoes stage %s (its folder is removed)', stage)
             shutil.rmtree(workdir / stage)
+            record['units'] = {k: v for k, v in record['units'].items()
+                               if not k.startswith(f'{stage}/')}
         for unit, task, sub_config in stage_units(stage, config, workdir):
             unit_dir = workdir / stage / unit
             done = unit_dir / DONE
