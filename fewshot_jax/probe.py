@@ -23,11 +23,18 @@ mean and standard deviation (never the test rows'):
 * ``'adam'``: the paper's softmax layer trained with Adam (see
   ``probe_adam``). Options: ``lr`` (1e-3), ``batch_size`` (32),
   ``max_epochs`` (300), ``patience`` (10), ``early_stopping`` ('holdout' needs
-  ``holdout_x``/``holdout_y``; or 'none'), ``seed`` (0).
+  ``holdout_x``/``holdout_y``; or 'none'), ``seed`` (0; every run of a batch
+  starts from the same initialisation and random stream, so paired encoders
+  and lone runs see the same draws).
 
 Every run of a batch is solved as if it were alone: padding rows
 (``valid=False``) are ignored wherever they are, so runs of different sizes
-share one compiled call. Problems with the input raise :class:`ProbeInputError`
+share one compiled call. Training sets are padded to a multiple of
+:data:`ROW_TILE` rows, alone or in a batch, so a run's arithmetic (matrix
+kernels, reduction order) is the same either way and a run fitted inside a
+grid equals the run fitted alone to float32 rounding. (XLA compiles a batch of
+one differently from larger batches, so a lone run is fitted as a batch of two
+copies: every batch size from two up gives a run bit-identical results.) Problems with the input raise :class:`ProbeInputError`
 naming the run, row, class or option.
 """
 
@@ -54,6 +61,8 @@ DEFAULTS: dict[str, dict] = {
     'adam': {'lr': 1e-3, 'batch_size': 32, 'max_epochs': 300, 'patience': 10,
              'early_stopping': 'holdout', 'seed': 0},
 }
+# Training rows are padded to a multiple of this: equal shapes alone and in a grid.
+ROW_TILE = 32
 # Options that change the compiled program (shapes, loop lengths, branches).
 _STATIC = {'logistic': ('max_iter', 'history'), 'ridge': ('l2',), 'knn': ('neighbors',),
            'adam': ('batch_size', 'max_epochs', 'early_stopping')}
@@ -116,16 +125,18 @@ class ProbeBatch:
     def decision_function(self, x) -> np.ndarray:
         """Scores (R, m, K) of features x (R, m, d): logits, or kNN vote shares."""
         x = _as_batch_features(x, len(self), self.params)
-        return np.asarray(_scores(self.head, self.params, jnp.asarray(x), self.num_classes,
-                                  **_static(self.head, self.options),
-                                  **_dynamic(self.head, self.options)))
+        params, x = _two_or_more(self.params, x)
+        scores = _scores(self.head, params, jnp.asarray(x), self.num_classes,
+                         **_static(self.head, self.options), **_dynamic(self.head, self.options))
+        return np.asarray(scores)[:len(self)]
 
     def decision_indexed(self, features, index) -> np.ndarray:
         """Scores (R, m, K) of rows ``index`` (R, m) of one feature matrix (N, d)."""
-        return np.asarray(_scores_indexed(self.head, self.params, jnp.asarray(features),
-                                          jnp.asarray(index), self.num_classes,
-                                          **_static(self.head, self.options),
-                                          **_dynamic(self.head, self.options)))
+        params, index = _two_or_more(self.params, np.asarray(index))
+        scores = _scores_indexed(self.head, params, jnp.asarray(features), jnp.asarray(index),
+                                 self.num_classes, **_static(self.head, self.options),
+                                 **_dynamic(self.head, self.options))
+        return np.asarray(scores)[:len(self)]
 
     def predict_proba(self, x) -> np.ndarray:
         """Class probabilities (R, m, K); the ridge head has none."""
@@ -235,10 +246,11 @@ def fit_many(train_x, train_y, valid=None, head: str = 'logistic', *, num_classe
     num_classes = _check_training(x, y, valid, num_classes, 'train_x')
     options = head_options(head, opts)
     holdout = _holdout_arrays(head, options, x, holdout_x, holdout_y, holdout_valid, num_classes)
-    params = _fit_jit(head, jnp.asarray(x), jnp.asarray(y), jnp.asarray(valid), *holdout,
-                      num_classes=num_classes, **_static(head, options),
-                      **_dynamic(head, options))
-    return ProbeBatch(head, num_classes, params, options)
+    x, y, valid = _pad_rows(x, ROW_TILE), _pad_rows(y, ROW_TILE), _pad_rows(valid, ROW_TILE)
+    arrays = _two_or_more(x, y, valid, *holdout)
+    params = _fit_jit(head, *(jnp.asarray(a) for a in arrays), num_classes=num_classes,
+                      **_static(head, options), **_dynamic(head, options))
+    return ProbeBatch(head, num_classes, _first(params, len(x)), options)
 
 
 def fit_indexed(features, labels, train_index, train_valid, head: str = 'logistic', *,
@@ -258,14 +270,18 @@ def fit_indexed(features, labels, train_index, train_valid, head: str = 'logisti
     options = head_options(head, opts)
     features = jnp.asarray(features)
     labels = jnp.asarray(labels)
-    train_index = jnp.asarray(train_index)
+    train_valid = _pad_rows(np.asarray(train_valid, bool), ROW_TILE)
+    train_index = np.asarray(train_index)
+    train_index = np.where(train_valid, _pad_rows(train_index, ROW_TILE), train_index[:, :1])
+    runs = train_index.shape[0]
     if holdout_index is None:
-        holdout_index = jnp.zeros((train_index.shape[0], 1), jnp.int32)
-        holdout_valid = jnp.zeros(holdout_index.shape, bool)
-    return ProbeBatch(head, num_classes, _fit_indexed_jit(
-        head, features, labels, train_index, jnp.asarray(train_valid), jnp.asarray(holdout_index),
-        jnp.asarray(holdout_valid), num_classes=num_classes, **_static(head, options),
-        **_dynamic(head, options)), options)
+        holdout_index = np.zeros((runs, 1), np.int32)
+        holdout_valid = np.zeros(holdout_index.shape, bool)
+    arrays = _two_or_more(train_index, train_valid, holdout_index, holdout_valid)
+    params = _fit_indexed_jit(head, features, labels, *(jnp.asarray(a) for a in arrays),
+                              num_classes=num_classes, **_static(head, options),
+                              **_dynamic(head, options))
+    return ProbeBatch(head, num_classes, _first(params, runs), options)
 
 
 def _static(head: str, options: Mapping) -> dict:
@@ -281,15 +297,16 @@ def _fit_core(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_cla
     """The vmapped fit shared by fit_many and fit_indexed (so grid runs equal lone runs)."""
     static = dict(static)
     if head == 'logistic':
-        fn = functools.partial(probe_solvers.logistic_regression, num_classes=num_classes,
-                               C=dynamic['C'], tol=dynamic['tol'], **static)
-        return jax.vmap(fn)(x, y, valid)
+        return probe_solvers.logistic_regression(x, y, valid, num_classes=num_classes,
+                                                 C=dynamic['C'], tol=dynamic['tol'], **static)
     if head == 'ridge':
         fn = functools.partial(probe_solvers.ridge_regression, num_classes=num_classes, **static)
         return jax.vmap(fn)(x, y, valid)
     if head == 'knn':
         return {'train_x': x.astype(jnp.float32), 'train_y': y, 'valid': valid}
-    keys = jax.random.split(jax.random.key(dynamic['seed']), x.shape[0])
+    # Every run draws from the same stream (its data makes it differ): a run's
+    # initialisation and shuffles do not depend on where it sits in a batch.
+    keys = jnp.broadcast_to(jax.random.key(dynamic['seed']), (x.shape[0],))
     fn = functools.partial(probe_adam.adam_classifier, num_classes=num_classes, lr=dynamic['lr'],
                            patience=dynamic['patience'], **static)
     return jax.vmap(fn)(x, y, valid, holdout_x, holdout_y, holdout_valid, keys)
@@ -323,6 +340,27 @@ def _scores(head, params, x, num_classes, *, static, dynamic):
 @functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
 def _scores_indexed(head, params, features, index, num_classes, *, static, dynamic):
     return _scores(head, params, features[index], num_classes, static=static, dynamic=dynamic)
+
+
+def _two_or_more(*trees):
+    """Repeats a batch of one run to two (leading axis); larger batches pass unchanged."""
+    def grow(a):
+        return np.concatenate([np.asarray(a)] * 2) if np.shape(a)[0] == 1 else a
+    return tuple(jax.tree.map(grow, tree) for tree in trees)
+
+
+def _first(params, runs: int):
+    return jax.tree.map(lambda a: a[:runs], params)
+
+
+def _pad_rows(array: np.ndarray, tile: int) -> np.ndarray:
+    """Pads axis 1 with zeros (False) up to a multiple of ``tile``."""
+    extra = -array.shape[1] % tile
+    if not extra:
+        return array
+    pad = [(0, 0)] * array.ndim
+    pad[1] = (0, extra)
+    return np.pad(array, pad)
 
 
 def _check_training(x, y, valid, num_classes, name: str) -> int:

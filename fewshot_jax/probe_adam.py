@@ -70,7 +70,10 @@ def adam_classifier(x, y, valid, holdout_x, holdout_y, holdout_valid, key, *, nu
 
     def train_epoch(p, opt_state, epoch):
         # Valid rows first, in a fresh random order; padding rows sort last.
-        noise = jax.random.uniform(jax.random.fold_in(shuffle_key, epoch), (n,))
+        # One draw per row index, so padding a run with more rows leaves its order unchanged.
+        epoch_key = jax.random.fold_in(shuffle_key, epoch)
+        noise = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(epoch_key, i)))(
+            jnp.arange(n))
         order = jnp.argsort(jnp.where(valid, noise, 2.0))
         padded = jnp.concatenate([order, jnp.zeros((steps_per_epoch * batch - n,), order.dtype)])
         positions = jnp.arange(steps_per_epoch * batch)

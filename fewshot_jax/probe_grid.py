@@ -202,7 +202,9 @@ def evaluate_grid(features: Mapping[str, np.ndarray], labels, plan: Sequence[Run
         offsets = {name: i * len(labels) for i, name in enumerate(group)}
         all_labels = np.tile(labels, len(group))
         members = [r for r, (name, _) in enumerate(rows) if name in offsets]
-        for n, bucket in _size_buckets(members, [len(plan[rows[r][1]].train) for r in members]):
+        sizes = [-(-len(plan[rows[r][1]].train) // probe.ROW_TILE) * probe.ROW_TILE
+                 for r in members]
+        for n, bucket in _size_buckets(members, sizes):
             _evaluate_bucket(stacked, all_labels, offsets, rows, plan, bucket, n, m, head,
                              options, num_classes, chunk_values, predictions, diagnostics)
     metrics = []
@@ -215,10 +217,11 @@ def evaluate_grid(features: Mapping[str, np.ndarray], labels, plan: Sequence[Run
 
 
 def _size_buckets(members, sizes, slack: float = 0.9):
-    """Groups runs by training size; sizes within 10 % of a bucket's largest share its shape.
+    """Groups runs by (tile-padded) training size; sizes within 10 % of a bucket's largest
+    share its shape.
 
-    The protocol's k values give one bucket each; cross-validation folds that
-    differ by a row or two are padded into one.
+    The protocol's k values give one bucket each (small k share the first
+    tile); cross-validation folds that differ by a row or two are padded into one.
     """
     order = sorted(range(len(members)), key=lambda i: -sizes[i])
     buckets: list[tuple[int, list[int]]] = []

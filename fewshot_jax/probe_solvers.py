@@ -87,25 +87,32 @@ def gram(x_std):
 
 
 def _inner(a, a_b, g_image, g_b):
-    """W-space inner product of (a, a_b) with a vector whose G-image is g_image."""
-    return jnp.sum(a * g_image) + jnp.sum(a_b * g_b)
+    """Per-run W-space inner products of (a, a_b) with vectors whose G-images are g_image.
+
+    Shapes (R, n, K), (R, K), (R, n, K), (R, K) → (R,).
+    """
+    return jnp.sum(a * g_image, axis=(1, 2)) + jnp.sum(a_b * g_b, axis=1)
 
 
 def _center(a, valid):
-    """Removes the mean over valid rows (invisible in W-space) and zeroes invalid rows."""
-    count = jnp.maximum(jnp.sum(valid), 1).astype(a.dtype)
-    mean = jnp.sum(jnp.where(valid[:, None], a, 0.0), axis=0) / count
-    return jnp.where(valid[:, None], a - mean, 0.0)
+    """Removes each run's mean over valid rows (invisible in W-space); zeroes invalid rows."""
+    rows = valid[..., None]
+    count = jnp.maximum(jnp.sum(valid, axis=-1), 1).astype(a.dtype)[..., None]
+    mean = jnp.sum(jnp.where(rows, a, 0.0), axis=-2) / count
+    return jnp.where(rows, a - mean[..., None, :], 0.0)
 
 
 def logistic_regression(x, y, valid, *, num_classes: int, C: float = 1.0, tol: float = 1e-5,
                         max_iter: int = 1000, history: int = 10):
-    """L2-regularised multinomial logistic regression solved to convergence (one run).
+    """L2-regularised multinomial logistic regression solved to convergence, R runs at once.
+
+    The runs iterate in lockstep but each is frozen once converged, so each
+    run's iterates are the ones it would have alone.
 
     Args:
-        x: (n, d) training features (raw; standardised here).
-        y: (n,) int labels in [0, num_classes).
-        valid: (n,) bool; False rows are padding.
+        x: (R, n, d) training features (raw; standardised here).
+        y: (R, n) int labels in [0, num_classes).
+        valid: (R, n) bool; False rows are padding.
         num_classes: K (static).
         C: inverse regularisation strength, scikit-learn's parametrisation.
         tol: tolerance on the 2-norm of scikit-learn's normalised gradient.
@@ -113,26 +120,33 @@ def logistic_regression(x, y, valid, *, num_classes: int, C: float = 1.0, tol: f
         history: L-BFGS memory (static).
 
     Returns:
-        dict with ``coef`` (d, K) and ``intercept`` (K,) acting on standardised
-        features, ``mean``/``scale`` (d,), ``n_iter``, ``grad_norm``, ``converged``.
+        dict of per-run arrays: ``coef`` (R, d, K) and ``intercept`` (R, K) acting
+        on standardised features, ``mean``/``scale`` (R, d), ``n_iter``,
+        ``grad_norm``, ``converged`` (R,).
     """
-    x_std, mean, scale = standardize(x, valid)
-    g = gram(x_std)
-    targets = jax.nn.one_hot(y, num_classes, dtype=jnp.float32) * valid[:, None]
+    x_std, mean, scale = jax.vmap(standardize)(x, valid)
+    g = jax.vmap(gram)(x_std)
+    targets = jax.nn.one_hot(y, num_classes, dtype=jnp.float32) * valid[..., None]
     c_eff = C / 2.0 if num_classes == 2 else C
     a, b, n_iter, grad_norm, stalled = _lbfgs_kernel(g, targets, valid, c_eff, tol, max_iter,
                                                      history)
-    coef = jnp.dot(x_std.T, a, precision=HIGHEST)
+    coef = jnp.einsum('rnd,rnk->rdk', x_std, a, precision=HIGHEST)
     converged = (grad_norm <= tol) | (stalled & (grad_norm <= _STALL_SLACK * tol))
     return {'coef': coef, 'intercept': b, 'mean': mean, 'scale': scale, 'n_iter': n_iter,
             'grad_norm': grad_norm, 'converged': converged}
 
 
 def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history):
-    """L-BFGS in W-space for ``W = X^T A``; returns (A, b, n_iter, grad_norm, stalled)."""
-    n, k = targets.shape
-    v = valid.astype(jnp.float32)[:, None]
-    normaliser = 1.0 / (C * jnp.maximum(jnp.sum(valid), 1))
+    """Batched L-BFGS in W-space for ``W = X^T A``; returns (A, b, n_iter, grad_norm, stalled).
+
+    All runs step together (one batched product with G per iteration); a run
+    that has converged or stalled takes steps of length 0 from then on, and its
+    counters stop. The history is a ring buffer written at the shared
+    iteration index, so a run's history is the same alone or in a batch.
+    """
+    runs, n, k = targets.shape
+    v = valid.astype(jnp.float32)[..., None]
+    normaliser = 1.0 / (C * jnp.maximum(jnp.sum(valid, axis=1), 1))
 
     def refresh(a, b, ga_approx):
         """Loss, W-space gradient (a-part, b-part) and G-images at (a, b).
@@ -140,104 +154,123 @@ def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history):
         ``ga_approx`` (the tracked G·A) gives the logits; G·A itself is then
         recomputed exactly with G·g in one product, so rounding never accumulates.
         """
-        logp = jax.nn.log_softmax(ga_approx + b)
+        logp = jax.nn.log_softmax(ga_approx + b[:, None, :])
         residual = C * v * (jnp.exp(logp) - targets)
         grad_a = _center(residual + a, valid)
-        images = jnp.dot(g, jnp.concatenate([a, grad_a], axis=1), precision=HIGHEST)
-        ga, grad_image = images[:, :k], images[:, k:]
-        loss = -C * jnp.sum(v * targets * logp) + 0.5 * jnp.sum(a * ga)
-        return loss, grad_a, jnp.sum(residual, axis=0), grad_image, ga
+        images = jnp.einsum('rnm,rmk->rnk', g, jnp.concatenate([a, grad_a], axis=2),
+                            precision=HIGHEST)
+        ga, grad_image = images[..., :k], images[..., k:]
+        return grad_a, jnp.sum(residual, axis=1), grad_image, ga
 
-    zeros, zeros_b = jnp.zeros((n, k)), jnp.zeros((k,))
-    loss, grad_a, grad_b, grad_image, ga = refresh(zeros, zeros_b, zeros)
-    grad_sq = _inner(grad_a, grad_b, grad_image, grad_b)
-    buffers = jnp.zeros((history, n, k)), jnp.zeros((history, k))
+    def norm(grad_a, grad_b, grad_image):
+        return jnp.sqrt(jnp.maximum(_inner(grad_a, grad_b, grad_image, grad_b), 0.0)) * normaliser
+
+    zeros, zeros_b = jnp.zeros((runs, n, k)), jnp.zeros((runs, k))
+    grad_a, grad_b, grad_image, ga = refresh(zeros, zeros_b, zeros)
+    grad_norm = norm(grad_a, grad_b, grad_image)
+    ring, ring_b = jnp.zeros((history, runs, n, k)), jnp.zeros((history, runs, k))
     state = {
-        'a': zeros, 'b': zeros_b, 'ga': ga, 'loss': loss,
+        'a': zeros, 'b': zeros_b, 'ga': ga,
         'grad_a': grad_a, 'grad_b': grad_b, 'grad_image': grad_image,
-        's_a': buffers[0], 's_b': buffers[1], 's_image': buffers[0],
-        'y_a': buffers[0], 'y_b': buffers[1], 'y_image': buffers[0],
-        'rho': jnp.zeros((history,)), 'gamma': 1.0 / jnp.sqrt(jnp.maximum(grad_sq, 1e-30)),
-        'iteration': jnp.asarray(0), 'grad_norm': jnp.sqrt(jnp.maximum(grad_sq, 0.0)) * normaliser,
-        'stalled': jnp.asarray(False),
+        's_a': ring, 's_b': ring_b, 's_image': ring, 'y_a': ring, 'y_b': ring_b, 'y_image': ring,
+        'rho': jnp.zeros((history, runs)),
+        'gamma': 1.0 / jnp.maximum(grad_norm / normaliser, 1e-30),
+        'iteration': jnp.asarray(0), 'n_iter': jnp.zeros((runs,), jnp.int32),
+        'grad_norm': grad_norm, 'active': grad_norm > tol, 'stalled': jnp.zeros((runs,), bool),
     }
 
     def keep_going(s):
-        return (s['iteration'] < max_iter) & (s['grad_norm'] > tol) & ~s['stalled']
+        return (s['iteration'] < max_iter) & jnp.any(s['active'])
 
     def step(s):
-        # Two-loop recursion; every vector travels with its G-image, so inner
-        # products need no extra product with G. Newest pair at index 0.
-        q_a, q_b, q_image = -s['grad_a'], -s['grad_b'], -s['grad_image']
-        alphas = []
-        for i in range(history):
-            alpha = s['rho'][i] * _inner(s['s_a'][i], s['s_b'][i], q_image, q_b)
-            q_a, q_b = q_a - alpha * s['y_a'][i], q_b - alpha * s['y_b'][i]
-            q_image = q_image - alpha * s['y_image'][i]
-            alphas.append(alpha)
-        d_a, d_b, d_image = s['gamma'] * q_a, s['gamma'] * q_b, s['gamma'] * q_image
-        for i in reversed(range(history)):
-            beta = s['rho'][i] * _inner(s['y_a'][i], s['y_b'][i], d_image, d_b)
-            coeff = alphas[i] - beta
-            d_a, d_b = d_a + coeff * s['s_a'][i], d_b + coeff * s['s_b'][i]
-            d_image = d_image + coeff * s['s_image'][i]
-        ascent = _inner(s['grad_a'], s['grad_b'], d_image, d_b) >= 0
-        d_a = jnp.where(ascent, -s['grad_a'], d_a)
-        d_b = jnp.where(ascent, -s['grad_b'], d_b)
-        d_image = jnp.where(ascent, -s['grad_image'], d_image)
+        # Two-loop recursion, newest pair first; every vector travels with its
+        # G-image, so inner products need no extra product with G.
+        def newest_first(j, carry):
+            q_a, q_b, q_image, alphas = carry
+            slot = (s['iteration'] - 1 - j) % history
+            alpha = s['rho'][slot] * _inner(s['s_a'][slot], s['s_b'][slot], q_image, q_b)
+            return (q_a - alpha[:, None, None] * s['y_a'][slot],
+                    q_b - alpha[:, None] * s['y_b'][slot],
+                    q_image - alpha[:, None, None] * s['y_image'][slot], alphas.at[j].set(alpha))
 
-        t, slope0 = _line_search(s['ga'] + s['b'], d_image + d_b, s['a'], s['ga'], d_a, d_image,
-                                 targets, v, C)
+        q_a, q_b, q_image, alphas = jax.lax.fori_loop(
+            0, history, newest_first,
+            (-s['grad_a'], -s['grad_b'], -s['grad_image'], jnp.zeros((history, runs))))
+        gamma = s['gamma']
+
+        def oldest_first(i, carry):
+            d_a, d_b, d_image = carry
+            j = history - 1 - i
+            slot = (s['iteration'] - 1 - j) % history
+            coeff = alphas[j] - s['rho'][slot] * _inner(s['y_a'][slot], s['y_b'][slot], d_image,
+                                                        d_b)
+            return (d_a + coeff[:, None, None] * s['s_a'][slot],
+                    d_b + coeff[:, None] * s['s_b'][slot],
+                    d_image + coeff[:, None, None] * s['s_image'][slot])
+
+        d_a, d_b, d_image = jax.lax.fori_loop(
+            0, history, oldest_first,
+            (gamma[:, None, None] * q_a, gamma[:, None] * q_b, gamma[:, None, None] * q_image))
+        ascent = (_inner(s['grad_a'], s['grad_b'], d_image, d_b) >= 0)[:, None]
+        d_a = jnp.where(ascent[..., None], -s['grad_a'], d_a)
+        d_b = jnp.where(ascent, -s['grad_b'], d_b)
+        d_image = jnp.where(ascent[..., None], -s['grad_image'], d_image)
+
+        t, slope0 = _line_search(s['ga'] + s['b'][:, None, :], d_image + d_b[:, None, :], s['ga'],
+                                 d_a, d_image, targets, v, C)
         moved = (t > 0) & (slope0 < 0) & jnp.isfinite(t)
-        t = jnp.where(moved, t, 0.0)
-        a, b = s['a'] + t * d_a, s['b'] + t * d_b
-        loss, grad_a, grad_b, grad_image, ga = refresh(a, b, s['ga'] + t * d_image)
-        s_a, s_b, s_image = t * d_a, t * d_b, t * d_image
+        t = jnp.where(moved & s['active'], t, 0.0)
+        a = s['a'] + t[:, None, None] * d_a
+        b = s['b'] + t[:, None] * d_b
+        grad_a, grad_b, grad_image, ga = refresh(a, b, s['ga'] + t[:, None, None] * d_image)
+        s_a, s_b, s_image = t[:, None, None] * d_a, t[:, None] * d_b, t[:, None, None] * d_image
         y_a, y_b = grad_a - s['grad_a'], grad_b - s['grad_b']
         y_image = grad_image - s['grad_image']
         sy = _inner(s_a, s_b, y_image, y_b)
         yy = _inner(y_a, y_b, y_image, y_b)
         ss = _inner(s_a, s_b, s_image, s_b)
-        accept = moved & (sy > 1e-10 * jnp.sqrt(jnp.maximum(yy * ss, 0.0)))
-
-        def push(buffer, new):
-            return jnp.where(accept, jnp.concatenate([new[None], buffer[:-1]]), buffer)
-
-        grad_sq = _inner(grad_a, grad_b, grad_image, grad_b)
+        # A pair without positive curvature is stored as an inert slot (rho = 0).
+        accept = sy > 1e-10 * jnp.sqrt(jnp.maximum(yy * ss, 0.0))
+        slot = s['iteration'] % history
+        grad_norm = norm(grad_a, grad_b, grad_image)
+        active = s['active']
+        stalled = active & ~moved
         return {
-            'a': a, 'b': b, 'ga': ga, 'loss': loss,
+            'a': a, 'b': b, 'ga': ga,
             'grad_a': grad_a, 'grad_b': grad_b, 'grad_image': grad_image,
-            's_a': push(s['s_a'], s_a), 's_b': push(s['s_b'], s_b),
-            's_image': push(s['s_image'], s_image),
-            'y_a': push(s['y_a'], y_a), 'y_b': push(s['y_b'], y_b),
-            'y_image': push(s['y_image'], y_image),
-            'rho': push(s['rho'], 1.0 / jnp.where(accept, sy, 1.0)),
-            'gamma': jnp.where(accept, sy / jnp.maximum(yy, 1e-30), s['gamma']),
+            's_a': s['s_a'].at[slot].set(s_a), 's_b': s['s_b'].at[slot].set(s_b),
+            's_image': s['s_image'].at[slot].set(s_image),
+            'y_a': s['y_a'].at[slot].set(y_a), 'y_b': s['y_b'].at[slot].set(y_b),
+            'y_image': s['y_image'].at[slot].set(y_image),
+            'rho': s['rho'].at[slot].set(jnp.where(accept, 1.0 / jnp.where(accept, sy, 1.0), 0.0)),
+            'gamma': jnp.where(accept, sy / jnp.maximum(yy, 1e-30), gamma),
             'iteration': s['iteration'] + 1,
-            'grad_norm': jnp.sqrt(jnp.maximum(grad_sq, 0.0)) * normaliser,
-            'stalled': ~moved,
+            'n_iter': s['n_iter'] + active.astype(jnp.int32),
+            'grad_norm': jnp.where(active, grad_norm, s['grad_norm']),
+            'active': active & moved & (grad_norm > tol),
+            'stalled': s['stalled'] | stalled,
         }
 
     s = jax.lax.while_loop(keep_going, step, state)
-    return s['a'], s['b'], s['iteration'], s['grad_norm'], s['stalled']
+    return s['a'], s['b'], s['n_iter'], s['grad_norm'], s['stalled']
 
 
-def _line_search(logits, direction, a, ga, d_a, d_image, targets, v, C):
-    """Minimises the objective along a direction; returns (step, slope at 0).
+def _line_search(logits, direction, ga, d_a, d_image, targets, v, C):
+    """Minimises each run's objective along its direction; returns (steps, slopes at 0), (R,).
 
     Along ``t`` the logits are ``logits + t · direction`` and the penalty is
     ``½(⟨A,GA⟩ + 2t⟨d,GA⟩ + t²⟨d,Gd⟩)``, so every trial is O(nK). The 1-D
     function is convex: Newton steps kept inside a bracket (bisection or
     doubling when they leave it) converge to its minimiser.
     """
-    p1 = jnp.sum(d_a * ga)
-    p2 = jnp.sum(d_a * d_image)
+    p1 = jnp.sum(d_a * ga, axis=(1, 2))
+    p2 = jnp.sum(d_a * d_image, axis=(1, 2))
 
     def derivatives(t):
-        probs = jax.nn.softmax(logits + t * direction)
-        first = C * jnp.sum(v * (probs - targets) * direction) + p1 + t * p2
+        probs = jax.nn.softmax(logits + t[:, None, None] * direction)
+        first = C * jnp.sum(v * (probs - targets) * direction, axis=(1, 2)) + p1 + t * p2
         mean_dir = jnp.sum(probs * direction, axis=-1, keepdims=True)
-        second = C * jnp.sum(v * probs * (direction - mean_dir) * direction) + p2
+        second = C * jnp.sum(v * probs * (direction - mean_dir) * direction, axis=(1, 2)) + p2
         return first, second
 
     def trial(_, carry):
@@ -250,9 +283,10 @@ def _line_search(logits, direction, a, ga, d_a, d_image, targets, v, C):
         fallback = jnp.where(jnp.isinf(high), 2.0 * low, 0.5 * (low + high))
         return jnp.where(inside, newton, fallback), low, high
 
-    t, _, _ = jax.lax.fori_loop(0, _LINE_SEARCH_STEPS, trial,
-                                (jnp.asarray(1.0), jnp.asarray(0.0), jnp.asarray(jnp.inf)))
-    slope0, _ = derivatives(0.0)
+    runs = logits.shape[0]
+    start = (jnp.ones((runs,)), jnp.zeros((runs,)), jnp.full((runs,), jnp.inf))
+    t, _, _ = jax.lax.fori_loop(0, _LINE_SEARCH_STEPS, trial, start)
+    slope0, _ = derivatives(jnp.zeros((runs,)))
     return t, slope0
 
 
