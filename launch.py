@@ -113,8 +113,7 @@ def _check_job(config) -> None:
     from fewshot_jax import sharding
 
     sharding.check_same_on_all_processes(
-        {'config': config.to_dict(), 'workdir': str(Path(_WORKDIR.value).absolute())},
-        what='config or workdir')
+        {'config': config.to_dict(), 'workdir': str(Path(_WORKDIR.value).absolute())})
     n_proc, n_dev = jax.process_count(), jax.device_count()
     line = (f'multihost: process {jax.process_index()} of {n_proc}, '
             f'{jax.local_device_count()} local / {n_dev} global {jax.devices()[0].platform} '

@@ -136,7 +136,7 @@ class ProcessMismatchError(ConfigError):
     """Processes of one job were started with different settings."""
 
 
-def check_same_on_all_processes(values: dict, what: str = 'config') -> None:
+def check_same_on_all_processes(values: dict) -> None:
     """Stops every process of a job if any process's ``values`` differ from process 0's.
 
     Each process sends its (nested) dict; every process compares all of them, so all
@@ -161,7 +161,7 @@ def check_same_on_all_processes(values: dict, what: str = 'config') -> None:
                            for k in fields[:10])
         more = f' and {len(fields) - 10} more' if len(fields) > 10 else ''
         raise ProcessMismatchError(
-            f'the {len(everyone)} processes of this job were started with different {what}s: '
+            f'the {len(everyone)} processes of this job were started with different settings: '
             f'{detail}{more}. Start every process with the same command line '
             f'(only the process id may differ)')
 
