@@ -4,6 +4,10 @@ import os
 import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+# Eigen rather than YNNPACK convolutions on XLA:CPU (faster backward pass; see xla_setup).
+from fewshot_jax.xla_setup import prefer_eigen_convolutions_on_cpu  # noqa: E402
+
+prefer_eigen_convolutions_on_cpu()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Many tests compile the same tiny model; a persistent compilation cache lets
 # later tests and the other xdist worker reuse those executables.
