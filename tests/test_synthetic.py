@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from fewshot_jax.masks import fast_clusters, percolates
 from fewshot_jax.data import synthetic
+from fewshot_jax.masks import fast_clusters, percolates
 
 LABELED = {
     "nanowires": ("singular", "dispersed", "network", "bundle"),
@@ -136,6 +136,18 @@ def test_nanowire_morphologies_differ_as_described(labeled_sets):
     assert clusters[ds.labels == 1].mean() > clusters[ds.labels == 0].mean()
 
 
+def test_dispersed_wires_never_touch_and_networks_are_denser(labeled_sets):
+    ds = labeled_sets["nanowires"]
+    for mask in ds.masks[ds.labels == 1]:
+        # Four or more short wires, each its own DBSCAN cluster: no junctions.
+        assert fast_clusters(mask).n_clusters >= 4
+    for mask in ds.masks[ds.labels == 0]:
+        assert fast_clusters(mask).n_clusters == 1
+    coverage = np.array([m.mean() for m in ds.masks])
+    assert coverage[ds.labels == 2].mean() > 1.5 * coverage[ds.labels == 1].mean()
+    assert coverage[ds.labels == 2].mean() > 3 * coverage[ds.labels == 0].mean()
+
+
 def test_every_nanoparticle_label_agrees_with_percolation(labeled_sets):
     ds = labeled_sets["nanoparticles"]
     for label, mask in zip(ds.labels, ds.masks, strict=True):
@@ -150,6 +162,43 @@ def test_dispersed_particles_do_not_touch(labeled_sets):
         sizes = np.bincount(c.labels.ravel())[1:]
         assert c.n_clusters >= 5
         assert sizes.max() <= 8 * np.median(sizes)
+
+
+def test_particle_classes_differ_in_aggregate_size(labeled_sets):
+    ds = labeled_sets["nanoparticles"]
+    largest = np.array([np.bincount(fast_clusters(m).labels.ravel())[1:].max() for m in ds.masks])
+    counts = np.array([fast_clusters(m).n_clusters for m in ds.masks])
+    # Separate clusters: several aggregates, each much larger than a dispersed particle,
+    # much smaller than the one percolating cluster.
+    assert (counts[ds.labels == 1] >= 2).all()
+    assert np.median(largest[ds.labels == 1]) > 3 * np.median(largest[ds.labels == 0])
+    assert np.median(largest[ds.labels == 2]) > 3 * np.median(largest[ds.labels == 1])
+
+
+@pytest.mark.parametrize("name", sorted(LABELED))
+def test_raw_pixels_do_not_give_the_label_away(name):
+    # The calibration protocol on a small pool: a linear model on 32 x 32 pixels
+    # with 8 labels per class stays near chance (the classes differ in
+    # morphology, not in where things are or how bright the image is).
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from fewshot_jax.baselines import raw_pixels
+
+    ds = getattr(synthetic, name)(20, 64, seed=5)
+    x = raw_pixels(ds.images)
+    n_classes = len(ds.class_names)
+    accs = []
+    for draw in range(5):
+        rng = np.random.default_rng(draw)
+        train = np.concatenate(
+            [rng.choice(np.flatnonzero(ds.labels == c), 8, replace=False) for c in range(n_classes)]
+        )
+        test = np.setdiff1d(np.arange(len(x)), train)
+        scaler = StandardScaler().fit(x[train])
+        clf = LogisticRegression(max_iter=2000).fit(scaler.transform(x[train]), ds.labels[train])
+        accs.append((clf.predict(scaler.transform(x[test])) == ds.labels[test]).mean())
+    assert np.median(accs) < 1.0 / n_classes + 0.2
 
 
 def test_everyday_colour_crops():

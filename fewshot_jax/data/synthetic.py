@@ -6,7 +6,7 @@ Stand-ins for the paper's data so that every experiment runs offline:
   (membranes, vesicles, particles, fibres, textures).
 * `nanowires(n_per_class, size, seed)`: singular / dispersed / network /
   bundle morphologies with masks; dispersed and network labels agree with
-  `fewshot_jax.analysis.percolation.percolates` on every mask.
+  `fewshot_jax.masks.percolates` on every mask.
 * `nanoparticles(n_per_class, size, seed)`: dispersed particles, separate
   clusters, one percolating cluster, with masks.
 * `viruses(n_per_class, size, seed)`: virus-like particle shapes.
@@ -158,7 +158,7 @@ def nanowires(n_per_class: int, size: int, seed: int) -> SyntheticSet:
 
     Images are grouped by class (labels 0,0,…,1,1,…). The mask of every
     'dispersed' image fails and of every 'network' image passes
-    `fewshot_jax.analysis.percolation.percolates` (eps 2, min_samples 2, margin 2).
+    `fewshot_jax.masks.percolates` (eps 2, min_samples 2, margin 2).
 
     Args:
       n_per_class: images per class.
@@ -183,7 +183,7 @@ def nanoparticles(n_per_class: int, size: int, seed: int) -> SyntheticSet:
 
     Spheres, rods or triangles (one family per image, drawn independently of
     the class). Every 'percolating_cluster' mask passes and every other mask
-    fails `fewshot_jax.analysis.percolation.percolates`.
+    fails `fewshot_jax.masks.percolates`.
 
     Args:
       n_per_class: images per class.

@@ -32,6 +32,8 @@ class Knobs:
       blur: Gaussian blur sigma in pixels (defocus, detector).
       dose: mean electron counts per background pixel (lower is noisier).
       black, white: output levels the 0.5 / 99.5 percentiles map to.
+      illumination_scale: correlation length of the illumination's random
+        part, as a fraction of the image side.
     """
 
     dark_objects: bool
@@ -43,9 +45,16 @@ class Knobs:
     dose: float
     black: float
     white: float
+    illumination_scale: float = 0.2
 
 
-def draw_knobs(rng: np.random.Generator, size: int, mag: float = 1.0) -> Knobs:
+def draw_knobs(
+    rng: np.random.Generator,
+    size: int,
+    mag: float = 1.0,
+    max_illumination: float = 0.35,
+    illumination_scales: tuple[float, float] | None = None,
+) -> Knobs:
     """Draws imaging conditions for one image.
 
     Args:
@@ -53,6 +62,10 @@ def draw_knobs(rng: np.random.Generator, size: int, mag: float = 1.0) -> Knobs:
       size: image side in pixels (blur and grain scale mildly with it, so a
         64 px image looks like a downsampled 256 px one rather than a blurrier one).
       mag: magnification factor of the scene (larger features, coarser grain).
+      max_illumination: upper end of the illumination unevenness range.
+      illumination_scales: range of the illumination's correlation length
+        (fractions of the side) to draw from; None keeps 0.2 and draws nothing,
+        so the random stream of callers that do not ask is unchanged.
 
     Returns:
       Knobs.
@@ -61,10 +74,10 @@ def draw_knobs(rng: np.random.Generator, size: int, mag: float = 1.0) -> Knobs:
     # A small image stands for a binned large one: binning k x k pixels sums
     # their counts, so the per-pixel dose grows by k^2.
     binning = max(1.0, 256.0 / size) ** 2
-    return Knobs(
+    knobs = Knobs(
         dark_objects=bool(rng.random() < 0.7),
         contrast=float(rng.uniform(0.5, 1.2)),
-        illumination=float(rng.uniform(0.0, 0.35)),
+        illumination=float(rng.uniform(0.0, max_illumination)),
         grain_amplitude=float(rng.uniform(0.05, 0.35)),
         grain_scale=float(rng.uniform(0.6, 2.0) * res * np.sqrt(mag)),
         blur=float(rng.uniform(0.3, 1.6) * res),
@@ -72,6 +85,11 @@ def draw_knobs(rng: np.random.Generator, size: int, mag: float = 1.0) -> Knobs:
         black=float(rng.uniform(0.0, 0.2)),
         white=float(rng.uniform(0.8, 1.0)),
     )
+    if illumination_scales is not None:
+        knobs = dataclasses.replace(
+            knobs, illumination_scale=float(rng.uniform(*illumination_scales))
+        )
+    return knobs
 
 
 def form_image(rng: np.random.Generator, density: np.ndarray, knobs: Knobs) -> np.ndarray:
@@ -95,7 +113,8 @@ def form_image(rng: np.random.Generator, density: np.ndarray, knobs: Knobs) -> n
         signal = np.exp(-1.6 * np.maximum(thickness, -0.5))
     else:
         signal = 0.2 + np.maximum(thickness + 0.3, 0.0)
-    illum = 1.0 + knobs.illumination * _illumination_field(rng, size)
+    field = _illumination_field(rng, size, knobs.illumination_scale)
+    illum = 1.0 + knobs.illumination * field
     signal *= np.clip(illum, 0.2, None)
     if knobs.blur > 0.35:
         signal = ndimage.gaussian_filter(signal, knobs.blur, mode="reflect", truncate=3.0)
@@ -103,12 +122,12 @@ def form_image(rng: np.random.Generator, density: np.ndarray, knobs: Knobs) -> n
     return _rescale(counts, knobs.black, knobs.white)
 
 
-def _illumination_field(rng: np.random.Generator, size: int) -> np.ndarray:
+def _illumination_field(rng: np.random.Generator, size: int, scale: float) -> np.ndarray:
     """Slow illumination falloff: a random tilt plus very low-frequency noise."""
     ramp = np.linspace(-1.0, 1.0, size, dtype=np.float32)
     angle = rng.uniform(0, 2 * np.pi)
     tilt = np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None]
-    return 0.6 * tilt + 0.6 * smooth_noise(rng, size, size / 5.0)
+    return 0.6 * tilt + 0.6 * smooth_noise(rng, size, size * scale)
 
 
 def _rescale(img: np.ndarray, black: float, white: float) -> np.ndarray:

@@ -1,22 +1,33 @@
 """Synthetic metal-nanoparticle assemblies with exact masks.
 
-Three classes as in the AutoDetect-mNP morphology task: dispersed particles,
-separate clusters, and one percolating cluster. Particles are spheres, rods
-or triangles (one shape family per image, so the shape says nothing about the
-class), at a random magnification. Cluster classes are checked with
-`analysis.percolation.percolates` on the mask and redrawn until they agree:
-"separate clusters" never span the image, "percolating cluster" always does.
+Three classes as in the AutoDetect-mNP morphology task:
+
+* dispersed: isolated particles that never touch;
+* separate_clusters: two to nine compact aggregates of touching particles,
+  with bare film between them;
+* percolating_cluster: branched chains of touching particles that cross
+  the frame.
+
+Particles are spheres, rods or triangles (one shape family per image, so the
+shape says nothing about the class) with a denser rim than core, so that the
+particles of an aggregate stay distinguishable. Their size comes from a wide
+magnification range (radius at least 1.4 px at 64 px), while
+cluster sizes are fractions of the frame: absolute size is a nuisance, not a
+cue. Strong, uneven illumination at random scales is drawn for every image.
+Cluster classes are checked with `fewshot_jax.masks.percolates` on the mask
+and redrawn until they agree: "separate clusters" (and "dispersed") never
+span the image, "percolating cluster" always does.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from fewshot_jax.masks import percolates
 from fewshot_jax.data import synthetic_microscope as microscope
-from fewshot_jax.data.synthetic_render import Canvas, spread_points, worm_path
+from fewshot_jax.data.synthetic_render import Canvas, smooth_noise, spread_points, worm_path
 from fewshot_jax.data.synthetic_scenes import background_clutter
 from fewshot_jax.data.synthetic_wires import GenerationError
+from fewshot_jax.masks import percolates
 
 CLASS_NAMES = ("dispersed", "separate_clusters", "percolating_cluster")
 SHAPES = ("sphere", "rod", "triangle")
@@ -28,34 +39,53 @@ class _Particles:
 
     def __init__(self, rng: np.random.Generator, size: int):
         self.size = size
-        self.mag = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+        # A wide magnification range: particle size says nothing about the class.
+        self.mag = float(np.exp(rng.uniform(np.log(0.5), np.log(3.0))))
         self.u = size / 256.0 * self.mag
         self.shape = SHAPES[rng.integers(len(SHAPES))]
-        self.radius = max(1.0, rng.uniform(2.5, 6.0) * self.u)
+        # At least 1.4 px at 64 px: a particle must stay a visible dot at the demo size.
+        self.radius = max(size / 45.0, rng.uniform(2.5, 6.0) * self.u)
         self.value = rng.uniform(0.8, 1.2)
         self.polydispersity = rng.uniform(0.0, 0.2)
+        self.core_ratio = rng.uniform(0.55, 0.8)
 
     @property
     def reach(self) -> float:
         """Centre distance at which two particles touch (rods: across their width)."""
         return 2.0 * self.radius
 
+    @property
+    def extent(self) -> float:
+        """Largest centre-to-edge distance of a particle of nominal size (rods: along them)."""
+        return {"sphere": 1.0, "rod": 2.6, "triangle": 1.3}[self.shape] * self.radius
+
     def draw(self, canvas: Canvas, rng: np.random.Generator, centres: np.ndarray) -> None:
+        """Draws particles at `centres` into the canvas and its mask.
+
+        Each particle has a denser rim than core (faceted edges, or a shell), so
+        the particles inside an aggregate stay distinguishable where they touch.
+        """
         scale = 1.0 + self.polydispersity * rng.standard_normal(len(centres))
         angles = rng.uniform(0, 2 * np.pi, len(centres))
+        core = self.value * self.core_ratio
+        rim = min(1.0, 0.3 * self.radius)  # rim width in px, thinner for tiny particles
         for c, s, a in zip(centres, np.clip(scale, 0.6, 1.5), angles, strict=True):
             r = self.radius * s
             if self.shape == "sphere":
                 canvas.disk(c, r, self.value, in_mask=True)
+                canvas.disk(c, r - rim, core)
             elif self.shape == "rod":  # capsule of aspect 2.5-4 along a random direction
                 half = r * 1.6 * np.array([np.cos(a), np.sin(a)])
-                canvas.polyline(np.stack([c - half, c + half]), 2 * r, self.value, in_mask=True)
+                ends = np.stack([c - half, c + half])
+                canvas.polyline(ends, 2 * r, self.value, in_mask=True)
                 canvas.disk(c - half, r, self.value, in_mask=True)
                 canvas.disk(c + half, r, self.value, in_mask=True)
+                canvas.polyline(ends, 2 * (r - rim), core)
             else:
                 t = a + np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3])
-                tri = c + 1.3 * r * np.stack([np.cos(t), np.sin(t)], axis=1)
-                canvas.polygon(tri, self.value, in_mask=True)
+                corners = np.stack([np.cos(t), np.sin(t)], axis=1)
+                canvas.polygon(c + 1.3 * r * corners, self.value, in_mask=True)
+                canvas.polygon(c + (1.3 * r - 2 * rim) * corners, core)
 
 
 def _aggregate(rng, seed_point, count, reach, branchiness) -> np.ndarray:
@@ -75,19 +105,30 @@ def _aggregate(rng, seed_point, count, reach, branchiness) -> np.ndarray:
 
 
 def _dispersed(rng, p: _Particles) -> np.ndarray:
-    count = int(rng.integers(15, 160) / max(p.mag, 0.5) ** 2)
-    return spread_points(rng, p.size, max(count, 5), p.reach * 1.6 + 3)
+    """Isolated particles covering up to ~25 % of the frame, never touching."""
+    count = int(rng.uniform(0.08, 0.25) * p.size**2 / (np.pi * p.radius**2))
+    # Coverage is uneven (drying fronts, thickness of the film): a smooth random
+    # field of random strength thins the particles in places.
+    field = smooth_noise(rng, p.size, rng.uniform(0.08, 0.25) * p.size)
+    weight = 1.0 / (1.0 + np.exp(-rng.uniform(0.0, 6.0) * field))
+    # Polydisperse particles are up to 1.5x their nominal size: 3 extents plus 2 px
+    # keeps every pair apart, whatever their orientation.
+    gap = 3.0 * p.extent * rng.uniform(1.0, 1.3) + 2
+    return spread_points(rng, p.size, max(count, 5), gap, weight)
 
 
 def _separate_clusters(rng, p: _Particles) -> np.ndarray:
-    n_clusters = int(rng.integers(2, 9))
-    seeds = spread_points(rng, p.size, n_clusters, p.size / 4)
-    crowd = 1.0 / max(p.mag, 0.5) ** 2  # more, smaller particles at low magnification
-    parts = [
-        _aggregate(rng, s, int(rng.integers(10, 120) * crowd), p.reach, rng.uniform(0, 0.7))
-        for s in seeds
-    ]
-    loose = spread_points(rng, p.size, int(rng.integers(0, 12)), p.reach * 2)
+    """Two to nine compact aggregates with bare film between them."""
+    n_clusters = int(rng.integers(2, 10))
+    seeds = spread_points(rng, p.size, n_clusters, p.size / 4.5)
+    parts = []
+    for s in seeds:
+        # Cluster extent is a fraction of the frame, whatever the particle size.
+        extent = rng.uniform(0.05, 0.13) * p.size
+        # At least 8 particles: an aggregate never passes for one large particle.
+        count = max(8, int(rng.uniform(0.4, 0.9) * (extent / p.radius) ** 2))
+        parts.append(_aggregate(rng, s, count, p.reach, rng.uniform(0, 0.5)))
+    loose = spread_points(rng, p.size, int(rng.integers(0, 7)), p.reach * 2)
     return np.concatenate(parts + [loose])
 
 
@@ -109,7 +150,7 @@ def _percolating(rng, p: _Particles) -> list[np.ndarray]:
     groups = [np.concatenate(chains)]
     # Thicken by generations of particles attached to random earlier ones: the
     # chains turn into branched aggregates rather than lines of beads.
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(0, 2))):
         pool = np.concatenate(groups)
         extra = int(len(groups[0]) * rng.uniform(0.3, 0.9))
         angles = rng.uniform(0, 2 * np.pi, extra)
@@ -140,6 +181,8 @@ def nanoparticle_scene(rng: np.random.Generator, size: int, label: int):
             clutter = Canvas(size)
             background_clutter(clutter, rng, p.u * 0.5)
             density = canvas.density + 0.5 * clutter.density
-            knobs = microscope.draw_knobs(rng, size, p.mag)
+            knobs = microscope.draw_knobs(
+                rng, size, p.mag, max_illumination=0.8, illumination_scales=(0.08, 0.25)
+            )
             return microscope.form_image(rng, density, knobs), mask
     raise GenerationError(f"could not draw a {CLASS_NAMES[label]!r} scene at size {size}")

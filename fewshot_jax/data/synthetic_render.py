@@ -72,15 +72,35 @@ def worm_path(
     return np.concatenate([start[None, :], start[None, :] + np.cumsum(deltas, axis=0)])
 
 
-def spread_points(rng: np.random.Generator, size: int, count: int, min_dist: float) -> np.ndarray:
-    """Up to `count` uniform points in the frame, pairwise at least min_dist apart.
+def spread_points(
+    rng: np.random.Generator,
+    size: int,
+    count: int,
+    min_dist: float,
+    weight: np.ndarray | None = None,
+) -> np.ndarray:
+    """Up to `count` points in the frame, pairwise at least min_dist apart.
 
     Greedy rejection from 4 * count candidates, so crowded requests return fewer.
+
+    Args:
+      rng: random generator.
+      size: side of the square frame in pixels.
+      count: number of points wanted.
+      min_dist: smallest allowed distance between two points.
+      weight: optional (size, size) field in [0, 1]; a candidate is kept with
+        the probability the field has under it (uneven coverage). None: uniform.
 
     Returns:
       float (m, 2) array of (x, y), m <= count.
     """
     candidates = rng.uniform(0, size, (count * 4, 2))
+    if weight is not None:
+        # Thin the candidates by the weight field; draw more so that as many survive.
+        candidates = rng.uniform(0, size, (count * 16, 2))
+        cells = np.clip(candidates.astype(int), 0, size - 1)
+        keep = rng.random(len(candidates)) < weight[cells[:, 1], cells[:, 0]]
+        candidates = candidates[keep][: count * 4]
     kept = np.empty((count, 2))
     n = 0
     for p in candidates:

@@ -5,8 +5,11 @@ type per image). Five particle architectures that differ in shape and internal
 structure rather than in brightness: small icosahedral capsids, enveloped
 spiky particles (influenza-like fringe), brick-shaped particles with a
 dumbbell core (poxvirus-like), filaments with walls and cross-striations,
-and ovoid particles with a criss-cross surface (orf-like). Sizes are drawn
-at a random magnification so absolute size is at best a weak cue.
+and ovoid particles with a criss-cross surface (orf-like). The magnification
+varies over a narrow range (0.75-1.35), as in a set imaged at a few fixed
+magnifications, and the structures that tell the types apart (outline, spike
+fringe, dense core, 3-4 px thread spacing) stay resolved at the 64 px demo size.
+Imaging nuisances, strong uneven illumination included, carry no label.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ def _icosahedral(canvas: Canvas, rng, centre, u):
 
 def _enveloped_spiky(canvas: Canvas, rng, centre, u):
     r = rng.uniform(14, 26) * u
-    outline = closed_curve(rng, centre, r, rng.uniform(0.05, 0.25), rng.uniform(0.75, 1.0), 72)
-    spike_len = rng.uniform(3, 5.5) * u
+    # Round (pleomorphic but never as elongated as the ovoid type), with a fringe
+    # of spikes at least a pixel long at the 64 px demo size.
+    outline = closed_curve(rng, centre, r, rng.uniform(0.05, 0.2), rng.uniform(0.85, 1.0), 72)
+    spike_len = rng.uniform(4, 6) * u
     normals = outline - outline.mean(axis=0)
     normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-9
     for p, n in zip(outline, normals, strict=True):  # the glycoprotein fringe
@@ -48,23 +53,25 @@ def _enveloped_spiky(canvas: Canvas, rng, centre, u):
 
 
 def _brick(canvas: Canvas, rng, centre, u):
-    half = np.array([rng.uniform(16, 24), rng.uniform(11, 16)]) * u
+    length = rng.uniform(15, 22)
+    half = np.array([length, length * rng.uniform(0.6, 0.8)]) * u
     t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-    # Superellipse: a rounded rectangle.
-    x = half[0] * np.sign(np.cos(t)) * np.abs(np.cos(t)) ** 0.4
-    y = half[1] * np.sign(np.sin(t)) * np.abs(np.sin(t)) ** 0.4
+    # Superellipse: a rectangle with rounded corners.
+    x = half[0] * np.sign(np.cos(t)) * np.abs(np.cos(t)) ** 0.3
+    y = half[1] * np.sign(np.sin(t)) * np.abs(np.sin(t)) ** 0.3
     rot = _rot(rng.uniform(0, np.pi))
     body = centre + np.stack([x, y], axis=1) @ rot.T
-    canvas.polygon(body, rng.uniform(0.4, 0.6), in_mask=True)
+    canvas.polygon(body, rng.uniform(0.3, 0.5), in_mask=True)
     for _ in range(int(rng.integers(8, 20))):  # surface tubules
         a = rng.uniform(-0.7, 0.7, 2) * half
         b = a + rng.normal(0, 3, 2) * u
-        canvas.polyline(centre + np.stack([a, b]) @ rot.T, max(1.0, u), 0.75)
+        canvas.polyline(centre + np.stack([a, b]) @ rot.T, max(1.0, u), 0.6)
     lobe = 0.45 * half[0]
     ends = centre + np.array([[-lobe, 0.0], [lobe, 0.0]]) @ rot.T
+    core = rng.uniform(1.2, 1.5)  # dense enough to show at the 64 px demo size
     for e in ends:  # dumbbell-shaped core
-        canvas.disk(e, 0.45 * half[1], rng.uniform(0.85, 1.1))
-    canvas.polyline(ends, 0.5 * half[1], rng.uniform(0.85, 1.1))
+        canvas.disk(e, 0.45 * half[1], core)
+    canvas.polyline(ends, 0.4 * half[1], core)
 
 
 def _filamentous(canvas: Canvas, rng, centre, u):
@@ -88,13 +95,15 @@ def _filamentous(canvas: Canvas, rng, centre, u):
 
 
 def _ovoid_striated(canvas: Canvas, rng, centre, u):
-    a = rng.uniform(18, 28) * u
-    b = a * rng.uniform(0.55, 0.72)
+    a = rng.uniform(20, 30) * u
+    b = a * rng.uniform(0.5, 0.65)
     rot = _rot(rng.uniform(0, np.pi))
     t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
     outline = centre + np.stack([a * np.cos(t), b * np.sin(t)], axis=1) @ rot.T
-    canvas.polygon(outline, rng.uniform(0.35, 0.55), in_mask=True)
-    spacing = rng.uniform(3.0, 5.0) * u
+    canvas.polygon(outline, rng.uniform(0.25, 0.4), in_mask=True)
+    # Threads 3-4 px apart at the 64 px demo size, so the pattern stays resolved.
+    spacing = rng.uniform(6.0, 8.0) * u
+    thread = rng.uniform(0.9, 1.1)
     tilt = rng.uniform(0.5, 1.0)
     for direction in (tilt, -tilt):  # criss-cross surface threads: chords of the ellipse
         v = np.array([np.cos(direction), np.sin(direction)])
@@ -108,7 +117,7 @@ def _ovoid_striated(canvas: Canvas, rng, centre, u):
                 continue
             s = (-qb + np.array([-1.0, 1.0]) * np.sqrt(disc)) / (2 * qa)
             chord = (d * n)[None, :] + s[:, None] * v[None, :]
-            canvas.polyline(centre + 0.9 * chord @ rot.T, max(1.0, 1.0 * u), 0.8)
+            canvas.polyline(centre + 0.9 * chord @ rot.T, max(1.0, 1.0 * u), thread)
     canvas.polygon(outline, rng.uniform(0.8, 1.0), outline_width=max(1.0, 1.3 * u))
 
 
@@ -123,7 +132,10 @@ def virus_scene(rng: np.random.Generator, size: int, label: int):
     Returns:
       (image float32 (size, size) in [0, 1], mask uint8 (size, size) in {0, 1}).
     """
-    mag = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+    # A narrow magnification range: the real set is imaged at a few fixed
+    # magnifications, and what tells the types apart (outline, fringe, core,
+    # striations) must stay resolved at the 64 px demo size.
+    mag = float(np.exp(rng.uniform(np.log(0.75), np.log(1.35))))
     # The real set's 256 px images are framed around the particles: zoom 2x
     # relative to the other tasks' length unit.
     u = 2.0 * size / 256.0 * mag
@@ -136,5 +148,5 @@ def virus_scene(rng: np.random.Generator, size: int, label: int):
     centres = inset + spread_points(rng, size - 2 * inset, count, _SPACING[label] * u)
     for centre in centres:
         _MAKERS[label](canvas, rng, centre, u)
-    knobs = microscope.draw_knobs(rng, size, mag)
+    knobs = microscope.draw_knobs(rng, size, mag, max_illumination=0.8)
     return microscope.form_image(rng, canvas.density, knobs), canvas.mask
