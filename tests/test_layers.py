@@ -12,19 +12,22 @@ ROOT = Path(__file__).resolve().parents[1]
 # Higher numbers sit higher. A module may import its own layer or lower ones.
 LAYERS = [
     (6, ['fewshot_jax']),  # the package's lazy public API (load_encoder, …)
-    (5, ['fewshot_jax.tasks']),
+    # The workflow dispatches other tasks through the registry (which names it lazily).
+    (5, ['fewshot_jax.tasks', 'fewshot_jax.workflow']),
     (4, ['fewshot_jax.train', 'fewshot_jax.probe_task', 'fewshot_jax.segment',
-         'fewshot_jax.workflow', 'fewshot_jax.analysis.report']),
+         'fewshot_jax.analysis.report']),
     (3, ['fewshot_jax.loop', 'fewshot_jax.models', 'fewshot_jax.optim', 'fewshot_jax.encoder',
          'fewshot_jax.features', 'fewshot_jax.monitor', 'fewshot_jax.data.pipeline',
          'fewshot_jax.segment_model', 'fewshot_jax.segmenter', 'fewshot_jax.segment_data',
-         'fewshot_jax.segment_report', 'fewshot_jax.probe_grid']),
+         'fewshot_jax.segment_report', 'fewshot_jax.segment_train', 'fewshot_jax.probe_grid',
+         'fewshot_jax.probe_data', 'fewshot_jax.probe_figures']),
     (2, ['fewshot_jax.steps', 'fewshot_jax.state']),
     (1, ['fewshot_jax.losses', 'fewshot_jax.augment', 'fewshot_jax.models.*',
-         'fewshot_jax.metrics', 'fewshot_jax.probe', 'fewshot_jax.probe_heads',
+         'fewshot_jax.metrics', 'fewshot_jax.probe', 'fewshot_jax.probe_solvers',
+         'fewshot_jax.probe_adam',
          'fewshot_jax.baselines', 'fewshot_jax.analysis', 'fewshot_jax.analysis.*']),
     (0, ['fewshot_jax.sharding', 'fewshot_jax.checkpoint', 'fewshot_jax.run_log',
-         'fewshot_jax.errors', 'fewshot_jax.masks', 'fewshot_jax.data', 'fewshot_jax.data.*']),
+         'fewshot_jax.errors', 'fewshot_jax.masks', 'fewshot_jax.xla_setup', 'fewshot_jax.data', 'fewshot_jax.data.*']),
 ]
 
 
