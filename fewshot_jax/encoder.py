@@ -93,7 +93,7 @@ class Encoder:
                 f'{c.get("variant", "v1.5")!r}, step {self.step}, from {self.source})')
 
     def encode(self, images, layer: str | Sequence[str] = 'pooled', batch_size: int = 64,
-               progress: bool | None = None, num_devices: int | None = None):
+               progress: bool | None = None, num_devices: int | None = 1):
         """Features of ``images``, computed batch by batch.
 
         Args:
@@ -104,8 +104,9 @@ class Encoder:
                 (N, h, w, C); a sequence of names returns a dict of them.
             batch_size: images per device call; lower it for large images.
             progress: show a progress bar; None shows one for long inputs.
-            num_devices: local devices to split each batch over; None uses all
-                of them (the batch is rounded up to a multiple of their count).
+            num_devices: local devices to split each batch over (default 1: the
+                default device); None uses all of them. The batch is rounded up to
+                a multiple of the device count.
 
         Returns:
             float32 numpy array (or dict of arrays, for a sequence of layers).

@@ -16,8 +16,8 @@ initial values (mean 0, variance 1), run through the same ``Encoder.encode``.
 Its architecture is the ``model`` the caller passes (the probe task passes the
 first pretrained encoder's, so the comparison is like for like).
 
-Encoders run through ``Encoder.encode`` (BatchNorm in inference mode, batches
-split over the local devices). :func:`compute_features` caches each result
+Encoders run through ``Encoder.encode`` (BatchNorm in inference mode, every
+batch split over all local devices). :func:`compute_features` caches each result
 as ``cache_dir/<name>-<key>.npz``; the key hashes the extractor's *content*
 (the weights themselves, so a changed checkpoint or file is a new key; the
 baseline's name and arguments), the data set's fingerprint (image bytes,
@@ -145,7 +145,7 @@ def make_extractor(spec: str, *, name: str | None = None, model: Mapping | None 
     fingerprint = _encoder_fingerprint(encoder, layer)
 
     def extract(images):
-        out = encoder.encode(images, layer=layer, batch_size=batch_size)
+        out = encoder.encode(images, layer=layer, batch_size=batch_size, num_devices=None)
         return out if out.ndim == 2 else out.mean(axis=(1, 2))
 
     return Extractor(name, spec, fingerprint, extract, dict(encoder.config))

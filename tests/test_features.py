@@ -34,8 +34,8 @@ def test_batches_split_over_eight_devices_give_single_device_features(images):
     variables = make_encoder(TINY).init(jax.random.key(1), np.zeros((1, 32, 32, 3), np.float32),
                                         train=False)
     encoder = Encoder(variables, TINY)
-    many = encoder.encode(images, batch_size=6)  # rounded up to 8, last batch padded
-    one = encoder.encode(images, batch_size=6, num_devices=1)
+    many = encoder.encode(images, batch_size=6, num_devices=None)  # 8 per batch, last padded
+    one = encoder.encode(images, batch_size=6)
     np.testing.assert_allclose(many, one, rtol=1e-5, atol=1e-6)
     # The extractor uses that same forward path.
     extractor = features.make_extractor('random-init', model=TINY, seed=1, batch_size=6)
