@@ -40,7 +40,7 @@ if [ "$TINY" = 1 ]; then
 else
   GRID_PROCS=${GRID_PROCS:-10}; GRID_S=${GRID_S:-420}; PAPER_S=${PAPER_S:-400}
   GRID_ARGS=(--recipes=$GRID_RECIPES --seeds=0,1,2 --order=seed --threads=1)
-  PAPER_ARGS=(--preset= --set=model.dtype=bfloat16 --task_size=256 --seeds=0 --threads=4)
+  PAPER_ARGS=(--preset= --set=model.dtype=bfloat16 --seeds=0 --threads=4)
 fi
 
 # (b) the paper's recipe: Barlow Twins with the original Randcrop, then SimCLR without crop.

@@ -203,9 +203,14 @@ _POOLS: dict = {}
 
 
 def task_pool(task: str, per_class: int, gen_size: int, image_size: int):
-    """The labeled pool of `task` as uint8 (n, S, S) at the encoder's size, and labels."""
+    """The labeled pool of `task` as uint8 (n, S, S) at the encoder's size, and labels.
+
+    Generated at `gen_size` (0: at `image_size`, as the calibration draws them) from
+    TASK_SEED, then resized by the pipeline's own resize when the sizes differ.
+    """
     from fewshot_jax.data import pipeline, synthetic
 
+    gen_size = gen_size or image_size
     key = (task, per_class, gen_size, image_size)
     if key not in _POOLS:
         data = getattr(synthetic, task)(per_class, gen_size, TASK_SEED)
@@ -421,7 +426,8 @@ def main() -> None:
     parser.add_argument('--out', required=True, help='scratch folder (runs, results.jsonl)')
     parser.add_argument('--shots', type=int, default=8)
     parser.add_argument('--pool', type=int, default=48, help='images per class in each pool')
-    parser.add_argument('--task_size', type=int, default=128, help='generated task image size')
+    parser.add_argument('--task_size', type=int, default=0,
+                        help='size the task images are generated at (0: the encoder input size)')
     parser.add_argument('--draws', type=int, default=20)
     parser.add_argument('--threads', type=int, default=2, help='threads for the probe fits')
     parser.add_argument('--shard', default='0/1', help='i/n: run every n-th pair from the i-th')
@@ -446,7 +452,7 @@ def main() -> None:
     extra = parse_overrides(args.set)
     if args.tiny:
         extra = {**TINY, **extra}
-        args.pool, args.task_size, args.draws = min(args.pool, 12), min(args.task_size, 64), 3
+        args.pool, args.draws = min(args.pool, 12), 3
     index, count = (int(v) for v in args.shard.split('/'))
     ensure_stem_wiring()
     out.mkdir(parents=True, exist_ok=True)
