@@ -7,21 +7,31 @@ of the current backend, with the same builders the training loop uses.
     python benchmarks/pretrain_step.py --depth=50 --image_size=224 --batch=256 \
         --loss=barlow_twins --dtype=bfloat16 --steps=20
 
-Prints one human-readable line and one JSON line per run.
+Prints one human-readable line and one JSON line per run. On the CPU it appends the
+project's Eigen-convolution flag to XLA_FLAGS (fewshot_jax/xla_setup.py) unless XLA_FLAGS
+already names --xla_cpu_experimental_ynn_fusion_type; benchmarks/step_vs_torch.py times
+XLA's default convolutions next to it (variant jax_default).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-import jax
-import numpy as np
-from absl import app, flags
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's configs/
+
+from fewshot_jax.xla_setup import prefer_eigen_convolutions_on_cpu  # noqa: E402
+
+# Before jax starts (XLA reads XLA_FLAGS once): Eigen convolutions on XLA:CPU, as launch.py
+# uses; a user's own --xla_cpu_experimental_ynn_fusion_type in XLA_FLAGS wins.
+prefer_eigen_convolutions_on_cpu()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 from configs.ssl_base import ssl_config  # noqa: E402
 from fewshot_jax import sharding  # noqa: E402
@@ -69,6 +79,7 @@ def bench(loss: str, dtype: str) -> dict:
         'compile_s': round(compile_s, 2), 'step_ms': round(1e3 * elapsed / _STEPS.value, 2),
         'pairs_per_s': round(_BATCH.value * _STEPS.value / elapsed, 1),
         'peak_gib_device0': memory, 'final_loss': float(metrics['loss']),
+        'xla_flags': os.environ.get('XLA_FLAGS', ''),
     }
 
 
