@@ -20,8 +20,16 @@ import pytest
 
 from fewshot_jax import checkpoint
 from fewshot_jax.data import pipeline
-from tests.multihost_harness import (DATA_BATCH, DATA_IMAGES, REPO, batch_ids, data_job,
-                                     free_port, index_source, launch_job)
+from tests.multihost_harness import (
+    DATA_BATCH,
+    DATA_IMAGES,
+    REPO,
+    batch_ids,
+    data_job,
+    free_port,
+    index_source,
+    launch_job,
+)
 
 # The ':tiny' preset (monitor off), without warm-up, at a learning rate that keeps the run out
 # of chaos. Measured in one process (4 vs 2 devices, same batches): the tiny ResNet's training
