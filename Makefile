@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python launch.py --config=configs/barlow_tem.py:demo --workdir=runs/demo_barlow_tem
+	$(BIN)/python launch.py --config=configs/workflow.py:demo --workdir=runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q tests
