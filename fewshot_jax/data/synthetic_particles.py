@@ -75,12 +75,17 @@ class _Particles:
                 canvas.disk(c, r, self.value, in_mask=True)
                 canvas.disk(c, r - rim, core)
             elif self.shape == "rod":  # capsule of aspect 2.5-4 along a random direction
-                half = r * 1.6 * np.array([np.cos(a), np.sin(a)])
-                ends = np.stack([c - half, c + half])
-                canvas.polyline(ends, 2 * r, self.value, in_mask=True)
-                canvas.disk(c - half, r, self.value, in_mask=True)
-                canvas.disk(c + half, r, self.value, in_mask=True)
-                canvas.polyline(ends, 2 * (r - rim), core)
+                # Body drawn as a polygon, not a thick line: PIL rounds line widths
+                # to whole pixels, which left small rods narrower than their caps
+                # (a touching pair of spheres, not a rod).
+                axis = np.array([np.cos(a), np.sin(a)])
+                half, normal = 1.6 * r * axis, np.array([-axis[1], axis[0]])
+                for radius, value, in_mask in ((r, self.value, True), (r - rim, core, False)):
+                    body = np.stack([c - half, c + half, c + half, c - half])
+                    body += np.array([1, 1, -1, -1])[:, None] * radius * normal
+                    canvas.polygon(body, value, in_mask=in_mask)
+                    canvas.disk(c - half, radius, value, in_mask=in_mask)
+                    canvas.disk(c + half, radius, value, in_mask=in_mask)
             else:
                 t = a + np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3])
                 corners = np.stack([np.cos(t), np.sin(t)], axis=1)

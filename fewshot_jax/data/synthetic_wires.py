@@ -67,7 +67,6 @@ class _Style:
     def __init__(self, rng: np.random.Generator, size: int):
         self.mag = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
         self.u = size / 256.0 * self.mag
-        self.size = size
         # At least ~1 px so that a wire stays visible in a 64 px image.
         self.width = max(rng.uniform(2.0, 4.5) * self.u, 0.9)
         self.persistence = rng.uniform(0.4, 3.0) * size
