@@ -87,6 +87,8 @@ RECIPES: dict[str, tuple[str, dict]] = {
     'combo_small_stem_32px': ('barlow_twins', {**BEST_GUESS, 'model.stem': 'small',
                                                'data.image_size': 32}),
     'combo_indomain': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain'}),
+    'combo_indomain_1000': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain',
+                                             'train.num_steps': 1000}),
     'simclr_combo': ('simclr', BEST_GUESS),
     'simclr_combo_t0.5': ('simclr', {**BEST_GUESS, 'loss.temperature': 0.5}),
 }
