@@ -92,7 +92,7 @@ def main(argv):
         # Post-ReLU activations (about half exact zeros, so ties) and a random cotangent.
         x = jnp.asarray(np.maximum(rng.standard_normal((16, side, side, 64)), 0), jnp.float32)
         dy = jnp.asarray(rng.standard_normal(xla_max_pool(x).shape), jnp.float32)
-        fns = {name: jax.jit(jax.grad(lambda v, f=f: jnp.vdot(f(v), dy)))
+        fns = {name: jax.jit(jax.grad(lambda v, f=f, dy=dy: jnp.vdot(f(v), dy)))
                for name, f in (('xla', xla_max_pool), ('dense', dense_grad_max_pool))}
         np.testing.assert_array_equal(np.asarray(xla_max_pool(x)),
                                       np.asarray(dense_grad_max_pool(x)))

@@ -11,8 +11,8 @@ one SGD-momentum update.
   (``fewshot_jax.xla_setup``).
 - PyTorch (the optional ``torch`` extra): torchvision's ResNet50 architecture, written
   out below with torch.nn (torchvision is not a project dependency, and its wheels
-  must match the torch build exactly), + the same projector + a Barlow Twins loss, 2 threads, denormals flushed, with the passive
-  and (``--variants=...,torch_active``) the spinning OpenMP wait policy. The spinning
+  must match the torch build exactly), + the same projector + a Barlow Twins loss,
+  2 threads, denormals flushed, with the passive and (``--variants=...,torch_active``) the spinning OpenMP wait policy. The spinning
   worker keeps both cores busy even while it waits for its turn, which slows every other
   variant, so it is opt-in; on a shared machine the passive policy is the fair one.
 
@@ -160,7 +160,8 @@ def torch_worker() -> None:
 
     def resnet50():
         layers, cin = [*conv_bn(3, 64, 7, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)], 64
-        for stage, (planes, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3))):
+        stages = zip((64, 128, 256, 512), (3, 4, 6, 3), strict=True)
+        for stage, (planes, blocks) in enumerate(stages):
             for b in range(blocks):
                 layers.append(Bottleneck(cin, planes, 2 if stage > 0 and b == 0 else 1))
                 cin = 4 * planes
@@ -247,7 +248,8 @@ def _parse(argv: list[str]) -> dict:
         options[key] = value
     unknown = set(options['variants'].split(',')) - set(VARIANTS)
     if unknown:
-        raise SystemExit(f'--variants: unknown {sorted(unknown)}; expected some of {list(VARIANTS)}')
+        raise SystemExit(f'--variants: unknown {sorted(unknown)}; '
+                         f'expected some of {list(VARIANTS)}')
     not_jax = [n for n in options['augment'].split(',') if n and VARIANTS.get(n, ('',))[0] != 'jax']
     if not_jax:
         raise SystemExit(f'--augment: {not_jax} are not JAX variants (PyTorch runs unaugmented)')

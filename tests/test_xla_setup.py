@@ -1,4 +1,4 @@
-"""The Eigen-convolution XLA flag: appended without replacing the user's flags, and numerically safe.
+"""The Eigen-convolution XLA flag: appended, never replacing the user's flags; numerically safe.
 
 The numerics test runs one Barlow Twins step's gradients of the tiny model in two
 fresh processes (XLA reads XLA_FLAGS once per process): one with XLA's default
