@@ -12,9 +12,10 @@ one SGD-momentum update.
 - PyTorch (the optional ``torch`` extra): torchvision's ResNet50 architecture, written
   out below with torch.nn (torchvision is not a project dependency, and its wheels
   must match the torch build exactly), + the same projector + a Barlow Twins loss,
-  2 threads, denormals flushed, with the passive and (``--variants=...,torch_active``) the spinning OpenMP wait policy. The spinning
-  worker keeps both cores busy even while it waits for its turn, which slows every other
-  variant, so it is opt-in; on a shared machine the passive policy is the fair one.
+  2 threads, denormals flushed, with the passive OpenMP wait policy and, opt-in
+  (``--variants=...,torch_active``), the spinning one. The spinning worker keeps both
+  cores busy even while it waits for its turn, which slows every other variant; on a
+  shared machine the passive policy is the fair one.
 
 Each variant runs in its own warm process (XLA reads XLA_FLAGS and OpenMP its wait
 policy once per process). The parent interleaves them: every round, each variant runs
