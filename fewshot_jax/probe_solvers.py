@@ -20,10 +20,14 @@ features, ``W = X^T A`` with ``A`` (n, K). The solver is L-BFGS *in W-space*
 (the geometry scikit-learn's L-BFGS sees), carried out in those n·K
 coordinates: inner products are ``⟨X^T a, X^T a'⟩ = tr(a^T G a')`` with the
 Gram matrix ``G = X X^T``, so each iteration costs one (n×n)·(n×2K) product
-instead of two (n×d)·(d×K) ones, and no factorisation is needed (rank-deficient
-``G`` is fine). The line search is an exact minimisation of the convex 1-D
-restriction (safeguarded Newton), which costs O(nK) per trial because logits and
-the penalty are linear/quadratic in the step. scikit-learn fits a binary problem
+instead of two (n×d)·(d×K) ones (rank-deficient ``G`` is fine). CNN features
+are strongly correlated, so ``G`` has a few huge eigenvalues; the initial
+inverse Hessian is ``(I + c X^T X)^-1`` on an approximate top-64 eigenspace
+(two block power steps, Cholesky-QR; see :func:`_subspace_preconditioner`),
+which cuts the iterations 3-6 fold and changes nothing about the optimum. The
+line search is an exact minimisation of the convex 1-D restriction
+(safeguarded Newton), which costs O(nK) per trial because logits and the
+penalty are linear/quadratic in the step. scikit-learn fits a binary problem
 with one weight vector; a two-class softmax with penalty C/2 has the same
 optimum, so K = 2 uses ``C / 2``.
 
@@ -55,6 +59,10 @@ HIGHEST = jax.lax.Precision.HIGHEST
 _LINE_SEARCH_STEPS = 8
 # A run that stalls counts as converged when its gradient is within this factor of tol.
 _STALL_SLACK = 100.0
+# Preconditioner: the top eigen-directions of the Gram matrix (at most this many) ...
+_PRECONDITIONER_RANK = 64
+# ... damped with curvature C · this (a typical p(1 - p) of a fitted few-shot problem).
+_PRECONDITIONER_CURVATURE = 0.01
 
 
 def standardize(x, valid):
@@ -128,16 +136,72 @@ def logistic_regression(x, y, valid, *, num_classes: int, C: float = 1.0, tol: f
     g = jax.vmap(gram)(x_std)
     targets = jax.nn.one_hot(y, num_classes, dtype=jnp.float32) * valid[..., None]
     c_eff = C / 2.0 if num_classes == 2 else C
+    preconditioner = _subspace_preconditioner(g, valid, c_eff * _PRECONDITIONER_CURVATURE)
     a, b, n_iter, grad_norm, stalled = _lbfgs_kernel(g, targets, valid, c_eff, tol, max_iter,
-                                                     history)
+                                                     history, preconditioner)
     coef = jnp.einsum('rnd,rnk->rdk', x_std, a, precision=HIGHEST)
     converged = (grad_norm <= tol) | (stalled & (grad_norm <= _STALL_SLACK * tol))
     return {'coef': coef, 'intercept': b, 'mean': mean, 'scale': scale, 'n_iter': n_iter,
             'grad_norm': grad_norm, 'converged': converged}
 
 
-def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history):
-    """Batched L-BFGS in W-space for ``W = X^T A``; returns (A, b, n_iter, grad_norm, stalled).
+def _orthonormal(block):
+    """An orthonormal basis of each block's columns by shifted Cholesky-QR (matmuls and a
+    small Cholesky only: QR and eigh are slow on XLA's CPU backend)."""
+    gram_small = jnp.einsum('rnk,rnl->rkl', block, block, precision=HIGHEST)
+    size = block.shape[-1]
+    shift = 1e-4 * jnp.trace(gram_small, axis1=1, axis2=2)[:, None, None] / size + 1e-20
+    factor = jnp.linalg.cholesky(gram_small + shift * jnp.eye(size))
+    inverse = jax.scipy.linalg.solve_triangular(
+        factor, jnp.broadcast_to(jnp.eye(size), factor.shape), lower=True)
+    return jnp.einsum('rnk,rlk->rnl', block, inverse, precision=HIGHEST)
+
+
+def _subspace_preconditioner(g, valid, damping):
+    """The preconditioner's pieces: an approximate top eigenspace of each G.
+
+    With ``Q`` (n, r) an orthonormal basis of ``G²Ω`` (two block power steps from
+    a fixed random start) and ``B = X^T Q``, the W-space preconditioner is
+    ``H0 = (I + c B B^T)^{-1} = I - c B (I + c B^T B)^{-1} B^T`` on the weights
+    and ``1 / (1 + c·n)`` on the intercept: the inverse of the Hessian's
+    dominant part ``I + c X^T X`` restricted to the top directions, exactly
+    symmetric positive definite whatever Q is. Any such H0 gives the same
+    optimum; this one takes the Gram matrix's huge leading eigenvalues
+    (correlated CNN features) out of the iteration count. In A-coordinates
+    ``H0 q = q - c Q K^-1 Q^T (G q)`` with ``K = I + c Q^T G Q``.
+
+    Returns:
+        ``(Q, G·Q, c·K^-1, intercept factor)``.
+    """
+    runs, n, _ = g.shape
+    rank = min(n, _PRECONDITIONER_RANK)
+    start = jax.random.normal(jax.random.key(0), (n, rank), jnp.float32)
+    q = _orthonormal(jnp.einsum('rnm,mk->rnk', g, start, precision=HIGHEST))
+    q = _orthonormal(jnp.einsum('rnm,rmk->rnk', g, q, precision=HIGHEST))
+    gq = jnp.einsum('rnm,rmk->rnk', g, q, precision=HIGHEST)
+    inner = jnp.eye(rank) + damping * jnp.einsum('rnk,rnl->rkl', q, gq, precision=HIGHEST)
+    factor = jnp.linalg.cholesky(0.5 * (inner + jnp.swapaxes(inner, 1, 2)))
+    eye = jnp.broadcast_to(jnp.eye(rank), factor.shape)
+    half = jax.scipy.linalg.solve_triangular(factor, eye, lower=True)
+    inverse = jnp.einsum('rkl,rkm->rlm', half, half, precision=HIGHEST)  # K^-1 = L^-T L^-1
+    count = jnp.sum(valid, axis=1).astype(jnp.float32)
+    return q, gq, damping * inverse, 1.0 / (1.0 + damping * count)
+
+
+def _apply_preconditioner(preconditioner, q_a, q_b, q_image):
+    """H0 applied to (q_a, q_b) with G-image q_image; returns the result and its G-image."""
+    basis, g_basis, inverse, intercept = preconditioner
+    projected = jnp.einsum('rnl,rnk->rlk', basis, q_image, precision=HIGHEST)
+    coeff = jnp.einsum('rlm,rmk->rlk', inverse, projected, precision=HIGHEST)
+    return (q_a - jnp.einsum('rnl,rlk->rnk', basis, coeff, precision=HIGHEST),
+            q_b * intercept[:, None],
+            q_image - jnp.einsum('rnl,rlk->rnk', g_basis, coeff, precision=HIGHEST))
+
+
+def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history, preconditioner):
+    """Batched preconditioned L-BFGS in W-space for ``W = X^T A``.
+
+    Returns (A, b, n_iter, grad_norm, stalled).
 
     All runs step together (one batched product with G per iteration); a run
     that has converged or stalled takes steps of length 0 from then on, and its
@@ -174,7 +238,7 @@ def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history):
         'grad_a': grad_a, 'grad_b': grad_b, 'grad_image': grad_image,
         's_a': ring, 's_b': ring_b, 's_image': ring, 'y_a': ring, 'y_b': ring_b, 'y_image': ring,
         'rho': jnp.zeros((history, runs)),
-        'gamma': 1.0 / jnp.maximum(grad_norm / normaliser, 1e-30),
+        'gamma': jnp.ones((runs,)),
         'iteration': jnp.asarray(0), 'n_iter': jnp.zeros((runs,), jnp.int32),
         'grad_norm': grad_norm, 'active': grad_norm > tol, 'stalled': jnp.zeros((runs,), bool),
     }
@@ -197,6 +261,7 @@ def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history):
             0, history, newest_first,
             (-s['grad_a'], -s['grad_b'], -s['grad_image'], jnp.zeros((history, runs))))
         gamma = s['gamma']
+        h_a, h_b, h_image = _apply_preconditioner(preconditioner, q_a, q_b, q_image)
 
         def oldest_first(i, carry):
             d_a, d_b, d_image = carry
@@ -210,7 +275,7 @@ def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history):
 
         d_a, d_b, d_image = jax.lax.fori_loop(
             0, history, oldest_first,
-            (gamma[:, None, None] * q_a, gamma[:, None] * q_b, gamma[:, None, None] * q_image))
+            (gamma[:, None, None] * h_a, gamma[:, None] * h_b, gamma[:, None, None] * h_image))
         ascent = (_inner(s['grad_a'], s['grad_b'], d_image, d_b) >= 0)[:, None]
         d_a = jnp.where(ascent[..., None], -s['grad_a'], d_a)
         d_b = jnp.where(ascent, -s['grad_b'], d_b)
@@ -229,6 +294,8 @@ def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history):
         sy = _inner(s_a, s_b, y_image, y_b)
         yy = _inner(y_a, y_b, y_image, y_b)
         ss = _inner(s_a, s_b, s_image, s_b)
+        _, hy_b, hy_image = _apply_preconditioner(preconditioner, y_a, y_b, y_image)
+        yhy = _inner(y_a, y_b, hy_image, hy_b)
         # A pair without positive curvature is stored as an inert slot (rho = 0).
         accept = sy > 1e-10 * jnp.sqrt(jnp.maximum(yy * ss, 0.0))
         slot = s['iteration'] % history
@@ -243,7 +310,7 @@ def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history):
             'y_a': s['y_a'].at[slot].set(y_a), 'y_b': s['y_b'].at[slot].set(y_b),
             'y_image': s['y_image'].at[slot].set(y_image),
             'rho': s['rho'].at[slot].set(jnp.where(accept, 1.0 / jnp.where(accept, sy, 1.0), 0.0)),
-            'gamma': jnp.where(accept, sy / jnp.maximum(yy, 1e-30), gamma),
+            'gamma': jnp.where(accept, sy / jnp.maximum(yhy, 1e-30), gamma),
             'iteration': s['iteration'] + 1,
             'n_iter': s['n_iter'] + active.astype(jnp.int32),
             'grad_norm': jnp.where(active, grad_norm, s['grad_norm']),
