@@ -3,9 +3,10 @@
 How well can the demo encoder (ResNet18 at width 16, the project's
 `fewshot_jax.models.make_encoder`) do on a synthetic task when it is given
 many labels? It is trained from scratch with a linear head, Adam and random
-flips (horizontal, vertical, diagonal) on `--per_class` labeled images per class, and tested on a held-out set
-drawn with another seed. A benchmark can only show label efficiency if this
-ceiling is high (the calibration target is >= 0.85 at 200 images per class).
+flips (horizontal, vertical, diagonal) on `--per_class` labeled images per
+class, and tested on a held-out set drawn with another seed. A benchmark can
+only show label efficiency if this ceiling is high (the calibration target is
+>= 0.85 at 200 images per class).
 
     python benchmarks/supervised_ceiling.py --size 64 --per_class 200 --steps 2000
 
