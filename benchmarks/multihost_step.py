@@ -43,8 +43,10 @@ def _free_port() -> int:
 
 def _run(workdir: Path, processes: int, devices: int) -> list[float]:
     """Runs one job; returns its per-step wall times (seconds)."""
-    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-               JAX_PLATFORMS='cpu')
+    flags_kept = [f for f in os.environ.get('XLA_FLAGS', '').split()
+                  if not f.startswith('--xla_force_host_platform_device')]
+    env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=' '.join(
+        flags_kept + [f'--xla_force_host_platform_device_count={devices}']))
     base = [sys.executable, str(REPO / 'launch.py'), f'--config={_CONFIG.value}:{_PRESET.value}',
             f'--workdir={workdir}', f'--config.train.num_steps={_STEPS.value}',
             '--config.train.log_every=1', f'--config.train.checkpoint_every={_STEPS.value}',

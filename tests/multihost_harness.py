@@ -40,13 +40,19 @@ def free_port() -> int:
 def process_env(devices: int) -> dict:
     """The environment of one process: ``devices`` fake CPU devices, unbuffered output.
 
-    The persistent compilation cache of the test session (tests/conftest.py) is
-    inherited, so later jobs reuse earlier jobs' executables.
+    The test session's other XLA flags and its persistent compilation cache
+    (tests/conftest.py) are inherited, so later jobs reuse earlier jobs' executables.
     """
     env = dict(os.environ)
-    env.update(XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+    env.update(XLA_FLAGS=with_device_count(env.get('XLA_FLAGS', ''), devices),
                JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
     return env
+
+
+def with_device_count(xla_flags: str, devices: int) -> str:
+    """``xla_flags`` with its fake CPU device count set to ``devices`` (other flags kept)."""
+    kept = [f for f in xla_flags.split() if not f.startswith('--xla_force_host_platform_device')]
+    return ' '.join(kept + [f'--xla_force_host_platform_device_count={devices}'])
 
 
 class JobError(AssertionError):
