@@ -39,9 +39,9 @@ counts as converged when its gradient is within 100·tol.
 
 **Ridge** (:func:`ridge_regression`): least squares on ±1 one-hot targets
 with penalty ``l2 · ‖W‖²`` and a free intercept (scikit-learn's
-``RidgeClassifier(alpha=l2)``). One eigendecomposition of ``G`` serves every
-regulariser; given several, each run picks its own by exact leave-one-out error
-on its training rows (never the test part).
+``RidgeClassifier(alpha=l2)``); one regulariser is a Cholesky solve, and one
+eigendecomposition of ``G`` serves several, each run picking its own by exact
+leave-one-out error on its training rows (never the test part).
 
 **kNN** (:func:`knn_scores`): cosine similarity on L2-normalised raw features
 (as DINO's evaluator), the ``neighbors`` most similar training images vote
@@ -379,6 +379,14 @@ def ridge_regression(x, y, valid, *, num_classes: int, l2=(1.0,)):
     count = jnp.maximum(jnp.sum(valid), 1).astype(jnp.float32)
     intercept = jnp.sum(targets, axis=0) / count
     centered = jnp.where(rows, targets - intercept, 0.0)
+    if len(l2) == 1:
+        # One regulariser: a Cholesky solve (XLA's CPU eigh is slow).
+        chosen = jnp.asarray(l2[0], jnp.float32)
+        factor = jnp.linalg.cholesky(g + chosen * jnp.eye(g.shape[0]))
+        a = jax.scipy.linalg.cho_solve((factor, True), centered)
+        coef = jnp.dot(x_std.T, a, precision=HIGHEST)
+        return {'coef': coef, 'intercept': intercept, 'mean': mean, 'scale': scale,
+                'l2': chosen}
     eigvals, eigvecs = jnp.linalg.eigh(g)
     eigvals = jnp.maximum(eigvals, 0.0)
     projected = jnp.dot(eigvecs.T, centered, precision=HIGHEST)
@@ -387,23 +395,19 @@ def ridge_regression(x, y, valid, *, num_classes: int, l2=(1.0,)):
     def coefficients(lam):
         return jnp.dot(eigvecs, projected / (eigvals + lam)[:, None], precision=HIGHEST)
 
-    if len(l2) == 1:
-        a = coefficients(lambdas[0])
-        chosen = lambdas[0]
-    else:
-        def loo_error(lam):
-            # Hat matrix of ridge with a free intercept: 11^T/n + G (G + λI)^-1.
-            shrink = eigvals / (eigvals + lam)
-            hat_diag = 1.0 / count + jnp.sum(eigvecs * eigvecs * shrink, axis=1)
-            fitted = intercept + jnp.dot(g, coefficients(lam), precision=HIGHEST)
-            residual = (targets - fitted) / jnp.maximum(1.0 - hat_diag, 1e-6)[:, None]
-            return jnp.sum(jnp.where(rows, residual, 0.0) ** 2)
+    def loo_error(lam):
+        # Hat matrix of ridge with a free intercept: 11^T/n + G (G + λI)^-1.
+        shrink = eigvals / (eigvals + lam)
+        hat_diag = 1.0 / count + jnp.sum(eigvecs * eigvecs * shrink, axis=1)
+        fitted = intercept + jnp.dot(g, coefficients(lam), precision=HIGHEST)
+        residual = (targets - fitted) / jnp.maximum(1.0 - hat_diag, 1e-6)[:, None]
+        return jnp.sum(jnp.where(rows, residual, 0.0) ** 2)
 
-        errors = jax.vmap(loo_error)(lambdas)
-        # Ties go to the strongest regulariser (the last of the sorted values).
-        order = jnp.argsort(-lambdas)
-        chosen = lambdas[order[jnp.argmin(errors[order])]]
-        a = coefficients(chosen)
+    errors = jax.vmap(loo_error)(lambdas)
+    # Ties go to the strongest regulariser.
+    order = jnp.argsort(-lambdas)
+    chosen = lambdas[order[jnp.argmin(errors[order])]]
+    a = coefficients(chosen)
     coef = jnp.dot(x_std.T, a, precision=HIGHEST)
     return {'coef': coef, 'intercept': intercept, 'mean': mean, 'scale': scale, 'l2': chosen}
 
