@@ -38,7 +38,6 @@ from fewshot_jax.segment_model import (  # noqa: E402
     build_unet,
     init_variables,
     make_loss,
-    model_input,
     segment_step_fn,
 )
 from fewshot_jax.state import TrainState  # noqa: E402

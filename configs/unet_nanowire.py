@@ -40,7 +40,8 @@ def get_config(arg: str = ''):
     c = ml_collections.ConfigDict()
     c.task = 'segment'
     c.seed = 42
-    c.num_devices = ml_collections.config_dict.placeholder(int)  # None: largest count dividing the batch
+    # None: the largest device count that divides the batch.
+    c.num_devices = ml_collections.config_dict.placeholder(int)
 
     # Architecture of the 'random' encoder when no pretrained one is listed, and the
     # compute dtype of the U-Net ('bfloat16' for speed on accelerators).
@@ -70,6 +71,10 @@ def get_config(arg: str = ''):
     c.segment.epochs = ml_collections.config_dict.placeholder(int)  # None: the paper's by k
     c.segment.num_steps = ml_collections.config_dict.placeholder(int)  # overrides epochs
     c.segment.decoder = 'paper'  # or 'unet' (classic)
+    # Decoder filters scale by decoder_width / 64; None follows the encoder's width.
+    c.segment.decoder_width = ml_collections.config_dict.placeholder(int)
+    # None: Keras' 0.99 for 'paper' (as in the notebooks), 0.9 for 'unet'.
+    c.segment.bn_momentum = ml_collections.config_dict.placeholder(float)
     c.segment.loss = 'dice'  # or 'dice_bce'
     c.segment.batch_size = 4
     c.segment.lr = 1e-3

@@ -98,7 +98,8 @@ def fit(encoder, images, masks, *, resolution: int | None = None, decoder: str =
         loss: str = 'dice', epochs: int = 60, steps: int | None = None, batch_size: int = 4,
         lr: float = 1e-3, augment: bool = False, dtype: str | None = None, seed: int = 42,
         num_classes: int = 1, validation_fraction: float = 0.0, tile_overlap: float = 0.25,
-        threshold: float = 0.5, workdir: str | os.PathLike | None = None,
+        threshold: float = 0.5, decoder_width: int | None = None,
+        bn_momentum: float | None = None, workdir: str | os.PathLike | None = None,
         num_devices: int | None = None, progress: bool = True) -> Segmenter:
     """Trains a U-Net decoder on the frozen ``encoder`` from labeled masks.
 
@@ -122,6 +123,9 @@ def fit(encoder, images, masks, *, resolution: int | None = None, decoder: str =
             foreground/no-foreground images) and keep the step with the best validation Dice;
             0 keeps the last step.
         tile_overlap, threshold: prediction settings stored in the segmenter.
+        decoder_width: scale the decoder's filters by ``decoder_width / 64`` (None: the
+            encoder's width).
+        bn_momentum: the decoder's BatchNorm momentum (None: paper 0.99, unet 0.9).
         workdir: where the run's checkpoints and metrics go (resumable); None uses a temporary
             folder removed afterwards.
         num_devices: cap on the devices to train on.
@@ -165,7 +169,8 @@ def fit(encoder, images, masks, *, resolution: int | None = None, decoder: str =
                                                                      batch_size),
                      batch_size=batch_size, lr=lr, augment=augment, dtype=dtype, seed=seed,
                      tile_overlap=tile_overlap, threshold=threshold,
-                     pixel_scale=pixel_scale_of(floats, resolution))
+                     pixel_scale=pixel_scale_of(floats, resolution),
+                     decoder_width=decoder_width, bn_momentum=bn_momentum)
     train_cfg = {'log_every': 10, 'checkpoint_every': 0.5, 'keep_checkpoints': 1,
                  'progress': progress}
     info = {'name': encoder.name, 'encoder': encoder.source or encoder.name,
@@ -280,7 +285,9 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
                              loss=seg.loss, batch_size=seg.batch_size, lr=seg.lr,
                              augment=seg.augment, dtype=config.model.get('dtype'),
                              seed=config.seed, validation_every=seg.get('validation_every', 0.1),
-                             tile_overlap=seg.tile_overlap, pixel_scale=scale)
+                             tile_overlap=seg.tile_overlap, pixel_scale=scale,
+                             decoder_width=seg.get('decoder_width'),
+                             bn_momentum=seg.get('bn_momentum'))
             for name, encoder in encoders:
                 run = f'{name}_{res}px_k{k}'
                 run_rows, seconds, prob = _train_and_score(

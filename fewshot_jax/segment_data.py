@@ -103,7 +103,7 @@ def load_mask_set(data_cfg) -> MaskSet:
                                                      for c in wanted]))
         labels = np.asarray([wanted.index(wires.class_names[wires.labels[i]]) for i in keep])
         return MaskSet([wires.images[i] for i in keep], [wires.masks[i] for i in keep],
-                       labels, wanted, [f'synthetic/{wanted[l]}/{i}' for i, l in
+                       labels, wanted, [f'synthetic/{wanted[c]}/{i}' for i, c in
                                         zip(keep, labels, strict=True)])
     if name in ('nanowire', 'masked_folder'):
         if not data_cfg.get('root'):

@@ -41,7 +41,8 @@ def check_resolution(resolution, key: str = 'segment.resolutions') -> int:
 
 
 def build_unet(encoder_config: Mapping, decoder: str = 'paper', num_classes: int = 1,
-               dtype: str | None = None, bn_momentum: float | None = None) -> UNet:
+               dtype: str | None = None, bn_momentum: float | None = None,
+               decoder_width: int | None = None) -> UNet:
     """The U-Net over the encoder described by ``encoder_config`` (a saved model dict).
 
     Args:
@@ -52,14 +53,16 @@ def build_unet(encoder_config: Mapping, decoder: str = 'paper', num_classes: int
         dtype: compute dtype of encoder and decoder ('float32', 'bfloat16'); None keeps the
             encoder's.
         bn_momentum: the decoder's BatchNorm momentum (None: the decoder's default).
+        decoder_width: scales the decoder's filters by ``decoder_width / 64``; None follows the
+            encoder's width (a width-16 encoder gets a quarter-size decoder).
     """
     config = dict(encoder_config)
     if dtype is not None:
         config['dtype'] = dtype
     compute = compute_dtype(config.get('dtype', 'float32'))
     return UNet(encoder=make_encoder(config),
-                decoder=make_decoder(decoder, int(config['width']), num_classes, compute,
-                                     bn_momentum))
+                decoder=make_decoder(decoder, int(decoder_width or config['width']), num_classes,
+                                     compute, bn_momentum))
 
 
 def init_key(seed: int) -> jax.Array:
@@ -105,6 +108,7 @@ def init_variables(model: UNet, encoder_variables: Mapping | None, seed: int) ->
                               encoder_vars)
     check_features(features)
     skips = {name: features[name] for name in SKIP_LAYERS}
+    skips['image'] = dummy
     decoder_vars = jax.device_get(jax.jit(lambda: model.decoder.lazy_init(decoder_key, skips))())
     return {c: {'encoder': dict(encoder_vars[c]), 'decoder': dict(decoder_vars.get(c, {}))}
             for c in ('params', 'batch_stats')}

@@ -10,7 +10,6 @@ prediction overlays (Fig. 4A). It reads only what the stage wrote.
 from __future__ import annotations
 
 import csv
-import math
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -174,7 +173,8 @@ def curve_over_k(summary: Sequence[dict], path: str | os.PathLike) -> Path:
         points = sorted((s['k'], s['median_dice']) for s in summary
                         if s['encoder'] == encoder and s['resolution'] == res)
         style = '--' if encoder == 'otsu' else '-'
-        ax.plot(*zip(*points), style, marker='o', label=f'{encoder}, {res} px')
+        ax.plot([k for k, _ in points], [d for _, d in points], style, marker='o',
+                label=f'{encoder}, {res} px')
     ax.set_xscale('log', base=2)
     ax.set_xlabel('labeled images per class')
     ax.set_ylabel('median test Dice')
@@ -215,6 +215,3 @@ def overlays(panels: Sequence[dict], path: str | os.PathLike, title: str = '') -
     plt.close(fig)
     return Path(path)
 
-
-def finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -69,6 +69,8 @@ class TrainSpec:
         threshold, tile_overlap: stored in the segmenter for prediction.
         pixel_scale: training px per source px (see ``segmenter``).
         bn_momentum: the decoder's BatchNorm momentum; None: the decoder's default.
+        decoder_width: the decoder's filters scale as ``decoder_width / 64``; None: the
+            encoder's width.
     """
 
     resolution: int
@@ -86,6 +88,7 @@ class TrainSpec:
     tile_overlap: float = 0.25
     pixel_scale: float = 1.0
     bn_momentum: float | None = None
+    decoder_width: int | None = None
 
     def validate(self) -> None:
         check_resolution(self.resolution, 'resolution')
@@ -221,7 +224,7 @@ def train_segmenter(encoder, images: np.ndarray, masks: np.ndarray, spec: TrainS
     spec.validate()
     run_dir = Path(run_dir)
     model = build_unet(encoder.config, spec.decoder, spec.num_classes, spec.dtype,
-                       spec.bn_momentum)
+                       spec.bn_momentum, spec.decoder_width)
     variables = init_variables(model, encoder.variables, spec.seed)
     optim_cfg = ml_collections.ConfigDict({'name': 'adam', 'lr': spec.lr, 'warmup_steps': 0,
                                            'end_lr': spec.lr})  # constant, as Keras' Adam
@@ -236,7 +239,8 @@ def train_segmenter(encoder, images: np.ndarray, masks: np.ndarray, spec: TrainS
                           num_classes=spec.num_classes, resolution=spec.resolution,
                           channels=images.shape[-1], pixel_scale=spec.pixel_scale,
                           threshold=spec.threshold, tile_overlap=spec.tile_overlap,
-                          dtype=spec.dtype, info={**(info or {}), 'steps': spec.steps})
+                          dtype=spec.dtype, decoder_width=spec.decoder_width,
+                          info={**(info or {}), 'steps': spec.steps})
     hooks = ()
     if validation is not None and len(validation[0]):
         hooks = (_validation_hook(segmenter, validation[0], validation[1], run_dir,

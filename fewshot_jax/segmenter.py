@@ -139,13 +139,15 @@ class Segmenter:
         pixel_scale: training px per source px (see the module docstring).
         threshold: foreground probability threshold of :meth:`predict_masks`.
         tile_overlap: tile overlap as a fraction of ``resolution``.
+        decoder_width: the width the decoder's filters were scaled for (None: the encoder's).
         info: provenance (encoder name and spec, k, steps, …), saved with the model.
     """
 
     def __init__(self, variables: Mapping, encoder_config: Mapping, *, decoder: str = 'paper',
                  num_classes: int = 1, resolution: int, channels: int = 1,
                  pixel_scale: float = 1.0, threshold: float = 0.5, tile_overlap: float = 0.25,
-                 dtype: str | None = None, info: Mapping | None = None):
+                 dtype: str | None = None, decoder_width: int | None = None,
+                 info: Mapping | None = None):
         if resolution % DOWNSAMPLING:
             raise SegmenterError(f'resolution {resolution}: expected a multiple of {DOWNSAMPLING}')
         if not 0 <= tile_overlap < 1:
@@ -159,8 +161,10 @@ class Segmenter:
         self.threshold = float(threshold)
         self.tile_overlap = float(tile_overlap)
         self.dtype = dtype
+        self.decoder_width = decoder_width
         self.info = dict(info or {})
-        self.module = build_unet(self.encoder_config, decoder, self.num_classes, dtype)
+        self.module = build_unet(self.encoder_config, decoder, self.num_classes, dtype,
+                                 decoder_width=decoder_width)
         self.variables = {'params': variables['params'], 'batch_stats': variables['batch_stats']}
         module = self.module
         self._forward = jax.jit(
@@ -288,7 +292,7 @@ class Segmenter:
                 tiles = np.concatenate([tiles, np.zeros((batch_size - len(tiles),
                                                          *tiles.shape[1:]), np.uint8)])
             probs = np.asarray(self._forward(self.variables, tiles))
-            for (i, y, x, weight), prob in zip(batch, probs):
+            for (i, y, x, weight), prob in zip(batch, probs[:len(batch)], strict=True):
                 entry = open_images[i]
                 entry['sum'][y:y + tile, x:x + tile] += prob * (
                     weight if prob.ndim == 2 else weight[..., None])
@@ -339,9 +343,10 @@ class Segmenter:
                 'num_classes': self.num_classes, 'resolution': self.resolution,
                 'channels': self.channels, 'pixel_scale': self.pixel_scale,
                 'threshold': self.threshold, 'tile_overlap': self.tile_overlap,
-                'dtype': self.dtype, 'info': self.info}
+                'dtype': self.dtype, 'decoder_width': self.decoder_width, 'info': self.info}
 
-    def save(self, path: str | os.PathLike, shared_encoder: str | os.PathLike | None = None) -> Path:
+    def save(self, path: str | os.PathLike,
+             shared_encoder: str | os.PathLike | None = None) -> Path:
         """Writes the segmenter to the folder ``path`` (created; files replaced).
 
         Args:
@@ -442,7 +447,8 @@ def load_segmenter(path: str | os.PathLike, run: str | None = None) -> Segmenter
                      num_classes=meta['num_classes'], resolution=meta['resolution'],
                      channels=meta['channels'], pixel_scale=meta['pixel_scale'],
                      threshold=meta['threshold'], tile_overlap=meta['tile_overlap'],
-                     dtype=meta.get('dtype'), info=meta.get('info'))
+                     dtype=meta.get('dtype'), decoder_width=meta.get('decoder_width'),
+                     info=meta.get('info'))
 
 
 __all__ = ['Segmenter', 'SegmenterError', 'blend_weights', 'load_segmenter',

@@ -70,7 +70,7 @@ def test_batches_match_the_plain_loop_reference():
     prob[3] = 0.0  # an empty prediction
     got = np.stack([np.asarray(fn(prob, true)) for fn in (metrics.dice, metrics.iou,
                                                          metrics.soft_dice, metrics.soft_iou)], 1)
-    expected = np.array([loop_scores(p, t) for p, t in zip(prob, true)])
+    expected = np.array([loop_scores(p, t) for p, t in zip(prob, true, strict=True)])
     assert got.shape == (6, 4)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
@@ -87,7 +87,7 @@ def test_losses_against_direct_formulas():
     logits = rng.normal(size=(3, 5, 5)).astype(np.float32) * 3
     true = (rng.random((3, 5, 5)) < 0.4).astype(np.uint8)
     prob = 1 / (1 + np.exp(-logits.astype(np.float64)))
-    expected_dice = 1 - np.mean([loop_scores(p, t)[2] for p, t in zip(prob, true)])
+    expected_dice = 1 - np.mean([loop_scores(p, t)[2] for p, t in zip(prob, true, strict=True)])
     assert float(metrics.dice_loss(prob.astype(np.float32), true)) == pytest.approx(
         expected_dice, rel=1e-5)
     expected_bce = -np.mean(true * np.log(prob) + (1 - true) * np.log(1 - prob))

@@ -131,11 +131,12 @@ def test_training_steps_leave_the_encoder_bit_identical():
                                 strict=True):
             assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), jax.tree_util.keystr(path)
     moved = [np.max(np.abs(a - b)) for a, b in zip(
-        jax.tree.leaves(before['params']['decoder']), jax.tree.leaves(after.params['decoder']))]
+        jax.tree.leaves(before['params']['decoder']), jax.tree.leaves(after.params['decoder']),
+        strict=True)]
     assert min(moved) > 0, 'every decoder parameter is trained'
     stats_moved = [np.max(np.abs(a - b)) for a, b in zip(
         jax.tree.leaves(before['batch_stats']['decoder']),
-        jax.tree.leaves(after.batch_stats['decoder']))]
+        jax.tree.leaves(after.batch_stats['decoder']), strict=True)]
     assert min(stats_moved) > 0, "the decoder's BatchNorm statistics update in training"
 
 

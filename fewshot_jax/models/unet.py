@@ -14,9 +14,11 @@ The encoder (``models.resnet.ResNet``) returns ``stem`` (H/2), ``stage1`` (H/4),
   At 224 px behind a ResNet50 it costs ≈ 23 GFLOP per image forward, against 4.1
   for the encoder: most of the work of training is here.
 * ``ClassicDecoder`` (``decoder='unet'``): Ronneberger et al.'s decoder — at each
-  level a 2×2 up-convolution, concatenation, two 3×3 conv + BN + ReLU; one more
-  level without skip reaches H; then a 1×1 output convolution. Filters 512, 256,
-  128, 64, 32.
+  level a 2×2 up-convolution, concatenation, two 3×3 conv + BN + ReLU; then a 1×1
+  output convolution. Filters 512, 256, 128, 64, 32. A ResNet has no full-resolution
+  stage, so the last level (H) concatenates the input image itself, as the first
+  level of Ronneberger's contracting path would provide (``image_skip``; thin
+  structures a few pixels wide need it).
 
 Filters scale with the encoder's width (``width / 64``) so that the small test
 encoders get proportionally small decoders.
@@ -108,18 +110,22 @@ class ClassicDecoder(nn.Module):
         filters: channels of the five levels (H/16 … H), already width-scaled.
         dtype: computation dtype; the output logits are float32.
         bn_momentum: BatchNorm running-average momentum.
+        image_skip: concatenate the input image (``features['image']``) at full resolution.
     """
 
     num_classes: int = 1
     filters: tuple[int, ...] = CLASSIC_FILTERS
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
+    image_skip: bool = True
 
     @nn.compact
     def __call__(self, features, train: bool = False):
         check_features(features)
         x = features['stage4'].astype(self.dtype)
-        skips = ('stage3', 'stage2', 'stage1', 'stem', None)
+        skips = ('stage3', 'stage2', 'stage1', 'stem', 'image' if self.image_skip else None)
+        if self.image_skip and 'image' not in features:
+            raise DecoderInputError("image_skip needs the input image as features['image']")
         for i, (feats, skip) in enumerate(zip(self.filters, skips, strict=True)):
             x = nn.ConvTranspose(feats, (2, 2), (2, 2), padding='VALID', dtype=self.dtype,
                                  kernel_init=_he_init, name=f'up{i}')(x)
@@ -129,8 +135,7 @@ class ClassicDecoder(nn.Module):
                 x = nn.Conv(feats, (3, 3), padding='SAME', use_bias=False, dtype=self.dtype,
                             kernel_init=_he_init, name=f'conv{i}_{j}')(x)
                 x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                 epsilon=1e-5,
-                                 dtype=self.dtype, name=f'bn{i}_{j}')(x)
+                                 epsilon=1e-5, dtype=self.dtype, name=f'bn{i}_{j}')(x)
                 x = nn.relu(x)
         x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name='out')(x)
         return x.astype(jnp.float32)
@@ -157,6 +162,7 @@ class UNet(nn.Module):
         _, intermediates = self.encoder(images, train=False)
         check_features(intermediates)
         skips = {name: jax.lax.stop_gradient(intermediates[name]) for name in SKIP_LAYERS}
+        skips['image'] = images  # the full-resolution input, for decoders that use it
         return self.decoder(skips, train=train)
 
 
