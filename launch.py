@@ -114,6 +114,7 @@ def _check_job(config) -> None:
 
     sharding.check_same_on_all_processes(
         {'config': config.to_dict(), 'workdir': str(Path(_WORKDIR.value).absolute())})
+    sharding.connect_processes()
     n_proc, n_dev = jax.process_count(), jax.device_count()
     line = (f'multihost: process {jax.process_index()} of {n_proc}, '
             f'{jax.local_device_count()} local / {n_dev} global {jax.devices()[0].platform} '

@@ -132,6 +132,25 @@ def process_allgather_bytes(data: bytes) -> list[bytes]:
     return [bytes(row[:length]) for row, length in zip(rows, lengths, strict=True)]
 
 
+def connect_processes() -> None:
+    """Sets up the all-device cross-process communicator while the processes are in step.
+
+    On CPU, gloo builds a communicator on the first collective over a set of devices
+    and gives the other processes 30 s to join (not configurable); a process still
+    compiling the first train step under load can miss that, and the job fails. Once
+    built, the communicator is reused by every program over the same devices, and a
+    collective waits for late processes as long as the job lives. Call it right after
+    a collective that synchronised the processes (launch.py: the config check).
+    """
+    if jax.process_count() == 1:
+        return
+    mesh = make_mesh()
+    ones = to_global(np.ones(jax.local_device_count(), np.float32), mesh)
+    total = jax.jit(lambda x: x.sum(), out_shardings=replicated(mesh))(ones)
+    if int(total) != jax.device_count():
+        raise RuntimeError(f'a sum of ones over the {jax.device_count()} devices gave {total}')
+
+
 class ProcessMismatchError(ConfigError):
     """Processes of one job were started with different settings."""
 
