@@ -146,12 +146,13 @@ def main() -> None:
         if 'logistic' in results:
             ours = results['logistic']
             truth = [labels[run.test] for run in ours.runs]
-            sk_accuracy = [float(np.mean(p == t)) for p, t in zip(predictions, truth)]
+            sk_accuracy = [float(np.mean(p == t)) for p, t in zip(predictions, truth, strict=True)]
             our_accuracy = [m['accuracy'] for m in ours.metrics]
             medians = []
             for name in names:
                 for k in shots:
-                    rows = [i for i, (n, run) in enumerate(zip(ours.encoders, ours.runs))
+                    pairs = zip(ours.encoders, ours.runs, strict=True)
+                    rows = [i for i, (n, run) in enumerate(pairs)
                             if n == name and run.k == k]
                     medians.append(np.median([our_accuracy[i] for i in rows])
                                    - np.median([sk_accuracy[i] for i in rows]))

@@ -126,13 +126,14 @@ def make_extractor(spec: str, *, name: str | None = None, model: Mapping | None 
     if spec in BASELINES:
         from fewshot_jax import baselines
 
-        if spec == 'raw-pixels':
-            fn = lambda images: baselines.raw_pixels(_grayscale(images), side=raw_pixel_side)
-            key = f'raw-pixels/side={raw_pixel_side}'
-        else:
-            fn = lambda images: baselines.texture_features(_grayscale(images))
-            key = f'texture/dim={baselines.TEXTURE_DIM}'
-        return Extractor(name, spec, _hash(key.encode()), fn)
+        def extract_baseline(images):
+            if spec == 'raw-pixels':
+                return baselines.raw_pixels(_grayscale(images), side=raw_pixel_side)
+            return baselines.texture_features(_grayscale(images))
+
+        key = (f'raw-pixels/side={raw_pixel_side}' if spec == 'raw-pixels'
+               else f'texture/dim={baselines.TEXTURE_DIM}')
+        return Extractor(name, spec, _hash(key.encode()), extract_baseline)
     from fewshot_jax.encoder import Encoder, load_encoder
 
     if spec == RANDOM_INIT:
@@ -260,7 +261,8 @@ def compute_features(extractor: Extractor, images, labels, class_names: Sequence
                       path, cached=False)
 
 
-def check_feature_sets(sets: Sequence[FeatureSet], image_names: Sequence[str] | None = None) -> None:
+def check_feature_sets(sets: Sequence[FeatureSet],
+                       image_names: Sequence[str] | None = None) -> None:
     """Raises FeatureError unless every set covers the same images and classes, all finite.
 
     Args:

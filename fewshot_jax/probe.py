@@ -34,8 +34,9 @@ share one compiled call. Training sets are padded to a multiple of
 kernels, reduction order) is the same either way and a run fitted inside a
 grid equals the run fitted alone to float32 rounding. (XLA compiles a batch of
 one differently from larger batches, so a lone run is fitted as a batch of two
-copies: every batch size from two up gives a run bit-identical results.) Problems with the input raise :class:`ProbeInputError`
-naming the run, row, class or option.
+copies: every batch size from two up gives a run bit-identical results.)
+Problems with the input raise :class:`ProbeInputError` naming the run, row,
+class or option.
 """
 
 from __future__ import annotations
@@ -217,8 +218,9 @@ def fit(train_x, train_y, head: str = 'logistic', *, holdout_x=None, holdout_y=N
     return Probe(batch, classes)
 
 
-def fit_many(train_x, train_y, valid=None, head: str = 'logistic', *, num_classes: int | None = None,
-             holdout_x=None, holdout_y=None, holdout_valid=None, **opts) -> ProbeBatch:
+def fit_many(train_x, train_y, valid=None, head: str = 'logistic', *,
+             num_classes: int | None = None, holdout_x=None, holdout_y=None, holdout_valid=None,
+             **opts) -> ProbeBatch:
     """Fits R classifiers at once, one per leading index, in one compiled call.
 
     Args:

@@ -89,7 +89,7 @@ def _chosen_encoder(cfg, feature_sets) -> str:
 
 
 def _rows_of(result, encoder: str, k: int) -> list[int]:
-    return [i for i, (name, run) in enumerate(zip(result.encoders, result.runs))
+    return [i for i, (name, run) in enumerate(zip(result.encoders, result.runs, strict=True))
             if name == encoder and run.k == k]
 
 

@@ -236,7 +236,7 @@ def _size_buckets(members, sizes, slack: float = 0.9):
 def _padded(index_sets, width: int, offset: np.ndarray):
     out = np.zeros((len(index_sets), width), np.int64)
     mask = np.zeros((len(index_sets), width), bool)
-    for i, (indices, base) in enumerate(zip(index_sets, offset)):
+    for i, (indices, base) in enumerate(zip(index_sets, offset, strict=True)):
         out[i, :len(indices)] = np.asarray(indices) + base
         out[i, len(indices):] = base + (indices[0] if len(indices) else 0)
         mask[i, :len(indices)] = True

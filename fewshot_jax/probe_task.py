@@ -213,7 +213,7 @@ def result_rows(mode: str, head: str, result: probe_grid.GridResult, specs) -> l
     """One CSV row (a dict of :data:`_CSV_FIELDS`) per (encoder, run)."""
     rows = []
     for name, run, metrics, diag in zip(result.encoders, result.runs, result.metrics,
-                                        result.diagnostics):
+                                        result.diagnostics, strict=True):
         rows.append({
             'mode': mode, 'head': head, 'encoder': name, 'spec': specs[name],
             'split_seed': run.split_seed, 'draw': run.draw, 'k': run.k, 'fold': run.fold,

@@ -1,4 +1,4 @@
-"""One-shot anchor analysis: sides and distances against hand-built masks, then real synthetic masks."""
+"""One-shot anchor analysis: sides and distances on hand-built masks, then on synthetic ones."""
 
 import numpy as np
 import pytest
@@ -65,7 +65,7 @@ def test_on_synthetic_nanowire_masks_with_a_figure(tmp_path):
         runs.append({'run': r, 'train': anchor, 'test': test, 'accuracy': float(rng.random())})
     table = anchors.anchor_table(data.labels, data.masks, runs, (dispersed, network),
                                  data.class_names)
-    for row, run in zip(table, runs):  # plain recomputation
+    for row, run in zip(table, runs, strict=True):  # plain recomputation
         a = [pixel_density(data.masks[i]) for i in run['train']]
         m = [np.median([pixel_density(data.masks[i]) for i in run['test']
                         if data.labels[i] == c]) for c in (dispersed, network)]

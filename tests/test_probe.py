@@ -1,4 +1,4 @@
-"""The probe heads: exact against scikit-learn on real encoder features, batch = alone, no leakage."""
+"""Probe heads: exact against scikit-learn on real encoder features, batch = alone, no leakage."""
 
 import warnings
 

@@ -110,7 +110,7 @@ def test_protocol_plan_is_nested_disjoint_and_reproducible():
     assert len(plan) == 2 * 2 * 3
     again = probe_grid.protocol_plan(labels, shots=(1, 2, 4), split_seeds=(0, 1), draws=2,
                                      holdout_per_class=3)
-    for run, other in zip(plan, again):
+    for run, other in zip(plan, again, strict=True):
         np.testing.assert_array_equal(run.train, other.train)
         check_disjoint(train=run.train, test=run.test, holdout=run.holdout)
         assert np.bincount(labels[run.train], minlength=3).tolist() == [run.k] * 3

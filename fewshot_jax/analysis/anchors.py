@@ -68,8 +68,9 @@ def anchor_table(labels, masks, runs: Sequence[dict], classes: tuple[int, int],
             except (KeyError, IndexError):
                 mask = None
             if mask is None:
-                raise AnchorError(f'image {index} (class {names.get(int(labels[index]), labels[index])!r}) '
-                                  'has no mask; the anchor analysis needs masks of both classes')
+                label = names.get(int(labels[index]), int(labels[index]))
+                raise AnchorError(f'image {index} (class {label!r}) has no mask; the anchor '
+                                  'analysis needs masks of both classes')
             cache[index] = pixel_density(mask)
         return cache[index]
 
@@ -92,7 +93,8 @@ def anchor_table(labels, masks, runs: Sequence[dict], classes: tuple[int, int],
             row[f'median_{names[c]}'] = medians[c]
         product = (anchors[first] - medians[first]) * (anchors[second] - medians[second])
         row['side'] = OPPOSITE if product < 0 else SAME
-        row['distance'] = abs(anchors[first] - medians[first]) + abs(anchors[second] - medians[second])
+        row['distance'] = (abs(anchors[first] - medians[first])
+                           + abs(anchors[second] - medians[second]))
         table.append(row)
     return table
 

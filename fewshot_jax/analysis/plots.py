@@ -174,7 +174,7 @@ def anchor_figure(table: Sequence[dict], test_densities: Mapping[str, Sequence[n
                                       ('distance', 'summed |anchor − median|'))):
         ax = fig.add_subplot(1, 4, 3 + j)
         groups = [[r[key] for r in table if r['side'] == side] for side in sides]
-        shown = [(side, g) for side, g in zip(sides, groups) if g]
+        shown = [(side, g) for side, g in zip(sides, groups, strict=True) if g]
         ax.boxplot([g for _, g in shown], tick_labels=[f'{s}\n(n={len(g)})' for s, g in shown])
         ax.set_ylabel(label, fontsize=8)
         ax.set_title(f'{label} by anchor side', fontsize=8)
