@@ -20,6 +20,13 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from fewshot_jax.xla_setup import prefer_eigen_convolutions_on_cpu
+
+# Before any jax import (XLA reads XLA_FLAGS once): on CPU, Eigen's weight-gradient
+# convolutions make a training step ~0.7x as long (benchmarks/RESULTS.md); a user's own
+# setting of the flag wins.
+prefer_eigen_convolutions_on_cpu()
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and outputs.')
