@@ -158,8 +158,10 @@ def _random_encoder(encoder_cls, model: dict, seed: int, name: str):
     from fewshot_jax.models import make_encoder
 
     module = make_encoder(model)
-    variables = module.init(jax.random.key(seed), np.zeros((1, 32, 32, 3), np.float32),
-                            train=False)
+    # One compiled init: eager init dispatches (and compiles) every layer's ops one by one.
+    init = jax.jit(lambda key: module.init(key, np.zeros((1, 32, 32, 3), np.float32),
+                                           train=False))
+    variables = init(jax.random.key(seed))
     return encoder_cls(variables, model, name=name, source=f'{RANDOM_INIT}@seed={seed}')
 
 
