@@ -35,6 +35,7 @@ from fewshot_jax import features as features_lib
 from fewshot_jax import probe, probe_data, probe_grid
 from fewshot_jax.checkpoint import WorkdirLock
 from fewshot_jax.errors import ConfigError
+from fewshot_jax.models.weights import WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,10 @@ def build_extractors(config) -> list[features_lib.Extractor]:
     built: dict[str, features_lib.Extractor] = {}
     for name, spec in parsed:
         if not spec.startswith(features_lib.RANDOM_INIT) and spec not in features_lib.BASELINES:
-            built[name] = features_lib.make_extractor(spec, name=name, **kwargs)
+            try:
+                built[name] = features_lib.make_extractor(spec, name=name, **kwargs)
+            except WeightsError as err:
+                raise WeightsError(f'encoder {name!r} ({spec}): {err}') from err
     pretrained = list(built.values())
     for name, spec in parsed:
         if spec in features_lib.BASELINES:

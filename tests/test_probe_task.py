@@ -199,3 +199,57 @@ def test_configs_keep_the_papers_protocol():
     virus = probe_virus.get_config()
     assert tuple(virus.probe.shots) == (10, 20, 40, 80, 120, 200, 600)
     assert virus.probe.draws == 20 and virus.data.source == 'virus'
+
+
+def _write_nanowire_release(root, per_class=10, size=32):
+    """The Zenodo layout in miniature: jpg images per class, png masks beside dispersed/network."""
+    from PIL import Image
+
+    from fewshot_jax.data import synthetic
+
+    data = synthetic.nanowires(per_class, size, seed=2)
+    for i, (image, mask, label) in enumerate(zip(data.images, data.masks, data.labels,
+                                                 strict=True)):
+        folder = root / data.class_names[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * 255).astype(np.uint8)).save(folder / f'img{i:03d}.jpg', quality=95)
+        if data.class_names[label] in ('dispersed', 'network'):
+            Image.fromarray(mask * 255).save(folder / f'img{i:03d}.png')
+    return data
+
+
+def test_real_files_nanowire_layout_with_masks_gives_the_anchor_analysis(tmp_path):
+    _write_nanowire_release(tmp_path / 'nanowires')
+    config = _tiny(encoders=('raw pixels=raw-pixels', 'texture=texture'), split_seeds=4,
+                   tsne_encoder='texture')
+    config.data.source = 'nanowire'
+    config.data.root = str(tmp_path / 'nanowires')
+    summary = tasks.run('probe', config, tmp_path / 'run')
+    assert summary['data']['class_names'] == ['bundle', 'dispersed', 'network', 'singular']
+    assert summary['anchors']['opposite']['count'] + summary['anchors']['same']['count'] == 4
+    with open(tmp_path / 'run' / 'probe' / 'anchors.csv') as handle:
+        assert len(list(csv.DictReader(handle))) == 4
+
+
+def test_real_files_virus_layout_keeps_its_own_split(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    counts = {'train': 6, 'validation': 3, 'test': 3}
+    for split, count in counts.items():
+        for virus in ('adeno', 'ebola', 'rota'):
+            folder = tmp_path / 'virus' / split / virus
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = (rng.random((32, 32)) * 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f'{virus}_{i}.png')
+    config = _tiny(encoders=('raw-pixels',), shots=(1, 2), draws=3, head='adam')
+    config.probe.adam.update(holdout_per_class=2, max_epochs=5)
+    config.data.source = 'virus'
+    config.data.root = str(tmp_path / 'virus')
+    tasks.run('probe', config, tmp_path / 'run')
+    with open(tmp_path / 'run' / 'probe' / 'results.csv') as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 * 2  # draws × shots, the shipped split only
+    assert {r['split_seed'] for r in rows} == {'-1'}
+    assert {r['n_test'] for r in rows} == {'9'} and {r['n_extra_labels'] for r in rows} == {'6'}
