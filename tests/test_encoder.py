@@ -54,7 +54,10 @@ def test_final_encoder_matches_the_saved_variables(workdir, images):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     rgb = np.repeat(images[..., None], 3, axis=-1)
     expected, _ = module.apply(saved, rgb, train=False)
-    np.testing.assert_allclose(encoder.encode(images), expected, rtol=1e-5, atol=1e-5)
+    # float32 features span 0..~5e3 here; differences in convolution algorithm or summation
+    # order are relative to that scale, not to each (possibly small) entry.
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(encoder.encode(images), expected, rtol=1e-5, atol=1e-6 * scale)
 
 
 def test_steps_and_checkpoint_fallbacks(workdir, tmp_path):
@@ -97,16 +100,18 @@ def test_encode_is_batch_independent_and_accepts_common_image_forms(workdir, ima
     encoder = load_encoder(workdir)
     reference = encoder.encode(images, batch_size=7)
     assert reference.shape == (7, 32) and reference.dtype == np.float32
-    np.testing.assert_allclose(encoder.encode(images, batch_size=3), reference, rtol=1e-5, atol=1e-6)
+    close = 1e-6 * float(np.abs(reference).max())  # float32 noise at the features' scale
+    np.testing.assert_allclose(encoder.encode(images, batch_size=3), reference, rtol=1e-5,
+                               atol=close)
     np.testing.assert_allclose(encoder.encode(images[..., None]), reference, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(encoder.encode(np.repeat(images[..., None], 3, -1)), reference,
                                rtol=1e-6, atol=1e-6)
     as_uint8 = np.round(images * 255).astype(np.uint8)
     np.testing.assert_allclose(encoder.encode(as_uint8), encoder.encode(as_uint8 / 255.0),
-                               rtol=1e-5, atol=1e-5)
+                               rtol=1e-5, atol=close)
     as_uint16 = np.round(images * 65535).astype(np.uint16)
     np.testing.assert_allclose(encoder.encode(as_uint16), encoder.encode(as_uint16 / 65535.0),
-                               rtol=1e-5, atol=1e-5)
+                               rtol=1e-5, atol=close)
     assert encoder.encode(images[:2, :33, :57]).shape == (2, 32)
 
 
