@@ -11,7 +11,7 @@ from ml_collections import config_dict
 
 # ImageNet channel statistics of [0, 1] RGB inputs (as torchvision normalises); kept here as
 # literals so loading a config imports nothing but ml_collections (a test checks they equal
-# fewshot_jax.models.resnet's).
+# the ResNet module's).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -77,7 +77,7 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
     c.augment.contrast = (0.2, 1.8)
     c.augment.saturation = (0.2, 1.8)
     c.augment.hue = 0.2
-    # Grayscale-micrograph augmentations (fewshot_jax/augment.py); off in the paper's recipe.
+    # Grayscale-micrograph augmentations (the augment module); off in the paper's recipe.
     c.augment.crop_area = (0.08, 1.0)  # crop='area': area fraction of the image
     c.augment.crop_ratio = (3 / 4, 4 / 3)
     c.augment.gamma = (1.0, 1.0)
@@ -118,7 +118,7 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
     c.train.keep_checkpoints = 3
     c.train.progress = True
 
-    # The online probe (fewshot_jax/monitor.py): few-shot accuracy on a labeled set that never
+    # The online probe (the monitor module): few-shot accuracy on a labeled set that never
     # enters the pretraining batches, logged as probe/<task>/<k>shot_{logistic,knn}; step 0 is
     # the random-init reference. Tasks: 'nanowires', 'nanoparticles', 'viruses' (synthetic)
     # or 'folder:/path/to/class_folders'; () turns it off.

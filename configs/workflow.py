@@ -6,7 +6,7 @@ Each stage is a registered task with its own sub-config and sub-workdir
 (``checkpoint:WORKDIR/pretrain/bt_tem``). Rerunning skips finished stages;
 ``--config.force=probe`` (comma-separated) redoes stages. The report
 (``WORKDIR/report.html`` and ``report.md``) is rebuilt at the end of every run, and
-by ``python -m fewshot_jax.analysis.report WORKDIR``.
+by the report module (``analysis/report.py``, run with ``python -m`` and the workdir).
 
 The paper's study on the real data sets (see docs/datasets.md for the layouts)::
 
