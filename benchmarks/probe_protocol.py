@@ -100,6 +100,8 @@ def main() -> None:
                         help="which sklearn loops to time: 'default' (max_iter=100, tol=1e-4), "
                         "'converged' (max_iter=10000), or ''")
     parser.add_argument('--cache', default=None, help='npz to store/reuse the encoded features')
+    parser.add_argument('--sklearn_threads', type=int, default=0,
+                        help='limit scikit-learn/BLAS threads (threadpoolctl); 0: their default')
     args = parser.parse_args()
 
     import jax
@@ -139,9 +141,13 @@ def main() -> None:
         print(json.dumps(line), flush=True)
     for mode in [m for m in args.sklearn.split(',') if m]:
         max_iter = 100 if mode == 'default' else 10000
-        seconds, predictions = sklearn_loop(feats, labels, plan, names, max_iter=max_iter,
-                                            tol=1e-4)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=args.sklearn_threads or None):
+            seconds, predictions = sklearn_loop(feats, labels, plan, names, max_iter=max_iter,
+                                                tol=1e-4)
         line = {'head': f'sklearn loop ({mode}, max_iter={max_iter})', 'classifiers': total,
+                'threads': args.sklearn_threads or 'default',
                 'seconds': round(seconds, 3), 'ms_per_fit': round(1e3 * seconds / total, 2)}
         if 'logistic' in results:
             ours = results['logistic']

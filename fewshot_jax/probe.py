@@ -32,9 +32,10 @@ Every run of a batch is solved as if it were alone: padding rows
 share one compiled call. Training sets are padded to a multiple of
 :data:`ROW_TILE` rows, alone or in a batch, so a run's arithmetic (matrix
 kernels, reduction order) is the same either way and a run fitted inside a
-grid equals the run fitted alone to float32 rounding. (XLA compiles a batch of
-one differently from larger batches, so a lone run is fitted as a batch of two
-copies: every batch size from two up gives a run bit-identical results.)
+grid equals the run fitted alone to float32 rounding; the number of runs is
+padded to a multiple of :data:`RUN_TILE` with copies (XLA compiles a batch of
+one differently from larger ones, while every batch size from two up gives a
+run bit-identical results; fewer distinct sizes also mean fewer compilations).
 Problems with the input raise :class:`ProbeInputError` naming the run, row,
 class or option.
 """
@@ -64,6 +65,8 @@ DEFAULTS: dict[str, dict] = {
 }
 # Training rows are padded to a multiple of this: equal shapes alone and in a grid.
 ROW_TILE = 32
+# Batches of runs are padded (with copies) to a multiple of this.
+RUN_TILE = 8
 # Options that change the compiled program (shapes, loop lengths, branches).
 _STATIC = {'logistic': ('max_iter', 'history'), 'ridge': ('l2',), 'knn': ('neighbors',),
            'adam': ('batch_size', 'max_epochs', 'early_stopping')}
@@ -126,14 +129,14 @@ class ProbeBatch:
     def decision_function(self, x) -> np.ndarray:
         """Scores (R, m, K) of features x (R, m, d): logits, or kNN vote shares."""
         x = _as_batch_features(x, len(self), self.params)
-        params, x = _two_or_more(self.params, x)
+        params, x = _run_tile(self.params, x)
         scores = _scores(self.head, params, jnp.asarray(x), self.num_classes,
                          **_static(self.head, self.options), **_dynamic(self.head, self.options))
         return np.asarray(scores)[:len(self)]
 
     def decision_indexed(self, features, index) -> np.ndarray:
         """Scores (R, m, K) of rows ``index`` (R, m) of one feature matrix (N, d)."""
-        params, index = _two_or_more(self.params, np.asarray(index))
+        params, index = _run_tile(self.params, np.asarray(index))
         scores = _scores_indexed(self.head, params, jnp.asarray(features), jnp.asarray(index),
                                  self.num_classes, **_static(self.head, self.options),
                                  **_dynamic(self.head, self.options))
@@ -249,7 +252,7 @@ def fit_many(train_x, train_y, valid=None, head: str = 'logistic', *,
     options = head_options(head, opts)
     holdout = _holdout_arrays(head, options, x, holdout_x, holdout_y, holdout_valid, num_classes)
     x, y, valid = _pad_rows(x, ROW_TILE), _pad_rows(y, ROW_TILE), _pad_rows(valid, ROW_TILE)
-    arrays = _two_or_more(x, y, valid, *holdout)
+    arrays = _run_tile(x, y, valid, *holdout)
     params = _fit_jit(head, *(jnp.asarray(a) for a in arrays), num_classes=num_classes,
                       **_static(head, options), **_dynamic(head, options))
     return ProbeBatch(head, num_classes, _first(params, len(x)), options)
@@ -279,7 +282,7 @@ def fit_indexed(features, labels, train_index, train_valid, head: str = 'logisti
     if holdout_index is None:
         holdout_index = np.zeros((runs, 1), np.int32)
         holdout_valid = np.zeros(holdout_index.shape, bool)
-    arrays = _two_or_more(train_index, train_valid, holdout_index, holdout_valid)
+    arrays = _run_tile(train_index, train_valid, holdout_index, holdout_valid)
     params = _fit_indexed_jit(head, features, labels, *(jnp.asarray(a) for a in arrays),
                               num_classes=num_classes, **_static(head, options),
                               **_dynamic(head, options))
@@ -344,10 +347,14 @@ def _scores_indexed(head, params, features, index, num_classes, *, static, dynam
     return _scores(head, params, features[index], num_classes, static=static, dynamic=dynamic)
 
 
-def _two_or_more(*trees):
-    """Repeats a batch of one run to two (leading axis); larger batches pass unchanged."""
+def _run_tile(*trees):
+    """Pads the leading (run) axis to a multiple of RUN_TILE with copies of the first run."""
     def grow(a):
-        return np.concatenate([np.asarray(a)] * 2) if np.shape(a)[0] == 1 else a
+        extra = -np.shape(a)[0] % RUN_TILE
+        if not extra:
+            return a
+        a = np.asarray(a)
+        return np.concatenate([a, np.repeat(a[:1], extra, axis=0)])
     return tuple(jax.tree.map(grow, tree) for tree in trees)
 
 
