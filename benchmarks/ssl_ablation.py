@@ -89,6 +89,8 @@ RECIPES: dict[str, tuple[str, dict]] = {
     'combo_indomain': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain'}),
     'combo_indomain_1000': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain',
                                              'train.num_steps': 1000}),
+    'combo_indomain_3000': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain',
+                                             'train.num_steps': 3000}),
     'simclr_combo': ('simclr', BEST_GUESS),
     'simclr_combo_t0.5': ('simclr', {**BEST_GUESS, 'loss.temperature': 0.5}),
 }
