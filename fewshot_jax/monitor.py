@@ -92,6 +92,9 @@ def probe_accuracies(features: np.ndarray, labels: np.ndarray,
     scikit-learn's ``LogisticRegression`` (C = 1, L2). The kNN votes among the
     ``min(k, 5)`` nearest training images by cosine similarity.
     """
+    # float64: a random-init ResNet50's pooled features reach ~1e20, whose squares
+    # overflow float32 while standardising.
+    features = np.asarray(features, np.float64)
     logistic, knn = [], []
     for train in train_sets:
         test = np.setdiff1d(np.arange(len(labels)), train)
