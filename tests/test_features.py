@@ -39,7 +39,9 @@ def test_batches_split_over_eight_devices_give_single_device_features(images):
     np.testing.assert_allclose(many, one, rtol=1e-5, atol=1e-6)
     # The extractor uses that same forward path.
     extractor = features.make_extractor('random-init', model=TINY, seed=1, batch_size=6)
-    np.testing.assert_array_equal(extractor.extract(images), many)
+    # Same forward path; float32 convolutions of another compiled shape may sum in another
+    # order (the Eigen-convolution default), so equal within float32 noise.
+    np.testing.assert_allclose(extractor.extract(images), many, rtol=1e-5, atol=1e-5)
 
 
 def test_cache_is_reused_and_keyed_by_weights_data_and_layer(tmp_path, images, trained_workdir):

@@ -44,7 +44,7 @@ def launch_args(workdir, steps=8):
             '--config.data.image_size=32', '--config.data.batch_size=8',
             f'--config.train.num_steps={steps}', '--config.train.log_every=1',
             '--config.train.checkpoint_every=2', '--config.train.progress=False',
-            '--config.data.num_threads=2']
+            '--config.data.num_threads=2', '--config.monitor.tasks=()']
 
 
 def test_sigkill_midway_then_resume_equals_uninterrupted_run(tmp_path):
