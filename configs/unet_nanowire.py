@@ -33,6 +33,11 @@ import ml_collections
 PRESETS = ('', 'demo', 'tiny')
 
 
+def _optional(value):
+    """An int/float-or-None field that ``--config.x=None`` can set from the command line."""
+    return ml_collections.config_dict.FieldReference(value, field_type=object)
+
+
 def get_config(arg: str = ''):
     if arg not in PRESETS:
         raise ValueError(f'unknown preset {arg!r}: expected one of {PRESETS} '
@@ -41,7 +46,7 @@ def get_config(arg: str = ''):
     c.task = 'segment'
     c.seed = 42
     # None: the largest device count that divides the batch.
-    c.num_devices = ml_collections.config_dict.placeholder(int)
+    c.num_devices = _optional(None)
 
     # Architecture of the 'random' encoder when no pretrained one is listed, and the
     # compute dtype of the U-Net ('bfloat16' for speed on accelerators).
@@ -68,17 +73,18 @@ def get_config(arg: str = ''):
     c.segment.encoders = ('pretrained=checkpoint:{workdir}', 'random=random')
     c.segment.resolutions = (224, 384, 512, 768, 1024)
     c.segment.shots = (1, 2, 4, 8, 16, 32, 80)
-    c.segment.epochs = ml_collections.config_dict.placeholder(int)  # None: the paper's by k
-    c.segment.num_steps = ml_collections.config_dict.placeholder(int)  # overrides epochs
+    c.segment.epochs = _optional(None)  # None: the paper's by k
+    c.segment.num_steps = _optional(None)  # overrides epochs
     c.segment.decoder = 'paper'  # or 'unet' (classic)
     # Decoder filters scale by decoder_width / 64; None follows the encoder's width.
-    c.segment.decoder_width = ml_collections.config_dict.placeholder(int)
+    c.segment.decoder_width = _optional(None)
     # None: Keras' 0.99 for 'paper' (as in the notebooks), 0.9 for 'unet'.
-    c.segment.bn_momentum = ml_collections.config_dict.placeholder(float)
+    c.segment.bn_momentum = _optional(None)
     c.segment.loss = 'dice'  # or 'dice_bce'
     c.segment.batch_size = 4
     c.segment.lr = 1e-3
     c.segment.augment = False  # flips/quarter turns, identical for image and mask
+    c.segment.intensity_augment = False  # contrast, brightness, gamma, illumination, noise
     c.segment.validation_fraction = 0.0  # >0: keep the best step on a split of the k images
     c.segment.validation_every = 0.1
     c.segment.tile_overlap = 0.25

@@ -49,6 +49,7 @@ from fewshot_jax.data.splits import k_shot_indices, stratified_split
 from fewshot_jax.encoder import Encoder, load_encoder
 from fewshot_jax.models import make_encoder
 from fewshot_jax.segment_data import (
+    SOURCES,
     SegmentDataError,
     check_masks,
     load_mask_set,
@@ -56,8 +57,15 @@ from fewshot_jax.segment_data import (
     otsu_polarity,
     pixel_scale_of,
     resize_set,
+    unit_float,
 )
-from fewshot_jax.segment_model import SegmentConfigError, check_resolution, init_key
+from fewshot_jax.segment_model import (
+    SegmentConfigError,
+    check_fraction,
+    check_positive_int,
+    check_resolution,
+    init_key,
+)
 from fewshot_jax.segment_train import TrainSpec, paper_epochs, steps_for, train_segmenter
 from fewshot_jax.segmenter import Segmenter, SegmenterError, load_segmenter, save_encoder_arrays
 
@@ -96,7 +104,8 @@ def _as_encoder(encoder) -> Encoder:
 
 def fit(encoder, images, masks, *, resolution: int | None = None, decoder: str = 'paper',
         loss: str = 'dice', epochs: int = 60, steps: int | None = None, batch_size: int = 4,
-        lr: float = 1e-3, augment: bool = False, dtype: str | None = None, seed: int = 42,
+        lr: float = 1e-3, augment: bool = False, intensity_augment: bool = False,
+        dtype: str | None = None, seed: int = 42,
         num_classes: int = 1, validation_fraction: float = 0.0, tile_overlap: float = 0.25,
         threshold: float = 0.5, decoder_width: int | None = None,
         bn_momentum: float | None = None, workdir: str | os.PathLike | None = None,
@@ -116,6 +125,7 @@ def fit(encoder, images, masks, *, resolution: int | None = None, decoder: str =
         steps: optimizer steps.
         batch_size, lr: Adam with a constant learning rate (paper: 4, 1e-3).
         augment: random flips and quarter turns applied identically to image and mask.
+        intensity_augment: random contrast, brightness, gamma, illumination gradient and noise.
         dtype: compute dtype ('float32', 'bfloat16'); None keeps the encoder's.
         seed: decoder initialisation and data order.
         num_classes: 1 for binary masks (sigmoid); C >= 2 for class-id masks (softmax).
@@ -152,7 +162,7 @@ def fit(encoder, images, masks, *, resolution: int | None = None, decoder: str =
                                      f'resolution=')
         resolution = side
     resolution = check_resolution(resolution, 'resolution')
-    floats = [i.astype(np.float32) / 255.0 if i.dtype == np.uint8 else i for i in image_list]
+    floats = [unit_float(i, name) for i, name in zip(image_list, names, strict=True)]
     channels = 3 if floats[0].ndim == 3 and floats[0].shape[-1] == 3 else 1
     floats = [f[..., 0] if f.ndim == 3 and f.shape[-1] == 1 else f for f in floats]
     pixels, labels = resize_set(floats, mask_list, resolution, channels)
@@ -167,7 +177,8 @@ def fit(encoder, images, masks, *, resolution: int | None = None, decoder: str =
     spec = TrainSpec(resolution=resolution, decoder=decoder, loss=loss, num_classes=num_classes,
                      steps=steps if steps is not None else steps_for(epochs, len(pixels),
                                                                      batch_size),
-                     batch_size=batch_size, lr=lr, augment=augment, dtype=dtype, seed=seed,
+                     batch_size=batch_size, lr=lr, augment=augment,
+                     intensity_augment=intensity_augment, dtype=dtype, seed=seed,
                      tile_overlap=tile_overlap, threshold=threshold,
                      pixel_scale=pixel_scale_of(floats, resolution),
                      decoder_width=decoder_width, bn_momentum=bn_momentum)
@@ -229,6 +240,48 @@ def _validation_split(labels: np.ndarray, indices: np.ndarray, fraction: float, 
     return indices[keep], indices[held]
 
 
+def _spec_for(config, resolution: int, steps: int, pixel_scale: float) -> TrainSpec:
+    """The training settings of one run, from ``config.segment`` and ``config.model``."""
+    seg = config.segment
+    return TrainSpec(resolution=resolution, steps=steps, decoder=seg.decoder, loss=seg.loss,
+                     batch_size=seg.batch_size, lr=seg.lr, augment=bool(seg.augment),
+                     intensity_augment=bool(seg.get('intensity_augment', False)),
+                     dtype=config.model.get('dtype'), seed=config.seed,
+                     validation_every=seg.get('validation_every', 0.1),
+                     tile_overlap=seg.tile_overlap, pixel_scale=pixel_scale,
+                     decoder_width=seg.get('decoder_width'), bn_momentum=seg.get('bn_momentum'))
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Validates every setting the stage reads, before any data is made or anything compiles.
+
+    Raises:
+        SegmentConfigError: naming the key, its value and what was expected.
+    """
+    seg = config.segment
+    if not seg.resolutions:
+        raise SegmentConfigError('segment.resolutions is empty: expected e.g. (224, 512)')
+    for resolution in seg.resolutions:
+        check_resolution(resolution)
+    if not seg.shots:
+        raise SegmentConfigError('segment.shots is empty: expected e.g. (1, 2, 4, 8)')
+    for k in seg.shots:
+        check_positive_int(k, 'segment.shots')
+    check_positive_int(seg.get('epochs'), 'segment.epochs', optional=True)
+    check_positive_int(seg.get('num_steps'), 'segment.num_steps', optional=True)
+    check_fraction(seg.get('validation_fraction', 0.0), 'segment.validation_fraction')
+    check_fraction(config.data.test_fraction, 'data.test_fraction', low_open=True)
+    check_positive_int(config.get('num_devices'), 'num_devices', optional=True)
+    if seg.get('num_classes', 1) != 1:
+        raise SegmentConfigError(f'segment.num_classes={seg.num_classes!r}: the stage scores '
+                                 f'binary masks (Dice, percolation); use segment.fit for '
+                                 f'several classes')
+    if config.data.source not in SOURCES:
+        raise SegmentConfigError(f'data.source={config.data.source!r}: expected one of {SOURCES}')
+    _spec_for(config, int(seg.resolutions[0]), 1, 1.0).validate('segment.')
+    _named_specs(seg.encoders, Path('.'))
+
+
 def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     """The segmentation stage: every encoder × resolution × k, scored on the held-out images.
 
@@ -236,17 +289,14 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
         A summary: per (encoder, resolution, k) medians, percolation agreement, training
         seconds, and where the results and the default model are.
     """
+    check_config(config)
     workdir = Path(workdir)
     stage = workdir / STAGE_DIR
     seg = config.segment
-    num_classes = int(seg.get('num_classes', 1))
-    resolutions = [check_resolution(r) for r in seg.resolutions]
-    shots = sorted(int(k) for k in seg.shots)
+    resolutions = [int(r) for r in seg.resolutions]
+    shots = sorted({int(k) for k in seg.shots})
     data = load_mask_set(config.data)
-    check_masks(data.images, data.masks, data.names, num_classes)
-    if num_classes != 1:
-        raise SegmentConfigError('segment.num_classes: the stage scores binary masks (Dice, '
-                                 'percolation); use segment.fit for several classes')
+    check_masks(data.images, data.masks, data.names, num_classes=1)
     train_idx, test_idx = stratified_split(data.labels, config.data.test_fraction,
                                            config.data.split_seed, class_names=data.class_names)
     shot_sets = k_shot_indices(data.labels, train_idx, shots, config.data.shot_seed,
@@ -281,13 +331,7 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
                                                  seg.get('validation_fraction', 0.0), config.seed)
             epochs = seg.epochs if seg.get('epochs') else paper_epochs(k)
             n_steps = seg.get('num_steps') or steps_for(epochs, len(fit_idx), seg.batch_size)
-            spec = TrainSpec(resolution=res, steps=int(n_steps), decoder=seg.decoder,
-                             loss=seg.loss, batch_size=seg.batch_size, lr=seg.lr,
-                             augment=seg.augment, dtype=config.model.get('dtype'),
-                             seed=config.seed, validation_every=seg.get('validation_every', 0.1),
-                             tile_overlap=seg.tile_overlap, pixel_scale=scale,
-                             decoder_width=seg.get('decoder_width'),
-                             bn_momentum=seg.get('bn_momentum'))
+            spec = _spec_for(config, res, int(n_steps), scale)
             for name, encoder in encoders:
                 run = f'{name}_{res}px_k{k}'
                 run_rows, seconds, prob = _train_and_score(

@@ -79,6 +79,27 @@ def check_masks(images: Sequence, masks: Sequence, names: Sequence[str],
                                    f'ids 0..{num_classes - 1}')
 
 
+def unit_float(image, name: str) -> np.ndarray:
+    """An image as float32 in [0, 1]: uint8 / 255, uint16 / 65535, floats checked.
+
+    Raises:
+        SegmentDataError: another dtype, or floats outside [0, 1] (names the image).
+    """
+    array = np.asarray(image)
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / np.float32(255)
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / np.float32(65535)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise SegmentDataError(f'{name}: dtype {array.dtype}; expected uint8, uint16 or float in '
+                               f'[0, 1]')
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if not (np.isfinite(low) and np.isfinite(high)) or low < -1e-3 or high > 1 + 1e-3:
+        raise SegmentDataError(f'{name}: float values over [{low:g}, {high:g}]; expected [0, 1] '
+                               f'(divide 0-255 images by 255, or pass uint8)')
+    return np.clip(array.astype(np.float32), 0.0, 1.0)
+
+
 def load_mask_set(data_cfg) -> MaskSet:
     """The labeled images and masks named by ``config.data``.
 

@@ -18,16 +18,43 @@ import numpy as np
 import optax
 
 from fewshot_jax import metrics
+from fewshot_jax.errors import ConfigError
 from fewshot_jax.models import compute_dtype, make_encoder
-from fewshot_jax.models.unet import DOWNSAMPLING, SKIP_LAYERS, UNet, check_features, make_decoder
+from fewshot_jax.models.unet import (
+    DOWNSAMPLING,
+    SKIP_LAYERS,
+    UNet,
+    check_features,
+    make_decoder,
+)
 from fewshot_jax.state import TrainState
 
 LOSSES = ('dice', 'dice_bce')
 FROZEN = ('encoder',)
 
 
-class SegmentConfigError(ValueError):
+class SegmentConfigError(ConfigError):
     """A segmentation setting that cannot be used (names the config key and what is expected)."""
+
+
+def check_positive_int(value, key: str, optional: bool = False) -> int | None:
+    """``value`` as an int >= 1 (None allowed if ``optional``); else SegmentConfigError."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise SegmentConfigError(f'{key}={value!r}: expected a positive integer'
+                                 + (' or None' if optional else ''))
+    return int(value)
+
+
+def check_fraction(value, key: str, low_open: bool = False) -> float:
+    """``value`` in [0, 1) (or (0, 1) with ``low_open``), else SegmentConfigError naming ``key``."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        0 < value < 1 if low_open else 0 <= value < 1)
+    if not ok:
+        raise SegmentConfigError(f'{key}={value!r}: expected a number in '
+                                 f'{"(0, 1)" if low_open else "[0, 1)"}')
+    return float(value)
 
 
 def check_resolution(resolution, key: str = 'segment.resolutions') -> int:
@@ -177,8 +204,39 @@ def flip_rotate(key, images: jax.Array, masks: jax.Array):
     return jax.vmap(one)(keys, images, masks)
 
 
+def intensity_jitter(key, images: jax.Array) -> jax.Array:
+    """Random contrast, brightness, gamma, illumination gradient and noise, per image.
+
+    Micrographs of one kind differ in exposure, contrast and uneven illumination; a
+    handful of labeled images cannot show them all. The mask is unchanged.
+
+    Args:
+        key: PRNG key; each example draws its own parameters.
+        images: float32 (B, H, W, C) in [0, 1].
+
+    Returns:
+        float32 (B, H, W, C) in [0, 1].
+    """
+
+    def one(key, image):
+        keys = jax.random.split(key, 7)
+        uniform = lambda k, lo, hi: jax.random.uniform(k, (), jnp.float32, lo, hi)  # noqa: E731
+        mean = jnp.mean(image)
+        x = (image - mean) * uniform(keys[0], 0.6, 1.4) + mean + uniform(keys[1], -0.15, 0.15)
+        x = jnp.clip(x, 0.0, 1.0) ** jnp.exp(uniform(keys[2], -0.5, 0.5))
+        height, width = image.shape[:2]
+        angle = uniform(keys[3], 0.0, 2 * jnp.pi)
+        ys = jnp.linspace(-0.5, 0.5, height)[:, None, None]
+        xs = jnp.linspace(-0.5, 0.5, width)[None, :, None]
+        x = x + uniform(keys[4], 0.0, 0.3) * (jnp.cos(angle) * xs + jnp.sin(angle) * ys)
+        noise = jax.random.normal(keys[5], image.shape) * uniform(keys[6], 0.0, 0.05)
+        return jnp.clip(x + noise, 0.0, 1.0)
+
+    return jax.vmap(one)(jax.random.split(key, images.shape[0]), images)
+
+
 def segment_step_fn(model: UNet, tx: optax.GradientTransformation, loss_fn: Callable,
-                    augment: bool = False):
+                    augment: bool = False, intensity: bool = False):
     """The un-jitted U-Net train step (compile with ``steps.jit_step``).
 
     The encoder cannot move: it runs with BatchNorm in inference mode behind
@@ -191,6 +249,8 @@ def segment_step_fn(model: UNet, tx: optax.GradientTransformation, loss_fn: Call
         tx: the optimizer (with ``frozen=FROZEN``).
         loss_fn: from :func:`make_loss`.
         augment: draw a flip/quarter turn per example (``fold_in(rng, step)``).
+        intensity: also jitter contrast, brightness, gamma, illumination and noise
+            (:func:`intensity_jitter`).
 
     Returns:
         ``step(state, batch) -> (state, metrics)`` with metrics loss, dice, soft_dice.
@@ -198,9 +258,12 @@ def segment_step_fn(model: UNet, tx: optax.GradientTransformation, loss_fn: Call
 
     def step(state: TrainState, batch):
         images, masks = batch['image'], batch['mask']
+        flip_key, intensity_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
         if augment:
-            images, masks = flip_rotate(jax.random.fold_in(state.rng, state.step), images, masks)
+            images, masks = flip_rotate(flip_key, images, masks)
         x = model_input(images)
+        if intensity:
+            x = intensity_jitter(intensity_key, x)
 
         def loss_of(params):
             logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},

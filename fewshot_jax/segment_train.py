@@ -28,11 +28,15 @@ import numpy as np
 from flax import serialization
 
 from fewshot_jax import loop, metrics, sharding, steps
+from fewshot_jax.models.unet import DECODERS
 from fewshot_jax.optim import make_optimizer
 from fewshot_jax.segment_model import (
     FROZEN,
+    LOSSES,
     SegmentConfigError,
     build_unet,
+    check_fraction,
+    check_positive_int,
     check_resolution,
     init_variables,
     make_loss,
@@ -63,6 +67,7 @@ class TrainSpec:
         batch_size: global batch (paper: 4).
         lr: Adam learning rate, constant (paper: 1e-3, Keras' default).
         augment: random flips and quarter turns, identical for image and mask.
+        intensity_augment: random contrast, brightness, gamma, illumination, noise (image only).
         dtype: compute dtype ('float32', 'bfloat16'); None keeps the encoder's.
         seed: decoder initialisation and data order.
         validation_every: cadence of the validation hook (steps or a fraction of the run).
@@ -81,6 +86,7 @@ class TrainSpec:
     batch_size: int = 4
     lr: float = 1e-3
     augment: bool = False
+    intensity_augment: bool = False
     dtype: str | None = None
     seed: int = 42
     validation_every: float | int = 0.1
@@ -90,14 +96,25 @@ class TrainSpec:
     bn_momentum: float | None = None
     decoder_width: int | None = None
 
-    def validate(self) -> None:
-        check_resolution(self.resolution, 'resolution')
-        for name in ('steps', 'batch_size'):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SegmentConfigError(f'{name}={value!r}: expected a positive integer')
-        if not self.lr > 0:
-            raise SegmentConfigError(f'lr={self.lr!r}: expected a positive learning rate')
+    def validate(self, prefix: str = '') -> None:
+        """Raises SegmentConfigError naming ``prefix + field`` for an unusable value."""
+        check_resolution(self.resolution, f'{prefix}resolution')
+        for name in ('steps', 'batch_size', 'num_classes'):
+            check_positive_int(getattr(self, name), f'{prefix}{name}')
+        check_positive_int(self.decoder_width, f'{prefix}decoder_width', optional=True)
+        if self.decoder not in DECODERS:
+            raise SegmentConfigError(f'{prefix}decoder={self.decoder!r}: expected one of '
+                                     f'{DECODERS}')
+        if self.loss not in LOSSES:
+            raise SegmentConfigError(f'{prefix}loss={self.loss!r}: expected one of {LOSSES}')
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise SegmentConfigError(f'{prefix}lr={self.lr!r}: expected a positive learning rate')
+        if self.bn_momentum is not None:
+            check_fraction(self.bn_momentum, f'{prefix}bn_momentum')
+        check_fraction(self.tile_overlap, f'{prefix}tile_overlap')
+        if self.dtype is not None and self.dtype not in ('float32', 'bfloat16', 'float16'):
+            raise SegmentConfigError(f'model.dtype={self.dtype!r}: expected float32, bfloat16 '
+                                     f'or float16')
 
 
 def steps_for(epochs: int, num_images: int, batch_size: int) -> int:
@@ -234,7 +251,7 @@ def train_segmenter(encoder, images: np.ndarray, masks: np.ndarray, spec: TrainS
     _, step_key = jax.random.split(jax.random.PRNGKey(spec.seed))
     state = sharding.replicate(TrainState.create(variables, tx, step_key), mesh)
     step_fn = steps.jit_step(segment_step_fn(model, tx, make_loss(spec.loss, spec.num_classes),
-                                             spec.augment), mesh)
+                                             spec.augment, spec.intensity_augment), mesh)
     segmenter = Segmenter(variables, encoder.config, decoder=spec.decoder,
                           num_classes=spec.num_classes, resolution=spec.resolution,
                           channels=images.shape[-1], pixel_scale=spec.pixel_scale,

@@ -161,6 +161,8 @@ def test_fit_rejects_bad_masks_and_settings(wires):
         fit(encoder, images[:2], masks[:2], resolution=100, steps=1)
     with pytest.raises(SegmentDataError, match='2 images but 1 masks'):
         fit(encoder, images[:2], masks[:1], steps=1)
+    with pytest.raises(SegmentDataError, match=r'image 0: float values over .*; expected \[0, 1\]'):
+        fit(encoder, images[:2] * 255, masks[:2], steps=1)
 
 
 def test_schedule_mesh_and_batch_stream():
@@ -215,15 +217,41 @@ def test_stage_runs_through_the_task_registry_and_skips_finished_runs(tmp_path):
         load_segmenter(stage, run='nope')
 
 
-def test_stage_config_errors(tmp_path):
+@pytest.mark.parametrize(('key', 'value', 'message'), [
+    ('segment.resolutions', (64, 100), 'segment.resolutions: resolution 100 must be a multiple'),
+    ('segment.encoders', ('random',), "segment.encoders entry 'random': expected"),
+    ('segment.decoder', 'fcn', "segment.decoder='fcn': expected one of"),
+    ('segment.loss', 'focal', "segment.loss='focal'"),
+    ('segment.shots', (0, 2), 'segment.shots=0: expected a positive integer'),
+    ('segment.epochs', 2.5, 'segment.epochs=2.5'),
+    ('segment.bn_momentum', 1.5, r'segment.bn_momentum=1.5: expected a number in \[0, 1\)'),
+    ('segment.num_classes', 3, 'segment.num_classes=3: the stage scores binary masks'),
+    ('data.test_fraction', 0.0, r'data.test_fraction=0.0: expected a number in \(0, 1\)'),
+    ('data.source', 'web', "data.source='web'"),
+])
+def test_stage_config_errors_name_the_key_before_any_work(key, value, message, tmp_path):
     config = get_config('tiny')
-    config.segment.resolutions = (64, 100)
-    with pytest.raises(SegmentConfigError, match='segment.resolutions: resolution 100'):
+    section, field = key.split('.')
+    config[section][field] = value
+    with pytest.raises(SegmentConfigError, match=message):
         tasks.run('segment', config, tmp_path)
-    config = get_config('tiny')
-    config.segment.encoders = ('random',)
-    with pytest.raises(SegmentConfigError, match="entry 'random'"):
-        tasks.run('segment', config, tmp_path)
+    assert not (tmp_path / 'segment').exists()
+
+
+def test_optional_fields_parse_none_from_the_command_line():
+    from absl import flags
+    from ml_collections import config_flags
+
+    values = flags.FlagValues()
+    argv = ['launch.py', f'--config={REPO / "configs" / "unet_nanowire.py"}:tiny',
+            '--config.segment.num_steps=None', '--config.segment.epochs=30',
+            '--config.segment.decoder_width=16']
+    config_flags.DEFINE_config_file('config', None, 'config', flag_values=values,
+                                    lock_config=True, sys_argv=argv)
+    values(argv)
+    config = values.config
+    assert config.segment.num_steps is None and config.segment.epochs == 30
+    assert config.segment.decoder_width == 16
 
 
 def test_masked_folder_with_a_wrong_size_mask_names_the_file(tmp_path):

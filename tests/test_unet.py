@@ -163,3 +163,24 @@ def _adam():
 
     return ml_collections.ConfigDict({'name': 'adam', 'lr': 1e-2, 'warmup_steps': 0,
                                       'end_lr': 1e-2})
+
+
+def test_flips_and_turns_move_image_and_mask_together():
+    from fewshot_jax.segment_model import flip_rotate, intensity_jitter
+
+    rng = np.random.default_rng(3)
+    masks = (rng.random((16, 32, 32)) < 0.3).astype(np.uint8)
+    images = (masks * 255)[..., None].astype(np.uint8)
+    out_images, out_masks = flip_rotate(jax.random.PRNGKey(0), images, masks)
+    out_images, out_masks = np.asarray(out_images), np.asarray(out_masks)
+    np.testing.assert_array_equal(out_images[..., 0] // 255, out_masks)
+    # Each output is one of the 8 flips/turns of its input, and not all are the identity.
+    for before, after in zip(masks, out_masks, strict=True):
+        variants = [np.rot90(m, k) for m in (before, before[:, ::-1]) for k in range(4)]
+        assert any(np.array_equal(after, v) for v in variants)
+    assert any(not np.array_equal(a, b) for a, b in zip(masks, out_masks, strict=True))
+    x = jnp.asarray(rng.random((4, 32, 32, 3)), jnp.float32)
+    jittered = np.asarray(intensity_jitter(jax.random.PRNGKey(1), x))
+    assert jittered.shape == x.shape and jittered.min() >= 0 and jittered.max() <= 1
+    assert np.abs(jittered - np.asarray(x)).mean() > 0.01
+    np.testing.assert_array_equal(jittered, np.asarray(intensity_jitter(jax.random.PRNGKey(1), x)))
