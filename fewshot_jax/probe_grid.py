@@ -32,10 +32,9 @@ from fewshot_jax import probe
 from fewshot_jax.data import splits
 from fewshot_jax.data.io import DataError
 
-# Per compiled call, at most this many training feature values (runs × n × d): a
-# 100-run, k = 80, 4-class, 2048-d bucket (65M) goes in chunks of 25 runs, which
-# keeps each chunk's Gram work in cache and measured faster on 2 CPU cores.
-DEFAULT_CHUNK_VALUES = 1 << 24
+# Per compiled call, at most this many training feature values (runs × n × d); a
+# 100-run, k = 80, 4-class, 2048-d bucket is 65M (about 0.8 GB of working memory).
+DEFAULT_CHUNK_VALUES = 1 << 26
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,7 +246,11 @@ def _padded(index_sets, width: int, offset: np.ndarray):
 def _evaluate_bucket(stacked, all_labels, offsets, rows, plan, bucket, n, m, head, options,
                      num_classes, chunk_values, predictions, diagnostics):
     d = stacked.shape[1]
-    chunk = max(1, min(len(bucket), chunk_values // max(n * d, 1)))
+    # Equal chunks, each a multiple of probe.RUN_TILE (the batch size fit_indexed pads to).
+    largest = max(1, min(len(bucket), chunk_values // max(n * d, 1)))
+    count = -(-len(bucket) // largest)
+    chunk = -(-len(bucket) // count)
+    chunk = -(-chunk // probe.RUN_TILE) * probe.RUN_TILE
     h = max([len(plan[rows[r][1]].holdout) for r in bucket] + [1])
     for start in range(0, len(bucket), chunk):
         part = bucket[start:start + chunk]
@@ -262,11 +265,13 @@ def _evaluate_bucket(stacked, all_labels, offsets, rows, plan, bucket, n, m, hea
                                   num_classes=num_classes, holdout_index=holdout,
                                   holdout_valid=holdout_valid, **options)
         predicted = np.argmax(batch.decision_indexed(stacked, test), axis=-1)
+        # One device-to-host copy per array, not one per run.
+        per_run = {key: np.asarray(value) for key, value in batch.params.items()
+                   if np.ndim(value) == 1}
         for i, r in enumerate(part):
             size = len(specs[i].test)
             predictions[r, :size] = predicted[i, :size]
-            diagnostics[r] = {key: np.asarray(value[i]).item() for key, value in
-                              batch.params.items() if np.ndim(value) == 1}
+            diagnostics[r] = {key: value[i].item() for key, value in per_run.items()}
 
 
 def classification_metrics(predicted, truth, num_classes: int) -> dict:
