@@ -110,7 +110,7 @@ def _center(a, valid):
     return jnp.where(rows, a - mean[..., None, :], 0.0)
 
 
-def logistic_regression(x, y, valid, *, num_classes: int, C: float = 1.0, tol: float = 1e-5,
+def logistic_regression(x, y, valid, *, num_classes: int, C: float = 1.0, tol: float = 1e-4,
                         max_iter: int = 1000, history: int = 10):
     """L2-regularised multinomial logistic regression solved to convergence, R runs at once.
 
