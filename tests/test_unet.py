@@ -184,3 +184,27 @@ def test_flips_and_turns_move_image_and_mask_together():
     assert jittered.shape == x.shape and jittered.min() >= 0 and jittered.max() <= 1
     assert np.abs(jittered - np.asarray(x)).mean() > 0.01
     np.testing.assert_array_equal(jittered, np.asarray(intensity_jitter(jax.random.PRNGKey(1), x)))
+
+
+@pytest.mark.parametrize(('kernel', 'padding', 'bias'), [(4, 'SAME', False), (4, 'SAME', True),
+                                                         (2, 'VALID', True)])
+def test_upconv_equals_flax_conv_transpose(kernel, padding, bias):
+    from fewshot_jax.models.unet import UpConv
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 7, 6))
+    ours = UpConv(4, kernel, 2, padding, use_bias=bias)
+    theirs = nn.ConvTranspose(4, (kernel, kernel), (2, 2), padding=padding, use_bias=bias)
+    params = theirs.init(jax.random.PRNGKey(1), x)
+    if bias:  # a non-zero bias, so that it is compared too
+        params = jax.tree.map(lambda p: p + 0.1, params)
+    assert jax.tree.map(np.shape, ours.init(jax.random.PRNGKey(1), x)) == \
+        jax.tree.map(np.shape, params)
+    expected = theirs.apply(params, x)
+    got = ours.apply(params, x)
+    assert got.shape == expected.shape == (2, 10, 14, 4)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # Gradients agree too (the reason UpConv exists is a faster backward pass on CPU).
+    grad = lambda m: jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), (0, 1))  # noqa: E731
+    for a, b in zip(jax.tree.leaves(grad(ours)(params, x)), jax.tree.leaves(grad(theirs)(params, x)),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -68,6 +68,87 @@ def check_features(features, needed=SKIP_LAYERS) -> None:
             f'{list(needed)} (missing {missing}): use a ResNet encoder from fewshot_jax.models')
 
 
+def _phase_taps(kernel: int, stride: int, padding: str):
+    """For each output phase p (output index ``stride * m + p``), the kernel taps that reach it
+    and the input offsets ``d`` (input index ``m + d``) they read, ordered by offset.
+
+    This is ``lax.conv_transpose`` (no kernel flip) written out: the input dilated by
+    ``stride``, padded by ``pad_a`` in front, convolved with the kernel, so output ``o``
+    sums ``w[t] * x[(o + t - pad_a) / stride]`` over the taps t that make it an integer.
+    """
+    if padding == 'SAME':
+        pad_a = kernel - 1 if stride > kernel - 1 else -(-(kernel + stride - 2) // 2)
+    elif padding == 'VALID':
+        pad_a = kernel - 1
+    else:
+        raise ValueError(f'padding={padding!r}: expected SAME or VALID')
+    phases = []
+    for p in range(stride):
+        taps = sorted(((p + t - pad_a) // stride, t) for t in range(kernel)
+                      if (p + t - pad_a) % stride == 0)
+        phases.append(([t for _, t in taps], [d for d, _ in taps]))
+    return phases
+
+
+class UpConv(nn.Module):
+    """A stride-s transposed convolution computed as s² ordinary convolutions (one per output
+    phase) interleaved into the larger map.
+
+    Same parameters and outputs as ``nn.ConvTranspose(features, (k, k), (s, s), padding)``
+    (tests compare them): the decoders' up-sampling layers. Written this way because XLA's
+    CPU backend computes the gradient of a dilated (transposed) convolution 10-25x slower
+    than the equivalent ordinary convolutions, and most of a U-Net's training work is there.
+
+    Attributes:
+        features: output channels.
+        kernel: kernel side k.
+        stride: up-sampling factor s.
+        padding: 'SAME' (output s·H) or 'VALID' (output s·H + max(k − s, 0)), as in
+            ``nn.ConvTranspose``; only k and s with a s·H output are supported.
+        use_bias, kernel_init, dtype: as in ``nn.ConvTranspose``.
+    """
+
+    features: int
+    kernel: int = 4
+    stride: int = 2
+    padding: str = 'SAME'
+    use_bias: bool = True
+    kernel_init: Any = nn.initializers.lecun_normal()
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        k, s = self.kernel, self.stride
+        w = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features),
+                       jnp.float32)
+        phases = _phase_taps(k, s, self.padding)
+        if any(len(taps) == 0 for taps, _ in phases):
+            raise ValueError(f'UpConv kernel {k} stride {s}: some output phase has no taps')
+        offsets = [d for _, ds in phases for d in ds]
+        low, high = max(0, -min(offsets)), max(0, max(offsets))
+        n, h, wd, _ = x.shape
+        if self.padding == 'VALID' and k > s:
+            raise ValueError(f'UpConv VALID with kernel {k} > stride {s} is not supported')
+        x = x.astype(self.dtype)
+        xp = jnp.pad(x, ((0, 0), (low, high), (low, high), (0, 0)))
+        w = w.astype(self.dtype)
+        rows = []
+        for ty, dy in phases:
+            row = []
+            for tx, dx in phases:
+                window = xp[:, low + dy[0]:low + dy[0] + h + len(dy) - 1,
+                            low + dx[0]:low + dx[0] + wd + len(dx) - 1]
+                row.append(jax.lax.conv_general_dilated(
+                    window, w[jnp.asarray(ty)][:, jnp.asarray(tx)], (1, 1), 'VALID',
+                    dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+            rows.append(jnp.stack(row, axis=3))  # (N, H, W, phase x, C)
+        y = jnp.stack(rows, axis=2).reshape(n, h * s, wd * s, self.features)
+        if self.use_bias:
+            y = y + self.param('bias', nn.initializers.zeros, (self.features,),
+                               jnp.float32).astype(self.dtype)
+        return y
+
+
 class PaperDecoder(nn.Module):
     """The original notebooks' transposed-convolution decoder.
 
@@ -90,15 +171,14 @@ class PaperDecoder(nn.Module):
         x = features['stage4'].astype(self.dtype)
         skips = ('stage3', 'stage2', 'stage1', 'stem')
         for i, (feats, skip) in enumerate(zip(self.filters, skips, strict=True)):
-            x = nn.ConvTranspose(feats, (4, 4), (2, 2), padding='SAME', use_bias=False,
-                                 kernel_init=_pix2pix_init, dtype=self.dtype, name=f'up{i}')(x)
+            x = UpConv(feats, 4, 2, 'SAME', use_bias=False, kernel_init=_pix2pix_init,
+                       dtype=self.dtype, name=f'up{i}')(x)
             x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                              epsilon=1e-3, dtype=self.dtype, name=f'bn{i}')(x)
             x = nn.relu(x)
             x = jnp.concatenate([x, features[skip].astype(self.dtype)], axis=-1)
-        x = nn.ConvTranspose(self.num_classes, (4, 4), (2, 2), padding='SAME',
-                             kernel_init=nn.initializers.glorot_uniform(), dtype=self.dtype,
-                             name='out')(x)
+        x = UpConv(self.num_classes, 4, 2, 'SAME', kernel_init=nn.initializers.glorot_uniform(),
+                   dtype=self.dtype, name='out')(x)
         return x.astype(jnp.float32)
 
 
@@ -127,8 +207,8 @@ class ClassicDecoder(nn.Module):
         if self.image_skip and 'image' not in features:
             raise DecoderInputError("image_skip needs the input image as features['image']")
         for i, (feats, skip) in enumerate(zip(self.filters, skips, strict=True)):
-            x = nn.ConvTranspose(feats, (2, 2), (2, 2), padding='VALID', dtype=self.dtype,
-                                 kernel_init=_he_init, name=f'up{i}')(x)
+            x = UpConv(feats, 2, 2, 'VALID', kernel_init=_he_init, dtype=self.dtype,
+                       name=f'up{i}')(x)
             if skip is not None:
                 x = jnp.concatenate([x, features[skip].astype(self.dtype)], axis=-1)
             for j in range(2):
