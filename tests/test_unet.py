@@ -205,6 +205,6 @@ def test_upconv_equals_flax_conv_transpose(kernel, padding, bias):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     # Gradients agree too (the reason UpConv exists is a faster backward pass on CPU).
     grad = lambda m: jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), (0, 1))  # noqa: E731
-    for a, b in zip(jax.tree.leaves(grad(ours)(params, x)), jax.tree.leaves(grad(theirs)(params, x)),
-                    strict=True):
+    for a, b in zip(jax.tree.leaves(grad(ours)(params, x)),
+                    jax.tree.leaves(grad(theirs)(params, x)), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
