@@ -83,6 +83,7 @@ def get_config(arg: str = ''):
     c.segment.loss = 'dice'  # or 'dice_bce'
     c.segment.batch_size = 4
     c.segment.lr = 1e-3
+    c.segment.lr_schedule = 'constant'  # the paper's (Keras Adam); or 'cosine' (to 0)
     c.segment.augment = False  # flips/quarter turns, identical for image and mask
     c.segment.intensity_augment = False  # contrast, brightness, gamma, illumination, noise
     c.segment.validation_fraction = 0.0  # >0: keep the best step on a split of the k images

@@ -104,7 +104,8 @@ def _as_encoder(encoder) -> Encoder:
 
 def fit(encoder, images, masks, *, resolution: int | None = None, decoder: str = 'paper',
         loss: str = 'dice', epochs: int = 60, steps: int | None = None, batch_size: int = 4,
-        lr: float = 1e-3, augment: bool = False, intensity_augment: bool = False,
+        lr: float = 1e-3, lr_schedule: str = 'constant', augment: bool = False,
+        intensity_augment: bool = False,
         dtype: str | None = None, seed: int = 42,
         num_classes: int = 1, validation_fraction: float = 0.0, tile_overlap: float = 0.25,
         threshold: float = 0.5, decoder_width: int | None = None,
@@ -123,7 +124,8 @@ def fit(encoder, images, masks, *, resolution: int | None = None, decoder: str =
         loss: 'dice' (1 − soft Dice, the paper's) or 'dice_bce'.
         epochs: passes over the images (ignored when ``steps`` is given).
         steps: optimizer steps.
-        batch_size, lr: Adam with a constant learning rate (paper: 4, 1e-3).
+        batch_size, lr: Adam's batch and learning rate (paper: 4, 1e-3).
+        lr_schedule: 'constant' (the paper's) or 'cosine' (to 0 at the last step).
         augment: random flips and quarter turns applied identically to image and mask.
         intensity_augment: random contrast, brightness, gamma, illumination gradient and noise.
         dtype: compute dtype ('float32', 'bfloat16'); None keeps the encoder's.
@@ -177,7 +179,7 @@ def fit(encoder, images, masks, *, resolution: int | None = None, decoder: str =
     spec = TrainSpec(resolution=resolution, decoder=decoder, loss=loss, num_classes=num_classes,
                      steps=steps if steps is not None else steps_for(epochs, len(pixels),
                                                                      batch_size),
-                     batch_size=batch_size, lr=lr, augment=augment,
+                     batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, augment=augment,
                      intensity_augment=intensity_augment, dtype=dtype, seed=seed,
                      tile_overlap=tile_overlap, threshold=threshold,
                      pixel_scale=pixel_scale_of(floats, resolution),
@@ -244,7 +246,8 @@ def _spec_for(config, resolution: int, steps: int, pixel_scale: float) -> TrainS
     """The training settings of one run, from ``config.segment`` and ``config.model``."""
     seg = config.segment
     return TrainSpec(resolution=resolution, steps=steps, decoder=seg.decoder, loss=seg.loss,
-                     batch_size=seg.batch_size, lr=seg.lr, augment=bool(seg.augment),
+                     batch_size=seg.batch_size, lr=seg.lr,
+                     lr_schedule=seg.get('lr_schedule', 'constant'), augment=bool(seg.augment),
                      intensity_augment=bool(seg.get('intensity_augment', False)),
                      dtype=config.model.get('dtype'), seed=config.seed,
                      validation_every=seg.get('validation_every', 0.1),

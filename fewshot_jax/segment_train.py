@@ -51,6 +51,7 @@ MODEL_DIR = 'model'
 BEST_DECODER = 'best_decoder.msgpack'
 BEST_META = 'best.json'
 # The paper's epochs by labeled images per class (Methods: 1, 2, 4, 8, 16, 32, 80).
+LR_SCHEDULES = ('constant', 'cosine')
 PAPER_EPOCHS = {1: 120, 2: 120, 4: 120, 8: 60, 16: 40, 32: 30, 80: 20}
 
 
@@ -65,7 +66,8 @@ class TrainSpec:
         loss: 'dice' or 'dice_bce'.
         num_classes: 1 (binary) or C.
         batch_size: global batch (paper: 4).
-        lr: Adam learning rate, constant (paper: 1e-3, Keras' default).
+        lr: Adam learning rate (paper: 1e-3, Keras' default).
+        lr_schedule: 'constant' (the paper's) or 'cosine' (decays to 0 at the last step).
         augment: random flips and quarter turns, identical for image and mask.
         intensity_augment: random contrast, brightness, gamma, illumination, noise (image only).
         dtype: compute dtype ('float32', 'bfloat16'); None keeps the encoder's.
@@ -85,6 +87,7 @@ class TrainSpec:
     num_classes: int = 1
     batch_size: int = 4
     lr: float = 1e-3
+    lr_schedule: str = 'constant'
     augment: bool = False
     intensity_augment: bool = False
     dtype: str | None = None
@@ -107,6 +110,9 @@ class TrainSpec:
                                      f'{DECODERS}')
         if self.loss not in LOSSES:
             raise SegmentConfigError(f'{prefix}loss={self.loss!r}: expected one of {LOSSES}')
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise SegmentConfigError(f'{prefix}lr_schedule={self.lr_schedule!r}: expected one of '
+                                     f'{LR_SCHEDULES}')
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
             raise SegmentConfigError(f'{prefix}lr={self.lr!r}: expected a positive learning rate')
         if self.bn_momentum is not None:
@@ -243,8 +249,9 @@ def train_segmenter(encoder, images: np.ndarray, masks: np.ndarray, spec: TrainS
     model = build_unet(encoder.config, spec.decoder, spec.num_classes, spec.dtype,
                        spec.bn_momentum, spec.decoder_width)
     variables = init_variables(model, encoder.variables, spec.seed)
+    end_lr = spec.lr if spec.lr_schedule == 'constant' else 0.0  # constant: as Keras' Adam
     optim_cfg = ml_collections.ConfigDict({'name': 'adam', 'lr': spec.lr, 'warmup_steps': 0,
-                                           'end_lr': spec.lr})  # constant, as Keras' Adam
+                                           'end_lr': end_lr})
     tx = make_optimizer(optim_cfg, spec.steps, frozen=FROZEN)
     mesh = make_mesh_for(spec.batch_size, num_devices)
     sharding.check_global_batch(spec.batch_size, mesh)
