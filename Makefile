@@ -25,7 +25,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pretrain_step.py --depth=18 --width=16 --image_size=64 --batch=16 --steps=5
 
 lint: $(STAMP)
-	$(BIN)/ruff check fewshot_jax tests configs benchmarks launch.py
+	$(BIN)/ruff check fewshot_jax tests configs benchmarks launch.py notebooks
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) runs

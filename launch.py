@@ -27,28 +27,39 @@ from fewshot_jax.xla_setup import prefer_eigen_convolutions_on_cpu
 # setting of the flag wins.
 prefer_eigen_convolutions_on_cpu()
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics and outputs.')
-_MULTIHOST = flags.DEFINE_enum('multihost', 'auto', ['auto', 'yes', 'no'],
-                               'Call jax.distributed.initialize(): auto-detect, force or skip.')
+_MULTIHOST = flags.DEFINE_enum(
+    'multihost',
+    'auto',
+    ['auto', 'yes', 'no'],
+    'Call jax.distributed.initialize(): auto-detect, force or skip.',
+)
 _COORDINATOR = flags.DEFINE_string(
-    'coordinator_address', None, 'host:port of the coordinator (process 0) of a multi-process '
-    'job; default: $JAX_COORDINATOR_ADDRESS, or what SLURM / Open MPI / Cloud TPU provide.')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
-                                      'Processes in the job (default: auto-detected).')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None,
-                                   "This process's index, 0..num_processes-1 (default: "
-                                   'auto-detected).')
+    'coordinator_address',
+    None,
+    'host:port of the coordinator (process 0) of a multi-process '
+    'job; default: $JAX_COORDINATOR_ADDRESS, or what SLURM / Open MPI / Cloud TPU provide.',
+)
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job (default: auto-detected).')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, "This process's index, 0..num_processes-1 (default: auto-detected)."
+)
 _COORDINATOR_TIMEOUT = flags.DEFINE_integer(
-    'coordinator_timeout', 300, 'Seconds to wait for every process to join the job; then '
-    'stop with an error (a coordinator that never answers, a process that never started).')
+    'coordinator_timeout',
+    300,
+    'Seconds to wait for every process to join the job; then '
+    'stop with an error (a coordinator that never answers, a process that never started).',
+)
 _HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
-    'heartbeat_timeout', 100, 'Seconds without a heartbeat after which a process counts as '
-    'dead and every other process of the job stops.')
+    'heartbeat_timeout',
+    100,
+    'Seconds without a heartbeat after which a process counts as '
+    'dead and every other process of the job stops.',
+)
 _SHUTDOWN_TIMEOUT = flags.DEFINE_integer(
-    'shutdown_timeout', 300, 'Seconds a finishing (or failing) process waits for the others '
-    'at exit.')
+    'shutdown_timeout', 300, 'Seconds a finishing (or failing) process waits for the others at exit.'
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 # Exit status of a job that did not assemble within --coordinator_timeout.
@@ -85,10 +96,12 @@ def _start_distributed() -> None:
     # Cross-process collectives on CPU (the default in recent JAX, explicit for older ones).
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     timeout = _COORDINATOR_TIMEOUT.value
-    where = (_COORDINATOR.value or os.environ.get('JAX_COORDINATOR_ADDRESS')
-             or 'the auto-detected address')
-    who = (f'process {_PROCESS_ID.value} of {_NUM_PROCESSES.value}'
-           if _PROCESS_ID.value is not None else 'this process')
+    where = _COORDINATOR.value or os.environ.get('JAX_COORDINATOR_ADDRESS') or 'the auto-detected address'
+    who = (
+        f'process {_PROCESS_ID.value} of {_NUM_PROCESSES.value}'
+        if _PROCESS_ID.value is not None
+        else 'this process'
+    )
 
     def give_up():
         sys.stderr.write(
@@ -96,7 +109,8 @@ def _start_distributed() -> None:
             f'{timeout}s: {who} waited for the coordinator at {where} and the other '
             f'processes. Check that process 0 runs and is reachable at that address (host and '
             f'port), that every process got the same --num_processes, and that all were '
-            f'started.\n')
+            f'started.\n'
+        )
         sys.stderr.flush()
         os._exit(EXIT_NO_COORDINATOR)
 
@@ -105,10 +119,13 @@ def _start_distributed() -> None:
     watchdog.start()
     try:
         jax.distributed.initialize(
-            coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-            process_id=_PROCESS_ID.value, initialization_timeout=timeout + 30,
+            coordinator_address=_COORDINATOR.value,
+            num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value,
+            initialization_timeout=timeout + 30,
             heartbeat_timeout_seconds=_HEARTBEAT_TIMEOUT.value,
-            shutdown_timeout_seconds=_SHUTDOWN_TIMEOUT.value)
+            shutdown_timeout_seconds=_SHUTDOWN_TIMEOUT.value,
+        )
     finally:
         watchdog.cancel()
 
@@ -120,16 +137,18 @@ def _check_job(config) -> None:
     from fewshot_jax import sharding
 
     sharding.check_same_on_all_processes(
-        {'config': config.to_dict(), 'workdir': str(Path(_WORKDIR.value).absolute())})
+        {'config': config.to_dict(), 'workdir': str(Path(_WORKDIR.value).absolute())}
+    )
     sharding.connect_processes()
     n_proc, n_dev = jax.process_count(), jax.device_count()
-    line = (f'multihost: process {jax.process_index()} of {n_proc}, '
-            f'{jax.local_device_count()} local / {n_dev} global {jax.devices()[0].platform} '
-            f'devices')
+    line = (
+        f'multihost: process {jax.process_index()} of {n_proc}, '
+        f'{jax.local_device_count()} local / {n_dev} global {jax.devices()[0].platform} '
+        f'devices'
+    )
     batch = config.get('data', {}).get('batch_size')
     if isinstance(batch, int):
-        line += (f', global batch {batch} ({batch / n_proc:g} per process, '
-                 f'{batch / n_dev:g} per device)')
+        line += f', global batch {batch} ({batch / n_proc:g} per process, {batch / n_dev:g} per device)'
     print(line, file=sys.stderr, flush=True)
 
 
@@ -171,7 +190,7 @@ def _print_summary(task: str, workdir: str, summary: dict) -> None:
         if key != 'next':
             print(f'  {key}: {value:.4g}' if isinstance(value, float) else f'  {key}: {value}')
     if summary.get('next'):
-        print(f"next: {summary['next']}")
+        print(f'next: {summary["next"]}')
 
 
 if __name__ == '__main__':

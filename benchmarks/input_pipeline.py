@@ -35,8 +35,11 @@ _THREADS = flags.DEFINE_integer('threads', os.cpu_count() or 2, 'Grain read thre
 _BATCHES = flags.DEFINE_integer('batches', 20, 'Timed batches (after 2 warm-up batches).')
 _WORKERS = flags.DEFINE_integer('workers', os.cpu_count() or 2, 'Grain worker processes (mode workers).')
 _STEP = flags.DEFINE_float('step_pairs_per_s', 0.0, 'Train-step throughput to compare with.')
-_ARRAYRECORD = flags.DEFINE_bool('arrayrecord', False, 'Also time reading an ArrayRecord copy '
-                                 'prepared at --image_size (needs tensorflow-datasets).')
+_ARRAYRECORD = flags.DEFINE_bool(
+    'arrayrecord',
+    False,
+    'Also time reading an ArrayRecord copy prepared at --image_size (needs tensorflow-datasets).',
+)
 
 
 def write_files(root: Path) -> None:
@@ -65,16 +68,27 @@ def images_per_s(dataset, spec) -> float:
 
 def main(argv):
     del argv
-    base = dict(image_size=_SIZE.value, global_batch=_BATCH.value, seed=0,
-                num_threads=_THREADS.value, prefetch=_THREADS.value)
+    base = dict(
+        image_size=_SIZE.value,
+        global_batch=_BATCH.value,
+        seed=0,
+        num_threads=_THREADS.value,
+        prefetch=_THREADS.value,
+    )
     modes = {  # how the SSL pipeline reads: from RAM after one decode, threads, processes
         'cached': pipeline.PipelineSpec(**base),
         'threads': pipeline.PipelineSpec(**base, cache_bytes=0),
         'workers': pipeline.PipelineSpec(**base, cache_bytes=0, num_workers=_WORKERS.value),
     }
-    result = {'cpus': os.cpu_count(), 'threads': _THREADS.value, 'workers': _WORKERS.value,
-              'n_images': _N.value, 'source_size': _SOURCE_SIZE.value,
-              'image_size': _SIZE.value, 'batch': _BATCH.value}
+    result = {
+        'cpus': os.cpu_count(),
+        'threads': _THREADS.value,
+        'workers': _WORKERS.value,
+        'n_images': _N.value,
+        'source_size': _SOURCE_SIZE.value,
+        'image_size': _SIZE.value,
+        'batch': _BATCH.value,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_files(root)
@@ -88,31 +102,44 @@ def main(argv):
             from fewshot_jax.data import tfds_builders
 
             t0 = time.perf_counter()
-            tfds_builders.prepare('cem500k', manual_dir=root / 'unlabeled', data_dir=root / 'tfds',
-                                  resolution=_SIZE.value)
+            tfds_builders.prepare(
+                'cem500k', manual_dir=root / 'unlabeled', data_dir=root / 'tfds', resolution=_SIZE.value
+            )
             result['arrayrecord_prepare_s'] = round(time.perf_counter() - t0, 1)
-            prepared = tfds_builders.TfdsSource('cem500k', split='train', data_dir=root / 'tfds',
-                                                resolution=_SIZE.value)
+            prepared = tfds_builders.TfdsSource(
+                'cem500k', split='train', data_dir=root / 'tfds', resolution=_SIZE.value
+            )
             spec = modes['threads']
             result['ssl_arrayrecord_threads_images_per_s'] = round(
-                images_per_s(pipeline.ssl_dataset(prepared, spec), spec), 1)
+                images_per_s(pipeline.ssl_dataset(prepared, spec), spec), 1
+            )
         labeled_source = sources.ClassFolderSource(root / 'labeled')
-        result['labeled_images_per_s'] = round(images_per_s(
-            pipeline.train_dataset(labeled_source, range(len(labeled_source)), modes['threads']),
-            modes['threads']), 1)
-    line = (f"{os.cpu_count()} CPUs, {_SOURCE_SIZE.value} px PNG → {_SIZE.value} px, batch "
-            f"{_BATCH.value}: SSL cached {result['ssl_cached_images_per_s']} images/s (decode once "
-            f"{result['ssl_cached_setup_s']} s), threads×{_THREADS.value} "
-            f"{result['ssl_threads_images_per_s']}, workers×{_WORKERS.value} "
-            f"{result['ssl_workers_images_per_s']}; labeled {result['labeled_images_per_s']}")
+        result['labeled_images_per_s'] = round(
+            images_per_s(
+                pipeline.train_dataset(labeled_source, range(len(labeled_source)), modes['threads']),
+                modes['threads'],
+            ),
+            1,
+        )
+    line = (
+        f'{os.cpu_count()} CPUs, {_SOURCE_SIZE.value} px PNG → {_SIZE.value} px, batch '
+        f'{_BATCH.value}: SSL cached {result["ssl_cached_images_per_s"]} images/s (decode once '
+        f'{result["ssl_cached_setup_s"]} s), threads×{_THREADS.value} '
+        f'{result["ssl_threads_images_per_s"]}, workers×{_WORKERS.value} '
+        f'{result["ssl_workers_images_per_s"]}; labeled {result["labeled_images_per_s"]}'
+    )
     if _ARRAYRECORD.value:
-        line += (f"; ArrayRecord at {_SIZE.value} px, threads×{_THREADS.value}: "
-                 f"{result['ssl_arrayrecord_threads_images_per_s']}")
+        line += (
+            f'; ArrayRecord at {_SIZE.value} px, threads×{_THREADS.value}: '
+            f'{result["ssl_arrayrecord_threads_images_per_s"]}'
+        )
     if _STEP.value > 0:
         for mode in modes:
             result[f'{mode}_over_step'] = round(result[f'ssl_{mode}_images_per_s'] / _STEP.value, 2)
-        line += (f"; vs train step {_STEP.value} pairs/s: cached {result['cached_over_step']}×, "
-                 f"threads {result['threads_over_step']}×, workers {result['workers_over_step']}×")
+        line += (
+            f'; vs train step {_STEP.value} pairs/s: cached {result["cached_over_step"]}×, '
+            f'threads {result["threads_over_step"]}×, workers {result["workers_over_step"]}×'
+        )
     print(line, flush=True)
     print(json.dumps(result), flush=True)
 

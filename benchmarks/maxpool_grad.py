@@ -37,8 +37,11 @@ WINDOW, STRIDE = 3, 2
 def _slices(xp, out_h, out_w):
     """The nine strided views xp[:, a + 2p, b + 2q] of the padded input, window order."""
     span_h, span_w = STRIDE * (out_h - 1) + 1, STRIDE * (out_w - 1) + 1
-    return [(a, b, xp[:, a:a + span_h:STRIDE, b:b + span_w:STRIDE, :])
-            for a in range(WINDOW) for b in range(WINDOW)]
+    return [
+        (a, b, xp[:, a : a + span_h : STRIDE, b : b + span_w : STRIDE, :])
+        for a in range(WINDOW)
+        for b in range(WINDOW)
+    ]
 
 
 @jax.custom_vjp
@@ -71,9 +74,16 @@ def _backward(residuals, dy):
     # windows' outputs (row-major), the order in which select-and-scatter adds them.
     for a, b, share in reversed(shares):
         # Place share[p, q] at (a + 2p, b + 2q): interior padding, not a scatter.
-        dxp = dxp + jax.lax.pad(share, zero, (
-            (0, 0, 0), (a, xp.shape[1] - a - (STRIDE * (out_h - 1) + 1), STRIDE - 1),
-            (b, xp.shape[2] - b - (STRIDE * (out_w - 1) + 1), STRIDE - 1), (0, 0, 0)))
+        dxp = dxp + jax.lax.pad(
+            share,
+            zero,
+            (
+                (0, 0, 0),
+                (a, xp.shape[1] - a - (STRIDE * (out_h - 1) + 1), STRIDE - 1),
+                (b, xp.shape[2] - b - (STRIDE * (out_w - 1) + 1), STRIDE - 1),
+                (0, 0, 0),
+            ),
+        )
     return (dxp[:, 1:-1, 1:-1, :],)
 
 
@@ -92,10 +102,11 @@ def main(argv):
         # Post-ReLU activations (about half exact zeros, so ties) and a random cotangent.
         x = jnp.asarray(np.maximum(rng.standard_normal((16, side, side, 64)), 0), jnp.float32)
         dy = jnp.asarray(rng.standard_normal(xla_max_pool(x).shape), jnp.float32)
-        fns = {name: jax.jit(jax.grad(lambda v, f=f, dy=dy: jnp.vdot(f(v), dy)))
-               for name, f in (('xla', xla_max_pool), ('dense', dense_grad_max_pool))}
-        np.testing.assert_array_equal(np.asarray(xla_max_pool(x)),
-                                      np.asarray(dense_grad_max_pool(x)))
+        fns = {
+            name: jax.jit(jax.grad(lambda v, f=f, dy=dy: jnp.vdot(f(v), dy)))
+            for name, f in (('xla', xla_max_pool), ('dense', dense_grad_max_pool))
+        }
+        np.testing.assert_array_equal(np.asarray(xla_max_pool(x)), np.asarray(dense_grad_max_pool(x)))
         grads = {name: np.asarray(f(x)) for name, f in fns.items()}
         diff = float(np.max(np.abs(grads['xla'] - grads['dense'])))
         times = {name: [] for name in fns}
@@ -105,9 +116,12 @@ def main(argv):
                 f(x).block_until_ready()
                 times[name].append(time.perf_counter() - t0)
         med = {name: statistics.median(t) for name, t in times.items()}
-        print(f'{image_size} px (pool input {tuple(x.shape)}): xla {1e3 * med["xla"]:.1f} ms, '
-              f'dense {1e3 * med["dense"]:.1f} ms fwd+bwd (median of {rounds}); '
-              f'max |grad difference| {diff:g}; load {os.getloadavg()[0]:.1f}', flush=True)
+        print(
+            f'{image_size} px (pool input {tuple(x.shape)}): xla {1e3 * med["xla"]:.1f} ms, '
+            f'dense {1e3 * med["dense"]:.1f} ms fwd+bwd (median of {rounds}); '
+            f'max |grad difference| {diff:g}; load {os.getloadavg()[0]:.1f}',
+            flush=True,
+        )
 
 
 if __name__ == '__main__':

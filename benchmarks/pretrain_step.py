@@ -55,7 +55,8 @@ def bench(loss: str, dtype: str) -> dict:
     state, step = build.state, build.step_fn
     rng = np.random.default_rng(0)
     images = sharding.to_global(
-        rng.integers(0, 256, (_BATCH.value, _SIZE.value, _SIZE.value, 3), dtype=np.uint8), mesh)
+        rng.integers(0, 256, (_BATCH.value, _SIZE.value, _SIZE.value, 3), dtype=np.uint8), mesh
+    )
 
     t0 = time.perf_counter()
     compiled = step.lower(state, images).compile()
@@ -73,12 +74,20 @@ def bench(loss: str, dtype: str) -> dict:
     if 'peak_bytes_in_use' in stats:
         memory = round(stats['peak_bytes_in_use'] / 2**30, 2)
     return {
-        'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind,
-        'n_devices': jax.device_count(), 'depth': _DEPTH.value, 'width': _WIDTH.value,
-        'image_size': _SIZE.value, 'batch_pairs': _BATCH.value, 'loss': loss, 'dtype': dtype,
-        'compile_s': round(compile_s, 2), 'step_ms': round(1e3 * elapsed / _STEPS.value, 2),
+        'backend': jax.default_backend(),
+        'device': jax.devices()[0].device_kind,
+        'n_devices': jax.device_count(),
+        'depth': _DEPTH.value,
+        'width': _WIDTH.value,
+        'image_size': _SIZE.value,
+        'batch_pairs': _BATCH.value,
+        'loss': loss,
+        'dtype': dtype,
+        'compile_s': round(compile_s, 2),
+        'step_ms': round(1e3 * elapsed / _STEPS.value, 2),
         'pairs_per_s': round(_BATCH.value * _STEPS.value / elapsed, 1),
-        'peak_gib_device0': memory, 'final_loss': float(metrics['loss']),
+        'peak_gib_device0': memory,
+        'final_loss': float(metrics['loss']),
         'xla_flags': os.environ.get('XLA_FLAGS', ''),
     }
 
@@ -88,10 +97,13 @@ def main(argv):
     for loss in _LOSS.value:
         for dtype in _DTYPE.value:
             r = bench(loss, dtype)
-            print(f"{r['device']} x{r['n_devices']} ResNet{r['depth']}w{r['width']} "
-                  f"{r['image_size']}px batch {r['batch_pairs']} {loss} {dtype}: "
-                  f"compile {r['compile_s']} s, {r['step_ms']} ms/step, "
-                  f"{r['pairs_per_s']} pairs/s, peak {r['peak_gib_device0']} GiB", flush=True)
+            print(
+                f'{r["device"]} x{r["n_devices"]} ResNet{r["depth"]}w{r["width"]} '
+                f'{r["image_size"]}px batch {r["batch_pairs"]} {loss} {dtype}: '
+                f'compile {r["compile_s"]} s, {r["step_ms"]} ms/step, '
+                f'{r["pairs_per_s"]} pairs/s, peak {r["peak_gib_device0"]} GiB',
+                flush=True,
+            )
             print(json.dumps(r), flush=True)
 
 

@@ -52,15 +52,18 @@ def encode(specs, per_class: int, size: int, cache: str | None):
     for i, spec in enumerate(specs):
         if spec.startswith('random-init'):
             extractor = features_lib.make_extractor(
-                'random-init', name=f'random-init seed {i}',
-                model=model_config(50, 64, 'v1.5'), seed=i, batch_size=50)
+                'random-init',
+                name=f'random-init seed {i}',
+                model=model_config(50, 64, 'v1.5'),
+                seed=i,
+                batch_size=50,
+            )
         else:
             extractor = features_lib.make_extractor(spec, batch_size=50)
         t = time.perf_counter()
         out.append(extractor.extract(images))
         names.append(extractor.name)
-        print(f'# encoded {extractor.name}: {out[-1].shape} in {time.perf_counter() - t:.1f} s',
-              flush=True)
+        print(f'# encoded {extractor.name}: {out[-1].shape} in {time.perf_counter() - t:.1f} s', flush=True)
     feats = np.stack(out).astype(np.float32)
     if cache:
         np.savez(cache, features=feats, labels=data.labels, names=np.asarray(names))
@@ -81,27 +84,38 @@ def sklearn_loop(feats, labels, plan, names, *, max_iter: int, tol: float):
             for run in plan:
                 scaler = StandardScaler().fit(x[run.train])
                 model = LogisticRegression(C=1.0, max_iter=max_iter, tol=tol).fit(
-                    scaler.transform(x[run.train]), labels[run.train])
+                    scaler.transform(x[run.train]), labels[run.train]
+                )
                 predictions.append(model.predict(scaler.transform(x[run.test])))
     return time.perf_counter() - start, time.process_time() - cpu, predictions
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--encoders', default='random-init,random-init,random-init,random-init,'
-                        'random-init', help='comma-separated weight specs (random-init: ResNet50)')
+    parser.add_argument(
+        '--encoders',
+        default='random-init,random-init,random-init,random-init,random-init',
+        help='comma-separated weight specs (random-init: ResNet50)',
+    )
     parser.add_argument('--per_class', type=int, default=100)
     parser.add_argument('--size', type=int, default=64)
     parser.add_argument('--splits', type=int, default=20)
     parser.add_argument('--shots', default='1,2,4,8,16,32,80')
     parser.add_argument('--heads', default='logistic,ridge,knn,adam')
     parser.add_argument('--repeats', type=int, default=2)
-    parser.add_argument('--sklearn', default='default,converged',
-                        help="which sklearn loops to time: 'default' (max_iter=100, tol=1e-4), "
-                        "'converged' (max_iter=10000), or ''")
+    parser.add_argument(
+        '--sklearn',
+        default='default,converged',
+        help="which sklearn loops to time: 'default' (max_iter=100, tol=1e-4), "
+        "'converged' (max_iter=10000), or ''",
+    )
     parser.add_argument('--cache', default=None, help='npz to store/reuse the encoded features')
-    parser.add_argument('--sklearn_threads', type=int, default=0,
-                        help='limit scikit-learn/BLAS threads (threadpoolctl); 0: their default')
+    parser.add_argument(
+        '--sklearn_threads',
+        type=int,
+        default=0,
+        help='limit scikit-learn/BLAS threads (threadpoolctl); 0: their default',
+    )
     args = parser.parse_args()
 
     import jax
@@ -114,29 +128,38 @@ def main() -> None:
     plan = probe_grid.protocol_plan(labels, shots=shots, split_seeds=range(args.splits), draws=1)
     matrices = {name: feats[e] for e, name in enumerate(names)}
     total = len(plan) * len(names)
-    print(f'# {total} classifiers: {len(names)} encoders x {args.splits} splits x {len(shots)} k '
-          f'on {feats.shape[1]} images x {feats.shape[2]} features', flush=True)
+    print(
+        f'# {total} classifiers: {len(names)} encoders x {args.splits} splits x {len(shots)} k '
+        f'on {feats.shape[1]} images x {feats.shape[2]} features',
+        flush=True,
+    )
     results, timings = {}, {}
     for head in [h for h in args.heads.split(',') if h]:
         options = {'early_stopping': 'none', 'max_epochs': 100} if head == 'adam' else {}
         t = time.perf_counter()
-        result = probe_grid.evaluate_grid(matrices, labels, plan, num_classes=int(labels.max()) + 1,
-                                          head=head, options=options)
+        result = probe_grid.evaluate_grid(
+            matrices, labels, plan, num_classes=int(labels.max()) + 1, head=head, options=options
+        )
         first = time.perf_counter() - t
         warm, cpu = [], []
         for _ in range(args.repeats):
             t, c = time.perf_counter(), time.process_time()
-            result = probe_grid.evaluate_grid(matrices, labels, plan,
-                                              num_classes=int(labels.max()) + 1, head=head,
-                                              options=options)
+            result = probe_grid.evaluate_grid(
+                matrices, labels, plan, num_classes=int(labels.max()) + 1, head=head, options=options
+            )
             warm.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
         results[head] = result
         timings[head] = (min(warm), min(cpu))
         accuracy = [m['accuracy'] for m in result.metrics]
-        line = {'head': head, 'classifiers': total, 'first_call_s': round(first, 3),
-                'warm_s': round(min(warm), 3), 'warm_cpu_s': round(min(cpu), 3),
-                'median_accuracy': float(np.median(accuracy))}
+        line = {
+            'head': head,
+            'classifiers': total,
+            'first_call_s': round(first, 3),
+            'warm_s': round(min(warm), 3),
+            'warm_cpu_s': round(min(cpu), 3),
+            'median_accuracy': float(np.median(accuracy)),
+        }
         if head == 'logistic':
             line['converged'] = float(np.mean([d['converged'] for d in result.diagnostics]))
             line['max_iterations'] = int(max(d['n_iter'] for d in result.diagnostics))
@@ -147,11 +170,16 @@ def main() -> None:
 
         with threadpool_limits(limits=args.sklearn_threads or None):
             seconds, cpu_seconds, predictions = sklearn_loop(
-                feats, labels, plan, names, max_iter=max_iter, tol=1e-4)
-        line = {'head': f'sklearn loop ({mode}, max_iter={max_iter})', 'classifiers': total,
-                'threads': args.sklearn_threads or 'default',
-                'seconds': round(seconds, 3), 'cpu_s': round(cpu_seconds, 3),
-                'ms_per_fit': round(1e3 * seconds / total, 2)}
+                feats, labels, plan, names, max_iter=max_iter, tol=1e-4
+            )
+        line = {
+            'head': f'sklearn loop ({mode}, max_iter={max_iter})',
+            'classifiers': total,
+            'threads': args.sklearn_threads or 'default',
+            'seconds': round(seconds, 3),
+            'cpu_s': round(cpu_seconds, 3),
+            'ms_per_fit': round(1e3 * seconds / total, 2),
+        }
         if 'logistic' in results:
             ours = results['logistic']
             truth = [labels[run.test] for run in ours.runs]
@@ -161,17 +189,21 @@ def main() -> None:
             for name in names:
                 for k in shots:
                     pairs = zip(ours.encoders, ours.runs, strict=True)
-                    rows = [i for i, (n, run) in enumerate(pairs)
-                            if n == name and run.k == k]
-                    medians.append(np.median([our_accuracy[i] for i in rows])
-                                   - np.median([sk_accuracy[i] for i in rows]))
-            same = [ours.predictions[i, :len(run.test)] == predictions[i]
-                    for i, run in enumerate(ours.runs)]
+                    rows = [i for i, (n, run) in enumerate(pairs) if n == name and run.k == k]
+                    medians.append(
+                        np.median([our_accuracy[i] for i in rows]) - np.median([sk_accuracy[i] for i in rows])
+                    )
+            same = [ours.predictions[i, : len(run.test)] == predictions[i] for i, run in enumerate(ours.runs)]
             agree = np.mean(np.concatenate(same))
             line['prediction_agreement_per_k'] = {
-                str(k): round(float(np.mean(np.concatenate(
-                    [same[i] for i, run in enumerate(ours.runs) if run.k == k]))), 4)
-                for k in shots}
+                str(k): round(
+                    float(
+                        np.mean(np.concatenate([same[i] for i, run in enumerate(ours.runs) if run.k == k]))
+                    ),
+                    4,
+                )
+                for k in shots
+            }
             line['ratio_to_logistic_head'] = round(seconds / timings['logistic'][0], 1)
             line['cpu_ratio_to_logistic_head'] = round(cpu_seconds / timings['logistic'][1], 1)
             line['median_accuracy_sklearn'] = float(np.median(sk_accuracy))

@@ -65,17 +65,20 @@ def bench(size: int, dtype: str) -> dict:
     config = {'depth': _DEPTH.value, 'width': _WIDTH.value}
     model = build_unet(config, _DECODER.value, 1, dtype)
     variables = init_variables(model, None, seed=0)
-    optim = ml_collections.ConfigDict({'name': 'adam', 'lr': 1e-3, 'warmup_steps': 0,
-                                       'end_lr': 1e-3})
+    optim = ml_collections.ConfigDict({'name': 'adam', 'lr': 1e-3, 'warmup_steps': 0, 'end_lr': 1e-3})
     tx = make_optimizer(optim, total_steps=10_000, frozen=FROZEN)
     mesh = sharding.make_mesh(_DEVICES.value)
     sharding.check_global_batch(_BATCH.value, mesh)
     state = sharding.replicate(TrainState.create(variables, tx, jax.random.PRNGKey(0)), mesh)
     step = steps.jit_step(segment_step_fn(model, tx, make_loss('dice', 1)), mesh)
     rng = np.random.default_rng(0)
-    batch = sharding.to_global({
-        'image': rng.integers(0, 256, (_BATCH.value, size, size, 1), dtype=np.uint8),
-        'mask': (rng.random((_BATCH.value, size, size)) < 0.2).astype(np.uint8)}, mesh)
+    batch = sharding.to_global(
+        {
+            'image': rng.integers(0, 256, (_BATCH.value, size, size, 1), dtype=np.uint8),
+            'mask': (rng.random((_BATCH.value, size, size)) < 0.2).astype(np.uint8),
+        },
+        mesh,
+    )
 
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
@@ -83,14 +86,21 @@ def bench(size: int, dtype: str) -> dict:
     memory = compiled.memory_analysis()
     xla_gib = None
     if memory is not None:
-        xla_gib = round((memory.argument_size_in_bytes + memory.output_size_in_bytes
-                         + memory.temp_size_in_bytes - memory.alias_size_in_bytes) / 2**30, 3)
+        xla_gib = round(
+            (
+                memory.argument_size_in_bytes
+                + memory.output_size_in_bytes
+                + memory.temp_size_in_bytes
+                - memory.alias_size_in_bytes
+            )
+            / 2**30,
+            3,
+        )
     step_gflop = forward_gflop(lambda s, b: step(s, b)[1]['loss'], state, batch)
 
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     encoder_vars = {c: variables[c]['encoder'] for c in ('params', 'batch_stats')}
-    enc_gflop = forward_gflop(lambda v, im: model.encoder.apply(v, im)[1]['stage4'],
-                              encoder_vars, x)
+    enc_gflop = forward_gflop(lambda v, im: model.encoder.apply(v, im)[1]['stage4'], encoder_vars, x)
     full_gflop = forward_gflop(lambda v, im: model.apply(v, im), variables, x)
 
     state, metrics = compiled(state, batch)
@@ -103,10 +113,17 @@ def bench(size: int, dtype: str) -> dict:
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get('peak_bytes_in_use')
     return {
-        'backend': jax.default_backend(), 'device': jax.devices()[0].device_kind,
-        'n_devices': mesh.devices.size, 'depth': _DEPTH.value, 'width': _WIDTH.value,
-        'decoder': _DECODER.value, 'image_size': size, 'batch': _BATCH.value, 'dtype': dtype,
-        'compile_s': round(compile_s, 1), 'step_ms': round(1e3 * elapsed / _STEPS.value, 1),
+        'backend': jax.default_backend(),
+        'device': jax.devices()[0].device_kind,
+        'n_devices': mesh.devices.size,
+        'depth': _DEPTH.value,
+        'width': _WIDTH.value,
+        'decoder': _DECODER.value,
+        'image_size': size,
+        'batch': _BATCH.value,
+        'dtype': dtype,
+        'compile_s': round(compile_s, 1),
+        'step_ms': round(1e3 * elapsed / _STEPS.value, 1),
         'images_per_s': round(_BATCH.value * _STEPS.value / elapsed, 2),
         'peak_gib_device0': None if peak is None else round(peak / 2**30, 2),
         'xla_estimate_gib': xla_gib,
@@ -123,14 +140,19 @@ def main(argv):
     for size in (int(s) for s in _SIZES.value):
         for dtype in _DTYPES.value:
             r = bench(size, dtype)
-            memory = (f'peak {r["peak_gib_device0"]} GiB' if r['peak_gib_device0'] is not None
-                      else f'XLA estimate {r["xla_estimate_gib"]} GiB, '
-                           f'process RSS peak {r["peak_rss_gib"]} GiB')
-            print(f"{r['device']} x{r['n_devices']} ResNet{r['depth']}w{r['width']} + "
-                  f"{r['decoder']} decoder {size}px batch {r['batch']} {dtype}: compile "
-                  f"{r['compile_s']} s, {r['step_ms']} ms/step, {r['images_per_s']} images/s, "
-                  f"{memory}; forward {r['forward_gflop_per_image']} GFLOP/image of which "
-                  f"encoder {r['encoder_forward_gflop_per_image']}", flush=True)
+            memory = (
+                f'peak {r["peak_gib_device0"]} GiB'
+                if r['peak_gib_device0'] is not None
+                else f'XLA estimate {r["xla_estimate_gib"]} GiB, process RSS peak {r["peak_rss_gib"]} GiB'
+            )
+            print(
+                f'{r["device"]} x{r["n_devices"]} ResNet{r["depth"]}w{r["width"]} + '
+                f'{r["decoder"]} decoder {size}px batch {r["batch"]} {dtype}: compile '
+                f'{r["compile_s"]} s, {r["step_ms"]} ms/step, {r["images_per_s"]} images/s, '
+                f'{memory}; forward {r["forward_gflop_per_image"]} GFLOP/image of which '
+                f'encoder {r["encoder_forward_gflop_per_image"]}',
+                flush=True,
+            )
             print(json.dumps(r), flush=True)
 
 

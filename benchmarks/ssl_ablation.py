@@ -47,14 +47,20 @@ TASK_SEED = 1000  # the labeled pools; never used for pretraining images
 INDOMAIN_SEED = 7000  # unlabeled in-domain pretraining images (disjoint from the pools)
 
 # Grayscale micrograph augmentations: saturation and hue are no-ops on gray images.
-GRAY = {'augment.brightness': 0.3, 'augment.gamma': (0.6, 1.6), 'augment.blur_prob': 0.5,
-        'augment.blur_sigma': (0.1, 1.5), 'augment.noise_prob': 0.5,
-        'augment.noise_std': (0.0, 0.05), 'augment.saturation': (1.0, 1.0), 'augment.hue': 0.0}
+GRAY = {
+    'augment.brightness': 0.3,
+    'augment.gamma': (0.6, 1.6),
+    'augment.blur_prob': 0.5,
+    'augment.blur_sigma': (0.1, 1.5),
+    'augment.noise_prob': 0.5,
+    'augment.noise_std': (0.0, 0.05),
+    'augment.saturation': (1.0, 1.0),
+    'augment.hue': 0.0,
+}
 AREA02 = {'augment.crop': 'area', 'augment.crop_area': (0.2, 1.0)}
 AREA008 = {'augment.crop': 'area', 'augment.crop_area': (0.08, 1.0)}
 WIDE = {'model.projector': (512, 512, 512)}
-BEST_GUESS = {**AREA02, **GRAY, **WIDE, 'data.num_images': 2048, 'optim.lr': 0.3,
-              'optim.warmup_steps': 0.1}
+BEST_GUESS = {**AREA02, **GRAY, **WIDE, 'data.num_images': 2048, 'optim.lr': 0.3, 'optim.warmup_steps': 0.1}
 
 # name -> (method, overrides). Each changes one thing from the shipped :demo recipe,
 # except the combinations at the end.
@@ -70,8 +76,7 @@ RECIPES: dict[str, tuple[str, dict]] = {
     'area008': ('barlow_twins', AREA008),
     'wide_proj': ('barlow_twins', WIDE),
     'lars': ('barlow_twins', {'optim.name': 'lars', 'optim.lr': 1.0, 'optim.warmup_steps': 0.1}),
-    'lars_lr5': ('barlow_twins', {'optim.name': 'lars', 'optim.lr': 5.0,
-                                  'optim.warmup_steps': 0.1}),
+    'lars_lr5': ('barlow_twins', {'optim.name': 'lars', 'optim.lr': 5.0, 'optim.warmup_steps': 0.1}),
     'lr0.03': ('barlow_twins', {'optim.lr': 0.03}),
     'lr0.3_wu0.1': ('barlow_twins', {'optim.lr': 0.3, 'optim.warmup_steps': 0.1}),
     'batch128': ('barlow_twins', {'data.batch_size': 128}),
@@ -84,21 +89,30 @@ RECIPES: dict[str, tuple[str, dict]] = {
     'combo': ('barlow_twins', BEST_GUESS),
     'combo_1000': ('barlow_twins', {**BEST_GUESS, 'train.num_steps': 1000}),
     'combo_3000': ('barlow_twins', {**BEST_GUESS, 'train.num_steps': 3000}),
-    'combo_small_stem_32px': ('barlow_twins', {**BEST_GUESS, 'model.stem': 'small',
-                                               'data.image_size': 32}),
+    'combo_small_stem_32px': ('barlow_twins', {**BEST_GUESS, 'model.stem': 'small', 'data.image_size': 32}),
     'combo_indomain': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain'}),
-    'combo_indomain_1000': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain',
-                                             'train.num_steps': 1000}),
-    'combo_indomain_3000': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain',
-                                             'train.num_steps': 3000}),
+    'combo_indomain_1000': (
+        'barlow_twins',
+        {**BEST_GUESS, 'data.source': 'indomain', 'train.num_steps': 1000},
+    ),
+    'combo_indomain_3000': (
+        'barlow_twins',
+        {**BEST_GUESS, 'data.source': 'indomain', 'train.num_steps': 3000},
+    ),
     'simclr_combo': ('simclr', BEST_GUESS),
     'simclr_combo_t0.5': ('simclr', {**BEST_GUESS, 'loss.temperature': 0.5}),
 }
 
 # --tiny: a whole pass in seconds (compiles, trains, encodes, probes, reports).
-TINY = {'model.width': 4, 'model.projector': (16, 16, 32), 'data.num_images': 32,
-        'data.synthetic_size': 48, 'data.image_size': 32, 'data.batch_size': 8,
-        'train.num_steps': 4}
+TINY = {
+    'model.width': 4,
+    'model.projector': (16, 16, 32),
+    'data.num_images': 32,
+    'data.synthetic_size': 48,
+    'data.image_size': 32,
+    'data.batch_size': 8,
+    'train.num_steps': 4,
+}
 
 
 def parse_value(text: str):
@@ -164,8 +178,7 @@ def build_config(method: str, preset: str, overrides: dict, seed: int, out: Path
     for key, value in overrides.items():
         set_dotted(config, key, value)
     if config.data.source == 'indomain':
-        config.data.root = str(indomain_folder(out, config.data.num_images,
-                                               config.data.synthetic_size))
+        config.data.root = str(indomain_folder(out, config.data.num_images, config.data.synthetic_size))
         config.data.source = 'folder'
         config.data.subset = None
     return config
@@ -192,9 +205,10 @@ def indomain_folder(out: Path, n: int, size: int) -> Path:
     for t, task in enumerate(TASKS):
         n_classes = len(getattr(synthetic, task)(1, 32, 0).class_names)
         data = getattr(synthetic, task)(math.ceil(share / n_classes), size, INDOMAIN_SEED + t)
-        for image in data.images[:min(share, n - written)]:
+        for image in data.images[: min(share, n - written)]:
             Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)).save(
-                folder / f'{task}_{written:06d}.png')
+                folder / f'{task}_{written:06d}.png'
+            )
             written += 1
     try:
         folder.rename(final)
@@ -218,8 +232,7 @@ def task_pool(task: str, per_class: int, gen_size: int, image_size: int):
     key = (task, per_class, gen_size, image_size)
     if key not in _POOLS:
         data = getattr(synthetic, task)(per_class, gen_size, TASK_SEED)
-        images = np.stack([pipeline.to_uint8_square(im, image_size, 1)[..., 0]
-                           for im in data.images])
+        images = np.stack([pipeline.to_uint8_square(im, image_size, 1)[..., 0] for im in data.images])
         _POOLS[key] = (images, np.asarray(data.labels))
     return _POOLS[key]
 
@@ -230,8 +243,7 @@ def probe_accuracy(x: np.ndarray, y: np.ndarray, shots: int, draw: int) -> float
     from sklearn.preprocessing import StandardScaler
 
     rng = np.random.default_rng(draw)
-    train = np.concatenate([rng.choice(np.flatnonzero(y == c), shots, replace=False)
-                            for c in np.unique(y)])
+    train = np.concatenate([rng.choice(np.flatnonzero(y == c), shots, replace=False) for c in np.unique(y)])
     test = np.setdiff1d(np.arange(len(y)), train)
     scaler = StandardScaler().fit(x[train])
     clf = LogisticRegression(max_iter=3000).fit(scaler.transform(x[train]), y[train])
@@ -260,8 +272,10 @@ def probe_encoder(encoder, args, image_size: int) -> dict:
     for task in TASKS:
         images, labels = task_pool(task, args.pool, args.task_size, image_size)
         feats = encoder_features(encoder, images)
-        out[task] = {layer: median_accuracy(feats[layer], labels, args.shots, args.draws,
-                                            args.threads) for layer in LAYERS}
+        out[task] = {
+            layer: median_accuracy(feats[layer], labels, args.shots, args.draws, args.threads)
+            for layer in LAYERS
+        }
     return out
 
 
@@ -276,18 +290,24 @@ def random_init_probe(config, args, out: Path) -> dict:
     from fewshot_jax.state import init_state
 
     model_cfg = {k: v for k, v in config.model.to_dict().items() if k not in ('projector', 'init')}
-    ident = json.dumps([model_cfg, config.seed, config.data.image_size, args.pool,
-                        args.task_size, args.shots, args.draws], sort_keys=True, default=list)
+    ident = json.dumps(
+        [model_cfg, config.seed, config.data.image_size, args.pool, args.task_size, args.shots, args.draws],
+        sort_keys=True,
+        default=list,
+    )
     path = out / 'random_init' / (hashlib.sha1(ident.encode()).hexdigest()[:16] + '.json')
     if path.exists():
         return json.loads(path.read_text())['probe']
     mesh = sharding.make_mesh(config.get('num_devices'))
-    state = init_state(make_ssl_model(config.model), optax.sgd(0.1), config.seed,
-                       config.data.image_size, mesh)
-    variables = jax.device_get({'params': state.params['encoder'],
-                                'batch_stats': state.batch_stats['encoder']})
-    probe = probe_encoder(Encoder(variables, config.model.to_dict(), name='random'), args,
-                          config.data.image_size)
+    state = init_state(
+        make_ssl_model(config.model), optax.sgd(0.1), config.seed, config.data.image_size, mesh
+    )
+    variables = jax.device_get(
+        {'params': state.params['encoder'], 'batch_stats': state.batch_stats['encoder']}
+    )
+    probe = probe_encoder(
+        Encoder(variables, config.model.to_dict(), name='random'), args, config.data.image_size
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f'.{os.getpid()}')
     partial.write_text(json.dumps({'ident': ident, 'probe': probe}))
@@ -309,8 +329,9 @@ def texture_probe(args, image_size: int) -> dict:
     out = {}
     for task in TASKS:
         images, labels = task_pool(task, args.pool, args.task_size, image_size)
-        out[task] = median_accuracy(texture_features(images.astype(np.float32) / 255.0), labels,
-                                    args.shots, args.draws, args.threads)
+        out[task] = median_accuracy(
+            texture_features(images.astype(np.float32) / 255.0), labels, args.shots, args.draws, args.threads
+        )
     _TEXTURE[image_size] = out
     return out
 
@@ -347,19 +368,34 @@ def run_one(name: str, method: str, overrides: dict, seed: int, args, out: Path)
     pretrained = probe_encoder(trained_encoder(workdir), args, config.data.image_size)
     random = random_init_probe(config, args, out)
     steps = total_steps_of(config.train, config.data.num_images, config.data.batch_size)
-    logged = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()
-              if '"time"' in line]
+    logged = [
+        json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines() if '"time"' in line
+    ]
     # Steady-state step time: between the first and the last logged step (no compile).
-    step_ms = (1000 * (logged[-1]['time'] - logged[0]['time'])
-               / (logged[-1]['step'] - logged[0]['step']) if len(logged) > 1 else None)
-    return {'recipe': name, 'method': method, 'seed': seed, 'overrides': overrides,
-            'preset': args.preset, 'steps': steps, 'image_size': config.data.image_size,
-            'wall_s': round(wall, 1), 'step_ms': step_ms and round(step_ms, 1),
-            'final_loss': summary['final_loss'],
-            'pretrained': pretrained, 'random': random,
-            'texture': texture_probe(args, config.data.image_size),
-            'device': str(jax.devices()[0].device_kind), 'draws': args.draws,
-            'shots': args.shots, 'pool': args.pool}
+    step_ms = (
+        1000 * (logged[-1]['time'] - logged[0]['time']) / (logged[-1]['step'] - logged[0]['step'])
+        if len(logged) > 1
+        else None
+    )
+    return {
+        'recipe': name,
+        'method': method,
+        'seed': seed,
+        'overrides': overrides,
+        'preset': args.preset,
+        'steps': steps,
+        'image_size': config.data.image_size,
+        'wall_s': round(wall, 1),
+        'step_ms': step_ms and round(step_ms, 1),
+        'final_loss': summary['final_loss'],
+        'pretrained': pretrained,
+        'random': random,
+        'texture': texture_probe(args, config.data.image_size),
+        'device': str(jax.devices()[0].device_kind),
+        'draws': args.draws,
+        'shots': args.shots,
+        'pool': args.pool,
+    }
 
 
 def load_results(out: Path) -> list[dict]:
@@ -374,12 +410,16 @@ def report(results: list[dict]) -> str:
     by_recipe: dict[str, list[dict]] = {}
     for r in results:
         by_recipe.setdefault(r['recipe'], []).append(r)
-    lines = ['| recipe | method | steps | px | seeds | pretrain wall s (mean) | step ms | '
-             + ' | '.join(f'{t} pooled gap | {t} stage2 / stage3 gap | {t} pretrained pooled'
-                          for t in TASKS) + ' |',
-             '|' + '---|' * (7 + 3 * len(TASKS))]
-    detail = ['| recipe | seed | task | layer | pretrained | random | gap | texture |',
-              '|---|---|---|---|---|---|---|---|']
+    lines = [
+        '| recipe | method | steps | px | seeds | pretrain wall s (mean) | step ms | '
+        + ' | '.join(f'{t} pooled gap | {t} stage2 / stage3 gap | {t} pretrained pooled' for t in TASKS)
+        + ' |',
+        '|' + '---|' * (7 + 3 * len(TASKS)),
+    ]
+    detail = [
+        '| recipe | seed | task | layer | pretrained | random | gap | texture |',
+        '|---|---|---|---|---|---|---|---|',
+    ]
 
     def gaps(runs, task, layer):
         return np.array([r['pretrained'][task][layer] - r['random'][task][layer] for r in runs])
@@ -393,50 +433,71 @@ def report(results: list[dict]) -> str:
         for task in TASKS:
             pre = np.mean([r['pretrained'][task]['pooled'] for r in runs])
             tex = runs[0]['texture'][task]
-            cells += [fmt(gaps(runs, task, 'pooled')),
-                      f'{gaps(runs, task, "stage2").mean():+.3f} / '
-                      f'{gaps(runs, task, "stage3").mean():+.3f}',
-                      f'{pre:.3f} (texture {tex:.3f})']
-        lines.append(f'| {name} | {runs[0]["method"]} | {runs[0]["steps"]} | '
-                     f'{runs[0]["image_size"]} | {len(runs)} | '
-                     f'{np.mean([r["wall_s"] for r in runs]):.0f} | '
-                     f'{np.mean([r.get("step_ms") or np.nan for r in runs]):.0f} | '
-                     + ' | '.join(cells) + ' |')
+            cells += [
+                fmt(gaps(runs, task, 'pooled')),
+                f'{gaps(runs, task, "stage2").mean():+.3f} / {gaps(runs, task, "stage3").mean():+.3f}',
+                f'{pre:.3f} (texture {tex:.3f})',
+            ]
+        lines.append(
+            f'| {name} | {runs[0]["method"]} | {runs[0]["steps"]} | '
+            f'{runs[0]["image_size"]} | {len(runs)} | '
+            f'{np.mean([r["wall_s"] for r in runs]):.0f} | '
+            f'{np.mean([r.get("step_ms") or np.nan for r in runs]):.0f} | ' + ' | '.join(cells) + ' |'
+        )
         for r in runs:
             for task in TASKS:
                 for layer in LAYERS:
                     p, q = r['pretrained'][task][layer], r['random'][task][layer]
-                    detail.append(f'| {name} | {r["seed"]} | {task} | {layer} | {p:.3f} | '
-                                  f'{q:.3f} | {p - q:+.3f} | {r["texture"][task]:.3f} |')
+                    detail.append(
+                        f'| {name} | {r["seed"]} | {task} | {layer} | {p:.3f} | '
+                        f'{q:.3f} | {p - q:+.3f} | {r["texture"][task]:.3f} |'
+                    )
     meta = results[0] if results else {}
-    head = (f'Probe: LogisticRegression on standardised features, {meta.get("shots")} labels/'
-            f'class, {meta.get("pool")}/class pools, median over {meta.get("draws")} draws; '
-            f'gap = pretrained - random init (same seed); mean ± sd [per seed]. '
-            f'Device: {meta.get("device")}.')
-    return '\n'.join([head, '', *lines, '', '<details><summary>per seed</summary>', '', *detail,
-                      '', '</details>'])
+    head = (
+        f'Probe: LogisticRegression on standardised features, {meta.get("shots")} labels/'
+        f'class, {meta.get("pool")}/class pools, median over {meta.get("draws")} draws; '
+        f'gap = pretrained - random init (same seed); mean ± sd [per seed]. '
+        f'Device: {meta.get("device")}.'
+    )
+    return '\n'.join(
+        [head, '', *lines, '', '<details><summary>per seed</summary>', '', *detail, '', '</details>']
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--recipes', default='shipped', help='comma-separated names (--list)')
-    parser.add_argument('--define', action='append', default=[],
-                        help="an extra recipe: 'name:method:key=value;key=value'")
-    parser.add_argument('--set', action='append', default=[],
-                        help='dotted.key=value applied on top of every recipe')
+    parser.add_argument(
+        '--define', action='append', default=[], help="an extra recipe: 'name:method:key=value;key=value'"
+    )
+    parser.add_argument(
+        '--set', action='append', default=[], help='dotted.key=value applied on top of every recipe'
+    )
     parser.add_argument('--seeds', default='0,1,2')
-    parser.add_argument('--preset', default='demo', choices=('demo', ''),
-                        help="ssl_config preset: 'demo' or '' (the paper's settings)")
+    parser.add_argument(
+        '--preset',
+        default='demo',
+        choices=('demo', ''),
+        help="ssl_config preset: 'demo' or '' (the paper's settings)",
+    )
     parser.add_argument('--out', required=True, help='scratch folder (runs, results.jsonl)')
     parser.add_argument('--shots', type=int, default=8)
     parser.add_argument('--pool', type=int, default=48, help='images per class in each pool')
-    parser.add_argument('--task_size', type=int, default=0,
-                        help='size the task images are generated at (0: the encoder input size)')
+    parser.add_argument(
+        '--task_size',
+        type=int,
+        default=0,
+        help='size the task images are generated at (0: the encoder input size)',
+    )
     parser.add_argument('--draws', type=int, default=20)
     parser.add_argument('--threads', type=int, default=2, help='threads for the probe fits')
     parser.add_argument('--shard', default='0/1', help='i/n: run every n-th pair from the i-th')
-    parser.add_argument('--order', default='recipe', choices=('recipe', 'seed'),
-                        help="'seed': every recipe's seed 0 first, then seed 1, …")
+    parser.add_argument(
+        '--order',
+        default='recipe',
+        choices=('recipe', 'seed'),
+        help="'seed': every recipe's seed 0 first, then seed 1, …",
+    )
     parser.add_argument('--tiny', action='store_true', help='tiny sizes: a smoke test')
     parser.add_argument('--report', action='store_true', help='print the tables and exit')
     parser.add_argument('--list', action='store_true', help='print the named recipes and exit')
@@ -461,8 +522,7 @@ def main() -> None:
     ensure_stem_wiring()
     out.mkdir(parents=True, exist_ok=True)
     done = {(r['recipe'], r['seed']) for r in load_results(out)}
-    pairs = [(name, int(seed)) for name in args.recipes.split(',')
-             for seed in args.seeds.split(',')]
+    pairs = [(name, int(seed)) for name in args.recipes.split(',') for seed in args.seeds.split(',')]
     if args.order == 'seed':
         pairs.sort(key=lambda pair: pair[1])  # stable: recipes keep their order
     unknown = sorted({name for name, _ in pairs} - set(recipes))
@@ -477,9 +537,11 @@ def main() -> None:
             f.write(json.dumps(result) + '\n')
         p = result['pretrained']
         q = result['random']
-        print(f'{name} seed {seed}: {result["steps"]} steps in {result["wall_s"]} s; pooled gaps '
-              + ', '.join(f'{t} {p[t]["pooled"] - q[t]["pooled"]:+.3f}' for t in TASKS),
-              flush=True)
+        print(
+            f'{name} seed {seed}: {result["steps"]} steps in {result["wall_s"]} s; pooled gaps '
+            + ', '.join(f'{t} {p[t]["pooled"] - q[t]["pooled"]:+.3f}' for t in TASKS),
+            flush=True,
+        )
     if count == 1:
         print(report(load_results(out)))
 

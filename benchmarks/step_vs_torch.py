@@ -60,6 +60,7 @@ VARIANTS = {
 # runs k steps of that step (building and warming it up on first use) and answers
 # {"times": [seconds, ...]} on one line.
 
+
 def _serve(run_steps) -> None:
     for line in sys.stdin:
         request = json.loads(line)
@@ -90,8 +91,9 @@ def jax_worker() -> None:
                 config.augment.jitter_prob = 0.0
             mesh = sharding.make_mesh(1)
             build = build_ssl(config, mesh, total_steps=1000)
-            images = sharding.to_global(np.random.default_rng(0).integers(
-                0, 256, (BATCH_PAIRS, size, size, 3), dtype=np.uint8), mesh)
+            images = sharding.to_global(
+                np.random.default_rng(0).integers(0, 256, (BATCH_PAIRS, size, size, 3), dtype=np.uint8), mesh
+            )
             compiled = build.step_fn.lower(build.state, images).compile()
             state = build.state
             for _ in range(2):  # warm-up
@@ -140,21 +142,27 @@ def torch_worker() -> None:
         c = s1.T @ s2 / z1.shape[0]
         diag = torch.diagonal(c)
         off = c - torch.diag(diag)
-        return ((1 - diag) ** 2).sum() + LAMBD * (off ** 2).sum()
+        return ((1 - diag) ** 2).sum() + LAMBD * (off**2).sum()
 
     def conv_bn(cin, cout, kernel, stride=1):
-        return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
-                nn.BatchNorm2d(cout)]
+        return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout)]
 
     class Bottleneck(nn.Module):
         # ResNet v1.5 (torchvision's layout): the stride sits on the 3x3 convolution.
         def __init__(self, cin, planes, stride):
             super().__init__()
-            self.body = nn.Sequential(*conv_bn(cin, planes, 1), nn.ReLU(inplace=True),
-                                      *conv_bn(planes, planes, 3, stride), nn.ReLU(inplace=True),
-                                      *conv_bn(planes, 4 * planes, 1))
-            self.shortcut = (nn.Sequential(*conv_bn(cin, 4 * planes, 1, stride))
-                             if stride != 1 or cin != 4 * planes else nn.Identity())
+            self.body = nn.Sequential(
+                *conv_bn(cin, planes, 1),
+                nn.ReLU(inplace=True),
+                *conv_bn(planes, planes, 3, stride),
+                nn.ReLU(inplace=True),
+                *conv_bn(planes, 4 * planes, 1),
+            )
+            self.shortcut = (
+                nn.Sequential(*conv_bn(cin, 4 * planes, 1, stride))
+                if stride != 1 or cin != 4 * planes
+                else nn.Identity()
+            )
 
         def forward(self, x):
             return torch.relu(self.body(x) + self.shortcut(x))
@@ -191,8 +199,9 @@ def torch_worker() -> None:
             raise ValueError('the PyTorch side runs without augmentation only')
         if size not in inputs:
             rng = np.random.default_rng(0)
-            inputs[size] = torch.from_numpy(rng.integers(
-                0, 256, (2 * BATCH_PAIRS, 3, size, size), dtype=np.uint8))
+            inputs[size] = torch.from_numpy(
+                rng.integers(0, 256, (2 * BATCH_PAIRS, 3, size, size), dtype=np.uint8)
+            )
         if size not in warm:
             for _ in range(2):
                 step(inputs[size])
@@ -209,6 +218,7 @@ def torch_worker() -> None:
 
 # ----------------------------------------------------------------------------- parent
 
+
 class Worker:
     """A warm variant process, asked for steps one request at a time."""
 
@@ -218,12 +228,16 @@ class Worker:
         env.update(extra_env, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
         self.name = name
         self.process = subprocess.Popen(
-            [sys.executable, __file__, f'--worker={kind}'], env=env, cwd=REPO, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            [sys.executable, __file__, f'--worker={kind}'],
+            env=env,
+            cwd=REPO,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
 
     def steps(self, size: int, augment: bool, count: int) -> list[float]:
-        self.process.stdin.write(json.dumps({'size': size, 'augment': augment,
-                                             'steps': count}) + '\n')
+        self.process.stdin.write(json.dumps({'size': size, 'augment': augment, 'steps': count}) + '\n')
         self.process.stdin.flush()
         line = self.process.stdout.readline()
         if not line:
@@ -240,8 +254,13 @@ class Worker:
 
 
 def _parse(argv: list[str]) -> dict:
-    options = {'sizes': '96,160', 'rounds': '3', 'steps_per_round': '2',
-               'variants': 'jax_default,jax_eigen,torch_passive', 'augment': 'jax_eigen'}
+    options = {
+        'sizes': '96,160',
+        'rounds': '3',
+        'steps_per_round': '2',
+        'variants': 'jax_default,jax_eigen,torch_passive',
+        'augment': 'jax_eigen',
+    }
     for arg in argv:
         key, _, value = arg.lstrip('-').partition('=')
         if key not in options:
@@ -249,8 +268,7 @@ def _parse(argv: list[str]) -> dict:
         options[key] = value
     unknown = set(options['variants'].split(',')) - set(VARIANTS)
     if unknown:
-        raise SystemExit(f'--variants: unknown {sorted(unknown)}; '
-                         f'expected some of {list(VARIANTS)}')
+        raise SystemExit(f'--variants: unknown {sorted(unknown)}; expected some of {list(VARIANTS)}')
     not_jax = [n for n in options['augment'].split(',') if n and VARIANTS.get(n, ('',))[0] != 'jax']
     if not_jax:
         raise SystemExit(f'--augment: {not_jax} are not JAX variants (PyTorch runs unaugmented)')
@@ -279,22 +297,30 @@ def main(argv: list[str]) -> None:
                 for case in cases:
                     times[case] += workers[case[0]].steps(size, case[1], per_round)
                     loads[case].append(os.getloadavg()[0])
-            for (name, augment) in cases:
-                row = {'variant': name, 'augment': augment, 'size': size,
-                       'median_s': statistics.median(times[name, augment]),
-                       'steps': len(times[name, augment]),
-                       'load_1min': round(statistics.mean(loads[name, augment]), 1)}
+            for name, augment in cases:
+                row = {
+                    'variant': name,
+                    'augment': augment,
+                    'size': size,
+                    'median_s': statistics.median(times[name, augment]),
+                    'steps': len(times[name, augment]),
+                    'load_1min': round(statistics.mean(loads[name, augment]), 1),
+                }
                 results.append(row)
-                print(f"{size:4d} px  {name:14s} aug={'on ' if augment else 'off'}  "
-                      f"median {1e3 * row['median_s']:7.0f} ms over {row['steps']} steps  "
-                      f"(load {row['load_1min']})", flush=True)
-            by_name = {r['variant']: r['median_s'] for r in results
-                       if r['size'] == size and not r['augment']}
+                print(
+                    f'{size:4d} px  {name:14s} aug={"on " if augment else "off"}  '
+                    f'median {1e3 * row["median_s"]:7.0f} ms over {row["steps"]} steps  '
+                    f'(load {row["load_1min"]})',
+                    flush=True,
+                )
+            by_name = {r['variant']: r['median_s'] for r in results if r['size'] == size and not r['augment']}
             torch_best = min((by_name[n] for n in by_name if n.startswith('torch')), default=None)
             for name in by_name:
                 if name.startswith('jax') and torch_best:
-                    print(f'{size:4d} px  ratio {name} / fastest torch: '
-                          f'{by_name[name] / torch_best:.2f}x', flush=True)
+                    print(
+                        f'{size:4d} px  ratio {name} / fastest torch: {by_name[name] / torch_best:.2f}x',
+                        flush=True,
+                    )
     finally:
         for worker in workers.values():
             worker.close()

@@ -36,7 +36,7 @@ from fewshot_jax.baselines import raw_pixels, texture_features
 from fewshot_jax.data import synthetic
 from fewshot_jax.masks import pixel_density
 
-TASKS = ("nanowires", "nanoparticles", "viruses")
+TASKS = ('nanowires', 'nanoparticles', 'viruses')
 TEXTURE_TARGET = 0.60
 CEILING_TARGET = 0.85
 
@@ -49,9 +49,7 @@ def raw_target(n_classes: int) -> float:
 def probe_accuracy(x: np.ndarray, y: np.ndarray, shots: int, seed: int) -> float:
     """Test accuracy of a standardised logistic regression trained on `shots` images per class."""
     rng = np.random.default_rng(seed)
-    train = np.concatenate(
-        [rng.choice(np.flatnonzero(y == c), shots, replace=False) for c in np.unique(y)]
-    )
+    train = np.concatenate([rng.choice(np.flatnonzero(y == c), shots, replace=False) for c in np.unique(y)])
     test = np.setdiff1d(np.arange(len(y)), train)
     scaler = StandardScaler().fit(x[train])
     clf = LogisticRegression(max_iter=3000).fit(scaler.transform(x[train]), y[train])
@@ -76,7 +74,7 @@ def contact_sheet(data: synthetic.SyntheticSet, path: str, per_class: int = 6) -
     """Saves a grid: one row of images per class (and a row of masks under it)."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     rows_per_class = 2 if data.masks is not None else 1
@@ -87,18 +85,18 @@ def contact_sheet(data: synthetic.SyntheticSet, path: str, per_class: int = 6) -
         idx = np.flatnonzero(data.labels == c)[:per_class]
         for j, i in enumerate(idx):
             ax = axes[rows_per_class * c, j]
-            ax.imshow(data.images[i], cmap="gray", vmin=0, vmax=1)
+            ax.imshow(data.images[i], cmap='gray', vmin=0, vmax=1)
             if j == 0:
-                ax.set_title(name, fontsize=9, loc="left")
+                ax.set_title(name, fontsize=9, loc='left')
             if data.masks is not None:
-                axes[rows_per_class * c + 1, j].imshow(data.masks[i], cmap="gray", vmin=0, vmax=1)
+                axes[rows_per_class * c + 1, j].imshow(data.masks[i], cmap='gray', vmin=0, vmax=1)
                 axes[rows_per_class * c + 1, j].set_title(
-                    f"mask, density {pixel_density(data.masks[i]):.2f}", fontsize=6
+                    f'mask, density {pixel_density(data.masks[i]):.2f}', fontsize=6
                 )
     for ax in axes.flat:
         ax.set_axis_off()
     fig.tight_layout()
-    _save_compact(fig, path, "L")
+    _save_compact(fig, path, 'L')
 
 
 def _save_compact(fig, path: str, mode: str) -> None:
@@ -109,7 +107,7 @@ def _save_compact(fig, path: str, mode: str) -> None:
     from PIL import Image
 
     buf = io.BytesIO()
-    fig.savefig(buf, dpi=72, format="png")
+    fig.savefig(buf, dpi=72, format='png')
     plt.close(fig)
     buf.seek(0)
     Image.open(buf).convert(mode).save(path, optimize=True)
@@ -119,52 +117,50 @@ def generic_sheet(path: str, size: int, n: int = 24) -> None:
     """Contact sheet of unlabeled pretraining images (or colour everyday images)."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    kind = "everyday" if "everyday" in os.path.basename(path) else "generic"
+    kind = 'everyday' if 'everyday' in os.path.basename(path) else 'generic'
     images = getattr(synthetic, kind)(n, size, 0)
     fig, axes = plt.subplots(n // 8, 8, figsize=(13, 1.7 * (n // 8)))
     for ax, img in zip(axes.flat, images, strict=True):
-        ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+        ax.imshow(img, cmap='gray', vmin=0, vmax=1)
         ax.set_axis_off()
     fig.tight_layout()
-    _save_compact(fig, path, "RGB" if kind == "everyday" else "L")
+    _save_compact(fig, path, 'RGB' if kind == 'everyday' else 'L')
 
 
 def _mark(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
+    return 'ok' if ok else 'MISSED'
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--size", type=int, default=64, help="generated image size (px)")
-    parser.add_argument("--pool", type=int, default=48, help="images per class in the pool")
-    parser.add_argument("--shots", type=int, default=8, help="labeled images per class")
-    parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--data_seed", type=int, default=0)
+    parser.add_argument('--tasks', default=','.join(TASKS))
+    parser.add_argument('--size', type=int, default=64, help='generated image size (px)')
+    parser.add_argument('--pool', type=int, default=48, help='images per class in the pool')
+    parser.add_argument('--shots', type=int, default=8, help='labeled images per class')
+    parser.add_argument('--seeds', type=int, default=20)
+    parser.add_argument('--data_seed', type=int, default=0)
     parser.add_argument(
-        "--ceiling_seeds", type=int, default=1, help="supervised runs per task (0: skip them)"
+        '--ceiling_seeds', type=int, default=1, help='supervised runs per task (0: skip them)'
     )
-    parser.add_argument("--ceiling_per_class", type=int, default=200)
-    parser.add_argument("--ceiling_test_per_class", type=int, default=100)
-    parser.add_argument("--ceiling_steps", type=int, default=2000)
-    parser.add_argument("--sheets", default="", help="folder for contact-sheet PNGs")
-    parser.add_argument("--sheet_size", type=int, default=256, help="contact-sheet image size")
+    parser.add_argument('--ceiling_per_class', type=int, default=200)
+    parser.add_argument('--ceiling_test_per_class', type=int, default=100)
+    parser.add_argument('--ceiling_steps', type=int, default=2000)
+    parser.add_argument('--sheets', default='', help='folder for contact-sheet PNGs')
+    parser.add_argument('--sheet_size', type=int, default=256, help='contact-sheet image size')
     args = parser.parse_args()
-    for task in args.tasks.split(","):
+    for task in args.tasks.split(','):
         start = time.perf_counter()
-        raw, tex, n_classes = calibrate(
-            task, args.size, args.pool, args.shots, args.seeds, args.data_seed
-        )
+        raw, tex, n_classes = calibrate(task, args.size, args.pool, args.shots, args.seeds, args.data_seed)
         rq1, rmed, rq3 = np.percentile(raw, (25, 50, 75))
         tq1, tmed, tq3 = np.percentile(tex, (25, 50, 75))
         line = (
-            f"{task:14s} {args.size}px chance {1 / n_classes:.2f} | {args.shots} labels/class, "
-            f"{args.seeds} pools of {args.pool}/class | raw pixels {rmed:.3f} "
-            f"({rq1:.3f}-{rq3:.3f}) {_mark(rmed <= raw_target(n_classes))} | texture {tmed:.3f} "
-            f"({tq1:.3f}-{tq3:.3f}) {_mark(tmed <= TEXTURE_TARGET)}"
+            f'{task:14s} {args.size}px chance {1 / n_classes:.2f} | {args.shots} labels/class, '
+            f'{args.seeds} pools of {args.pool}/class | raw pixels {rmed:.3f} '
+            f'({rq1:.3f}-{rq3:.3f}) {_mark(rmed <= raw_target(n_classes))} | texture {tmed:.3f} '
+            f'({tq1:.3f}-{tq3:.3f}) {_mark(tmed <= TEXTURE_TARGET)}'
         )
         if args.ceiling_seeds > 0:
             from supervised_ceiling import supervised_ceiling
@@ -180,23 +176,22 @@ def main() -> None:
                 ).test_accuracy
                 for seed in range(args.ceiling_seeds)
             ]
-            spread = f" (min {min(accs):.3f})" if len(accs) > 1 else ""
+            spread = f' (min {min(accs):.3f})' if len(accs) > 1 else ''
             line += (
-                f" | supervised ceiling {np.mean(accs):.3f}{spread} "
-                f"{_mark(np.mean(accs) >= CEILING_TARGET)}"
+                f' | supervised ceiling {np.mean(accs):.3f}{spread} {_mark(np.mean(accs) >= CEILING_TARGET)}'
             )
-        print(f"{line} | {time.perf_counter() - start:.0f}s", flush=True)
+        print(f'{line} | {time.perf_counter() - start:.0f}s', flush=True)
         if args.sheets:
             os.makedirs(args.sheets, exist_ok=True)
             sheet_data = getattr(synthetic, task)(6, args.sheet_size, args.data_seed)
-            contact_sheet(sheet_data, os.path.join(args.sheets, f"{task}.png"))
+            contact_sheet(sheet_data, os.path.join(args.sheets, f'{task}.png'))
             # Scenes drawn at the calibration size: what the demo encoder sees.
             small = getattr(synthetic, task)(6, args.size, args.data_seed)
-            contact_sheet(small, os.path.join(args.sheets, f"{task}_{args.size}px.png"))
+            contact_sheet(small, os.path.join(args.sheets, f'{task}_{args.size}px.png'))
     if args.sheets:
-        generic_sheet(os.path.join(args.sheets, "generic.png"), args.sheet_size)
-        generic_sheet(os.path.join(args.sheets, "everyday.png"), args.sheet_size // 2)
+        generic_sheet(os.path.join(args.sheets, 'generic.png'), args.sheet_size)
+        generic_sheet(os.path.join(args.sheets, 'everyday.png'), args.sheet_size // 2)
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     main()

@@ -18,8 +18,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def probe_config(source: str, synthetic_task: str, preset: str,
-                 encoders: tuple[str, ...]) -> ml_collections.ConfigDict:
+def probe_config(
+    source: str, synthetic_task: str, preset: str, encoders: tuple[str, ...]
+) -> ml_collections.ConfigDict:
     """The probe protocol for one data set.
 
     Args:
@@ -30,8 +31,10 @@ def probe_config(source: str, synthetic_task: str, preset: str,
         encoders: the paper preset's encoder list (baselines are appended).
     """
     if preset not in PRESETS:
-        raise ValueError(f'unknown preset {preset!r}: expected one of {PRESETS} '
-                         '(use --config=configs/<file>.py or --config=configs/<file>.py:demo)')
+        raise ValueError(
+            f'unknown preset {preset!r}: expected one of {PRESETS} '
+            '(use --config=configs/<file>.py or --config=configs/<file>.py:demo)'
+        )
     c = ml_collections.ConfigDict()
     c.task = 'probe'
     c.seed = 0  # weights of the random-init baseline

@@ -36,8 +36,10 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
             (a width-4 ResNet18 at 32 px, 6 steps: seconds).
     """
     if preset not in PRESETS:
-        raise ValueError(f'unknown preset {preset!r}: expected one of {PRESETS} '
-                         f"(use --config=configs/<file>.py, :demo or :tiny)")
+        raise ValueError(
+            f'unknown preset {preset!r}: expected one of {PRESETS} '
+            f'(use --config=configs/<file>.py, :demo or :tiny)'
+        )
     if dataset not in ('tem', 'imagenet'):
         raise ValueError(f"dataset={dataset!r}: expected 'tem' or 'imagenet'")
     c = ml_collections.ConfigDict()

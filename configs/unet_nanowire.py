@@ -40,8 +40,10 @@ def _optional(value):
 
 def get_config(arg: str = ''):
     if arg not in PRESETS:
-        raise ValueError(f'unknown preset {arg!r}: expected one of {PRESETS} '
-                         f'(--config=configs/unet_nanowire.py or ...unet_nanowire.py:demo)')
+        raise ValueError(
+            f'unknown preset {arg!r}: expected one of {PRESETS} '
+            f'(--config=configs/unet_nanowire.py or ...unet_nanowire.py:demo)'
+        )
     c = ml_collections.ConfigDict()
     c.task = 'segment'
     c.seed = 42

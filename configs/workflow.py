@@ -46,8 +46,10 @@ PROBE_TASKS = {'nanowires': 'nanowire', 'nanoparticles': 'mnp', 'viruses': 'viru
 
 def get_config(arg: str = ''):
     if arg not in PRESETS:
-        raise ValueError(f'unknown preset {arg!r}: expected one of {PRESETS} '
-                         '(--config=configs/workflow.py, :demo or :tiny)')
+        raise ValueError(
+            f'unknown preset {arg!r}: expected one of {PRESETS} '
+            '(--config=configs/workflow.py, :demo or :tiny)'
+        )
     c = ml_collections.ConfigDict()
     c.task = 'workflow'
     c.stages = ('pretrain', 'probe', 'segment', 'grid', 'report')  # grid: only if grid.sweep

@@ -17,6 +17,7 @@ __all__ = ['Encoder', 'load_encoder']
 def __getattr__(name: str):
     if name in __all__:
         from fewshot_jax import encoder
+
         return getattr(encoder, name)
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 

@@ -30,8 +30,16 @@ import jax.numpy as jnp
 from jax import lax
 
 CROP_MODES = ('random', 'area', 'none')
-_RANGE_FIELDS = ('crop_range', 'crop_area', 'crop_ratio', 'contrast', 'saturation', 'gamma',
-                 'blur_sigma', 'noise_std')
+_RANGE_FIELDS = (
+    'crop_range',
+    'crop_area',
+    'crop_ratio',
+    'contrast',
+    'saturation',
+    'gamma',
+    'blur_sigma',
+    'noise_std',
+)
 # A larger sigma would need a kernel wider than any image this project trains on.
 _MAX_BLUR_SIGMA = 16.0
 
@@ -140,15 +148,12 @@ class AugmentConfig:
         """
         size = self.output_size
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise AugmentConfigError(
-                f'augment output_size must be a positive int, got {size!r}'
-            )
+            raise AugmentConfigError(f'augment output_size must be a positive int, got {size!r}')
         crop = self.crop
         if isinstance(crop, str):
             if crop not in CROP_MODES:
                 raise AugmentConfigError(
-                    f"augment.crop must be 'random', 'none' or a side fraction in (0, 1], "
-                    f'got {crop!r}'
+                    f"augment.crop must be 'random', 'none' or a side fraction in (0, 1], got {crop!r}"
                 )
         elif not _is_number(crop) or not 0.0 < crop <= 1.0:
             raise AugmentConfigError(
@@ -177,8 +182,7 @@ class AugmentConfig:
         # A shift of 0.5 already reaches the opposite colour; more just wraps.
         if not _is_number(self.hue) or not 0.0 <= self.hue <= 0.5:
             raise AugmentConfigError(
-                f'augment.hue must be a max shift in [0, 0.5] of the colour wheel, '
-                f'got {self.hue!r}'
+                f'augment.hue must be a max shift in [0, 0.5] of the colour wheel, got {self.hue!r}'
             )
 
 
@@ -193,8 +197,7 @@ def _parse_crop(value):
             return float(value)
         except ValueError:
             raise AugmentConfigError(
-                f"augment.crop must be 'random', 'none' or a side fraction in (0, 1], "
-                f'got {value!r}'
+                f"augment.crop must be 'random', 'none' or a side fraction in (0, 1], got {value!r}"
             ) from None
     return value
 
@@ -359,32 +362,42 @@ def _jitter_ops(cfg: AugmentConfig) -> list[tuple[Callable, Callable]]:
     """(draw parameter from key, apply op) pairs for the enabled jitter ops."""
     ops = []
     if cfg.brightness > 0:
-        ops.append((
-            lambda k: jax.random.uniform(k, (), jnp.float32, -cfg.brightness, cfg.brightness),
-            pix.adjust_brightness,
-        ))
+        ops.append(
+            (
+                lambda k: jax.random.uniform(k, (), jnp.float32, -cfg.brightness, cfg.brightness),
+                pix.adjust_brightness,
+            )
+        )
     if cfg.contrast != (1, 1):
-        ops.append((
-            lambda k: jax.random.uniform(k, (), jnp.float32, *cfg.contrast),
-            pix.adjust_contrast,
-        ))
+        ops.append(
+            (
+                lambda k: jax.random.uniform(k, (), jnp.float32, *cfg.contrast),
+                pix.adjust_contrast,
+            )
+        )
     if cfg.saturation != (1, 1):
-        ops.append((
-            lambda k: jax.random.uniform(k, (), jnp.float32, *cfg.saturation),
-            pix.adjust_saturation,
-        ))
+        ops.append(
+            (
+                lambda k: jax.random.uniform(k, (), jnp.float32, *cfg.saturation),
+                pix.adjust_saturation,
+            )
+        )
     if cfg.hue > 0:
-        ops.append((
-            lambda k: jax.random.uniform(k, (), jnp.float32, -cfg.hue, cfg.hue),
-            pix.adjust_hue,
-        ))
+        ops.append(
+            (
+                lambda k: jax.random.uniform(k, (), jnp.float32, -cfg.hue, cfg.hue),
+                pix.adjust_hue,
+            )
+        )
     # Appended last so that configs without gamma keep the keys of the ops above.
     if cfg.gamma != (1, 1):
         log_lo, log_hi = math.log(cfg.gamma[0]), math.log(cfg.gamma[1])
-        ops.append((
-            lambda k: jnp.exp(jax.random.uniform(k, (), jnp.float32, log_lo, log_hi)),
-            adjust_gamma,
-        ))
+        ops.append(
+            (
+                lambda k: jnp.exp(jax.random.uniform(k, (), jnp.float32, log_lo, log_hi)),
+                adjust_gamma,
+            )
+        )
     return ops
 
 
@@ -416,8 +429,8 @@ def gaussian_blur(image: jax.Array, sigma, radius: int) -> jax.Array:
     # 'symmetric' repeats the edge pixel (as scipy.ndimage's 'reflect'); a radius
     # beyond the image side needs repeated reflection, which np.pad does too.
     padded = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode='symmetric')
-    rows = sum(kernel[i] * padded[i:i + height] for i in range(2 * radius + 1))
-    return sum(kernel[i] * rows[:, i:i + width] for i in range(2 * radius + 1))
+    rows = sum(kernel[i] * padded[i : i + height] for i in range(2 * radius + 1))
+    return sum(kernel[i] * rows[:, i : i + width] for i in range(2 * radius + 1))
 
 
 def _blur_radius(cfg: AugmentConfig) -> int:
@@ -579,9 +592,7 @@ def resize_batch(images, output_size: int) -> jax.Array:
             f'resize_batch expects images of shape (N, H, W, C), got shape {images.shape}'
         )
     if not isinstance(output_size, int) or isinstance(output_size, bool) or output_size < 1:
-        raise AugmentInputError(
-            f'resize_batch output_size must be a positive int, got {output_size!r}'
-        )
+        raise AugmentInputError(f'resize_batch output_size must be a positive int, got {output_size!r}')
     height, width = images.shape[1], images.shape[2]
 
     def resize_one(image):

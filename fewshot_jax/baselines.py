@@ -26,11 +26,11 @@ import numbers
 import numpy as np
 
 __all__ = [
-    "BaselineInputError",
-    "TEXTURE_DIM",
-    "downsample",
-    "raw_pixels",
-    "texture_features",
+    'BaselineInputError',
+    'TEXTURE_DIM',
+    'downsample',
+    'raw_pixels',
+    'texture_features',
 ]
 
 # Texture layout: 16 log radial power bins, 8 orientation means, 8 orientation spreads.
@@ -151,7 +151,5 @@ def texture_features(images) -> np.ndarray:
             pixels_per_cell=(_HOG_CELL, _HOG_CELL),
             cells_per_block=(1, 1),
         ).reshape(-1, _ORIENTATIONS)
-        out[i] = np.concatenate(
-            [np.log(power[1 : _POWER_BINS + 1] + 1e-6), cells.mean(0), cells.std(0)]
-        )
+        out[i] = np.concatenate([np.log(power[1 : _POWER_BINS + 1] + 1e-6), cells.mean(0), cells.std(0)])
     return out

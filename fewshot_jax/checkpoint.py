@@ -81,8 +81,7 @@ class WorkdirLock:
                 refusal = f'{type(err).__name__}: {err}'.encode()
         refusal = sharding.process_allgather_bytes(refusal)[0]
         if refusal:
-            raise WorkdirLockedError(f'process 0 of this job could not lock the workdir: '
-                                     f'{refusal.decode()}')
+            raise WorkdirLockedError(f'process 0 of this job could not lock the workdir: {refusal.decode()}')
         return self
 
     def _lock(self) -> WorkdirLock:
@@ -95,10 +94,10 @@ class WorkdirLock:
             os.close(fd)
             raise WorkdirLockedError(
                 f'workdir {self.path.parent} is in use by a live run ({holder}); wait for it to '
-                f'finish, stop it, or choose another --workdir') from None
+                f'finish, stop it, or choose another --workdir'
+            ) from None
         os.ftruncate(fd, 0)
-        job = (f', process 0 of a {jax.process_count()}-process job'
-               if jax.process_count() > 1 else '')
+        job = f', process 0 of a {jax.process_count()}-process job' if jax.process_count() > 1 else ''
         os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}{job}\n'.encode(), 0)
         self._fd = fd
         return self
@@ -126,10 +125,12 @@ class RunCheckpointer:
 
     def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3):
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                               cleanup_tmp_directories=True)
-        self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=('state', 'data', 'config'))
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=('state', 'data', 'config')
+        )
 
     def save(self, step: int, state, data_state: dict, config: dict) -> None:
         """Starts an asynchronous save of ``step`` (call :meth:`wait` before exiting).
@@ -137,10 +138,15 @@ class RunCheckpointer:
         Every process calls it; with several processes, their data-iterator states
         are gathered first (orbax writes JSON items from process 0 only).
         """
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(_gather_data_states(data_state)),
-            config=ocp.args.JsonSave(config)), force=True)
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=ocp.args.JsonSave(_gather_data_states(data_state)),
+                config=ocp.args.JsonSave(config),
+            ),
+            force=True,
+        )
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -163,9 +169,14 @@ class RunCheckpointer:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
 
         def read(step):
-            return self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore(),
-                config=ocp.args.JsonRestore()))
+            return self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract),
+                    data=ocp.args.JsonRestore(),
+                    config=ocp.args.JsonRestore(),
+                ),
+            )
 
         found, unreadable = first_readable(reversed(self.steps()), read, str(self.directory))
         if unreadable:
@@ -173,8 +184,7 @@ class RunCheckpointer:
         if found is None:
             return None
         step, restored = found
-        return (step, restored['state'], _own_data_state(restored['data'], step),
-                restored['config'])
+        return (step, restored['state'], _own_data_state(restored['data'], step), restored['config'])
 
     def _set_aside(self, steps: list[int]) -> None:
         if jax.process_index() == 0:
@@ -223,7 +233,8 @@ def _own_data_state(saved: dict, step: int) -> dict:
     raise CheckpointError(
         f'checkpoint step {step} holds different data-iterator states for {len(states)} '
         f'processes, and this job has {jax.process_count()}: resume it with {len(states)} '
-        f'processes')
+        f'processes'
+    )
 
 
 def save_encoder(workdir: str | os.PathLike, variables, model_config: dict, step: int) -> Path:
@@ -245,8 +256,9 @@ def save_encoder(workdir: str | os.PathLike, variables, model_config: dict, step
     return path
 
 
-def first_readable(steps, read: Callable[[int], Any], where: str,
-                   is_damage: Callable[[Exception], bool] = lambda err: True):
+def first_readable(
+    steps, read: Callable[[int], Any], where: str, is_damage: Callable[[Exception], bool] = lambda err: True
+):
     """The first step of ``steps`` that ``read`` can read: the one damaged-step policy.
 
     Steps whose read raises an error that ``is_damage`` accepts are skipped with a
@@ -263,8 +275,13 @@ def first_readable(steps, read: Callable[[int], Any], where: str,
         except Exception as err:  # noqa: BLE001 - any damaged step falls back
             if not is_damage(err):
                 raise
-            log.warning('checkpoint step %d in %s is unreadable (%s: %s); trying the previous '
-                        'one', step, where, type(err).__name__, str(err)[:300])
+            log.warning(
+                'checkpoint step %d in %s is unreadable (%s: %s); trying the previous one',
+                step,
+                where,
+                type(err).__name__,
+                str(err)[:300],
+            )
             unreadable.append(step)
     return None, unreadable
 
@@ -313,8 +330,9 @@ def restore_numpy(path: Path, collections: dict) -> dict:
     item = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), collections)
     restore_args = jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), collections)
     try:
-        return handler.restore(path, args=ocp.args.PyTreeRestore(
-            item=item, restore_args=restore_args, partial_restore=True))
+        return handler.restore(
+            path, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+        )
     finally:
         handler.close()
 

@@ -59,15 +59,22 @@ class Encoder:
         module: the Flax ``ResNet``.
     """
 
-    def __init__(self, variables: Mapping, config: Mapping, name: str = 'encoder',
-                 step: int | None = None, source: str | None = None):
+    def __init__(
+        self,
+        variables: Mapping,
+        config: Mapping,
+        name: str = 'encoder',
+        step: int | None = None,
+        source: str | None = None,
+    ):
         self.config = dict(config)
         self.name = name
         self.step = step
         self.source = source
         self.module = make_encoder(self.config)
-        self.variables = jax.device_put({'params': variables['params'],
-                                         'batch_stats': variables['batch_stats']})
+        self.variables = jax.device_put(
+            {'params': variables['params'], 'batch_stats': variables['batch_stats']}
+        )
         module = self.module
 
         def forward(variables, batch, layers):
@@ -89,11 +96,19 @@ class Encoder:
 
     def __repr__(self) -> str:
         c = self.config
-        return (f'Encoder({self.name!r}: ResNet{c["depth"]}, width {c["width"]}, variant '
-                f'{c.get("variant", "v1.5")!r}, step {self.step}, from {self.source})')
+        return (
+            f'Encoder({self.name!r}: ResNet{c["depth"]}, width {c["width"]}, variant '
+            f'{c.get("variant", "v1.5")!r}, step {self.step}, from {self.source})'
+        )
 
-    def encode(self, images, layer: str | Sequence[str] = 'pooled', batch_size: int = 64,
-               progress: bool | None = None, num_devices: int | None = 1):
+    def encode(
+        self,
+        images,
+        layer: str | Sequence[str] = 'pooled',
+        batch_size: int = 64,
+        progress: bool | None = None,
+        num_devices: int | None = 1,
+    ):
         """Features of ``images``, computed batch by batch.
 
         Args:
@@ -130,11 +145,10 @@ class Encoder:
         pending = None
         with tqdm(total=n, desc=f'encode {self.name}', unit='img', disable=not show) as bar:
             for start in range(0, n, batch):
-                chunk = images[start:start + batch]
+                chunk = images[start : start + batch]
                 count = len(chunk)
                 if count < batch:  # pad to keep one compiled shape; padding rows are dropped
-                    chunk = np.concatenate([chunk, np.zeros((batch - count, *chunk.shape[1:]),
-                                                            chunk.dtype)])
+                    chunk = np.concatenate([chunk, np.zeros((batch - count, *chunk.shape[1:]), chunk.dtype)])
                 result = self._forward(variables, place(chunk), layers)
                 # Dispatch is asynchronous: fetch the previous batch while this one runs.
                 if pending is not None:
@@ -150,8 +164,10 @@ class Encoder:
         local = jax.local_devices()
         count = len(local) if num_devices is None else int(num_devices)
         if not 1 <= count <= len(local):
-            raise EncoderInputError(f'num_devices={num_devices!r}: expected 1..{len(local)} '
-                                    f'({len(local)} local {local[0].platform} devices)')
+            raise EncoderInputError(
+                f'num_devices={num_devices!r}: expected 1..{len(local)} '
+                f'({len(local)} local {local[0].platform} devices)'
+            )
         if count not in self._placements:
             if count == 1:
                 self._placements[count] = (self.variables, lambda x: x, 1)
@@ -160,8 +176,7 @@ class Encoder:
                 mesh = jax.sharding.Mesh(np.asarray(local[:count]), (sharding.DATA_AXIS,))
                 variables = jax.device_put(self.variables, sharding.replicated(mesh))
                 batch_sharding = sharding.data_sharding(mesh)
-                self._placements[count] = (variables,
-                                           lambda x: jax.device_put(x, batch_sharding), count)
+                self._placements[count] = (variables, lambda x: jax.device_put(x, batch_sharding), count)
         return self._placements[count]
 
     @staticmethod
@@ -171,7 +186,7 @@ class Encoder:
             value = np.asarray(value)[:count]
             if name not in outputs:
                 outputs[name] = np.empty((n, *value.shape[1:]), np.float32)
-            outputs[name][start:start + count] = value
+            outputs[name][start : start + count] = value
 
     def export_torchvision(self, path: str | os.PathLike) -> Path:
         """Writes the weights as a torchvision-layout state dict (see ``weights.export_torchvision``)."""
@@ -183,25 +198,32 @@ def _checked_images(images) -> np.ndarray:
     if array.ndim == 3:
         array = array[..., None]
     if array.ndim != 4 or array.shape[-1] not in (1, 3):
-        raise EncoderInputError(f'images of shape {np.shape(images)}: expected (N, H, W), '
-                                f'(N, H, W, 1) or (N, H, W, 3)')
+        raise EncoderInputError(
+            f'images of shape {np.shape(images)}: expected (N, H, W), (N, H, W, 1) or (N, H, W, 3)'
+        )
     if len(array) == 0:
         raise EncoderInputError('no images to encode (N = 0)')
     if array.dtype in _INTEGER_SCALES:
         return array
     if not np.issubdtype(array.dtype, np.floating):
-        raise EncoderInputError(f'images of dtype {array.dtype}: expected uint8, uint16 or float '
-                                f'in [0, 1]')
+        raise EncoderInputError(f'images of dtype {array.dtype}: expected uint8, uint16 or float in [0, 1]')
     low, high = float(np.min(array)), float(np.max(array))
     # A little slack for interpolation overshoot; 0-255 floats are an error, not a guess.
     if not (np.isfinite(low) and np.isfinite(high)) or low < -1e-3 or high > 1 + 1e-3:
-        raise EncoderInputError(f'float images range over [{low:g}, {high:g}]: expected [0, 1] '
-                                f'(divide 0-255 images by 255, or pass them as uint8)')
+        raise EncoderInputError(
+            f'float images range over [{low:g}, {high:g}]: expected [0, 1] '
+            f'(divide 0-255 images by 255, or pass them as uint8)'
+        )
     return array.astype(np.float32, copy=False)
 
 
-def load_encoder(path_or_spec: str | os.PathLike, *, step: int | None = None,
-                 normalization: str | None = None, dtype: str | None = None) -> Encoder:
+def load_encoder(
+    path_or_spec: str | os.PathLike,
+    *,
+    step: int | None = None,
+    normalization: str | None = None,
+    dtype: str | None = None,
+) -> Encoder:
     """Loads a trained or imported encoder.
 
     Args:
@@ -228,5 +250,4 @@ def load_encoder(path_or_spec: str | os.PathLike, *, step: int | None = None,
     if dtype is not None:
         compute_dtype(dtype)  # validates the name
         config['dtype'] = dtype
-    return Encoder(loaded.variables, config, name=loaded.name, step=loaded.step,
-                   source=loaded.source)
+    return Encoder(loaded.variables, config, name=loaded.name, step=loaded.step, source=loaded.source)

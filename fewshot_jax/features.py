@@ -101,9 +101,16 @@ def parse_entry(entry: str) -> tuple[str, str]:
     return name.strip(), spec.strip()
 
 
-def make_extractor(spec: str, *, name: str | None = None, model: Mapping | None = None,
-                   seed: int = 0, layer: str = 'pooled', batch_size: int = 64,
-                   raw_pixel_side: int = 32) -> Extractor:
+def make_extractor(
+    spec: str,
+    *,
+    name: str | None = None,
+    model: Mapping | None = None,
+    seed: int = 0,
+    layer: str = 'pooled',
+    batch_size: int = 64,
+    raw_pixel_side: int = 32,
+) -> Extractor:
     """Builds the extractor a spec names.
 
     Args:
@@ -131,15 +138,20 @@ def make_extractor(spec: str, *, name: str | None = None, model: Mapping | None 
                 return baselines.raw_pixels(_grayscale(images), side=raw_pixel_side)
             return baselines.texture_features(_grayscale(images))
 
-        key = (f'raw-pixels/side={raw_pixel_side}' if spec == 'raw-pixels'
-               else f'texture/dim={baselines.TEXTURE_DIM}')
+        key = (
+            f'raw-pixels/side={raw_pixel_side}'
+            if spec == 'raw-pixels'
+            else f'texture/dim={baselines.TEXTURE_DIM}'
+        )
         return Extractor(name, spec, _hash(key.encode()), extract_baseline)
     from fewshot_jax.encoder import Encoder, load_encoder
 
     if spec == RANDOM_INIT:
         if model is None:
-            raise FeatureError(f"encoder {name!r}: 'random-init' needs a model architecture "
-                               '(config.model, or a pretrained encoder in the same list)')
+            raise FeatureError(
+                f"encoder {name!r}: 'random-init' needs a model architecture "
+                '(config.model, or a pretrained encoder in the same list)'
+            )
         encoder = _random_encoder(Encoder, dict(model), seed, name)
     else:
         encoder = load_encoder(spec)
@@ -159,8 +171,7 @@ def _random_encoder(encoder_cls, model: dict, seed: int, name: str):
 
     module = make_encoder(model)
     # One compiled init: eager init dispatches (and compiles) every layer's ops one by one.
-    init = jax.jit(lambda key: module.init(key, np.zeros((1, 32, 32, 3), np.float32),
-                                           train=False))
+    init = jax.jit(lambda key: module.init(key, np.zeros((1, 32, 32, 3), np.float32), train=False))
     variables = init(jax.random.key(seed))
     return encoder_cls(variables, model, name=name, source=f'{RANDOM_INIT}@seed={seed}')
 
@@ -209,9 +220,16 @@ def _slug(name: str) -> str:
     return re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_')[:60] or 'encoder'
 
 
-def compute_features(extractor: Extractor, images, labels, class_names: Sequence[str], *,
-                     cache_dir: str | os.PathLike | None = None, layer: str = 'pooled',
-                     dataset: str | None = None) -> FeatureSet:
+def compute_features(
+    extractor: Extractor,
+    images,
+    labels,
+    class_names: Sequence[str],
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    layer: str = 'pooled',
+    dataset: str | None = None,
+) -> FeatureSet:
     """The extractor's features of ``images``, from the cache when it holds them.
 
     Args:
@@ -228,8 +246,7 @@ def compute_features(extractor: Extractor, images, labels, class_names: Sequence
     images = np.asarray(images)
     dataset = dataset or dataset_fingerprint(images, labels, class_names)
     size = images.shape[1:3]
-    key = _hash(json.dumps([_CACHE_VERSION, extractor.fingerprint, dataset, list(size),
-                            layer]).encode())[:16]
+    key = _hash(json.dumps([_CACHE_VERSION, extractor.fingerprint, dataset, list(size), layer]).encode())[:16]
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f'{_slug(extractor.name)}-{key}.npz'
@@ -240,31 +257,51 @@ def compute_features(extractor: Extractor, images, labels, class_names: Sequence
                     features = stored['features']
                 if meta.get('key') == key and features.shape[0] == len(images):
                     log.info('features of %s: read from %s', extractor.name, path)
-                    return FeatureSet(extractor.name, extractor.spec, features, dataset,
-                                      tuple(meta['class_names']), path, cached=True)
+                    return FeatureSet(
+                        extractor.name,
+                        extractor.spec,
+                        features,
+                        dataset,
+                        tuple(meta['class_names']),
+                        path,
+                        cached=True,
+                    )
                 log.warning('%s does not match this request; recomputing', path)
             except (OSError, ValueError, KeyError) as err:
                 log.warning('%s is unreadable (%s); recomputing', path, err)
     features = np.asarray(extractor.extract(images), np.float32)
     if features.ndim != 2 or features.shape[0] != len(images):
-        raise FeatureError(f'encoder {extractor.name!r} returned features of shape '
-                           f'{features.shape} for {len(images)} images; expected (N, D)')
+        raise FeatureError(
+            f'encoder {extractor.name!r} returned features of shape '
+            f'{features.shape} for {len(images)} images; expected (N, D)'
+        )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {'key': key, 'name': extractor.name, 'spec': extractor.spec,
-                'fingerprint': extractor.fingerprint, 'dataset': dataset,
-                'image_size': list(size), 'layer': layer, 'class_names': list(class_names),
-                'shape': list(features.shape)}
+        meta = {
+            'key': key,
+            'name': extractor.name,
+            'spec': extractor.spec,
+            'fingerprint': extractor.fingerprint,
+            'dataset': dataset,
+            'image_size': list(size),
+            'layer': layer,
+            'class_names': list(class_names),
+            'shape': list(features.shape),
+        }
         temporary = path.with_suffix('.tmp.npz')
-        np.savez(temporary, features=features, labels=np.asarray(labels, np.int64),
-                 meta=np.asarray(json.dumps(meta)))
+        np.savez(
+            temporary,
+            features=features,
+            labels=np.asarray(labels, np.int64),
+            meta=np.asarray(json.dumps(meta)),
+        )
         os.replace(temporary, path)
-    return FeatureSet(extractor.name, extractor.spec, features, dataset, tuple(class_names),
-                      path, cached=False)
+    return FeatureSet(
+        extractor.name, extractor.spec, features, dataset, tuple(class_names), path, cached=False
+    )
 
 
-def check_feature_sets(sets: Sequence[FeatureSet],
-                       image_names: Sequence[str] | None = None) -> None:
+def check_feature_sets(sets: Sequence[FeatureSet], image_names: Sequence[str] | None = None) -> None:
     """Raises FeatureError unless every set covers the same images and classes, all finite.
 
     Args:
@@ -277,21 +314,28 @@ def check_feature_sets(sets: Sequence[FeatureSet],
     names = [s.name for s in sets]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise FeatureError(f'encoder display name(s) {duplicates} used twice; give each '
-                           'encoder its own name ("name=spec")')
+        raise FeatureError(
+            f'encoder display name(s) {duplicates} used twice; give each encoder its own name ("name=spec")'
+        )
     for s in sets:
         if s.dataset != first.dataset or s.features.shape[0] != first.features.shape[0]:
-            raise FeatureError(f'encoder {s.name!r}: its features cover other images '
-                               f'({s.features.shape[0]} images, data set {s.dataset[:12]}) '
-                               f'than encoder {first.name!r}\'s ({first.features.shape[0]} '
-                               f'images, data set {first.dataset[:12]})')
+            raise FeatureError(
+                f'encoder {s.name!r}: its features cover other images '
+                f'({s.features.shape[0]} images, data set {s.dataset[:12]}) '
+                f"than encoder {first.name!r}'s ({first.features.shape[0]} "
+                f'images, data set {first.dataset[:12]})'
+            )
         if s.class_names != first.class_names:
-            raise FeatureError(f'encoder {s.name!r}: class names {list(s.class_names)} differ '
-                               f'from encoder {first.name!r}\'s {list(first.class_names)}')
+            raise FeatureError(
+                f'encoder {s.name!r}: class names {list(s.class_names)} differ '
+                f"from encoder {first.name!r}'s {list(first.class_names)}"
+            )
         finite = np.isfinite(s.features).all(axis=1)
         if not finite.all():
             row = int(np.flatnonzero(~finite)[0])
             where = f' ({image_names[row]})' if image_names is not None else ''
-            raise FeatureError(f'encoder {s.name!r}: features of image {row}{where} are NaN or '
-                               f'infinite ({int((~finite).sum())} images in all)'
-                               + (f'; cache file {s.path}' if s.path else ''))
+            raise FeatureError(
+                f'encoder {s.name!r}: features of image {row}{where} are NaN or '
+                f'infinite ({int((~finite).sum())} images in all)'
+                + (f'; cache file {s.path}' if s.path else '')
+            )

@@ -63,11 +63,17 @@ def every_steps(every: int | float | None, total_steps: int, *, name: str = 'eve
         return None
     if isinstance(every, float) and 0 < every < 1:
         return max(1, round(every * total_steps))
-    if isinstance(every, (int, float)) and not isinstance(every, bool) and every >= 1 \
-            and float(every) == int(every):
+    if (
+        isinstance(every, (int, float))
+        and not isinstance(every, bool)
+        and every >= 1
+        and float(every) == int(every)
+    ):
         return int(every)
-    raise LoopConfigError(f'{name}={every!r}: expected a number of steps (an integer >= 1), '
-                          f'a fraction of the run (0 < x < 1), or 0 for never')
+    raise LoopConfigError(
+        f'{name}={every!r}: expected a number of steps (an integer >= 1), '
+        f'a fraction of the run (0 < x < 1), or 0 for never'
+    )
 
 
 def is_due(done: int, period: int | None, total_steps: int) -> bool:
@@ -137,9 +143,11 @@ def warn_config_changes(saved: dict, current: dict) -> list[str]:
     old, new = _flat(saved), _flat(current)
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
-        log.warning('resuming with a config that differs from the checkpoint in %s: %s',
-                    len(changed), ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}'
-                                            for k in changed))
+        log.warning(
+            'resuming with a config that differs from the checkpoint in %s: %s',
+            len(changed),
+            ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in changed),
+        )
     return changed
 
 
@@ -148,8 +156,16 @@ def _mean_metrics(host_metrics: list[tuple[int, dict]]) -> dict:
     return {k: float(np.mean([np.asarray(m[k]) for _, m in host_metrics])) for k in keys}
 
 
-def _run_hooks(hooks: Sequence[Hook], periods: list[int | None], done: int, total: int, state,
-               metrics_log: MetricsLog, *, force: bool = False) -> dict:
+def _run_hooks(
+    hooks: Sequence[Hook],
+    periods: list[int | None],
+    done: int,
+    total: int,
+    state,
+    metrics_log: MetricsLog,
+    *,
+    force: bool = False,
+) -> dict:
     out = {}
     for hook, period in zip(hooks, periods, strict=True):
         if force or is_due(done, period, total):
@@ -160,10 +176,18 @@ def _run_hooks(hooks: Sequence[Hook], periods: list[int | None], done: int, tota
     return out
 
 
-def run(step_fn: Callable, state, make_batches: Callable[[dict | None], Iterator],
-        *, total_steps: int, workdir: str | os.PathLike, config: ml_collections.ConfigDict,
-        hooks: Sequence[Hook] = (), finalize: Callable[[Any], dict] | None = None,
-        desc: str = 'train') -> LoopResult:
+def run(
+    step_fn: Callable,
+    state,
+    make_batches: Callable[[dict | None], Iterator],
+    *,
+    total_steps: int,
+    workdir: str | os.PathLike,
+    config: ml_collections.ConfigDict,
+    hooks: Sequence[Hook] = (),
+    finalize: Callable[[Any], dict] | None = None,
+    desc: str = 'train',
+) -> LoopResult:
     """Runs (or resumes) ``total_steps`` of ``step_fn`` in ``workdir``.
 
     Args:
@@ -184,13 +208,15 @@ def run(step_fn: Callable, state, make_batches: Callable[[dict | None], Iterator
     workdir = Path(workdir)
     train_cfg = config.get('train', ml_collections.ConfigDict())
     log_every = every_steps(train_cfg.get('log_every', 10), total_steps, name='train.log_every')
-    ckpt_every = every_steps(train_cfg.get('checkpoint_every', 100), total_steps,
-                             name='train.checkpoint_every')
+    ckpt_every = every_steps(
+        train_cfg.get('checkpoint_every', 100), total_steps, name='train.checkpoint_every'
+    )
     hook_periods = [every_steps(h.every, total_steps, name=f'{h.name} every') for h in hooks]
     # Refuse at once if a live run holds the workdir, before anything is restored.
     with checkpoint.WorkdirLock(workdir):
-        ckpt = checkpoint.RunCheckpointer(workdir / checkpoint.CHECKPOINT_DIR,
-                                          max_to_keep=train_cfg.get('keep_checkpoints', 3))
+        ckpt = checkpoint.RunCheckpointer(
+            workdir / checkpoint.CHECKPOINT_DIR, max_to_keep=train_cfg.get('keep_checkpoints', 3)
+        )
         start, data_state = 0, None
         restored = ckpt.restore_latest(state)
         if restored is not None:
@@ -202,12 +228,23 @@ def run(step_fn: Callable, state, make_batches: Callable[[dict | None], Iterator
         pending, last = [], {}
         try:
             if start == 0 and total_steps > 0:
-                _run_hooks([h for h in hooks if h.at_start],
-                           [None] * sum(h.at_start for h in hooks), 0, total_steps, state,
-                           metrics_log, force=True)
-            bar = tqdm(range(start, total_steps), initial=start, total=total_steps, desc=desc,
-                       disable=jax.process_index() != 0 or not train_cfg.get('progress', True),
-                       dynamic_ncols=True)
+                _run_hooks(
+                    [h for h in hooks if h.at_start],
+                    [None] * sum(h.at_start for h in hooks),
+                    0,
+                    total_steps,
+                    state,
+                    metrics_log,
+                    force=True,
+                )
+            bar = tqdm(
+                range(start, total_steps),
+                initial=start,
+                total=total_steps,
+                desc=desc,
+                disable=jax.process_index() != 0 or not train_cfg.get('progress', True),
+                dynamic_ncols=True,
+            )
             for step in bar:
                 state, metrics = step_fn(state, next(batches))
                 done = step + 1
@@ -219,16 +256,19 @@ def run(step_fn: Callable, state, make_batches: Callable[[dict | None], Iterator
                     pending = []
                     last = _mean_metrics(host)
                     metrics_log.write(done, last)
-                    bar.set_postfix(loss=f"{last['loss']:.4f}")
+                    bar.set_postfix(loss=f'{last["loss"]:.4f}')
                 _run_hooks(hooks, hook_periods, done, total_steps, state, metrics_log)
                 if must_save:
                     ckpt.save(done, state, batches.get_state(), config.to_dict())
         finally:
             ckpt.close()
             metrics_log.close()
-        summary = {'step': total_steps, 'total_steps': total_steps, 'resumed_from': start,
-                   'final_loss': last.get('loss', float('nan'))}
+        summary = {
+            'step': total_steps,
+            'total_steps': total_steps,
+            'resumed_from': start,
+            'final_loss': last.get('loss', float('nan')),
+        }
         if finalize is not None:
             summary.update(finalize(state))
-    return LoopResult(state=state, start_step=start, total_steps=total_steps, metrics=last,
-                      summary=summary)
+    return LoopResult(state=state, start_step=start, total_steps=total_steps, metrics=last, summary=summary)

@@ -23,8 +23,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-NT_XENT_VARIANTS = ("standard", "paper")
-BARLOW_TWINS_VARIANTS = ("standard", "paper")
+NT_XENT_VARIANTS = ('standard', 'paper')
+BARLOW_TWINS_VARIANTS = ('standard', 'paper')
 
 # Rows with (near) zero norm are divided by this instead of by ~0, as in
 # torch.nn.functional.normalize, so the loss and its gradient stay finite.
@@ -45,32 +45,28 @@ def _check_projections(loss_name: str, z1: jax.Array, z2: jax.Array) -> None:
     z1_shape, z2_shape = tuple(jnp.shape(z1)), tuple(jnp.shape(z2))
     if z1_shape != z2_shape:
         raise LossInputError(
-            f"{loss_name}: z1 and z2 must have the same shape (N, D), "
-            f"got z1 {z1_shape} and z2 {z2_shape}."
+            f'{loss_name}: z1 and z2 must have the same shape (N, D), got z1 {z1_shape} and z2 {z2_shape}.'
         )
     if len(z1_shape) != 2:
-        raise LossInputError(f"{loss_name}: projections must be 2-D (N, D), got shape {z1_shape}.")
+        raise LossInputError(f'{loss_name}: projections must be 2-D (N, D), got shape {z1_shape}.')
     n, d = z1_shape
     if n < 2:
         raise LossInputError(
-            f"{loss_name}: needs a batch of at least 2 images (N >= 2), got N={n} "
-            f"(shape {z1_shape})."
+            f'{loss_name}: needs a batch of at least 2 images (N >= 2), got N={n} (shape {z1_shape}).'
         )
     if d < 1:
         raise LossInputError(
-            f"{loss_name}: projections need at least one dimension (D >= 1), got shape {z1_shape}."
+            f'{loss_name}: projections need at least one dimension (D >= 1), got shape {z1_shape}.'
         )
-    for name, z in (("z1", z1), ("z2", z2)):
+    for name, z in (('z1', z1), ('z2', z2)):
         dtype = jnp.result_type(z)
         if not jnp.issubdtype(dtype, jnp.floating):
-            raise LossInputError(f"{loss_name}: {name} must have a floating dtype, got {dtype}.")
+            raise LossInputError(f'{loss_name}: {name} must have a floating dtype, got {dtype}.')
 
 
 def _check_variant(loss_name: str, variant: str, allowed: tuple[str, ...]) -> None:
     if variant not in allowed:
-        raise LossInputError(
-            f"{loss_name}: unknown variant {variant!r}; expected one of {allowed}."
-        )
+        raise LossInputError(f'{loss_name}: unknown variant {variant!r}; expected one of {allowed}.')
 
 
 def _check_static_number(loss_name: str, name: str, value, minimum: float, inclusive: bool) -> None:
@@ -83,8 +79,8 @@ def _check_static_number(loss_name: str, name: str, value, minimum: float, inclu
         return
     ok = value >= minimum if inclusive else value > minimum
     if not ok:
-        bound = ">=" if inclusive else ">"
-        raise LossInputError(f"{loss_name}: {name} must be {bound} {minimum}, got {value}.")
+        bound = '>=' if inclusive else '>'
+        raise LossInputError(f'{loss_name}: {name} must be {bound} {minimum}, got {value}.')
 
 
 def _l2_normalize_rows(z: jax.Array) -> jax.Array:
@@ -96,7 +92,7 @@ def nt_xent(
     z1: jax.Array,
     z2: jax.Array,
     temperature: float = 0.1,
-    variant: str = "standard",
+    variant: str = 'standard',
 ) -> jax.Array:
     """Normalised temperature-scaled cross-entropy (SimCLR's NT-Xent) loss.
 
@@ -123,16 +119,16 @@ def nt_xent(
         differ or are not (N, D) with N >= 2, a non-float dtype, or a Python
         number temperature <= 0.
     """
-    _check_variant("nt_xent", variant, NT_XENT_VARIANTS)
-    _check_projections("nt_xent", z1, z2)
-    _check_static_number("nt_xent", "temperature", temperature, 0.0, inclusive=False)
+    _check_variant('nt_xent', variant, NT_XENT_VARIANTS)
+    _check_projections('nt_xent', z1, z2)
+    _check_static_number('nt_xent', 'temperature', temperature, 0.0, inclusive=False)
 
     n = z1.shape[0]
     u1 = _l2_normalize_rows(jnp.asarray(z1, jnp.float32))
     u2 = _l2_normalize_rows(jnp.asarray(z2, jnp.float32))
     inv_tau = 1.0 / jnp.asarray(temperature, jnp.float32)
 
-    if variant == "paper":
+    if variant == 'paper':
         cross = jnp.matmul(u1, u2.T, precision=_HIGHEST) * inv_tau
         logits = jnp.concatenate([cross, cross.T], axis=0)  # (2N, N)
         positives = jnp.concatenate([jnp.diagonal(cross), jnp.diagonal(cross)])
@@ -164,7 +160,7 @@ def barlow_twins(
     z1: jax.Array,
     z2: jax.Array,
     lambd: float = 0.005,
-    variant: str = "standard",
+    variant: str = 'standard',
     eps: float = 1e-5,
 ) -> jax.Array:
     """Barlow Twins redundancy-reduction loss.
@@ -195,13 +191,13 @@ def barlow_twins(
         differ or are not (N, D) with N >= 2, a non-float dtype, or a Python
         number lambd < 0 or eps < 0.
     """
-    _check_variant("barlow_twins", variant, BARLOW_TWINS_VARIANTS)
-    _check_projections("barlow_twins", z1, z2)
-    _check_static_number("barlow_twins", "lambd", lambd, 0.0, inclusive=True)
-    _check_static_number("barlow_twins", "eps", eps, 0.0, inclusive=True)
+    _check_variant('barlow_twins', variant, BARLOW_TWINS_VARIANTS)
+    _check_projections('barlow_twins', z1, z2)
+    _check_static_number('barlow_twins', 'lambd', lambd, 0.0, inclusive=True)
+    _check_static_number('barlow_twins', 'eps', eps, 0.0, inclusive=True)
 
     n, d = z1.shape
-    standardize_eps = None if variant == "paper" else eps
+    standardize_eps = None if variant == 'paper' else eps
     s1 = _standardize_columns(jnp.asarray(z1, jnp.float32), standardize_eps)
     s2 = _standardize_columns(jnp.asarray(z2, jnp.float32), standardize_eps)
     # Contracting the (sharded) batch axis; XLA adds the all-reduce.
@@ -213,6 +209,6 @@ def barlow_twins(
     off_diag_entries = jnp.where(jnp.eye(d, dtype=bool), 0.0, cross_corr)
     off_diag = jnp.sum(jnp.square(off_diag_entries))
 
-    if variant == "paper":
+    if variant == 'paper':
         return on_diag / d + lambd * off_diag / max(d * (d - 1), 1)
     return on_diag + lambd * off_diag

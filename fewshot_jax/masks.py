@@ -58,32 +58,32 @@ class PixelClusters:
         return int(self.labels.max(initial=0))
 
 
-def _as_binary(mask, name: str = "mask") -> np.ndarray:
+def _as_binary(mask, name: str = 'mask') -> np.ndarray:
     """Validates a binary mask (values 0 and 1, or 0 and 255) and returns it as bool."""
     arr = np.asarray(mask)
     if arr.ndim != 2:
-        raise MaskError(f"{name} must be a 2-D array (H, W), got shape {arr.shape}")
+        raise MaskError(f'{name} must be a 2-D array (H, W), got shape {arr.shape}')
     if arr.size == 0:
-        raise MaskError(f"{name} is empty (shape {arr.shape})")
+        raise MaskError(f'{name} is empty (shape {arr.shape})')
     if arr.dtype == bool:
         return arr
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise MaskError(f"{name} must be bool or numeric, got dtype {arr.dtype}")
+        raise MaskError(f'{name} must be bool or numeric, got dtype {arr.dtype}')
     bad = (arr != 0) & (arr != 1) & (arr != 255)
     if bad.any():
         values = np.unique(arr[bad])[:5]
         raise MaskError(
-            f"{name} must be binary (values 0 and 1, or 0 and 255), found {values.tolist()}; "
-            "threshold it first, e.g. mask > 0.5"
+            f'{name} must be binary (values 0 and 1, or 0 and 255), found {values.tolist()}; '
+            'threshold it first, e.g. mask > 0.5'
         )
     return arr != 0
 
 
 def _check_params(eps: float, min_samples: int) -> None:
     if not np.isfinite(eps) or eps <= 0:
-        raise ValueError(f"eps must be a positive finite distance in pixels, got {eps!r}")
+        raise ValueError(f'eps must be a positive finite distance in pixels, got {eps!r}')
     if isinstance(min_samples, bool) or int(min_samples) != min_samples or min_samples < 1:
-        raise ValueError(f"min_samples must be an integer >= 1, got {min_samples!r}")
+        raise ValueError(f'min_samples must be an integer >= 1, got {min_samples!r}')
 
 
 def pixel_density(mask) -> float:
@@ -198,7 +198,7 @@ def _graph_components(points: np.ndarray, eps: float) -> np.ndarray:
     _, comp = connected_components(graph, directed=False)
     # Renumber components by their first point in raster order.
     _, first = np.unique(comp, return_index=True)
-    order = np.argsort(first, kind="stable")
+    order = np.argsort(first, kind='stable')
     rank = np.empty(len(first), dtype=np.int32)
     rank[order] = np.arange(1, len(first) + 1, dtype=np.int32)
     labels = np.zeros(points.shape, dtype=np.int32)
@@ -298,7 +298,7 @@ def _spans_of(core_labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 def percolates(
     mask,
-    method: str = "fast",
+    method: str = 'fast',
     eps: float = PAPER_EPS,
     min_samples: int = PAPER_MIN_SAMPLES,
     margin: int = PAPER_MARGIN,
@@ -319,10 +319,10 @@ def percolates(
       Whether the mask percolates.
     """
     if isinstance(margin, bool) or int(margin) != margin or margin < 0:
-        raise ValueError(f"margin must be a non-negative integer, got {margin!r}")
-    if method == "fast":
+        raise ValueError(f'margin must be a non-negative integer, got {margin!r}')
+    if method == 'fast':
         clusters = fast_clusters(mask, eps, min_samples)
-    elif method == "dbscan":
+    elif method == 'dbscan':
         clusters = dbscan_clusters(mask, eps, min_samples)
     else:
         raise ValueError(f"method must be 'fast' or 'dbscan', got {method!r}")

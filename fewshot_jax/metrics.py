@@ -28,8 +28,18 @@ import jax.numpy as jnp
 SMOOTH = 1e-6
 THRESHOLD = 0.5
 
-__all__ = ['SMOOTH', 'THRESHOLD', 'dice', 'iou', 'soft_dice', 'soft_iou', 'confusion',
-           'dice_loss', 'bce_loss', 'per_class']
+__all__ = [
+    'SMOOTH',
+    'THRESHOLD',
+    'dice',
+    'iou',
+    'soft_dice',
+    'soft_iou',
+    'confusion',
+    'dice_loss',
+    'bce_loss',
+    'per_class',
+]
 
 
 class MetricInputError(ValueError):
@@ -38,8 +48,10 @@ class MetricInputError(ValueError):
 
 def _check_shapes(pred, true, name: str) -> None:
     if jnp.shape(pred) != jnp.shape(true):
-        raise MetricInputError(f'{name}: prediction shape {jnp.shape(pred)} differs from the '
-                               f'true mask shape {jnp.shape(true)}; expected equal (…, H, W)')
+        raise MetricInputError(
+            f'{name}: prediction shape {jnp.shape(pred)} differs from the '
+            f'true mask shape {jnp.shape(true)}; expected equal (…, H, W)'
+        )
     if jnp.ndim(pred) < 2:
         raise MetricInputError(f'{name}: arrays of shape {jnp.shape(pred)}; expected (…, H, W)')
 
@@ -149,9 +161,11 @@ def per_class(metric, prob, labels, num_classes: int, **kwargs):
         float32 (…, C) scores.
     """
     if jnp.shape(prob)[-1] != num_classes or jnp.shape(prob)[:-1] != jnp.shape(labels):
-        raise MetricInputError(f'per_class: probabilities {jnp.shape(prob)} and labels '
-                               f'{jnp.shape(labels)}; expected (…, H, W, {num_classes}) and '
-                               f'(…, H, W)')
+        raise MetricInputError(
+            f'per_class: probabilities {jnp.shape(prob)} and labels '
+            f'{jnp.shape(labels)}; expected (…, H, W, {num_classes}) and '
+            f'(…, H, W)'
+        )
     onehot = jax.nn.one_hot(jnp.asarray(labels), num_classes, dtype=jnp.float32)
     move = lambda x: jnp.moveaxis(x, -1, -3)  # noqa: E731 - (…, H, W, C) → (…, C, H, W)
     return metric(move(jnp.asarray(prob)), move(onehot), **kwargs)

@@ -32,8 +32,11 @@ from fewshot_jax.data.pipeline import to_uint8_square
 from fewshot_jax.encoder import Encoder
 from fewshot_jax.errors import ConfigError
 
-SYNTHETIC_TASKS = {'nanowires': synthetic.nanowires, 'nanoparticles': synthetic.nanoparticles,
-                   'viruses': synthetic.viruses}
+SYNTHETIC_TASKS = {
+    'nanowires': synthetic.nanowires,
+    'nanoparticles': synthetic.nanoparticles,
+    'viruses': synthetic.viruses,
+}
 
 
 class MonitorConfigError(ConfigError):
@@ -57,13 +60,20 @@ def labeled_set(task: str, images_per_class: int, size: int, seed: int):
         source = sources.ClassFolderSource(task.removeprefix('folder:'))
         rng = np.random.default_rng(seed)
         labels = np.asarray(source.labels, np.int64)
-        picked = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:images_per_class]
-                                 for c in np.unique(labels)])
-        images = np.stack([to_uint8_square(source[int(i)]['image'], size, channels=1)[..., 0]
-                           for i in picked]).astype(np.float32) / 255.0
+        picked = np.concatenate(
+            [rng.permutation(np.flatnonzero(labels == c))[:images_per_class] for c in np.unique(labels)]
+        )
+        images = (
+            np.stack(
+                [to_uint8_square(source[int(i)]['image'], size, channels=1)[..., 0] for i in picked]
+            ).astype(np.float32)
+            / 255.0
+        )
         return images, labels[picked]
-    raise MonitorConfigError(f'monitor.tasks entry {task!r}: expected one of '
-                             f"{sorted(SYNTHETIC_TASKS)} or 'folder:/path/to/class_folders'")
+    raise MonitorConfigError(
+        f'monitor.tasks entry {task!r}: expected one of '
+        f"{sorted(SYNTHETIC_TASKS)} or 'folder:/path/to/class_folders'"
+    )
 
 
 def fixed_draws(labels: np.ndarray, k: int, draws: int, seed: int) -> list[np.ndarray]:
@@ -79,13 +89,17 @@ def fixed_draws(labels: np.ndarray, k: int, draws: int, seed: int) -> list[np.nd
         if np.sum(labels == c) < k + 2:
             raise MonitorConfigError(
                 f'monitor: class {c} has {np.sum(labels == c)} images, fewer than k + 2 = {k + 2}; '
-                f'raise monitor.images_per_class or lower monitor.shots')
-    return [np.concatenate([rng.choice(np.flatnonzero(labels == c), k, replace=False)
-                            for c in classes]) for _ in range(draws)]
+                f'raise monitor.images_per_class or lower monitor.shots'
+            )
+    return [
+        np.concatenate([rng.choice(np.flatnonzero(labels == c), k, replace=False) for c in classes])
+        for _ in range(draws)
+    ]
 
 
-def probe_accuracies(features: np.ndarray, labels: np.ndarray,
-                     train_sets: list[np.ndarray]) -> dict[str, float]:
+def probe_accuracies(
+    features: np.ndarray, labels: np.ndarray, train_sets: list[np.ndarray]
+) -> dict[str, float]:
     """Median test accuracy over the draws of a logistic probe and a cosine 1-NN-vote kNN.
 
     The logistic probe standardises with the k-shot set's statistics only and is
@@ -112,8 +126,9 @@ def probe_accuracies(features: np.ndarray, labels: np.ndarray,
     return {'logistic': float(np.median(logistic)), 'knn': float(np.median(knn))}
 
 
-def make_probe_hook(monitor_cfg: ml_collections.ConfigDict, model_cfg: Mapping,
-                    mesh: Mesh | None = None) -> loop.Hook:
+def make_probe_hook(
+    monitor_cfg: ml_collections.ConfigDict, model_cfg: Mapping, mesh: Mesh | None = None
+) -> loop.Hook:
     """The online-probe hook that ``config.monitor`` describes.
 
     Config fields: ``tasks`` (names, see :func:`labeled_set`), ``every`` (steps or
@@ -127,13 +142,13 @@ def make_probe_hook(monitor_cfg: ml_collections.ConfigDict, model_cfg: Mapping,
     layer = monitor_cfg.get('layer', 'pooled')
     seed = int(monitor_cfg.get('seed', 0))
     if draws < 1 or not shots or min(shots) < 1:
-        raise MonitorConfigError(f'monitor.shots={shots} and monitor.draws={draws}: expected '
-                                 f'positive values')
+        raise MonitorConfigError(f'monitor.shots={shots} and monitor.draws={draws}: expected positive values')
     sets = {}
     for task in tasks:
         try:
-            images, labels = labeled_set(task, int(monitor_cfg.images_per_class),
-                                         int(monitor_cfg.image_size), seed + 7919)
+            images, labels = labeled_set(
+                task, int(monitor_cfg.images_per_class), int(monitor_cfg.image_size), seed + 7919
+            )
         except DataError as err:
             raise MonitorConfigError(f'monitor.tasks {task!r}: {err}') from err
         sets[task] = (images, labels, {k: fixed_draws(labels, k, draws, seed + k) for k in shots})
@@ -151,8 +166,7 @@ def make_probe_hook(monitor_cfg: ml_collections.ConfigDict, model_cfg: Mapping,
                     out[f'{task}/{k}shot_{head}'] = acc
         return out
 
-    return loop.Hook(name='probe', fn=evaluate, every=monitor_cfg.get('every', 0.25),
-                     at_start=True)
+    return loop.Hook(name='probe', fn=evaluate, every=monitor_cfg.get('every', 0.25), at_start=True)
 
 
 def _zero_variables(model_cfg: Mapping) -> dict:
@@ -160,8 +174,11 @@ def _zero_variables(model_cfg: Mapping) -> dict:
 
     from fewshot_jax.models import make_encoder
 
-    shapes = jax.eval_shape(lambda: make_encoder(model_cfg).init(
-        jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32), train=False))
+    shapes = jax.eval_shape(
+        lambda: make_encoder(model_cfg).init(
+            jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32), train=False
+        )
+    )
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), dict(shapes))
 
 
@@ -171,5 +188,7 @@ def _local_encoder_variables(state) -> dict:
     def local(x):
         return np.asarray(x.addressable_data(0))
 
-    return {'params': jax.tree.map(local, state.params['encoder']),
-            'batch_stats': jax.tree.map(local, state.batch_stats['encoder'])}
+    return {
+        'params': jax.tree.map(local, state.params['encoder']),
+        'batch_stats': jax.tree.map(local, state.batch_stats['encoder']),
+    }

@@ -41,8 +41,12 @@ def make_schedule(optim_cfg: ml_collections.ConfigDict, total_steps: int) -> opt
     if warmup == 0:
         return optax.cosine_decay_schedule(optim_cfg.lr, total_steps, alpha=end_lr / optim_cfg.lr)
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=optim_cfg.lr, warmup_steps=warmup,
-        decay_steps=total_steps, end_value=end_lr)
+        init_value=0.0,
+        peak_value=optim_cfg.lr,
+        warmup_steps=warmup,
+        decay_steps=total_steps,
+        end_value=end_lr,
+    )
 
 
 def _is_kernel(params):
@@ -50,8 +54,9 @@ def _is_kernel(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(optim_cfg: ml_collections.ConfigDict, total_steps: int,
-                   frozen: Sequence[str] = ()) -> optax.GradientTransformation:
+def make_optimizer(
+    optim_cfg: ml_collections.ConfigDict, total_steps: int, frozen: Sequence[str] = ()
+) -> optax.GradientTransformation:
     """Builds the optimizer named by ``optim.name``.
 
     * ``sgd``: momentum ``optim.momentum`` (0.9), optional L2 weight decay
@@ -73,10 +78,15 @@ def make_optimizer(optim_cfg: ml_collections.ConfigDict, total_steps: int,
         parts = [optax.add_decayed_weights(wd, mask=_is_kernel)] if wd else []
         tx = optax.chain(*parts, optax.sgd(schedule, momentum=optim_cfg.get('momentum', 0.9)))
     elif name == 'lars':
-        tx = optax.lars(schedule, weight_decay=wd, weight_decay_mask=_is_kernel,
-                        trust_coefficient=optim_cfg.get('trust_coefficient', 0.001),
-                        eps=0.0, trust_ratio_mask=_is_kernel,
-                        momentum=optim_cfg.get('momentum', 0.9))
+        tx = optax.lars(
+            schedule,
+            weight_decay=wd,
+            weight_decay_mask=_is_kernel,
+            trust_coefficient=optim_cfg.get('trust_coefficient', 0.001),
+            eps=0.0,
+            trust_ratio_mask=_is_kernel,
+            momentum=optim_cfg.get('momentum', 0.9),
+        )
     elif name == 'adam':
         tx = optax.adam(schedule)
     elif name == 'adamw':
@@ -84,8 +94,9 @@ def make_optimizer(optim_cfg: ml_collections.ConfigDict, total_steps: int,
     else:
         raise ConfigError(f'optim.name={name!r}: expected one of {OPTIMIZERS}')
     if frozen:
-        tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()},
-                                   lambda params: trainable_labels(params, frozen))
+        tx = optax.multi_transform(
+            {'train': tx, 'frozen': optax.set_to_zero()}, lambda params: trainable_labels(params, frozen)
+        )
     return tx
 
 
@@ -97,8 +108,9 @@ def trainable_labels(params, frozen: Sequence[str]):
     flat = traverse_util.flatten_dict(params, sep='/')
     unknown = [f for f in frozen if not any(k == f or k.startswith(f + '/') for k in flat)]
     if unknown:
-        raise ValueError(f'frozen prefixes {unknown} match no parameter; top-level keys are '
-                         f'{sorted({k.split("/")[0] for k in flat})}')
-    labels = {k: 'frozen' if any(k == f or k.startswith(f + '/') for f in frozen) else 'train'
-              for k in flat}
+        raise ValueError(
+            f'frozen prefixes {unknown} match no parameter; top-level keys are '
+            f'{sorted({k.split("/")[0] for k in flat})}'
+        )
+    labels = {k: 'frozen' if any(k == f or k.startswith(f + '/') for f in frozen) else 'train' for k in flat}
     return traverse_util.unflatten_dict(labels, sep='/')

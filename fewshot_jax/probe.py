@@ -53,24 +53,33 @@ import numpy as np
 
 from fewshot_jax import probe_adam, probe_solvers
 
-__all__ = ['HEADS', 'DEFAULTS', 'Probe', 'ProbeBatch', 'ProbeInputError', 'fit', 'fit_many',
-           'fit_indexed']
+__all__ = ['HEADS', 'DEFAULTS', 'Probe', 'ProbeBatch', 'ProbeInputError', 'fit', 'fit_many', 'fit_indexed']
 
 HEADS = ('logistic', 'ridge', 'knn', 'adam')
 DEFAULTS: dict[str, dict] = {
     'logistic': {'C': 1.0, 'tol': 1e-4, 'max_iter': 1000, 'history': 10},
     'ridge': {'l2': 1.0},
     'knn': {'neighbors': 20, 'temperature': 0.07},
-    'adam': {'lr': 1e-3, 'batch_size': 32, 'max_epochs': 300, 'patience': 10,
-             'early_stopping': 'holdout', 'seed': 0},
+    'adam': {
+        'lr': 1e-3,
+        'batch_size': 32,
+        'max_epochs': 300,
+        'patience': 10,
+        'early_stopping': 'holdout',
+        'seed': 0,
+    },
 }
 # Training rows are padded to a multiple of this: equal shapes alone and in a grid.
 ROW_TILE = 32
 # Batches of runs are padded (with copies) to a multiple of this.
 RUN_TILE = 8
 # Options that change the compiled program (shapes, loop lengths, branches).
-_STATIC = {'logistic': ('max_iter', 'history'), 'ridge': ('l2',), 'knn': ('neighbors',),
-           'adam': ('batch_size', 'max_epochs', 'early_stopping')}
+_STATIC = {
+    'logistic': ('max_iter', 'history'),
+    'ridge': ('l2',),
+    'knn': ('neighbors',),
+    'adam': ('batch_size', 'max_epochs', 'early_stopping'),
+}
 
 
 class ProbeInputError(ValueError):
@@ -83,8 +92,9 @@ def head_options(head: str, opts: Mapping) -> dict:
         raise ProbeInputError(f'head={head!r}: expected one of {HEADS}')
     unknown = sorted(set(opts) - set(DEFAULTS[head]))
     if unknown:
-        raise ProbeInputError(f'head {head!r} has no option(s) {unknown}; its options are '
-                              f'{sorted(DEFAULTS[head])}')
+        raise ProbeInputError(
+            f'head {head!r} has no option(s) {unknown}; its options are {sorted(DEFAULTS[head])}'
+        )
     options = {**DEFAULTS[head], **opts}
     if head == 'ridge':
         l2 = options['l2']
@@ -95,11 +105,15 @@ def head_options(head: str, opts: Mapping) -> dict:
     if head == 'logistic' and not float(options['C']) > 0:
         raise ProbeInputError(f'logistic C={options["C"]!r}: expected a positive number')
     if head == 'adam' and options['early_stopping'] not in probe_adam.EARLY_STOPPING:
-        raise ProbeInputError(f'adam early_stopping={options["early_stopping"]!r}: expected one '
-                              f'of {probe_adam.EARLY_STOPPING}')
+        raise ProbeInputError(
+            f'adam early_stopping={options["early_stopping"]!r}: expected one of {probe_adam.EARLY_STOPPING}'
+        )
     for name in ('max_iter', 'history', 'neighbors', 'batch_size', 'max_epochs', 'patience'):
-        if name in options and (not isinstance(options[name], (int, np.integer))
-                                or isinstance(options[name], bool) or options[name] < 1):
+        if name in options and (
+            not isinstance(options[name], (int, np.integer))
+            or isinstance(options[name], bool)
+            or options[name] < 1
+        ):
             raise ProbeInputError(f'{head} {name}={options[name]!r}: expected a positive integer')
     return options
 
@@ -131,23 +145,36 @@ class ProbeBatch:
         """Scores (R, m, K) of features x (R, m, d): logits, or kNN vote shares."""
         x = _as_batch_features(x, len(self), self.params)
         params, x = _run_tile(self.params, x)
-        scores = _scores(self.head, params, jnp.asarray(x), self.num_classes,
-                         **_static(self.head, self.options), **_dynamic(self.head, self.options))
-        return np.asarray(scores)[:len(self)]
+        scores = _scores(
+            self.head,
+            params,
+            jnp.asarray(x),
+            self.num_classes,
+            **_static(self.head, self.options),
+            **_dynamic(self.head, self.options),
+        )
+        return np.asarray(scores)[: len(self)]
 
     def decision_indexed(self, features, index) -> np.ndarray:
         """Scores (R, m, K) of rows ``index`` (R, m) of one feature matrix (N, d)."""
         params, index = _run_tile(self.params, np.asarray(index))
-        scores = _scores_indexed(self.head, params, jnp.asarray(features), jnp.asarray(index),
-                                 self.num_classes, **_static(self.head, self.options),
-                                 **_dynamic(self.head, self.options))
-        return np.asarray(scores)[:len(self)]
+        scores = _scores_indexed(
+            self.head,
+            params,
+            jnp.asarray(features),
+            jnp.asarray(index),
+            self.num_classes,
+            **_static(self.head, self.options),
+            **_dynamic(self.head, self.options),
+        )
+        return np.asarray(scores)[: len(self)]
 
     def predict_proba(self, x) -> np.ndarray:
         """Class probabilities (R, m, K); the ridge head has none."""
         if self.head == 'ridge':
-            raise ProbeInputError("the 'ridge' head gives decision values, not probabilities; "
-                                  'use decision_function or predict')
+            raise ProbeInputError(
+                "the 'ridge' head gives decision values, not probabilities; use decision_function or predict"
+            )
         scores = self.decision_function(x)
         return scores if self.head == 'knn' else np.asarray(jax.nn.softmax(scores, axis=-1))
 
@@ -157,9 +184,10 @@ class ProbeBatch:
 
     def run(self, index: int) -> Probe:
         """Run ``index`` as a single :class:`Probe`."""
-        params = jax.tree.map(lambda a: a[index:index + 1], self.params)
-        return Probe(ProbeBatch(self.head, self.num_classes, params, self.options),
-                     np.arange(self.num_classes))
+        params = jax.tree.map(lambda a: a[index : index + 1], self.params)
+        return Probe(
+            ProbeBatch(self.head, self.num_classes, params, self.options), np.arange(self.num_classes)
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,8 +216,7 @@ class Probe:
         return self.classes_[np.argmax(self.decision_function(x), axis=-1)]
 
 
-def fit(train_x, train_y, head: str = 'logistic', *, holdout_x=None, holdout_y=None,
-        **opts) -> Probe:
+def fit(train_x, train_y, head: str = 'logistic', *, holdout_x=None, holdout_y=None, **opts) -> Probe:
     """Fits one classifier on features (n, d) and labels (n,) of any hashable kind.
 
     Args:
@@ -215,16 +242,25 @@ def fit(train_x, train_y, head: str = 'logistic', *, holdout_x=None, holdout_y=N
         unknown = sorted(set(hy.tolist()) - set(classes.tolist()))
         if unknown:
             raise ProbeInputError(f'holdout_y has classes {unknown} that train_y lacks')
-        holdout = {'holdout_x': np.asarray(holdout_x)[None],
-                   'holdout_y': np.searchsorted(classes, hy)[None]}
-    batch = fit_many(np.asarray(train_x)[None], codes[None], None, head,
-                     num_classes=len(classes), **holdout, **opts)
+        holdout = {'holdout_x': np.asarray(holdout_x)[None], 'holdout_y': np.searchsorted(classes, hy)[None]}
+    batch = fit_many(
+        np.asarray(train_x)[None], codes[None], None, head, num_classes=len(classes), **holdout, **opts
+    )
     return Probe(batch, classes)
 
 
-def fit_many(train_x, train_y, valid=None, head: str = 'logistic', *,
-             num_classes: int | None = None, holdout_x=None, holdout_y=None, holdout_valid=None,
-             **opts) -> ProbeBatch:
+def fit_many(
+    train_x,
+    train_y,
+    valid=None,
+    head: str = 'logistic',
+    *,
+    num_classes: int | None = None,
+    holdout_x=None,
+    holdout_y=None,
+    holdout_valid=None,
+    **opts,
+) -> ProbeBatch:
     """Fits R classifiers at once, one per leading index, in one compiled call.
 
     Args:
@@ -255,14 +291,29 @@ def fit_many(train_x, train_y, valid=None, head: str = 'logistic', *,
     x, y, valid = _pad_rows(x, ROW_TILE), _pad_rows(y, ROW_TILE), _pad_rows(valid, ROW_TILE)
     arrays = _run_tile(x, y, valid, *holdout)
     with _single_threaded_lapack():
-        params = _fit_jit(head, *(jnp.asarray(a) for a in arrays), num_classes=num_classes,
-                          **_static(head, options), **_dynamic(head, options))
+        params = _fit_jit(
+            head,
+            *(jnp.asarray(a) for a in arrays),
+            num_classes=num_classes,
+            **_static(head, options),
+            **_dynamic(head, options),
+        )
         params = jax.block_until_ready(params)
     return ProbeBatch(head, num_classes, _first(params, len(x)), options)
 
 
-def fit_indexed(features, labels, train_index, train_valid, head: str = 'logistic', *,
-                num_classes: int, holdout_index=None, holdout_valid=None, **opts) -> ProbeBatch:
+def fit_indexed(
+    features,
+    labels,
+    train_index,
+    train_valid,
+    head: str = 'logistic',
+    *,
+    num_classes: int,
+    holdout_index=None,
+    holdout_valid=None,
+    **opts,
+) -> ProbeBatch:
     """:func:`fit_many` on rows of one feature matrix, gathered inside the compiled call.
 
     The protocol's grid uses this: every run's training rows are indices into
@@ -287,9 +338,15 @@ def fit_indexed(features, labels, train_index, train_valid, head: str = 'logisti
         holdout_valid = np.zeros(holdout_index.shape, bool)
     arrays = _run_tile(train_index, train_valid, holdout_index, holdout_valid)
     with _single_threaded_lapack():
-        params = _fit_indexed_jit(head, features, labels, *(jnp.asarray(a) for a in arrays),
-                                  num_classes=num_classes, **_static(head, options),
-                                  **_dynamic(head, options))
+        params = _fit_indexed_jit(
+            head,
+            features,
+            labels,
+            *(jnp.asarray(a) for a in arrays),
+            num_classes=num_classes,
+            **_static(head, options),
+            **_dynamic(head, options),
+        )
         params = jax.block_until_ready(params)
     return ProbeBatch(head, num_classes, _first(params, runs), options)
 
@@ -302,13 +359,13 @@ def _dynamic(head: str, options: Mapping) -> dict:
     return {'dynamic': {k: v for k, v in options.items() if k not in _STATIC[head]}}
 
 
-def _fit_core(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_classes, static,
-              dynamic):
+def _fit_core(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_classes, static, dynamic):
     """The vmapped fit shared by fit_many and fit_indexed (so grid runs equal lone runs)."""
     static = dict(static)
     if head == 'logistic':
-        return probe_solvers.logistic_regression(x, y, valid, num_classes=num_classes,
-                                                 C=dynamic['C'], tol=dynamic['tol'], **static)
+        return probe_solvers.logistic_regression(
+            x, y, valid, num_classes=num_classes, C=dynamic['C'], tol=dynamic['tol'], **static
+        )
     if head == 'ridge':
         fn = functools.partial(probe_solvers.ridge_regression, num_classes=num_classes, **static)
         return jax.vmap(fn)(x, y, valid)
@@ -317,32 +374,69 @@ def _fit_core(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_cla
     # Every run draws from the same stream (its data makes it differ): a run's
     # initialisation and shuffles do not depend on where it sits in a batch.
     keys = jnp.broadcast_to(jax.random.key(dynamic['seed']), (x.shape[0],))
-    fn = functools.partial(probe_adam.adam_classifier, num_classes=num_classes, lr=dynamic['lr'],
-                           patience=dynamic['patience'], **static)
+    fn = functools.partial(
+        probe_adam.adam_classifier,
+        num_classes=num_classes,
+        lr=dynamic['lr'],
+        patience=dynamic['patience'],
+        **static,
+    )
     return jax.vmap(fn)(x, y, valid, holdout_x, holdout_y, holdout_valid, keys)
 
 
 @functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
-def _fit_jit(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_classes, static,
-             dynamic):
-    return _fit_core(head, x, y, valid, holdout_x, holdout_y, holdout_valid,
-                     num_classes=num_classes, static=static, dynamic=dynamic)
+def _fit_jit(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_classes, static, dynamic):
+    return _fit_core(
+        head,
+        x,
+        y,
+        valid,
+        holdout_x,
+        holdout_y,
+        holdout_valid,
+        num_classes=num_classes,
+        static=static,
+        dynamic=dynamic,
+    )
 
 
 @functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
-def _fit_indexed_jit(head, features, labels, train_index, train_valid, holdout_index,
-                     holdout_valid, *, num_classes, static, dynamic):
-    return _fit_core(head, features[train_index], labels[train_index], train_valid,
-                     features[holdout_index], labels[holdout_index], holdout_valid,
-                     num_classes=num_classes, static=static, dynamic=dynamic)
+def _fit_indexed_jit(
+    head,
+    features,
+    labels,
+    train_index,
+    train_valid,
+    holdout_index,
+    holdout_valid,
+    *,
+    num_classes,
+    static,
+    dynamic,
+):
+    return _fit_core(
+        head,
+        features[train_index],
+        labels[train_index],
+        train_valid,
+        features[holdout_index],
+        labels[holdout_index],
+        holdout_valid,
+        num_classes=num_classes,
+        static=static,
+        dynamic=dynamic,
+    )
 
 
 @functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
 def _scores(head, params, x, num_classes, *, static, dynamic):
     if head == 'knn':
-        fn = functools.partial(probe_solvers.knn_scores, num_classes=num_classes,
-                               neighbors=dict(static)['neighbors'],
-                               temperature=dynamic['temperature'])
+        fn = functools.partial(
+            probe_solvers.knn_scores,
+            num_classes=num_classes,
+            neighbors=dict(static)['neighbors'],
+            temperature=dynamic['temperature'],
+        )
         return jax.vmap(fn)(params['train_x'], params['train_y'], params['valid'], x)
     return jax.vmap(probe_solvers.linear_logits)(params, x)
 
@@ -367,12 +461,14 @@ def _single_threaded_lapack():
 
 def _run_tile(*trees):
     """Pads the leading (run) axis to a multiple of RUN_TILE with copies of the first run."""
+
     def grow(a):
         extra = -np.shape(a)[0] % RUN_TILE
         if not extra:
             return a
         a = np.asarray(a)
         return np.concatenate([a, np.repeat(a[:1], extra, axis=0)])
+
     return tuple(jax.tree.map(grow, tree) for tree in trees)
 
 
@@ -393,8 +489,10 @@ def _pad_rows(array: np.ndarray, tile: int) -> np.ndarray:
 def _check_training(x, y, valid, num_classes, name: str) -> int:
     runs, n, _ = x.shape
     if y.shape != (runs, n) or valid.shape != (runs, n):
-        raise ProbeInputError(f'{name} {x.shape}, train_y {y.shape}, valid {valid.shape}: '
-                              f'expected (runs, n, d), (runs, n) and (runs, n)')
+        raise ProbeInputError(
+            f'{name} {x.shape}, train_y {y.shape}, valid {valid.shape}: '
+            f'expected (runs, n, d), (runs, n) and (runs, n)'
+        )
     if not np.issubdtype(y.dtype, np.integer):
         raise ProbeInputError(f'train_y: dtype {y.dtype}; expected integer class ids')
     if n == 0 or runs == 0:
@@ -402,8 +500,10 @@ def _check_training(x, y, valid, num_classes, name: str) -> int:
     bad = ~np.isfinite(x).all(axis=-1) & valid
     if bad.any():
         run, row = (int(v) for v in np.argwhere(bad)[0])
-        raise ProbeInputError(f'{name}: run {run}, row {row} has NaN or infinite features '
-                              f'({int(bad.sum())} such training rows in all)')
+        raise ProbeInputError(
+            f'{name}: run {run}, row {row} has NaN or infinite features '
+            f'({int(bad.sum())} such training rows in all)'
+        )
     labels = y[valid]
     if labels.size and labels.min() < 0:
         raise ProbeInputError(f'train_y: negative class id {labels.min()}')
@@ -416,25 +516,32 @@ def _check_training(x, y, valid, num_classes, name: str) -> int:
         present = np.bincount(y[run][valid[run]], minlength=k)
         if (present == 0).any():
             missing = np.flatnonzero(present == 0).tolist()
-            raise ProbeInputError(f'run {run} has no training example of class(es) {missing}; '
-                                  'every run needs every class')
+            raise ProbeInputError(
+                f'run {run} has no training example of class(es) {missing}; every run needs every class'
+            )
     return k
 
 
 def _holdout_arrays(head, options, x, holdout_x, holdout_y, holdout_valid, num_classes):
     runs, _, d = x.shape
     if head != 'adam' or options['early_stopping'] == 'none':
-        return (jnp.zeros((runs, 1, d), jnp.float32), jnp.zeros((runs, 1), jnp.int32),
-                jnp.zeros((runs, 1), bool))
+        return (
+            jnp.zeros((runs, 1, d), jnp.float32),
+            jnp.zeros((runs, 1), jnp.int32),
+            jnp.zeros((runs, 1), bool),
+        )
     if holdout_x is None or holdout_y is None:
-        raise ProbeInputError("head 'adam' with early_stopping='holdout' needs holdout_x and "
-                              "holdout_y (labeled images outside the training set), or "
-                              "early_stopping='none'")
+        raise ProbeInputError(
+            "head 'adam' with early_stopping='holdout' needs holdout_x and "
+            'holdout_y (labeled images outside the training set), or '
+            "early_stopping='none'"
+        )
     hx, hy = np.asarray(holdout_x), np.asarray(holdout_y)
     hv = np.ones(hy.shape, bool) if holdout_valid is None else np.asarray(holdout_valid, bool)
     if hx.ndim != 3 or hx.shape[0] != runs or hx.shape[2] != d or hy.shape != hx.shape[:2]:
-        raise ProbeInputError(f'holdout_x {hx.shape}, holdout_y {hy.shape}: expected '
-                              f'({runs}, h, {d}) and ({runs}, h)')
+        raise ProbeInputError(
+            f'holdout_x {hx.shape}, holdout_y {hy.shape}: expected ({runs}, h, {d}) and ({runs}, h)'
+        )
     if (~np.isfinite(hx).all(axis=-1) & hv).any():
         raise ProbeInputError('holdout_x has NaN or infinite features')
     return jnp.asarray(hx), jnp.asarray(hy), jnp.asarray(hv)

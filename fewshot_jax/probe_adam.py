@@ -28,9 +28,22 @@ from fewshot_jax.probe_solvers import HIGHEST, standardize
 EARLY_STOPPING = ('holdout', 'none')
 
 
-def adam_classifier(x, y, valid, holdout_x, holdout_y, holdout_valid, key, *, num_classes: int,
-                    lr: float = 1e-3, batch_size: int = 32, max_epochs: int = 300,
-                    patience: int = 10, early_stopping: str = 'holdout'):
+def adam_classifier(
+    x,
+    y,
+    valid,
+    holdout_x,
+    holdout_y,
+    holdout_valid,
+    key,
+    *,
+    num_classes: int,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    max_epochs: int = 300,
+    patience: int = 10,
+    early_stopping: str = 'holdout',
+):
     """Trains a softmax layer with Adam on one run's features.
 
     Args:
@@ -56,8 +69,10 @@ def adam_classifier(x, y, valid, holdout_x, holdout_y, holdout_valid, key, *, nu
     holdout_std = jnp.where(holdout_valid[:, None], (holdout_x - mean) / scale, 0.0)
     init_key, shuffle_key = jax.random.split(key)
     limit = jnp.sqrt(6.0 / (d + num_classes))
-    params = {'coef': jax.random.uniform(init_key, (d, num_classes), jnp.float32, -limit, limit),
-              'intercept': jnp.zeros((num_classes,), jnp.float32)}
+    params = {
+        'coef': jax.random.uniform(init_key, (d, num_classes), jnp.float32, -limit, limit),
+        'intercept': jnp.zeros((num_classes,), jnp.float32),
+    }
     optimizer = optax.adam(lr, eps=1e-7)
     batch = min(batch_size, n)
     steps_per_epoch = -(-n // batch)
@@ -72,8 +87,7 @@ def adam_classifier(x, y, valid, holdout_x, holdout_y, holdout_valid, key, *, nu
         # Valid rows first, in a fresh random order; padding rows sort last.
         # One draw per row index, so padding a run with more rows leaves its order unchanged.
         epoch_key = jax.random.fold_in(shuffle_key, epoch)
-        noise = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(epoch_key, i)))(
-            jnp.arange(n))
+        noise = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(epoch_key, i)))(jnp.arange(n))
         order = jnp.argsort(jnp.where(valid, noise, 2.0))
         padded = jnp.concatenate([order, jnp.zeros((steps_per_epoch * batch - n,), order.dtype)])
         positions = jnp.arange(steps_per_epoch * batch)
@@ -88,8 +102,7 @@ def adam_classifier(x, y, valid, holdout_x, holdout_y, holdout_valid, key, *, nu
             # A batch with no real rows (a short run padded to a longer one) is no step at all.
             live = jnp.any(mask)
             p = jax.tree.map(lambda new, old: jnp.where(live, new, old), new_p, p)
-            opt_state = jax.tree.map(lambda new, old: jnp.where(live, new, old), new_state,
-                                     opt_state)
+            opt_state = jax.tree.map(lambda new, old: jnp.where(live, new, old), new_state, opt_state)
             return (p, opt_state), None
 
         (p, opt_state), _ = jax.lax.scan(one_step, (p, opt_state), jnp.arange(steps_per_epoch))
@@ -100,9 +113,15 @@ def adam_classifier(x, y, valid, holdout_x, holdout_y, holdout_valid, key, *, nu
         right = (jnp.argmax(logits, -1) == holdout_y) & holdout_valid
         return jnp.sum(right) / jnp.maximum(jnp.sum(holdout_valid), 1)
 
-    state = {'params': params, 'opt_state': optimizer.init(params), 'best': params,
-             'best_accuracy': jnp.asarray(-1.0), 'best_epoch': jnp.asarray(0),
-             'wait': jnp.asarray(0), 'epoch': jnp.asarray(0)}
+    state = {
+        'params': params,
+        'opt_state': optimizer.init(params),
+        'best': params,
+        'best_accuracy': jnp.asarray(-1.0),
+        'best_epoch': jnp.asarray(0),
+        'wait': jnp.asarray(0),
+        'epoch': jnp.asarray(0),
+    }
 
     def keep_going(s):
         running = s['epoch'] < max_epochs
@@ -114,17 +133,26 @@ def adam_classifier(x, y, valid, holdout_x, holdout_y, holdout_valid, key, *, nu
         p, opt_state = train_epoch(s['params'], s['opt_state'], s['epoch'])
         epoch = s['epoch'] + 1
         if early_stopping == 'none':
-            return {**s, 'params': p, 'opt_state': opt_state, 'best': p, 'best_epoch': epoch,
-                    'epoch': epoch}
+            return {**s, 'params': p, 'opt_state': opt_state, 'best': p, 'best_epoch': epoch, 'epoch': epoch}
         accuracy = holdout_accuracy(p)
         better = accuracy > s['best_accuracy']
         best = jax.tree.map(lambda new, old: jnp.where(better, new, old), p, s['best'])
-        return {'params': p, 'opt_state': opt_state, 'best': best,
-                'best_accuracy': jnp.where(better, accuracy, s['best_accuracy']),
-                'best_epoch': jnp.where(better, epoch, s['best_epoch']),
-                'wait': jnp.where(better, 0, s['wait'] + 1), 'epoch': epoch}
+        return {
+            'params': p,
+            'opt_state': opt_state,
+            'best': best,
+            'best_accuracy': jnp.where(better, accuracy, s['best_accuracy']),
+            'best_epoch': jnp.where(better, epoch, s['best_epoch']),
+            'wait': jnp.where(better, 0, s['wait'] + 1),
+            'epoch': epoch,
+        }
 
     s = jax.lax.while_loop(keep_going, epoch_step, state)
-    return {'coef': s['best']['coef'], 'intercept': s['best']['intercept'], 'mean': mean,
-            'scale': scale, 'epochs': s['epoch'], 'best_epoch': s['best_epoch']}
-
+    return {
+        'coef': s['best']['coef'],
+        'intercept': s['best']['intercept'],
+        'mean': mean,
+        'scale': scale,
+        'epochs': s['epoch'],
+        'best_epoch': s['best_epoch'],
+    }

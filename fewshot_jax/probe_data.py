@@ -76,19 +76,25 @@ def load_labeled(data_cfg) -> LabeledImages:
         raise ConfigError(f'data.source={source!r}: expected one of {SOURCES}')
     root = data_cfg.get('root') or ''
     if not root:
-        raise DataError(f"data.source={source!r} needs data.root: the folder of the data set "
-                        '(see docs/datasets.md); pass --config.data.root=/path')
+        raise DataError(
+            f'data.source={source!r} needs data.root: the folder of the data set '
+            '(see docs/datasets.md); pass --config.data.root=/path'
+        )
     if source == 'virus':
         parts = layouts.tem_virus(root, classes=data_cfg.get('classes'), keep_color=color)
         images = np.concatenate([_read(parts[name], size, color) for name in layouts.VIRUS_SPLITS])
         labels = np.concatenate([parts[name].labels for name in layouts.VIRUS_SPLITS])
         names = [str(p) for name in layouts.VIRUS_SPLITS for p in parts[name].paths]
         bounds = np.cumsum([0] + [len(parts[name]) for name in layouts.VIRUS_SPLITS])
-        split = {name: np.arange(bounds[i], bounds[i + 1])
-                 for i, name in enumerate(layouts.VIRUS_SPLITS)}
-        return LabeledImages(images, labels.astype(np.int64), tuple(parts['train'].class_names),
-                             names,
-                             fixed_split=split, description=f'TEM virus set at {root}')
+        split = {name: np.arange(bounds[i], bounds[i + 1]) for i, name in enumerate(layouts.VIRUS_SPLITS)}
+        return LabeledImages(
+            images,
+            labels.astype(np.int64),
+            tuple(parts['train'].class_names),
+            names,
+            fixed_split=split,
+            description=f'TEM virus set at {root}',
+        )
     if source == 'nanowire':
         src = layouts.nanowire_morphology(root, keep_color=color)
     elif source == 'mnp':
@@ -100,8 +106,15 @@ def load_labeled(data_cfg) -> LabeledImages:
     masks = has_mask = None
     if source == 'nanowire':
         masks, has_mask = _nanowire_masks(root, src.paths, size)
-    return LabeledImages(images, src.labels.astype(np.int64), tuple(src.class_names), names,
-                         masks, has_mask, description=f'{source} images at {root}')
+    return LabeledImages(
+        images,
+        src.labels.astype(np.int64),
+        tuple(src.class_names),
+        names,
+        masks,
+        has_mask,
+        description=f'{source} images at {root}',
+    )
 
 
 def _read(source, size: int, color: bool) -> np.ndarray:
@@ -136,17 +149,21 @@ def _synthetic(data_cfg, size: int) -> LabeledImages:
     if task not in SYNTHETIC_TASKS:
         raise ConfigError(f'data.task={task!r}: expected one of {SYNTHETIC_TASKS}')
     native = int(data_cfg.get('synthetic_size', size))
-    data = getattr(synthetic, task)(int(data_cfg.get('per_class', 100)), native,
-                                    int(data_cfg.get('seed', 0)))
+    data = getattr(synthetic, task)(int(data_cfg.get('per_class', 100)), native, int(data_cfg.get('seed', 0)))
     if native == size:
         images = np.clip(np.rint(data.images * 255.0), 0, 255).astype(np.uint8)
         masks = data.masks
     else:
         images = np.stack([_square(image, size, 1) for image in data.images])
         masks = np.stack([mask_to_square(m, size) for m in data.masks])
-    names = [f'synthetic/{task}/{data.class_names[label]}/{i:05d}'
-             for i, label in enumerate(data.labels)]
-    return LabeledImages(images, data.labels.astype(np.int64), tuple(data.class_names), names,
-                         masks, np.ones(len(images), bool),
-                         description=f'synthetic {task}, {data_cfg.get("per_class", 100)} per '
-                                     f'class, {native} px, seed {data_cfg.get("seed", 0)}')
+    names = [f'synthetic/{task}/{data.class_names[label]}/{i:05d}' for i, label in enumerate(data.labels)]
+    return LabeledImages(
+        images,
+        data.labels.astype(np.int64),
+        tuple(data.class_names),
+        names,
+        masks,
+        np.ones(len(images), bool),
+        description=f'synthetic {task}, {data_cfg.get("per_class", 100)} per '
+        f'class, {native} px, seed {data_cfg.get("seed", 0)}',
+    )

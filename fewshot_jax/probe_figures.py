@@ -43,27 +43,40 @@ def draw_all(config, folder: Path, mode, heads, results, rows, data, feature_set
         head_rows = [r for r in rows if r['head'] == head]
         accuracy: dict = {}
         for r in head_rows:
-            accuracy.setdefault(r['encoder'], {}).setdefault(int(r['k']), []).append(
-                r['accuracy'])
-        ci = {e: {k: probe_grid.median_ci(v) for k, v in by_k.items()}
-              for e, by_k in accuracy.items()}
-        xlabel = ('cross-validation folds inside the training part' if mode == 'tuning'
-                  else 'number of labeled images per class')
-        paths.append(plots.accuracy_boxplot(
-            accuracy, ci, folder / f'accuracy_{head}.png', chance=chance, xlabel=xlabel,
-            title=f'{head} probe: {data.description}'))
+            accuracy.setdefault(r['encoder'], {}).setdefault(int(r['k']), []).append(r['accuracy'])
+        ci = {e: {k: probe_grid.median_ci(v) for k, v in by_k.items()} for e, by_k in accuracy.items()}
+        xlabel = (
+            'cross-validation folds inside the training part'
+            if mode == 'tuning'
+            else 'number of labeled images per class'
+        )
+        paths.append(
+            plots.accuracy_boxplot(
+                accuracy,
+                ci,
+                folder / f'accuracy_{head}.png',
+                chance=chance,
+                xlabel=xlabel,
+                title=f'{head} probe: {data.description}',
+            )
+        )
         shots = sorted({int(r['k']) for r in head_rows})
         k_fig = int(cfg.get('figure_k', 8))
         k_fig = k_fig if k_fig in shots else shots[-1]
         confusions = {}
         for r in head_rows:
             if int(r['k']) == k_fig:
-                confusions.setdefault(r['encoder'], []).append(
-                    np.asarray(json.loads(r['confusion'])))
+                confusions.setdefault(r['encoder'], []).append(np.asarray(json.loads(r['confusion'])))
         mean = {e: np.mean(c, axis=0) for e, c in confusions.items()}
         label = 'cross-validation' if mode == 'tuning' else f'k = {k_fig}'
-        paths.append(plots.confusion_grid(mean, class_names, folder / f'confusion_{head}.png',
-                                          title=f'mean confusion, {head} probe, {label}'))
+        paths.append(
+            plots.confusion_grid(
+                mean,
+                class_names,
+                folder / f'confusion_{head}.png',
+                title=f'mean confusion, {head} probe, {label}',
+            )
+        )
     anchor_summary = None
     if mode == 'protocol':
         encoder = _chosen_encoder(cfg, feature_sets)
@@ -82,15 +95,17 @@ def _chosen_encoder(cfg, feature_sets) -> str:
             raise ConfigError(f'probe.tsne_encoder={wanted!r}: expected one of {names}')
         return wanted
     for s in feature_sets:
-        if s.spec not in features_lib.BASELINES and not s.spec.startswith(
-                features_lib.RANDOM_INIT):
+        if s.spec not in features_lib.BASELINES and not s.spec.startswith(features_lib.RANDOM_INIT):
             return s.name
     return names[0]
 
 
 def _rows_of(result, encoder: str, k: int) -> list[int]:
-    return [i for i, (name, run) in enumerate(zip(result.encoders, result.runs, strict=True))
-            if name == encoder and run.k == k]
+    return [
+        i
+        for i, (name, run) in enumerate(zip(result.encoders, result.runs, strict=True))
+        if name == encoder and run.k == k
+    ]
 
 
 def _tsne(result, encoder, data, feature_sets, folder, head):
@@ -101,16 +116,22 @@ def _tsne(result, encoder, data, feature_sets, folder, head):
     matrix = next(s.features for s in feature_sets if s.name == encoder)
     accuracy = [result.metrics[i]['accuracy'] for i in chosen]
     paths = []
-    for which, i in (('best', chosen[int(np.argmax(accuracy))]),
-                     ('worst', chosen[int(np.argmin(accuracy))])):
+    for which, i in (('best', chosen[int(np.argmax(accuracy))]), ('worst', chosen[int(np.argmin(accuracy))])):
         run = result.runs[i]
-        predicted = result.predictions[i, :len(run.test)]
-        paths.append(plots.tsne_map(
-            matrix[run.test], data.labels[run.test], predicted, data.class_names,
-            folder / f'tsne_{which}.png', train_features=matrix[run.train],
-            train_labels=data.labels[run.train],
-            title=f'{encoder}, {head}, k = {k}: {which} run (split {run.split_seed}, draw '
-                  f'{run.draw}), accuracy {result.metrics[i]["accuracy"]:.2f}'))
+        predicted = result.predictions[i, : len(run.test)]
+        paths.append(
+            plots.tsne_map(
+                matrix[run.test],
+                data.labels[run.test],
+                predicted,
+                data.class_names,
+                folder / f'tsne_{which}.png',
+                train_features=matrix[run.train],
+                train_labels=data.labels[run.train],
+                title=f'{encoder}, {head}, k = {k}: {which} run (split {run.split_seed}, draw '
+                f'{run.draw}), accuracy {result.metrics[i]["accuracy"]:.2f}',
+            )
+        )
     return paths
 
 
@@ -123,9 +144,17 @@ def _anchors(cfg, result, encoder, data, folder):
         return None, []
     classes = tuple(data.class_names.index(n) for n in names)
     masks = {int(i): data.masks[i] for i in np.flatnonzero(data.has_mask)}
-    runs = [{'run': i, 'split_seed': result.runs[i].split_seed, 'draw': result.runs[i].draw,
-             'accuracy': result.metrics[i]['accuracy'], 'train': result.runs[i].train,
-             'test': result.runs[i].test} for i in chosen]
+    runs = [
+        {
+            'run': i,
+            'split_seed': result.runs[i].split_seed,
+            'draw': result.runs[i].draw,
+            'accuracy': result.metrics[i]['accuracy'],
+            'train': result.runs[i].train,
+            'test': result.runs[i].test,
+        }
+        for i in chosen
+    ]
     try:
         table = anchors.anchor_table(data.labels, masks, runs, classes, data.class_names)
     except anchors.AnchorError as err:
@@ -137,11 +166,16 @@ def _anchors(cfg, result, encoder, data, folder):
     for which, r in (('best', int(np.argmax(accuracy))), ('worst', int(np.argmin(accuracy)))):
         test = runs[r]['test']
         test_densities[which] = [
-            [anchors.densities(masks, [i])[int(i)] for i in test[data.labels[test] == c]]
-            for c in classes]
-    path = plots.anchor_figure(table, test_densities, names, folder / 'anchors.png',
-                               title=f'one-shot anchors, {encoder}: {summary["opposite"]["count"]} '
-                                     f'opposite-side vs {summary["same"]["count"]} same-side runs')
+            [anchors.densities(masks, [i])[int(i)] for i in test[data.labels[test] == c]] for c in classes
+        ]
+    path = plots.anchor_figure(
+        table,
+        test_densities,
+        names,
+        folder / 'anchors.png',
+        title=f'one-shot anchors, {encoder}: {summary["opposite"]["count"]} '
+        f'opposite-side vs {summary["same"]["count"]} same-side runs',
+    )
     out = folder.parent / 'probe' / 'anchors.csv'
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, 'w', newline='') as handle:

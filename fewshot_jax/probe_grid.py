@@ -63,10 +63,18 @@ class RunSpec:
         return hashlib.sha1(np.asarray(self.train, np.int64).tobytes()).hexdigest()[:12]
 
 
-def protocol_plan(labels, *, shots: Sequence[int], split_seeds: Sequence[int], draws: int,
-                  test_fraction: float = 0.2, shot_seed: int = 42, holdout_per_class: int = 0,
-                  fixed_split: Mapping[str, np.ndarray] | None = None,
-                  class_names: Sequence[str] | None = None) -> list[RunSpec]:
+def protocol_plan(
+    labels,
+    *,
+    shots: Sequence[int],
+    split_seeds: Sequence[int],
+    draws: int,
+    test_fraction: float = 0.2,
+    shot_seed: int = 42,
+    holdout_per_class: int = 0,
+    fixed_split: Mapping[str, np.ndarray] | None = None,
+    class_names: Sequence[str] | None = None,
+) -> list[RunSpec]:
     """The paper's few-shot protocol as a list of runs.
 
     Args:
@@ -95,33 +103,50 @@ def protocol_plan(labels, *, shots: Sequence[int], split_seeds: Sequence[int], d
             validation = fixed_split.get('validation')
         else:
             train_part, test_part = splits.stratified_split(
-                labels, test_fraction, seed, class_names=class_names)
+                labels, test_fraction, seed, class_names=class_names
+            )
             validation = None
         check_test_classes(labels, test_part, class_names)
         for draw in range(int(draws)):
-            sets = splits.k_shot_indices(labels, train_part, shots, seed=shot_seed + draw,
-                                         class_names=class_names)
+            sets = splits.k_shot_indices(
+                labels, train_part, shots, seed=shot_seed + draw, class_names=class_names
+            )
             for k in shots:
-                holdout = _holdout(labels, train_part, sets[k], validation, holdout_per_class,
-                                   seed=(seed, draw, k), k=k, class_names=class_names)
+                holdout = _holdout(
+                    labels,
+                    train_part,
+                    sets[k],
+                    validation,
+                    holdout_per_class,
+                    seed=(seed, draw, k),
+                    k=k,
+                    class_names=class_names,
+                )
                 splits.check_disjoint(train=sets[k], test=test_part, holdout=holdout)
                 runs.append(RunSpec(seed, draw, int(k), -1, sets[k], test_part, holdout))
     return runs
 
 
-def tuning_plan(labels, *, split_seeds: Sequence[int], folds: int = 4, test_fraction: float = 0.2,
-                class_names: Sequence[str] | None = None) -> list[RunSpec]:
+def tuning_plan(
+    labels,
+    *,
+    split_seeds: Sequence[int],
+    folds: int = 4,
+    test_fraction: float = 0.2,
+    class_names: Sequence[str] | None = None,
+) -> list[RunSpec]:
     """Cross-validation inside the training part of each split (paper: 5 splits × 4 folds)."""
     labels = np.asarray(labels)
     runs = []
     for seed in split_seeds:
-        train_part, test_part = splits.stratified_split(labels, test_fraction, int(seed),
-                                                        class_names=class_names)
-        for fold, (fit_part, valid_part) in enumerate(splits.stratified_folds(
-                labels, train_part, folds, seed=int(seed), class_names=class_names)):
+        train_part, test_part = splits.stratified_split(
+            labels, test_fraction, int(seed), class_names=class_names
+        )
+        for fold, (fit_part, valid_part) in enumerate(
+            splits.stratified_folds(labels, train_part, folds, seed=int(seed), class_names=class_names)
+        ):
             splits.check_disjoint(train=fit_part, validation=valid_part, test=test_part)
-            runs.append(RunSpec(int(seed), 0, 0, fold, fit_part, valid_part,
-                                np.zeros(0, np.int64)))
+            runs.append(RunSpec(int(seed), 0, 0, fold, fit_part, valid_part, np.zeros(0, np.int64)))
     return runs
 
 
@@ -131,8 +156,10 @@ def check_test_classes(labels, test_part, class_names=None) -> None:
     for label, count in enumerate(counts):
         if count < 2:
             name = f'class {label}' + (f' ({class_names[label]!r})' if class_names else '')
-            raise DataError(f'{name} has {count} test image(s); the probe needs at least 2 per '
-                            'class (use more images or a larger test fraction)')
+            raise DataError(
+                f'{name} has {count} test image(s); the probe needs at least 2 per '
+                'class (use more images or a larger test fraction)'
+            )
 
 
 def _holdout(labels, train_part, shot_set, validation, per_class, *, seed, k, class_names):
@@ -145,11 +172,16 @@ def _holdout(labels, train_part, shot_set, validation, per_class, *, seed, k, cl
         members = pool[labels[pool] == label]
         if len(members) < per_class:
             name = f'class {label}' + (f' ({class_names[label]!r})' if class_names else '')
-            where = 'validation split' if validation is not None else \
-                f'training part once its k={k} labeled images are taken'
-            raise DataError(f'{name}: {len(members)} image(s) left in the {where}; early '
-                            f'stopping wants {per_class} per class (lower the holdout, or use '
-                            "early_stopping='none')")
+            where = (
+                'validation split'
+                if validation is not None
+                else f'training part once its k={k} labeled images are taken'
+            )
+            raise DataError(
+                f'{name}: {len(members)} image(s) left in the {where}; early '
+                f'stopping wants {per_class} per class (lower the holdout, or use '
+                "early_stopping='none')"
+            )
         chosen.append(rng.choice(members, per_class, replace=False))
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
@@ -173,9 +205,16 @@ class GridResult:
     diagnostics: list[dict]
 
 
-def evaluate_grid(features: Mapping[str, np.ndarray], labels, plan: Sequence[RunSpec], *,
-                  num_classes: int, head: str = 'logistic', options: Mapping | None = None,
-                  chunk_values: int = DEFAULT_CHUNK_VALUES) -> GridResult:
+def evaluate_grid(
+    features: Mapping[str, np.ndarray],
+    labels,
+    plan: Sequence[RunSpec],
+    *,
+    num_classes: int,
+    head: str = 'logistic',
+    options: Mapping | None = None,
+    chunk_values: int = DEFAULT_CHUNK_VALUES,
+) -> GridResult:
     """Fits and tests every run of ``plan`` for every encoder.
 
     Args:
@@ -202,18 +241,31 @@ def evaluate_grid(features: Mapping[str, np.ndarray], labels, plan: Sequence[Run
         offsets = {name: i * len(labels) for i, name in enumerate(group)}
         all_labels = np.tile(labels, len(group))
         members = [r for r, (name, _) in enumerate(rows) if name in offsets]
-        sizes = [-(-len(plan[rows[r][1]].train) // probe.ROW_TILE) * probe.ROW_TILE
-                 for r in members]
+        sizes = [-(-len(plan[rows[r][1]].train) // probe.ROW_TILE) * probe.ROW_TILE for r in members]
         for n, bucket in _size_buckets(members, sizes):
-            _evaluate_bucket(stacked, all_labels, offsets, rows, plan, bucket, n, m, head,
-                             options, num_classes, chunk_values, predictions, diagnostics)
+            _evaluate_bucket(
+                stacked,
+                all_labels,
+                offsets,
+                rows,
+                plan,
+                bucket,
+                n,
+                m,
+                head,
+                options,
+                num_classes,
+                chunk_values,
+                predictions,
+                diagnostics,
+            )
     metrics = []
     for r, (_, index) in enumerate(rows):
         test = plan[index].test
-        metrics.append(classification_metrics(predictions[r, :len(test)], labels[test],
-                                              num_classes))
-    return GridResult([name for name, _ in rows], [plan[i] for _, i in rows], predictions,
-                      metrics, diagnostics)
+        metrics.append(classification_metrics(predictions[r, : len(test)], labels[test], num_classes))
+    return GridResult(
+        [name for name, _ in rows], [plan[i] for _, i in rows], predictions, metrics, diagnostics
+    )
 
 
 def _size_buckets(members, sizes, slack: float = 0.9):
@@ -237,14 +289,28 @@ def _padded(index_sets, width: int, offset: np.ndarray):
     out = np.zeros((len(index_sets), width), np.int64)
     mask = np.zeros((len(index_sets), width), bool)
     for i, (indices, base) in enumerate(zip(index_sets, offset, strict=True)):
-        out[i, :len(indices)] = np.asarray(indices) + base
-        out[i, len(indices):] = base + (indices[0] if len(indices) else 0)
-        mask[i, :len(indices)] = True
+        out[i, : len(indices)] = np.asarray(indices) + base
+        out[i, len(indices) :] = base + (indices[0] if len(indices) else 0)
+        mask[i, : len(indices)] = True
     return out, mask
 
 
-def _evaluate_bucket(stacked, all_labels, offsets, rows, plan, bucket, n, m, head, options,
-                     num_classes, chunk_values, predictions, diagnostics):
+def _evaluate_bucket(
+    stacked,
+    all_labels,
+    offsets,
+    rows,
+    plan,
+    bucket,
+    n,
+    m,
+    head,
+    options,
+    num_classes,
+    chunk_values,
+    predictions,
+    diagnostics,
+):
     d = stacked.shape[1]
     # Equal chunks, each a multiple of probe.RUN_TILE (the batch size fit_indexed pads to).
     largest = max(1, min(len(bucket), chunk_values // max(n * d, 1)))
@@ -253,7 +319,7 @@ def _evaluate_bucket(stacked, all_labels, offsets, rows, plan, bucket, n, m, hea
     chunk = -(-chunk // probe.RUN_TILE) * probe.RUN_TILE
     h = max([len(plan[rows[r][1]].holdout) for r in bucket] + [1])
     for start in range(0, len(bucket), chunk):
-        part = bucket[start:start + chunk]
+        part = bucket[start : start + chunk]
         # Pad the last chunk with copies of its first run: one compiled shape per bucket.
         padded = part + [part[0]] * (chunk - len(part))
         base = np.asarray([offsets[rows[r][0]] for r in padded])
@@ -261,13 +327,20 @@ def _evaluate_bucket(stacked, all_labels, offsets, rows, plan, bucket, n, m, hea
         train, train_valid = _padded([s.train for s in specs], n, base)
         test, _ = _padded([s.test for s in specs], m, base)
         holdout, holdout_valid = _padded([s.holdout for s in specs], h, base)
-        batch = probe.fit_indexed(stacked, all_labels, train, train_valid, head,
-                                  num_classes=num_classes, holdout_index=holdout,
-                                  holdout_valid=holdout_valid, **options)
+        batch = probe.fit_indexed(
+            stacked,
+            all_labels,
+            train,
+            train_valid,
+            head,
+            num_classes=num_classes,
+            holdout_index=holdout,
+            holdout_valid=holdout_valid,
+            **options,
+        )
         predicted = np.argmax(batch.decision_indexed(stacked, test), axis=-1)
         # One device-to-host copy per array, not one per run.
-        per_run = {key: np.asarray(value) for key, value in batch.params.items()
-                   if np.ndim(value) == 1}
+        per_run = {key: np.asarray(value) for key, value in batch.params.items() if np.ndim(value) == 1}
         for i, r in enumerate(part):
             size = len(specs[i].test)
             predictions[r, :size] = predicted[i, :size]
@@ -293,11 +366,13 @@ def classification_metrics(predicted, truth, num_classes: int) -> dict:
     total = precision + recall
     f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(tp), where=total > 0)
     weights = support / max(support.sum(), 1)
-    return {'accuracy': float(tp.sum() / max(len(truth), 1)),
-            'precision': float(np.sum(weights * precision)),
-            'recall': float(np.sum(weights * recall)),
-            'f1': float(np.sum(weights * f1)),
-            'confusion': confusion}
+    return {
+        'accuracy': float(tp.sum() / max(len(truth), 1)),
+        'precision': float(np.sum(weights * precision)),
+        'recall': float(np.sum(weights * recall)),
+        'f1': float(np.sum(weights * f1)),
+        'confusion': confusion,
+    }
 
 
 def median_ci(values, level: float = 0.95) -> tuple[float, float]:

@@ -110,8 +110,17 @@ def _center(a, valid):
     return jnp.where(rows, a - mean[..., None, :], 0.0)
 
 
-def logistic_regression(x, y, valid, *, num_classes: int, C: float = 1.0, tol: float = 1e-4,
-                        max_iter: int = 1000, history: int = 10):
+def logistic_regression(
+    x,
+    y,
+    valid,
+    *,
+    num_classes: int,
+    C: float = 1.0,
+    tol: float = 1e-4,
+    max_iter: int = 1000,
+    history: int = 10,
+):
     """L2-regularised multinomial logistic regression solved to convergence, R runs at once.
 
     The runs iterate in lockstep but each is frozen once converged, so each
@@ -137,12 +146,20 @@ def logistic_regression(x, y, valid, *, num_classes: int, C: float = 1.0, tol: f
     targets = jax.nn.one_hot(y, num_classes, dtype=jnp.float32) * valid[..., None]
     c_eff = C / 2.0 if num_classes == 2 else C
     preconditioner = _subspace_preconditioner(g, valid, c_eff * _PRECONDITIONER_CURVATURE)
-    a, b, n_iter, grad_norm, stalled = _lbfgs_kernel(g, targets, valid, c_eff, tol, max_iter,
-                                                     history, preconditioner)
+    a, b, n_iter, grad_norm, stalled = _lbfgs_kernel(
+        g, targets, valid, c_eff, tol, max_iter, history, preconditioner
+    )
     coef = jnp.einsum('rnd,rnk->rdk', x_std, a, precision=HIGHEST)
     converged = (grad_norm <= tol) | (stalled & (grad_norm <= _STALL_SLACK * tol))
-    return {'coef': coef, 'intercept': b, 'mean': mean, 'scale': scale, 'n_iter': n_iter,
-            'grad_norm': grad_norm, 'converged': converged}
+    return {
+        'coef': coef,
+        'intercept': b,
+        'mean': mean,
+        'scale': scale,
+        'n_iter': n_iter,
+        'grad_norm': grad_norm,
+        'converged': converged,
+    }
 
 
 def _matmul(a, b):
@@ -164,8 +181,7 @@ def _inverse_sqrt(matrices, iterations: int = 30):
         t = 0.5 * (3.0 * eye - _matmul(z, y))
         return _matmul(y, t), _matmul(t, z)
 
-    _, z = jax.lax.fori_loop(0, iterations, step,
-                             (matrices / trace, jnp.broadcast_to(eye, matrices.shape)))
+    _, z = jax.lax.fori_loop(0, iterations, step, (matrices / trace, jnp.broadcast_to(eye, matrices.shape)))
     return 0.5 * (z + jnp.swapaxes(z, 1, 2)) / jnp.sqrt(trace)
 
 
@@ -189,8 +205,9 @@ def _orthonormal(block):
     block = block / jnp.maximum(norms, 1e-30)
     size = block.shape[-1]
     gram_small = jnp.einsum('rnk,rnl->rkl', block, block, precision=HIGHEST)
-    return jnp.einsum('rnk,rkl->rnl', block, _inverse_sqrt(gram_small + 1e-4 * jnp.eye(size)),
-                      precision=HIGHEST)
+    return jnp.einsum(
+        'rnk,rkl->rnl', block, _inverse_sqrt(gram_small + 1e-4 * jnp.eye(size)), precision=HIGHEST
+    )
 
 
 def _subspace_preconditioner(g, valid, damping):
@@ -226,9 +243,11 @@ def _apply_preconditioner(preconditioner, q_a, q_b, q_image):
     basis, g_basis, inverse, intercept = preconditioner
     projected = jnp.einsum('rnl,rnk->rlk', basis, q_image, precision=HIGHEST)
     coeff = jnp.einsum('rlm,rmk->rlk', inverse, projected, precision=HIGHEST)
-    return (q_a - jnp.einsum('rnl,rlk->rnk', basis, coeff, precision=HIGHEST),
-            q_b * intercept[:, None],
-            q_image - jnp.einsum('rnl,rlk->rnk', g_basis, coeff, precision=HIGHEST))
+    return (
+        q_a - jnp.einsum('rnl,rlk->rnk', basis, coeff, precision=HIGHEST),
+        q_b * intercept[:, None],
+        q_image - jnp.einsum('rnl,rlk->rnk', g_basis, coeff, precision=HIGHEST),
+    )
 
 
 def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history, preconditioner):
@@ -254,8 +273,7 @@ def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history, preconditioner):
         logp = jax.nn.log_softmax(ga_approx + b[:, None, :])
         residual = C * v * (jnp.exp(logp) - targets)
         grad_a = _center(residual + a, valid)
-        images = jnp.einsum('rnm,rmk->rnk', g, jnp.concatenate([a, grad_a], axis=2),
-                            precision=HIGHEST)
+        images = jnp.einsum('rnm,rmk->rnk', g, jnp.concatenate([a, grad_a], axis=2), precision=HIGHEST)
         ga, grad_image = images[..., :k], images[..., k:]
         return grad_a, jnp.sum(residual, axis=1), grad_image, ga
 
@@ -267,13 +285,25 @@ def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history, preconditioner):
     grad_norm = norm(grad_a, grad_b, grad_image)
     ring, ring_b = jnp.zeros((history, runs, n, k)), jnp.zeros((history, runs, k))
     state = {
-        'a': zeros, 'b': zeros_b, 'ga': ga,
-        'grad_a': grad_a, 'grad_b': grad_b, 'grad_image': grad_image,
-        's_a': ring, 's_b': ring_b, 's_image': ring, 'y_a': ring, 'y_b': ring_b, 'y_image': ring,
+        'a': zeros,
+        'b': zeros_b,
+        'ga': ga,
+        'grad_a': grad_a,
+        'grad_b': grad_b,
+        'grad_image': grad_image,
+        's_a': ring,
+        's_b': ring_b,
+        's_image': ring,
+        'y_a': ring,
+        'y_b': ring_b,
+        'y_image': ring,
         'rho': jnp.zeros((history, runs)),
         'gamma': jnp.ones((runs,)),
-        'iteration': jnp.asarray(0), 'n_iter': jnp.zeros((runs,), jnp.int32),
-        'grad_norm': grad_norm, 'active': grad_norm > tol, 'stalled': jnp.zeros((runs,), bool),
+        'iteration': jnp.asarray(0),
+        'n_iter': jnp.zeros((runs,), jnp.int32),
+        'grad_norm': grad_norm,
+        'active': grad_norm > tol,
+        'stalled': jnp.zeros((runs,), bool),
     }
 
     def keep_going(s):
@@ -286,13 +316,19 @@ def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history, preconditioner):
             q_a, q_b, q_image, alphas = carry
             slot = (s['iteration'] - 1 - j) % history
             alpha = s['rho'][slot] * _inner(s['s_a'][slot], s['s_b'][slot], q_image, q_b)
-            return (q_a - alpha[:, None, None] * s['y_a'][slot],
-                    q_b - alpha[:, None] * s['y_b'][slot],
-                    q_image - alpha[:, None, None] * s['y_image'][slot], alphas.at[j].set(alpha))
+            return (
+                q_a - alpha[:, None, None] * s['y_a'][slot],
+                q_b - alpha[:, None] * s['y_b'][slot],
+                q_image - alpha[:, None, None] * s['y_image'][slot],
+                alphas.at[j].set(alpha),
+            )
 
         q_a, q_b, q_image, alphas = jax.lax.fori_loop(
-            0, history, newest_first,
-            (-s['grad_a'], -s['grad_b'], -s['grad_image'], jnp.zeros((history, runs))))
+            0,
+            history,
+            newest_first,
+            (-s['grad_a'], -s['grad_b'], -s['grad_image'], jnp.zeros((history, runs))),
+        )
         gamma = s['gamma']
         h_a, h_b, h_image = _apply_preconditioner(preconditioner, q_a, q_b, q_image)
 
@@ -300,22 +336,27 @@ def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history, preconditioner):
             d_a, d_b, d_image = carry
             j = history - 1 - i
             slot = (s['iteration'] - 1 - j) % history
-            coeff = alphas[j] - s['rho'][slot] * _inner(s['y_a'][slot], s['y_b'][slot], d_image,
-                                                        d_b)
-            return (d_a + coeff[:, None, None] * s['s_a'][slot],
-                    d_b + coeff[:, None] * s['s_b'][slot],
-                    d_image + coeff[:, None, None] * s['s_image'][slot])
+            coeff = alphas[j] - s['rho'][slot] * _inner(s['y_a'][slot], s['y_b'][slot], d_image, d_b)
+            return (
+                d_a + coeff[:, None, None] * s['s_a'][slot],
+                d_b + coeff[:, None] * s['s_b'][slot],
+                d_image + coeff[:, None, None] * s['s_image'][slot],
+            )
 
         d_a, d_b, d_image = jax.lax.fori_loop(
-            0, history, oldest_first,
-            (gamma[:, None, None] * h_a, gamma[:, None] * h_b, gamma[:, None, None] * h_image))
+            0,
+            history,
+            oldest_first,
+            (gamma[:, None, None] * h_a, gamma[:, None] * h_b, gamma[:, None, None] * h_image),
+        )
         ascent = (_inner(s['grad_a'], s['grad_b'], d_image, d_b) >= 0)[:, None]
         d_a = jnp.where(ascent[..., None], -s['grad_a'], d_a)
         d_b = jnp.where(ascent, -s['grad_b'], d_b)
         d_image = jnp.where(ascent[..., None], -s['grad_image'], d_image)
 
-        t, slope0 = _line_search(s['ga'] + s['b'][:, None, :], d_image + d_b[:, None, :], s['ga'],
-                                 d_a, d_image, targets, v, C)
+        t, slope0 = _line_search(
+            s['ga'] + s['b'][:, None, :], d_image + d_b[:, None, :], s['ga'], d_a, d_image, targets, v, C
+        )
         moved = (t > 0) & (slope0 < 0) & jnp.isfinite(t)
         t = jnp.where(moved & s['active'], t, 0.0)
         a = s['a'] + t[:, None, None] * d_a
@@ -336,11 +377,17 @@ def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history, preconditioner):
         active = s['active']
         stalled = active & ~moved
         return {
-            'a': a, 'b': b, 'ga': ga,
-            'grad_a': grad_a, 'grad_b': grad_b, 'grad_image': grad_image,
-            's_a': s['s_a'].at[slot].set(s_a), 's_b': s['s_b'].at[slot].set(s_b),
+            'a': a,
+            'b': b,
+            'ga': ga,
+            'grad_a': grad_a,
+            'grad_b': grad_b,
+            'grad_image': grad_image,
+            's_a': s['s_a'].at[slot].set(s_a),
+            's_b': s['s_b'].at[slot].set(s_b),
             's_image': s['s_image'].at[slot].set(s_image),
-            'y_a': s['y_a'].at[slot].set(y_a), 'y_b': s['y_b'].at[slot].set(y_b),
+            'y_a': s['y_a'].at[slot].set(y_a),
+            'y_b': s['y_b'].at[slot].set(y_b),
             'y_image': s['y_image'].at[slot].set(y_image),
             'rho': s['rho'].at[slot].set(jnp.where(accept, 1.0 / jnp.where(accept, sy, 1.0), 0.0)),
             'gamma': jnp.where(accept, sy / jnp.maximum(yhy, 1e-30), gamma),
@@ -418,8 +465,7 @@ def ridge_regression(x, y, valid, *, num_classes: int, l2=(1.0,)):
         factor = jnp.linalg.cholesky(g + chosen * jnp.eye(g.shape[0]))
         a = jax.scipy.linalg.cho_solve((factor, True), centered)
         coef = jnp.dot(x_std.T, a, precision=HIGHEST)
-        return {'coef': coef, 'intercept': intercept, 'mean': mean, 'scale': scale,
-                'l2': chosen}
+        return {'coef': coef, 'intercept': intercept, 'mean': mean, 'scale': scale, 'l2': chosen}
     eigvals, eigvecs = jnp.linalg.eigh(g)
     eigvals = jnp.maximum(eigvals, 0.0)
     projected = jnp.dot(eigvecs.T, centered, precision=HIGHEST)
@@ -458,8 +504,9 @@ def unit_rows(x):
     return x / jnp.maximum(norm, 1e-12)
 
 
-def knn_scores(train_x, train_y, valid, x, *, num_classes: int, neighbors: int = 20,
-               temperature: float = 0.07):
+def knn_scores(
+    train_x, train_y, valid, x, *, num_classes: int, neighbors: int = 20, temperature: float = 0.07
+):
     """Class probabilities of a weighted cosine k-nearest-neighbour vote (one run).
 
     Args:

@@ -40,10 +40,31 @@ from fewshot_jax.models.weights import WeightsError
 log = logging.getLogger(__name__)
 
 MODES = ('protocol', 'tuning')
-_CSV_FIELDS = ('mode', 'head', 'encoder', 'spec', 'split_seed', 'draw', 'k', 'fold', 'n_train',
-               'n_extra_labels', 'n_test', 'accuracy', 'precision', 'recall', 'f1',
-               'train_hash', 'n_iter', 'converged', 'grad_norm', 'epochs', 'best_epoch', 'l2',
-               'confusion')
+_CSV_FIELDS = (
+    'mode',
+    'head',
+    'encoder',
+    'spec',
+    'split_seed',
+    'draw',
+    'k',
+    'fold',
+    'n_train',
+    'n_extra_labels',
+    'n_test',
+    'accuracy',
+    'precision',
+    'recall',
+    'f1',
+    'train_hash',
+    'n_iter',
+    'converged',
+    'grad_norm',
+    'epochs',
+    'best_epoch',
+    'l2',
+    'confusion',
+)
 
 
 def run_probe(config, workdir) -> dict:
@@ -71,18 +92,29 @@ def run_probe(config, workdir) -> dict:
         started = time.perf_counter()
         data = probe_data.load_labeled(config.data)
         num_classes = len(data.class_names)
-        log.info('probe: %d images of %d classes (%s)', len(data.labels), num_classes,
-                 data.description)
+        log.info('probe: %d images of %d classes (%s)', len(data.labels), num_classes, data.description)
         extractors = build_extractors(config)
         feature_sets = []
         dataset = features_lib.dataset_fingerprint(data.images, data.labels, data.class_names)
         for extractor in extractors:
             t = time.perf_counter()
-            feature_sets.append(features_lib.compute_features(
-                extractor, data.images, data.labels, data.class_names,
-                cache_dir=workdir / 'features', layer=cfg.get('layer', 'pooled'), dataset=dataset))
-            log.info('probe: features of %s %s in %.1f s', extractor.name,
-                     'read' if feature_sets[-1].cached else 'computed', time.perf_counter() - t)
+            feature_sets.append(
+                features_lib.compute_features(
+                    extractor,
+                    data.images,
+                    data.labels,
+                    data.class_names,
+                    cache_dir=workdir / 'features',
+                    layer=cfg.get('layer', 'pooled'),
+                    dataset=dataset,
+                )
+            )
+            log.info(
+                'probe: features of %s %s in %.1f s',
+                extractor.name,
+                'read' if feature_sets[-1].cached else 'computed',
+                time.perf_counter() - t,
+            )
         features_lib.check_feature_sets(feature_sets, data.names)
         plan = make_plan(cfg, mode, data)
         encoded = time.perf_counter()
@@ -91,30 +123,44 @@ def run_probe(config, workdir) -> dict:
         for head in heads:
             t = time.perf_counter()
             results[head] = probe_grid.evaluate_grid(
-                matrices, data.labels, plan, num_classes=num_classes, head=head,
+                matrices,
+                data.labels,
+                plan,
+                num_classes=num_classes,
+                head=head,
                 options=head_options(config, head),
-                chunk_values=int(cfg.get('chunk_values', probe_grid.DEFAULT_CHUNK_VALUES)))
+                chunk_values=int(cfg.get('chunk_values', probe_grid.DEFAULT_CHUNK_VALUES)),
+            )
             timings[f'{head}_s'] = round(time.perf_counter() - t, 3)
-            log.info('probe: %d %s classifiers in %.1f s', len(results[head].runs), head,
-                     timings[f'{head}_s'])
+            log.info(
+                'probe: %d %s classifiers in %.1f s', len(results[head].runs), head, timings[f'{head}_s']
+            )
         specs = {s.name: s.spec for s in feature_sets}
         rows = [row for head in heads for row in result_rows(mode, head, results[head], specs)]
         out = workdir / 'probe'
         out.mkdir(parents=True, exist_ok=True)
         write_csv(out / 'results.csv', rows)
         summary = {
-            'config_hash': config_hash, 'mode': mode, 'heads': list(heads),
-            'data': {'description': data.description, 'images': int(len(data.labels)),
-                     'class_names': list(data.class_names),
-                     'image_size': int(data.images.shape[1])},
-            'encoders': [{'name': s.name, 'spec': s.spec, 'dim': int(s.features.shape[1]),
-                          'cached': s.cached} for s in feature_sets],
+            'config_hash': config_hash,
+            'mode': mode,
+            'heads': list(heads),
+            'data': {
+                'description': data.description,
+                'images': int(len(data.labels)),
+                'class_names': list(data.class_names),
+                'image_size': int(data.images.shape[1]),
+            },
+            'encoders': [
+                {'name': s.name, 'spec': s.spec, 'dim': int(s.features.shape[1]), 'cached': s.cached}
+                for s in feature_sets
+            ],
             'runs_per_head': len(plan) * len(feature_sets),
             'accuracy': summarize_rows(rows),
             'timings': timings,
         }
         summary['figures'], summary['anchors'] = make_figures(
-            config, workdir / 'figures', mode, heads, results, rows, data, feature_sets)
+            config, workdir / 'figures', mode, heads, results, rows, data, feature_sets
+        )
         summary['timings']['total_s'] = round(time.perf_counter() - started, 3)
         summary_path.write_text(json.dumps(summary, indent=1))
     return summary
@@ -139,9 +185,14 @@ def head_options(config, head: str) -> dict:
     if head == 'knn':
         return {'neighbors': int(cfg.knn_neighbors), 'temperature': float(cfg.knn_temperature)}
     adam = cfg.adam
-    return {'lr': float(adam.lr), 'batch_size': int(adam.batch_size),
-            'max_epochs': int(adam.max_epochs), 'patience': int(adam.patience),
-            'early_stopping': adam.early_stopping, 'seed': int(config.get('seed', 0))}
+    return {
+        'lr': float(adam.lr),
+        'batch_size': int(adam.batch_size),
+        'max_epochs': int(adam.max_epochs),
+        'patience': int(adam.patience),
+        'early_stopping': adam.early_stopping,
+        'seed': int(config.get('seed', 0)),
+    }
 
 
 def build_extractors(config) -> list[features_lib.Extractor]:
@@ -156,10 +207,14 @@ def build_extractors(config) -> list[features_lib.Extractor]:
         entries = [e for e in entries.split(',') if e.strip()]
     parsed = [features_lib.parse_entry(e) for e in entries]
     if not parsed:
-        raise ConfigError('probe.encoders is empty: list weight specs, e.g. '
-                          "('BT=checkpoint:runs/bt_tem', 'random-init', 'raw-pixels', 'texture')")
-    kwargs = {'layer': config.probe.get('layer', 'pooled'),
-              'batch_size': int(config.probe.get('encode_batch', 64))}
+        raise ConfigError(
+            'probe.encoders is empty: list weight specs, e.g. '
+            "('BT=checkpoint:runs/bt_tem', 'random-init', 'raw-pixels', 'texture')"
+        )
+    kwargs = {
+        'layer': config.probe.get('layer', 'pooled'),
+        'batch_size': int(config.probe.get('encode_batch', 64)),
+    }
     built: dict[str, features_lib.Extractor] = {}
     for name, spec in parsed:
         if not spec.startswith(features_lib.RANDOM_INIT) and spec not in features_lib.BASELINES:
@@ -175,19 +230,22 @@ def build_extractors(config) -> list[features_lib.Extractor]:
             _, _, like = spec.partition(':')
             if like:
                 if like not in built or built[like].model is None:
-                    raise ConfigError(f'encoder {name!r}={spec!r}: no pretrained encoder named '
-                                      f'{like!r} in probe.encoders')
+                    raise ConfigError(
+                        f'encoder {name!r}={spec!r}: no pretrained encoder named {like!r} in probe.encoders'
+                    )
                 model = built[like].model
             elif pretrained:
                 model = pretrained[0].model
             elif 'model' in config:
                 model = config.model.to_dict()
             else:
-                raise ConfigError(f"encoder {name!r}: 'random-init' needs a pretrained encoder "
-                                  'in probe.encoders or a config.model to copy')
+                raise ConfigError(
+                    f"encoder {name!r}: 'random-init' needs a pretrained encoder "
+                    'in probe.encoders or a config.model to copy'
+                )
             built[name] = features_lib.make_extractor(
-                features_lib.RANDOM_INIT, name=name, model=model, seed=int(config.get('seed', 0)),
-                **kwargs)
+                features_lib.RANDOM_INIT, name=name, model=model, seed=int(config.get('seed', 0)), **kwargs
+            )
     return [built[name] for name, _ in parsed]
 
 
@@ -197,38 +255,62 @@ def make_plan(cfg, mode: str, data: probe_data.LabeledImages) -> list[probe_grid
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if mode == 'tuning':
         tuning_seeds = cfg.get('tuning_splits', 5)
-        tuning_seeds = (list(range(tuning_seeds)) if isinstance(tuning_seeds, int)
-                        else list(tuning_seeds))
-        return probe_grid.tuning_plan(data.labels, split_seeds=tuning_seeds,
-                                      folds=int(cfg.get('tuning_folds', 4)),
-                                      test_fraction=float(cfg.test_fraction),
-                                      class_names=data.class_names)
+        tuning_seeds = list(range(tuning_seeds)) if isinstance(tuning_seeds, int) else list(tuning_seeds)
+        return probe_grid.tuning_plan(
+            data.labels,
+            split_seeds=tuning_seeds,
+            folds=int(cfg.get('tuning_folds', 4)),
+            test_fraction=float(cfg.test_fraction),
+            class_names=data.class_names,
+        )
     heads = _heads(cfg.get('head', 'logistic'))
     early = 'adam' in heads and cfg.adam.early_stopping == 'holdout'
     return probe_grid.protocol_plan(
-        data.labels, shots=tuple(int(k) for k in cfg.shots), split_seeds=seeds,
-        draws=int(cfg.draws), test_fraction=float(cfg.test_fraction),
+        data.labels,
+        shots=tuple(int(k) for k in cfg.shots),
+        split_seeds=seeds,
+        draws=int(cfg.draws),
+        test_fraction=float(cfg.test_fraction),
         shot_seed=int(cfg.get('shot_seed', 42)),
         holdout_per_class=int(cfg.adam.holdout_per_class) if early else 0,
-        fixed_split=data.fixed_split, class_names=data.class_names)
+        fixed_split=data.fixed_split,
+        class_names=data.class_names,
+    )
 
 
 def result_rows(mode: str, head: str, result: probe_grid.GridResult, specs) -> list[dict]:
     """One CSV row (a dict of :data:`_CSV_FIELDS`) per (encoder, run)."""
     rows = []
-    for name, run, metrics, diag in zip(result.encoders, result.runs, result.metrics,
-                                        result.diagnostics, strict=True):
-        rows.append({
-            'mode': mode, 'head': head, 'encoder': name, 'spec': specs[name],
-            'split_seed': run.split_seed, 'draw': run.draw, 'k': run.k, 'fold': run.fold,
-            'n_train': len(run.train), 'n_extra_labels': len(run.holdout), 'n_test': len(run.test),
-            'accuracy': metrics['accuracy'], 'precision': metrics['precision'],
-            'recall': metrics['recall'], 'f1': metrics['f1'], 'train_hash': run.train_hash,
-            'n_iter': diag.get('n_iter', ''), 'converged': diag.get('converged', ''),
-            'grad_norm': diag.get('grad_norm', ''), 'epochs': diag.get('epochs', ''),
-            'best_epoch': diag.get('best_epoch', ''), 'l2': diag.get('l2', ''),
-            'confusion': json.dumps(metrics['confusion'].tolist()),
-        })
+    for name, run, metrics, diag in zip(
+        result.encoders, result.runs, result.metrics, result.diagnostics, strict=True
+    ):
+        rows.append(
+            {
+                'mode': mode,
+                'head': head,
+                'encoder': name,
+                'spec': specs[name],
+                'split_seed': run.split_seed,
+                'draw': run.draw,
+                'k': run.k,
+                'fold': run.fold,
+                'n_train': len(run.train),
+                'n_extra_labels': len(run.holdout),
+                'n_test': len(run.test),
+                'accuracy': metrics['accuracy'],
+                'precision': metrics['precision'],
+                'recall': metrics['recall'],
+                'f1': metrics['f1'],
+                'train_hash': run.train_hash,
+                'n_iter': diag.get('n_iter', ''),
+                'converged': diag.get('converged', ''),
+                'grad_norm': diag.get('grad_norm', ''),
+                'epochs': diag.get('epochs', ''),
+                'best_epoch': diag.get('best_epoch', ''),
+                'l2': diag.get('l2', ''),
+                'confusion': json.dumps(metrics['confusion'].tolist()),
+            }
+        )
     return rows
 
 
@@ -244,16 +326,20 @@ def summarize_rows(rows: Sequence[dict]) -> dict:
     groups: dict = {}
     for row in rows:
         k = 'cv' if row['mode'] == 'tuning' else str(row['k'])
-        groups.setdefault(row['head'], {}).setdefault(row['encoder'], {}).setdefault(
-            k, []).append(row['accuracy'])
+        groups.setdefault(row['head'], {}).setdefault(row['encoder'], {}).setdefault(k, []).append(
+            row['accuracy']
+        )
     out: dict = {}
     for head, by_encoder in groups.items():
         for encoder, by_k in by_encoder.items():
             for k, values in by_k.items():
                 low, high = probe_grid.median_ci(values)
                 out.setdefault(head, {}).setdefault(encoder, {})[k] = {
-                    'median': float(np.median(values)), 'ci95': [low, high],
-                    'mean': float(np.mean(values)), 'runs': len(values)}
+                    'median': float(np.median(values)),
+                    'ci95': [low, high],
+                    'mean': float(np.mean(values)),
+                    'runs': len(values),
+                }
     return out
 
 

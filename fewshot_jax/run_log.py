@@ -61,14 +61,18 @@ class MetricsLog:
             return
         self._truncate_after(resume_step)
         from tensorboardX import SummaryWriter  # heavy import, only where used
+
         self._writer = SummaryWriter(str(Path(workdir) / 'tb'))
         self._t0 = time.time()
 
     def _truncate_after(self, step: int) -> None:
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)['step'] <= step]
+        kept = [
+            line
+            for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line)['step'] <= step
+        ]
         tmp = self.path.with_suffix('.jsonl.tmp')
         tmp.write_text(''.join(line + '\n' for line in kept))
         os.replace(tmp, self.path)
@@ -101,5 +105,6 @@ def fetch_and_check(pending: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
         if not math.isfinite(loss):
             raise NonFiniteLossError(
                 f'loss is {loss} at step {step}; stopping before any checkpoint of this state '
-                f'is written (lower optim.lr, check the input images, or use model.dtype=float32)')
+                f'is written (lower optim.lr, check the input images, or use model.dtype=float32)'
+            )
     return host

@@ -71,8 +71,16 @@ from fewshot_jax.segmenter import Segmenter, SegmenterError, load_segmenter, sav
 
 log = logging.getLogger(__name__)
 
-__all__ = ['Segmenter', 'SegmentConfigError', 'SegmentDataError', 'SegmenterError', 'fit',
-           'load_segmenter', 'random_encoder', 'run_segment']
+__all__ = [
+    'Segmenter',
+    'SegmentConfigError',
+    'SegmentDataError',
+    'SegmenterError',
+    'fit',
+    'load_segmenter',
+    'random_encoder',
+    'run_segment',
+]
 
 STAGE_DIR = 'segment'
 RESULTS_FILE = 'results.json'
@@ -88,8 +96,9 @@ def random_encoder(like: Encoder | Mapping, seed: int = 0) -> Encoder:
     """
     config = dict(like.config if isinstance(like, Encoder) else like)
     module = make_encoder(config)
-    variables = jax.jit(lambda: module.lazy_init(
-        init_key(seed), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)))()
+    variables = jax.jit(
+        lambda: module.lazy_init(init_key(seed), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+    )()
     return Encoder(variables, config, name='random', source=f'random (seed {seed})')
 
 
@@ -98,19 +107,39 @@ def _as_encoder(encoder) -> Encoder:
         return encoder
     if isinstance(encoder, (str, os.PathLike)):
         return load_encoder(encoder)
-    raise SegmentConfigError(f'encoder={encoder!r}: expected an Encoder or a weight spec '
-                             f'(a workdir, checkpoint:/path, torchvision:/path, keras:/path)')
+    raise SegmentConfigError(
+        f'encoder={encoder!r}: expected an Encoder or a weight spec '
+        f'(a workdir, checkpoint:/path, torchvision:/path, keras:/path)'
+    )
 
 
-def fit(encoder, images, masks, *, resolution: int | None = None, decoder: str = 'paper',
-        loss: str = 'dice', epochs: int = 60, steps: int | None = None, batch_size: int = 4,
-        lr: float = 1e-3, lr_schedule: str = 'constant', augment: bool = False,
-        intensity_augment: bool = False,
-        dtype: str | None = None, seed: int = 42,
-        num_classes: int = 1, validation_fraction: float = 0.0, tile_overlap: float = 0.25,
-        threshold: float = 0.5, decoder_width: int | None = None,
-        bn_momentum: float | None = None, workdir: str | os.PathLike | None = None,
-        num_devices: int | None = None, progress: bool = True) -> Segmenter:
+def fit(
+    encoder,
+    images,
+    masks,
+    *,
+    resolution: int | None = None,
+    decoder: str = 'paper',
+    loss: str = 'dice',
+    epochs: int = 60,
+    steps: int | None = None,
+    batch_size: int = 4,
+    lr: float = 1e-3,
+    lr_schedule: str = 'constant',
+    augment: bool = False,
+    intensity_augment: bool = False,
+    dtype: str | None = None,
+    seed: int = 42,
+    num_classes: int = 1,
+    validation_fraction: float = 0.0,
+    tile_overlap: float = 0.25,
+    threshold: float = 0.5,
+    decoder_width: int | None = None,
+    bn_momentum: float | None = None,
+    workdir: str | os.PathLike | None = None,
+    num_devices: int | None = None,
+    progress: bool = True,
+) -> Segmenter:
     """Trains a U-Net decoder on the frozen ``encoder`` from labeled masks.
 
     Args:
@@ -159,9 +188,11 @@ def fit(encoder, images, masks, *, resolution: int | None = None, decoder: str =
         sizes = {np.shape(i)[:2] for i in image_list}
         side = next(iter(sizes))[0] if len(sizes) == 1 else None
         if side is None or side != next(iter(sizes))[1] or side % 32:
-            raise SegmentConfigError(f'resolution=None needs square images of one side that is a '
-                                     f'multiple of 32; got sizes {sorted(sizes)[:4]}: pass '
-                                     f'resolution=')
+            raise SegmentConfigError(
+                f'resolution=None needs square images of one side that is a '
+                f'multiple of 32; got sizes {sorted(sizes)[:4]}: pass '
+                f'resolution='
+            )
         resolution = side
     resolution = check_resolution(resolution, 'resolution')
     floats = [unit_float(i, name) for i, name in zip(image_list, names, strict=True)]
@@ -171,29 +202,50 @@ def fit(encoder, images, masks, *, resolution: int | None = None, decoder: str =
     validation = None
     if validation_fraction:
         has_fg = np.asarray([int(m.any()) for m in labels])
-        strata = has_fg if len(np.unique(has_fg)) > 1 and min(np.bincount(has_fg)) >= 2 \
+        strata = (
+            has_fg
+            if len(np.unique(has_fg)) > 1 and min(np.bincount(has_fg)) >= 2
             else np.zeros(len(labels), int)
+        )
         keep, held = stratified_split(strata, validation_fraction, seed)
         validation = (pixels[held], labels[held])
         pixels, labels = pixels[keep], labels[keep]
-    spec = TrainSpec(resolution=resolution, decoder=decoder, loss=loss, num_classes=num_classes,
-                     steps=steps if steps is not None else steps_for(epochs, len(pixels),
-                                                                     batch_size),
-                     batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, augment=augment,
-                     intensity_augment=intensity_augment, dtype=dtype, seed=seed,
-                     tile_overlap=tile_overlap, threshold=threshold,
-                     pixel_scale=pixel_scale_of(floats, resolution),
-                     decoder_width=decoder_width, bn_momentum=bn_momentum)
-    train_cfg = {'log_every': 10, 'checkpoint_every': 0.5, 'keep_checkpoints': 1,
-                 'progress': progress}
-    info = {'name': encoder.name, 'encoder': encoder.source or encoder.name,
-            'train_images': len(pixels)}
+    spec = TrainSpec(
+        resolution=resolution,
+        decoder=decoder,
+        loss=loss,
+        num_classes=num_classes,
+        steps=steps if steps is not None else steps_for(epochs, len(pixels), batch_size),
+        batch_size=batch_size,
+        lr=lr,
+        lr_schedule=lr_schedule,
+        augment=augment,
+        intensity_augment=intensity_augment,
+        dtype=dtype,
+        seed=seed,
+        tile_overlap=tile_overlap,
+        threshold=threshold,
+        pixel_scale=pixel_scale_of(floats, resolution),
+        decoder_width=decoder_width,
+        bn_momentum=bn_momentum,
+    )
+    train_cfg = {'log_every': 10, 'checkpoint_every': 0.5, 'keep_checkpoints': 1, 'progress': progress}
+    info = {'name': encoder.name, 'encoder': encoder.source or encoder.name, 'train_images': len(pixels)}
     own_dir = workdir is None
     run_dir = Path(tempfile.mkdtemp(prefix='fewshot_segment_')) if own_dir else Path(workdir)
     try:
-        segmenter, _ = train_segmenter(encoder, pixels, labels, spec, run_dir,
-                                       train_cfg=train_cfg, validation=validation,
-                                       num_devices=num_devices, info=info, desc='fit')
+        segmenter, _ = train_segmenter(
+            encoder,
+            pixels,
+            labels,
+            spec,
+            run_dir,
+            train_cfg=train_cfg,
+            validation=validation,
+            num_devices=num_devices,
+            info=info,
+            desc='fit',
+        )
     finally:
         if own_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -205,17 +257,22 @@ def _named_specs(entries: Sequence[str], workdir: Path) -> list[tuple[str, str]]
     for entry in entries:
         name, sep, spec = str(entry).partition('=')
         if not sep or not name or not spec:
-            raise SegmentConfigError(f'segment.encoders entry {entry!r}: expected '
-                                     f"'display name=weight spec', e.g. 'barlow=checkpoint:"
-                                     f"{{workdir}}' or 'random=random'")
+            raise SegmentConfigError(
+                f'segment.encoders entry {entry!r}: expected '
+                f"'display name=weight spec', e.g. 'barlow=checkpoint:"
+                f"{{workdir}}' or 'random=random'"
+            )
         if any(c in name for c in '/\\ '):
-            raise SegmentConfigError(f'segment.encoders: display name {name!r} must not '
-                                     f'contain slashes or spaces (it names folders)')
+            raise SegmentConfigError(
+                f'segment.encoders: display name {name!r} must not '
+                f'contain slashes or spaces (it names folders)'
+            )
         out.append((name, spec.replace('{workdir}', str(workdir))))
     names = [n for n, _ in out]
     if not out or len(set(names)) != len(names) or 'otsu' in names:
-        raise SegmentConfigError(f'segment.encoders: {names}: expected one or more distinct '
-                                 f"names ('otsu' is the baseline's)")
+        raise SegmentConfigError(
+            f"segment.encoders: {names}: expected one or more distinct names ('otsu' is the baseline's)"
+        )
     return out
 
 
@@ -225,8 +282,10 @@ def _encoders(config, workdir: Path) -> list[tuple[str, Encoder]]:
     specs = _named_specs(config.segment.encoders, workdir)
     loaded = {name: load_encoder(spec) for name, spec in specs if spec != 'random'}
     like = next(iter(loaded.values())).config if loaded else config.model.to_dict()
-    return [(name, loaded[name] if spec != 'random' else random_encoder(like, config.seed))
-            for name, spec in specs]
+    return [
+        (name, loaded[name] if spec != 'random' else random_encoder(like, config.seed))
+        for name, spec in specs
+    ]
 
 
 def _validation_split(labels: np.ndarray, indices: np.ndarray, fraction: float, seed: int):
@@ -235,8 +294,7 @@ def _validation_split(labels: np.ndarray, indices: np.ndarray, fraction: float, 
         return indices, np.zeros(0, np.int64)
     counts = np.bincount(labels[indices])
     if counts[counts > 0].min() < 2:
-        log.info('k-shot set of %d images: too small for a validation split; last step kept',
-                 len(indices))
+        log.info('k-shot set of %d images: too small for a validation split; last step kept', len(indices))
         return indices, np.zeros(0, np.int64)
     keep, held = stratified_split(labels[indices], fraction, seed)
     return indices[keep], indices[held]
@@ -245,14 +303,24 @@ def _validation_split(labels: np.ndarray, indices: np.ndarray, fraction: float, 
 def _spec_for(config, resolution: int, steps: int, pixel_scale: float) -> TrainSpec:
     """The training settings of one run, from ``config.segment`` and ``config.model``."""
     seg = config.segment
-    return TrainSpec(resolution=resolution, steps=steps, decoder=seg.decoder, loss=seg.loss,
-                     batch_size=seg.batch_size, lr=seg.lr,
-                     lr_schedule=seg.get('lr_schedule', 'constant'), augment=bool(seg.augment),
-                     intensity_augment=bool(seg.get('intensity_augment', False)),
-                     dtype=config.model.get('dtype'), seed=config.seed,
-                     validation_every=seg.get('validation_every', 0.1),
-                     tile_overlap=seg.tile_overlap, pixel_scale=pixel_scale,
-                     decoder_width=seg.get('decoder_width'), bn_momentum=seg.get('bn_momentum'))
+    return TrainSpec(
+        resolution=resolution,
+        steps=steps,
+        decoder=seg.decoder,
+        loss=seg.loss,
+        batch_size=seg.batch_size,
+        lr=seg.lr,
+        lr_schedule=seg.get('lr_schedule', 'constant'),
+        augment=bool(seg.augment),
+        intensity_augment=bool(seg.get('intensity_augment', False)),
+        dtype=config.model.get('dtype'),
+        seed=config.seed,
+        validation_every=seg.get('validation_every', 0.1),
+        tile_overlap=seg.tile_overlap,
+        pixel_scale=pixel_scale,
+        decoder_width=seg.get('decoder_width'),
+        bn_momentum=seg.get('bn_momentum'),
+    )
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -276,9 +344,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     check_fraction(config.data.test_fraction, 'data.test_fraction', low_open=True)
     check_positive_int(config.get('num_devices'), 'num_devices', optional=True)
     if seg.get('num_classes', 1) != 1:
-        raise SegmentConfigError(f'segment.num_classes={seg.num_classes!r}: the stage scores '
-                                 f'binary masks (Dice, percolation); use segment.fit for '
-                                 f'several classes')
+        raise SegmentConfigError(
+            f'segment.num_classes={seg.num_classes!r}: the stage scores '
+            f'binary masks (Dice, percolation); use segment.fit for '
+            f'several classes'
+        )
     if config.data.source not in SOURCES:
         raise SegmentConfigError(f'data.source={config.data.source!r}: expected one of {SOURCES}')
     _spec_for(config, int(seg.resolutions[0]), 1, 1.0).validate('segment.')
@@ -300,10 +370,12 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
     shots = sorted({int(k) for k in seg.shots})
     data = load_mask_set(config.data)
     check_masks(data.images, data.masks, data.names, num_classes=1)
-    train_idx, test_idx = stratified_split(data.labels, config.data.test_fraction,
-                                           config.data.split_seed, class_names=data.class_names)
-    shot_sets = k_shot_indices(data.labels, train_idx, shots, config.data.shot_seed,
-                               class_names=data.class_names)
+    train_idx, test_idx = stratified_split(
+        data.labels, config.data.test_fraction, config.data.split_seed, class_names=data.class_names
+    )
+    shot_sets = k_shot_indices(
+        data.labels, train_idx, shots, config.data.shot_seed, class_names=data.class_names
+    )
     encoders = _encoders(config, workdir)
     shared = {}
     for name, encoder in encoders:
@@ -313,13 +385,15 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
     channels = 3 if np.ndim(data.images[0]) == 3 else 1
     test_names = [data.names[i] for i in test_idx]
     test_classes = [data.class_names[data.labels[i]] for i in test_idx]
-    overlay_picks = [int(np.flatnonzero(data.labels[test_idx] == c)[0])
-                     for c in np.unique(data.labels[test_idx])]
+    overlay_picks = [
+        int(np.flatnonzero(data.labels[test_idx] == c)[0]) for c in np.unique(data.labels[test_idx])
+    ]
     rows, timings, panels = [], [], {}
     for res in resolutions:
         needed = np.union1d(test_idx, shot_sets[shots[-1]])
-        pixels, labels = resize_set([data.images[i] for i in needed],
-                                    [data.masks[i] for i in needed], res, channels)
+        pixels, labels = resize_set(
+            [data.images[i] for i in needed], [data.masks[i] for i in needed], res, channels
+        )
         where = {int(i): j for j, i in enumerate(needed)}
         test_pixels = pixels[[where[int(i)] for i in test_idx]]
         test_masks = labels[[where[int(i)] for i in test_idx]]
@@ -327,39 +401,66 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
         for k in shots:
             picked = [where[int(i)] for i in shot_sets[k]]
             bright = otsu_polarity(pixels[picked], labels[picked])
-            rows += report.score_rows(otsu_masks(test_pixels, bright), test_masks,
-                                      encoder='otsu', resolution=res, k=k, names=test_names,
-                                      classes=test_classes)
-            fit_idx, val_idx = _validation_split(data.labels, shot_sets[k],
-                                                 seg.get('validation_fraction', 0.0), config.seed)
+            rows += report.score_rows(
+                otsu_masks(test_pixels, bright),
+                test_masks,
+                encoder='otsu',
+                resolution=res,
+                k=k,
+                names=test_names,
+                classes=test_classes,
+            )
+            fit_idx, val_idx = _validation_split(
+                data.labels, shot_sets[k], seg.get('validation_fraction', 0.0), config.seed
+            )
             epochs = seg.epochs if seg.get('epochs') else paper_epochs(k)
             n_steps = seg.get('num_steps') or steps_for(epochs, len(fit_idx), seg.batch_size)
             spec = _spec_for(config, res, int(n_steps), scale)
             for name, encoder in encoders:
                 run = f'{name}_{res}px_k{k}'
                 run_rows, seconds, prob = _train_and_score(
-                    encoder, spec, stage / 'runs' / run, config,
-                    train=(pixels[[where[int(i)] for i in fit_idx]],
-                           labels[[where[int(i)] for i in fit_idx]]),
-                    validation=(pixels[[where[int(i)] for i in val_idx]],
-                                labels[[where[int(i)] for i in val_idx]]),
+                    encoder,
+                    spec,
+                    stage / 'runs' / run,
+                    config,
+                    train=(
+                        pixels[[where[int(i)] for i in fit_idx]],
+                        labels[[where[int(i)] for i in fit_idx]],
+                    ),
+                    validation=(
+                        pixels[[where[int(i)] for i in val_idx]],
+                        labels[[where[int(i)] for i in val_idx]],
+                    ),
                     test=(test_pixels, test_masks, test_names, test_classes),
-                    info={'name': run, 'encoder': name, 'encoder_source': encoder.source,
-                          'k': k, 'resolution': res}, shared_encoder=shared[name])
+                    info={
+                        'name': run,
+                        'encoder': name,
+                        'encoder_source': encoder.source,
+                        'k': k,
+                        'resolution': res,
+                    },
+                    shared_encoder=shared[name],
+                )
                 rows += run_rows
                 timings.append({'run': run, 'train_seconds': seconds, 'steps': spec.steps})
                 if k == shots[-1] and prob is not None:
                     panels.setdefault(name, []).extend(
-                        {'image': test_pixels[j, ..., 0], 'true': test_masks[j],
-                         'prob': prob[j], 'label': f'{test_classes[j]}, {res} px, k={k}',
-                         'dice': run_rows[j]['dice'], 'iou': run_rows[j]['iou']}
-                        for j in overlay_picks)
-    return _write_outputs(stage, rows, timings, panels,
-                          default=f'runs/{encoders[0][0]}_{resolutions[-1]}px_k{shots[-1]}/model')
+                        {
+                            'image': test_pixels[j, ..., 0],
+                            'true': test_masks[j],
+                            'prob': prob[j],
+                            'label': f'{test_classes[j]}, {res} px, k={k}',
+                            'dice': run_rows[j]['dice'],
+                            'iou': run_rows[j]['iou'],
+                        }
+                        for j in overlay_picks
+                    )
+    return _write_outputs(
+        stage, rows, timings, panels, default=f'runs/{encoders[0][0]}_{resolutions[-1]}px_k{shots[-1]}/model'
+    )
 
 
-def _train_and_score(encoder, spec, run_dir: Path, config, *, train, validation, test, info,
-                     shared_encoder):
+def _train_and_score(encoder, spec, run_dir: Path, config, *, train, validation, test, info, shared_encoder):
     """Trains one run (or reads its finished results) and scores it on the test images."""
     results = run_dir / RESULTS_FILE
     if results.is_file():
@@ -367,21 +468,41 @@ def _train_and_score(encoder, spec, run_dir: Path, config, *, train, validation,
         return saved['rows'], saved['train_seconds'], None
     t0 = time.perf_counter()
     segmenter, summary = train_segmenter(
-        encoder, train[0], train[1], spec, run_dir, train_cfg=config.train,
+        encoder,
+        train[0],
+        train[1],
+        spec,
+        run_dir,
+        train_cfg=config.train,
         validation=validation if len(validation[0]) else None,
-        num_devices=config.get('num_devices'), info=info, shared_encoder=shared_encoder,
-        desc=info['name'])
+        num_devices=config.get('num_devices'),
+        info=info,
+        shared_encoder=shared_encoder,
+        desc=info['name'],
+    )
     seconds = round(time.perf_counter() - t0, 2)
     test_pixels, test_masks, names, classes = test
     prob = segmenter.predict(test_pixels, scale=1.0, progress=False)
-    rows = report.score_rows(prob, test_masks, encoder=info['encoder'],
-                             resolution=spec.resolution, k=info['k'], names=names,
-                             classes=classes, threshold=segmenter.threshold)
+    rows = report.score_rows(
+        prob,
+        test_masks,
+        encoder=info['encoder'],
+        resolution=spec.resolution,
+        k=info['k'],
+        names=names,
+        classes=classes,
+        threshold=segmenter.threshold,
+    )
     if jax.process_index() == 0:
         if not config.segment.get('keep_run_checkpoints', False):
             shutil.rmtree(run_dir / 'checkpoints', ignore_errors=True)
-        payload = {'rows': rows, 'train_seconds': seconds, 'resumed_from': summary['resumed_from'],
-                   'final_loss': summary['final_loss'], 'steps': spec.steps}
+        payload = {
+            'rows': rows,
+            'train_seconds': seconds,
+            'resumed_from': summary['resumed_from'],
+            'final_loss': summary['final_loss'],
+            'steps': spec.steps,
+        }
         tmp = results.with_name(RESULTS_FILE + '.tmp')
         tmp.write_text(json.dumps(payload))
         os.replace(tmp, results)
@@ -390,8 +511,12 @@ def _train_and_score(encoder, spec, run_dir: Path, config, *, train, validation,
 
 def _write_outputs(stage: Path, rows, timings, panels, default: str) -> dict:
     summary = report.summarize(rows)
-    out = {'results': str(stage / 'results.csv'), 'default_model': default,
-           'groups': summary, 'timings': timings}
+    out = {
+        'results': str(stage / 'results.csv'),
+        'default_model': default,
+        'groups': summary,
+        'timings': timings,
+    }
     if jax.process_index() != 0:
         return out
     figures = stage / 'figures'
@@ -400,8 +525,9 @@ def _write_outputs(stage: Path, rows, timings, panels, default: str) -> dict:
     report.box_plots(rows, figures / 'dice_iou_vs_k.png')
     report.curve_over_k(summary, figures / 'median_dice_vs_k.png')
     for name, encoder_panels in panels.items():
-        report.overlays(encoder_panels, figures / f'overlays_{name}.png',
-                        title=f'{name} encoder: held-out images')
+        report.overlays(
+            encoder_panels, figures / f'overlays_{name}.png', title=f'{name} encoder: held-out images'
+        )
     (stage / 'summary.json').write_text(json.dumps(out, indent=2))
     (stage / 'summary.txt').write_text(report.format_table(summary) + '\n')
     print(report.format_table(summary))
@@ -409,10 +535,17 @@ def _write_outputs(stage: Path, rows, timings, panels, default: str) -> dict:
 
 
 # ---- command line ----------------------------------------------------------------------
-def predict_folder(model: str | os.PathLike, images: str | os.PathLike, out: str | os.PathLike,
-                   *, threshold: float | None = None, scale: float | None = None,
-                   mode: str = 'tiled', save_probabilities: bool = False,
-                   progress: bool = True) -> list[Path]:
+def predict_folder(
+    model: str | os.PathLike,
+    images: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    threshold: float | None = None,
+    scale: float | None = None,
+    mode: str = 'tiled',
+    save_probabilities: bool = False,
+    progress: bool = True,
+) -> list[Path]:
     """Writes a mask PNG (0/255, the image's own size) for every image under ``images``.
 
     Masks mirror the folder layout under ``out`` (``a/b.tif`` → ``out/a/b.png``); with
@@ -447,18 +580,24 @@ def predict_folder(model: str | os.PathLike, images: str | os.PathLike, out: str
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fewshot_jax.segment predict --model M --images DIR --out DIR``."""
-    parser = argparse.ArgumentParser(prog='python -m fewshot_jax.segment',
-                                     description='Segment a folder of images with a trained U-Net.')
+    parser = argparse.ArgumentParser(
+        prog='python -m fewshot_jax.segment', description='Segment a folder of images with a trained U-Net.'
+    )
     commands = parser.add_subparsers(dest='command', required=True)
     predict = commands.add_parser('predict', help='write a mask PNG per image')
-    predict.add_argument('--model', required=True,
-                         help='a saved segmenter, or a stage folder (WORKDIR/segment)')
+    predict.add_argument(
+        '--model', required=True, help='a saved segmenter, or a stage folder (WORKDIR/segment)'
+    )
     predict.add_argument('--run', default=None, help='with a stage folder: the run to use')
     predict.add_argument('--images', required=True, help='folder of images (searched recursively)')
     predict.add_argument('--out', required=True, help='folder for the masks')
     predict.add_argument('--threshold', type=float, default=None)
-    predict.add_argument('--scale', type=float, default=None,
-                         help='training px per image px (default: the model\'s pixel_scale)')
+    predict.add_argument(
+        '--scale',
+        type=float,
+        default=None,
+        help="training px per image px (default: the model's pixel_scale)",
+    )
     predict.add_argument('--mode', choices=('tiled', 'whole'), default='tiled')
     predict.add_argument('--probabilities', action='store_true', help='also write .npy maps')
     args = parser.parse_args(argv)
@@ -468,9 +607,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = args.model
         if args.run is not None:
             model = Path(load_segmenter_path(args.model, args.run))
-        written = predict_folder(model, args.images, args.out, threshold=args.threshold,
-                                 scale=args.scale, mode=args.mode,
-                                 save_probabilities=args.probabilities)
+        written = predict_folder(
+            model,
+            args.images,
+            args.out,
+            threshold=args.threshold,
+            scale=args.scale,
+            mode=args.mode,
+            save_probabilities=args.probabilities,
+        )
     except (DataError, SegmenterError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2

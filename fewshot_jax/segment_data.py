@@ -47,8 +47,7 @@ class MaskSet:
         return len(self.images)
 
 
-def check_masks(images: Sequence, masks: Sequence, names: Sequence[str],
-                num_classes: int = 1) -> None:
+def check_masks(images: Sequence, masks: Sequence, names: Sequence[str], num_classes: int = 1) -> None:
     """Raises SegmentDataError unless every mask has its image's size and valid values.
 
     Args:
@@ -57,26 +56,28 @@ def check_masks(images: Sequence, masks: Sequence, names: Sequence[str],
         num_classes: 1 (binary: values in {0, 1}, or bool) or C (class ids in [0, C)).
     """
     if len(images) != len(masks):
-        raise SegmentDataError(f'{len(images)} images but {len(masks)} masks; expected one '
-                               f'mask per image')
+        raise SegmentDataError(f'{len(images)} images but {len(masks)} masks; expected one mask per image')
     if len(images) == 0:
         raise SegmentDataError('no labeled images to train on')
     for image, mask, name in zip(images, masks, names, strict=True):
         mask = np.asarray(mask)
         if mask.ndim != 2 or mask.shape != np.shape(image)[:2]:
-            raise SegmentDataError(f'{name}: mask of shape {mask.shape} for an image of shape '
-                                   f'{np.shape(image)}; expected a 2-D mask of the image size')
+            raise SegmentDataError(
+                f'{name}: mask of shape {mask.shape} for an image of shape '
+                f'{np.shape(image)}; expected a 2-D mask of the image size'
+            )
         values = np.unique(mask)
         if num_classes == 1:
             bad = values[(values != 0) & (values != 1)]
             if bad.size:
                 raise SegmentDataError(
                     f'{name}: mask values {values[:8].tolist()} in a binary task; expected only '
-                    f'0 and 1 (threshold the mask, or set the number of classes)')
-        elif values.min() < 0 or values.max() >= num_classes or not np.all(values == np.round(
-                values)):
-            raise SegmentDataError(f'{name}: mask values {values[:8].tolist()}; expected class '
-                                   f'ids 0..{num_classes - 1}')
+                    f'0 and 1 (threshold the mask, or set the number of classes)'
+                )
+        elif values.min() < 0 or values.max() >= num_classes or not np.all(values == np.round(values)):
+            raise SegmentDataError(
+                f'{name}: mask values {values[:8].tolist()}; expected class ids 0..{num_classes - 1}'
+            )
 
 
 def unit_float(image, name: str) -> np.ndarray:
@@ -91,12 +92,13 @@ def unit_float(image, name: str) -> np.ndarray:
     if array.dtype == np.uint16:
         return array.astype(np.float32) / np.float32(65535)
     if not np.issubdtype(array.dtype, np.floating):
-        raise SegmentDataError(f'{name}: dtype {array.dtype}; expected uint8, uint16 or float in '
-                               f'[0, 1]')
+        raise SegmentDataError(f'{name}: dtype {array.dtype}; expected uint8, uint16 or float in [0, 1]')
     low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
     if not (np.isfinite(low) and np.isfinite(high)) or low < -1e-3 or high > 1 + 1e-3:
-        raise SegmentDataError(f'{name}: float values over [{low:g}, {high:g}]; expected [0, 1] '
-                               f'(divide 0-255 images by 255, or pass uint8)')
+        raise SegmentDataError(
+            f'{name}: float values over [{low:g}, {high:g}]; expected [0, 1] '
+            f'(divide 0-255 images by 255, or pass uint8)'
+        )
     return np.clip(array.astype(np.float32), 0.0, 1.0)
 
 
@@ -113,49 +115,64 @@ def load_mask_set(data_cfg) -> MaskSet:
     """
     name = data_cfg.source
     if name == 'synthetic':
-        wires = synthetic.nanowires(int(data_cfg.per_class), int(data_cfg.synthetic_size),
-                                    int(data_cfg.seed))
+        wires = synthetic.nanowires(int(data_cfg.per_class), int(data_cfg.synthetic_size), int(data_cfg.seed))
         wanted = tuple(data_cfg.get('classes', ('dispersed', 'network')))
         unknown = [c for c in wanted if c not in wires.class_names]
         if unknown:
-            raise SegmentDataError(f'data.classes: {unknown} are not synthetic nanowire classes '
-                                   f'{list(wires.class_names)}')
-        keep = np.flatnonzero(np.isin(wires.labels, [wires.class_names.index(c)
-                                                     for c in wanted]))
+            raise SegmentDataError(
+                f'data.classes: {unknown} are not synthetic nanowire classes {list(wires.class_names)}'
+            )
+        keep = np.flatnonzero(np.isin(wires.labels, [wires.class_names.index(c) for c in wanted]))
         labels = np.asarray([wanted.index(wires.class_names[wires.labels[i]]) for i in keep])
-        return MaskSet([wires.images[i] for i in keep], [wires.masks[i] for i in keep],
-                       labels, wanted, [f'synthetic/{wanted[c]}/{i}' for i, c in
-                                        zip(keep, labels, strict=True)])
+        return MaskSet(
+            [wires.images[i] for i in keep],
+            [wires.masks[i] for i in keep],
+            labels,
+            wanted,
+            [f'synthetic/{wanted[c]}/{i}' for i, c in zip(keep, labels, strict=True)],
+        )
     if name in ('nanowire', 'masked_folder'):
         if not data_cfg.get('root'):
-            raise SegmentDataError(f"data.source={name!r} needs data.root: a folder of images "
-                                   f'with masks; pass --config.data.root=/path')
+            raise SegmentDataError(
+                f'data.source={name!r} needs data.root: a folder of images '
+                f'with masks; pass --config.data.root=/path'
+            )
         if name == 'nanowire':
             source = layouts.nanowire_segmentation(data_cfg.root)
         else:
             source = sources.MaskedImageSource(
-                data_cfg.root, mask_suffix=data_cfg.get('mask_suffix', '_mask.png'),
-                class_folders=True, classes=data_cfg.get('classes') or None)
+                data_cfg.root,
+                mask_suffix=data_cfg.get('mask_suffix', '_mask.png'),
+                class_folders=True,
+                classes=data_cfg.get('classes') or None,
+            )
         records = [source[i] for i in range(len(source))]
-        return MaskSet([r['image'] for r in records], [r['mask'] for r in records],
-                       np.asarray(source.labels), tuple(source.class_names),
-                       [str(p) for p in source.paths])
+        return MaskSet(
+            [r['image'] for r in records],
+            [r['mask'] for r in records],
+            np.asarray(source.labels),
+            tuple(source.class_names),
+            [str(p) for p in source.paths],
+        )
     raise SegmentDataError(f'data.source={name!r}: expected one of {SOURCES}')
 
 
-def resize_pair(image: np.ndarray, mask: np.ndarray, resolution: int,
-                channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def resize_pair(
+    image: np.ndarray, mask: np.ndarray, resolution: int, channels: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Image → uint8 (R, R, channels) and mask → uint8 (R, R) with the pipelines' geometry
     (shorter side to R, centre square; bilinear for the image, nearest for the mask, so
     class ids survive)."""
     pixels = to_uint8_square(image, resolution, channels)
-    labels = square_crop_resize(Image.fromarray(np.asarray(mask, np.uint8)), resolution,
-                                Image.Resampling.NEAREST)
+    labels = square_crop_resize(
+        Image.fromarray(np.asarray(mask, np.uint8)), resolution, Image.Resampling.NEAREST
+    )
     return pixels, labels
 
 
-def resize_set(images: Sequence, masks: Sequence, resolution: int,
-               channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def resize_set(
+    images: Sequence, masks: Sequence, resolution: int, channels: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`resize_pair` over lists: uint8 (N, R, R, channels) and (N, R, R)."""
     pairs = [resize_pair(i, m, resolution, channels) for i, m in zip(images, masks, strict=True)]
     return (np.stack([p for p, _ in pairs]), np.stack([m for _, m in pairs]))

@@ -42,34 +42,50 @@ def check_positive_int(value, key: str, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise SegmentConfigError(f'{key}={value!r}: expected a positive integer'
-                                 + (' or None' if optional else ''))
+        raise SegmentConfigError(
+            f'{key}={value!r}: expected a positive integer' + (' or None' if optional else '')
+        )
     return int(value)
 
 
 def check_fraction(value, key: str, low_open: bool = False) -> float:
     """``value`` in [0, 1) (or (0, 1) with ``low_open``), else SegmentConfigError naming ``key``."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-        0 < value < 1 if low_open else 0 <= value < 1)
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (0 < value < 1 if low_open else 0 <= value < 1)
+    )
     if not ok:
-        raise SegmentConfigError(f'{key}={value!r}: expected a number in '
-                                 f'{"(0, 1)" if low_open else "[0, 1)"}')
+        raise SegmentConfigError(
+            f'{key}={value!r}: expected a number in {"(0, 1)" if low_open else "[0, 1)"}'
+        )
     return float(value)
 
 
 def check_resolution(resolution, key: str = 'segment.resolutions') -> int:
     """Validates a training resolution: a positive multiple of 32."""
-    if (isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer))
-            or resolution < DOWNSAMPLING or resolution % DOWNSAMPLING):
-        raise SegmentConfigError(f'{key}: resolution {resolution!r} must be a multiple of '
-                                 f'{DOWNSAMPLING} (the encoder downsamples by {DOWNSAMPLING}), '
-                                 f'e.g. 224, 256, 384, 512')
+    if (
+        isinstance(resolution, bool)
+        or not isinstance(resolution, (int, np.integer))
+        or resolution < DOWNSAMPLING
+        or resolution % DOWNSAMPLING
+    ):
+        raise SegmentConfigError(
+            f'{key}: resolution {resolution!r} must be a multiple of '
+            f'{DOWNSAMPLING} (the encoder downsamples by {DOWNSAMPLING}), '
+            f'e.g. 224, 256, 384, 512'
+        )
     return int(resolution)
 
 
-def build_unet(encoder_config: Mapping, decoder: str = 'paper', num_classes: int = 1,
-               dtype: str | None = None, bn_momentum: float | None = None,
-               decoder_width: int | None = None) -> UNet:
+def build_unet(
+    encoder_config: Mapping,
+    decoder: str = 'paper',
+    num_classes: int = 1,
+    dtype: str | None = None,
+    bn_momentum: float | None = None,
+    decoder_width: int | None = None,
+) -> UNet:
     """The U-Net over the encoder described by ``encoder_config`` (a saved model dict).
 
     Args:
@@ -87,9 +103,12 @@ def build_unet(encoder_config: Mapping, decoder: str = 'paper', num_classes: int
     if dtype is not None:
         config['dtype'] = dtype
     compute = compute_dtype(config.get('dtype', 'float32'))
-    return UNet(encoder=make_encoder(config),
-                decoder=make_decoder(decoder, int(decoder_width or config['width']), num_classes,
-                                     compute, bn_momentum))
+    return UNet(
+        encoder=make_encoder(config),
+        decoder=make_decoder(
+            decoder, int(decoder_width or config['width']), num_classes, compute, bn_momentum
+        ),
+    )
 
 
 def init_key(seed: int) -> jax.Array:
@@ -118,8 +137,7 @@ def init_variables(model: UNet, encoder_variables: Mapping | None, seed: int) ->
     # Shapes only: the encoder's initialisers run (compile) only for a random encoder.
     expected = jax.eval_shape(lambda: model.encoder.lazy_init(encoder_key, dummy))
     if encoder_variables is None:
-        encoder_vars = jax.device_get(jax.jit(
-            lambda: model.encoder.lazy_init(encoder_key, dummy))())
+        encoder_vars = jax.device_get(jax.jit(lambda: model.encoder.lazy_init(encoder_key, dummy))())
     else:
         encoder_vars = {}
         for collection in ('params', 'batch_stats'):
@@ -129,16 +147,18 @@ def init_variables(model: UNet, encoder_variables: Mapping | None, seed: int) ->
             if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
                 raise SegmentConfigError(
                     f'the encoder weights do not fit a ResNet{model.encoder.depth} of width '
-                    f'{model.encoder.width} ({collection} differ in names or shapes)')
+                    f'{model.encoder.width} ({collection} differ in names or shapes)'
+                )
             encoder_vars[collection] = jax.tree.map(np.asarray, given)
-    features = jax.eval_shape(lambda v: model.encoder.apply(v, jnp.zeros(dummy.shape))[1],
-                              encoder_vars)
+    features = jax.eval_shape(lambda v: model.encoder.apply(v, jnp.zeros(dummy.shape))[1], encoder_vars)
     check_features(features)
     skips = {name: features[name] for name in SKIP_LAYERS}
     skips['image'] = dummy
     decoder_vars = jax.device_get(jax.jit(lambda: model.decoder.lazy_init(decoder_key, skips))())
-    return {c: {'encoder': dict(encoder_vars[c]), 'decoder': dict(decoder_vars.get(c, {}))}
-            for c in ('params', 'batch_stats')}
+    return {
+        c: {'encoder': dict(encoder_vars[c]), 'decoder': dict(decoder_vars.get(c, {}))}
+        for c in ('params', 'batch_stats')
+    }
 
 
 def model_input(images: jax.Array) -> jax.Array:
@@ -191,13 +211,11 @@ def flip_rotate(key, images: jax.Array, masks: jax.Array):
 
     def one(key, image, mask):
         h_key, v_key, r_key = jax.random.split(key, 3)
-        both = jnp.concatenate([image.astype(jnp.float32), mask[..., None].astype(jnp.float32)],
-                               axis=-1)
+        both = jnp.concatenate([image.astype(jnp.float32), mask[..., None].astype(jnp.float32)], axis=-1)
         both = jnp.where(jax.random.bernoulli(h_key), both[:, ::-1], both)
         both = jnp.where(jax.random.bernoulli(v_key), both[::-1], both)
         turns = jax.random.randint(r_key, (), 0, 4)
-        both = jax.lax.switch(turns, [lambda x, k=k: jnp.rot90(x, k, axes=(0, 1))
-                                      for k in range(4)], both)
+        both = jax.lax.switch(turns, [lambda x, k=k: jnp.rot90(x, k, axes=(0, 1)) for k in range(4)], both)
         return both[..., :-1].astype(image.dtype), both[..., -1].astype(mask.dtype)
 
     keys = jax.random.split(key, images.shape[0])
@@ -235,8 +253,13 @@ def intensity_jitter(key, images: jax.Array) -> jax.Array:
     return jax.vmap(one)(jax.random.split(key, images.shape[0]), images)
 
 
-def segment_step_fn(model: UNet, tx: optax.GradientTransformation, loss_fn: Callable,
-                    augment: bool = False, intensity: bool = False):
+def segment_step_fn(
+    model: UNet,
+    tx: optax.GradientTransformation,
+    loss_fn: Callable,
+    augment: bool = False,
+    intensity: bool = False,
+):
     """The un-jitted U-Net train step (compile with ``steps.jit_step``).
 
     The encoder cannot move: it runs with BatchNorm in inference mode behind
@@ -266,12 +289,12 @@ def segment_step_fn(model: UNet, tx: optax.GradientTransformation, loss_fn: Call
             x = intensity_jitter(intensity_key, x)
 
         def loss_of(params):
-            logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},
-                                          x, train=True, mutable=['batch_stats'])
+            logits, updates = model.apply(
+                {'params': params, 'batch_stats': state.batch_stats}, x, train=True, mutable=['batch_stats']
+            )
             return loss_fn(logits, masks), (updates['batch_stats'], logits)
 
-        (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_of, has_aux=True)(
-            state.params)
+        (loss, (batch_stats, logits)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         params = {**params, 'encoder': state.params['encoder']}
@@ -279,15 +302,16 @@ def segment_step_fn(model: UNet, tx: optax.GradientTransformation, loss_fn: Call
         prob = probabilities(logits)
         if prob.ndim == 4:  # several classes: score the foreground classes
             onehot = jax.nn.one_hot(masks, prob.shape[-1], dtype=jnp.float32)
-            dice = jnp.mean(metrics.dice(jnp.moveaxis(prob, -1, 1)[:, 1:],
-                                         jnp.moveaxis(onehot, -1, 1)[:, 1:]))
+            dice = jnp.mean(
+                metrics.dice(jnp.moveaxis(prob, -1, 1)[:, 1:], jnp.moveaxis(onehot, -1, 1)[:, 1:])
+            )
             soft = 1.0 - metrics.dice_loss(prob[..., 1:], onehot[..., 1:])
         else:
             dice = jnp.mean(metrics.dice(prob, masks))
             soft = jnp.mean(metrics.soft_dice(prob, masks))
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                                  opt_state=opt_state)
-        return new_state, {'loss': loss, 'dice': dice, 'soft_dice': soft,
-                           'grad_norm': optax.tree.norm(grads)}
+        new_state = state.replace(
+            step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+        )
+        return new_state, {'loss': loss, 'dice': dice, 'soft_dice': soft, 'grad_norm': optax.tree.norm(grads)}
 
     return step

@@ -20,12 +20,34 @@ import numpy as np
 from fewshot_jax import masks as mask_geometry
 from fewshot_jax import metrics
 
-COLUMNS = ('encoder', 'resolution', 'k', 'image', 'class', 'dice', 'iou', 'soft_dice',
-           'soft_iou', 'percolates_true', 'percolates_pred', 'density_true', 'density_pred')
+COLUMNS = (
+    'encoder',
+    'resolution',
+    'k',
+    'image',
+    'class',
+    'dice',
+    'iou',
+    'soft_dice',
+    'soft_iou',
+    'percolates_true',
+    'percolates_pred',
+    'density_true',
+    'density_pred',
+)
 
 
-def score_rows(prob: np.ndarray, true: np.ndarray, *, encoder: str, resolution: int, k: int,
-               names: Sequence[str], classes: Sequence[str], threshold: float = 0.5) -> list[dict]:
+def score_rows(
+    prob: np.ndarray,
+    true: np.ndarray,
+    *,
+    encoder: str,
+    resolution: int,
+    k: int,
+    names: Sequence[str],
+    classes: Sequence[str],
+    threshold: float = 0.5,
+) -> list[dict]:
     """One row per image: scores of binary probabilities ``prob`` (N, H, W) against ``true``.
 
     A baseline that outputs masks (Otsu) passes them as ``prob``; its soft scores are then
@@ -34,21 +56,31 @@ def score_rows(prob: np.ndarray, true: np.ndarray, *, encoder: str, resolution: 
     prob = np.asarray(prob, np.float32)
     true = np.asarray(true)
     pred = (prob >= threshold).astype(np.uint8)
-    scores = {name: np.asarray(fn(prob, true)) for name, fn in
-              (('dice', lambda p, t: metrics.dice(p, t, threshold)),
-               ('iou', lambda p, t: metrics.iou(p, t, threshold)),
-               ('soft_dice', metrics.soft_dice), ('soft_iou', metrics.soft_iou))}
+    scores = {
+        name: np.asarray(fn(prob, true))
+        for name, fn in (
+            ('dice', lambda p, t: metrics.dice(p, t, threshold)),
+            ('iou', lambda p, t: metrics.iou(p, t, threshold)),
+            ('soft_dice', metrics.soft_dice),
+            ('soft_iou', metrics.soft_iou),
+        )
+    }
     rows = []
     for i in range(len(prob)):
-        rows.append({
-            'encoder': encoder, 'resolution': int(resolution), 'k': int(k),
-            'image': names[i], 'class': classes[i],
-            **{name: round(float(values[i]), 6) for name, values in scores.items()},
-            'percolates_true': bool(mask_geometry.percolates(true[i])),
-            'percolates_pred': bool(mask_geometry.percolates(pred[i])),
-            'density_true': round(mask_geometry.pixel_density(true[i]), 6),
-            'density_pred': round(mask_geometry.pixel_density(pred[i]), 6),
-        })
+        rows.append(
+            {
+                'encoder': encoder,
+                'resolution': int(resolution),
+                'k': int(k),
+                'image': names[i],
+                'class': classes[i],
+                **{name: round(float(values[i]), 6) for name, values in scores.items()},
+                'percolates_true': bool(mask_geometry.percolates(true[i])),
+                'percolates_pred': bool(mask_geometry.percolates(pred[i])),
+                'density_true': round(mask_geometry.pixel_density(true[i]), 6),
+                'density_pred': round(mask_geometry.pixel_density(pred[i]), 6),
+            }
+        )
     return rows
 
 
@@ -88,30 +120,41 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
     out = []
     for (encoder, resolution, k), group in groups.items():
         dice = np.asarray([r['dice'] for r in group])
-        out.append({
-            'encoder': encoder, 'resolution': resolution, 'k': k, 'n_test': len(group),
-            'median_dice': round(float(np.median(dice)), 4),
-            'q1_dice': round(float(np.percentile(dice, 25)), 4),
-            'q3_dice': round(float(np.percentile(dice, 75)), 4),
-            'median_iou': round(float(np.median([r['iou'] for r in group])), 4),
-            'median_soft_dice': round(float(np.median([r['soft_dice'] for r in group])), 4),
-            'percolation_agreement': round(float(np.mean(
-                [r['percolates_true'] == r['percolates_pred'] for r in group])), 4),
-            'density_mae': round(float(np.mean(
-                [abs(r['density_true'] - r['density_pred']) for r in group])), 5),
-        })
+        out.append(
+            {
+                'encoder': encoder,
+                'resolution': resolution,
+                'k': k,
+                'n_test': len(group),
+                'median_dice': round(float(np.median(dice)), 4),
+                'q1_dice': round(float(np.percentile(dice, 25)), 4),
+                'q3_dice': round(float(np.percentile(dice, 75)), 4),
+                'median_iou': round(float(np.median([r['iou'] for r in group])), 4),
+                'median_soft_dice': round(float(np.median([r['soft_dice'] for r in group])), 4),
+                'percolation_agreement': round(
+                    float(np.mean([r['percolates_true'] == r['percolates_pred'] for r in group])), 4
+                ),
+                'density_mae': round(
+                    float(np.mean([abs(r['density_true'] - r['density_pred']) for r in group])), 5
+                ),
+            }
+        )
     return sorted(out, key=lambda s: (s['encoder'], s['resolution'], s['k']))
 
 
 def format_table(summary: Sequence[dict]) -> str:
     """The summary as aligned text, one line per (encoder, resolution, k)."""
-    lines = [f'{"encoder":<16} {"px":>5} {"k":>3} {"n":>3} {"Dice (median [IQR])":>22} '
-             f'{"IoU":>6} {"perc. agree":>11} {"density MAE":>11}']
+    lines = [
+        f'{"encoder":<16} {"px":>5} {"k":>3} {"n":>3} {"Dice (median [IQR])":>22} '
+        f'{"IoU":>6} {"perc. agree":>11} {"density MAE":>11}'
+    ]
     for s in summary:
-        lines.append(f'{s["encoder"]:<16} {s["resolution"]:>5} {s["k"]:>3} {s["n_test"]:>3} '
-                     f'{s["median_dice"]:>8.3f} [{s["q1_dice"]:.3f}, {s["q3_dice"]:.3f}] '
-                     f'{s["median_iou"]:>6.3f} {s["percolation_agreement"]:>11.3f} '
-                     f'{s["density_mae"]:>11.4f}')
+        lines.append(
+            f'{s["encoder"]:<16} {s["resolution"]:>5} {s["k"]:>3} {s["n_test"]:>3} '
+            f'{s["median_dice"]:>8.3f} [{s["q1_dice"]:.3f}, {s["q3_dice"]:.3f}] '
+            f'{s["median_iou"]:>6.3f} {s["percolation_agreement"]:>11.3f} '
+            f'{s["density_mae"]:>11.4f}'
+        )
     return '\n'.join(lines)
 
 
@@ -139,16 +182,25 @@ def box_plots(rows: Sequence[dict], path: str | os.PathLike) -> Path:
             for j, (res, color) in enumerate(zip(resolutions, colors, strict=True)):
                 data, where = [], []
                 for x, k in enumerate(shots):
-                    values = [r[metric] for r in rows
-                              if r['encoder'] == encoder and r['k'] == k and r['resolution'] == res]
+                    values = [
+                        r[metric]
+                        for r in rows
+                        if r['encoder'] == encoder and r['k'] == k and r['resolution'] == res
+                    ]
                     if values:
                         data.append(values)
                         where.append(x - 0.4 + width * (j + 0.5))
                 if not data:
                     continue
-                parts = ax.boxplot(data, positions=where, widths=width * 0.9, notch=True,
-                                   patch_artist=True, showfliers=True,
-                                   flierprops={'markersize': 2})
+                parts = ax.boxplot(
+                    data,
+                    positions=where,
+                    widths=width * 0.9,
+                    notch=True,
+                    patch_artist=True,
+                    showfliers=True,
+                    flierprops={'markersize': 2},
+                )
                 for patch in parts['boxes']:
                     patch.set_facecolor(color)
                 ax.plot([], [], color=color, lw=6, label=f'{res} px')
@@ -170,11 +222,13 @@ def curve_over_k(summary: Sequence[dict], path: str | os.PathLike) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     keys = sorted({(s['encoder'], s['resolution']) for s in summary})
     for encoder, res in keys:
-        points = sorted((s['k'], s['median_dice']) for s in summary
-                        if s['encoder'] == encoder and s['resolution'] == res)
+        points = sorted(
+            (s['k'], s['median_dice']) for s in summary if s['encoder'] == encoder and s['resolution'] == res
+        )
         style = '--' if encoder == 'otsu' else '-'
-        ax.plot([k for k, _ in points], [d for _, d in points], style, marker='o',
-                label=f'{encoder}, {res} px')
+        ax.plot(
+            [k for k, _ in points], [d for _, d in points], style, marker='o', label=f'{encoder}, {res} px'
+        )
     ax.set_xscale('log', base=2)
     ax.set_xlabel('labeled images per class')
     ax.set_ylabel('median test Dice')
@@ -204,8 +258,7 @@ def overlays(panels: Sequence[dict], path: str | os.PathLike, title: str = '') -
         row[1].imshow(panel['true'], cmap='gray', vmin=0, vmax=1)
         row[1].set_title('true mask', fontsize=8)
         row[2].imshow(panel['prob'], cmap='gray', vmin=0, vmax=1)
-        row[2].set_title(f'prediction: Dice {panel["dice"]:.3f}, IoU {panel["iou"]:.3f}',
-                         fontsize=8)
+        row[2].set_title(f'prediction: Dice {panel["dice"]:.3f}, IoU {panel["iou"]:.3f}', fontsize=8)
         for ax in row:
             ax.axis('off')
     if title:
@@ -214,4 +267,3 @@ def overlays(panels: Sequence[dict], path: str | os.PathLike, title: str = '') -
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
-

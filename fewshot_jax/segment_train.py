@@ -106,21 +106,20 @@ class TrainSpec:
             check_positive_int(getattr(self, name), f'{prefix}{name}')
         check_positive_int(self.decoder_width, f'{prefix}decoder_width', optional=True)
         if self.decoder not in DECODERS:
-            raise SegmentConfigError(f'{prefix}decoder={self.decoder!r}: expected one of '
-                                     f'{DECODERS}')
+            raise SegmentConfigError(f'{prefix}decoder={self.decoder!r}: expected one of {DECODERS}')
         if self.loss not in LOSSES:
             raise SegmentConfigError(f'{prefix}loss={self.loss!r}: expected one of {LOSSES}')
         if self.lr_schedule not in LR_SCHEDULES:
-            raise SegmentConfigError(f'{prefix}lr_schedule={self.lr_schedule!r}: expected one of '
-                                     f'{LR_SCHEDULES}')
+            raise SegmentConfigError(
+                f'{prefix}lr_schedule={self.lr_schedule!r}: expected one of {LR_SCHEDULES}'
+            )
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
             raise SegmentConfigError(f'{prefix}lr={self.lr!r}: expected a positive learning rate')
         if self.bn_momentum is not None:
             check_fraction(self.bn_momentum, f'{prefix}bn_momentum')
         check_fraction(self.tile_overlap, f'{prefix}tile_overlap')
         if self.dtype is not None and self.dtype not in ('float32', 'bfloat16', 'float16'):
-            raise SegmentConfigError(f'model.dtype={self.dtype!r}: expected float32, bfloat16 '
-                                     f'or float16')
+            raise SegmentConfigError(f'model.dtype={self.dtype!r}: expected float32, bfloat16 or float16')
 
 
 def steps_for(epochs: int, num_images: int, batch_size: int) -> int:
@@ -156,8 +155,15 @@ class BatchStream:
     ``get_state()`` is ``{'epoch', 'offset'}``; the loop saves it with checkpoints.
     """
 
-    def __init__(self, images: np.ndarray, masks: np.ndarray, batch_size: int, seed: int,
-                 mesh, state: Mapping | None = None):
+    def __init__(
+        self,
+        images: np.ndarray,
+        masks: np.ndarray,
+        batch_size: int,
+        seed: int,
+        mesh,
+        state: Mapping | None = None,
+    ):
         self.images, self.masks = images, masks
         self.batch_size, self.seed, self.mesh = batch_size, seed, mesh
         self.epoch = int(state['epoch']) if state else 0
@@ -176,14 +182,13 @@ class BatchStream:
         picked = []
         while len(picked) < self.batch_size:
             order = self._order(self.epoch)
-            take = order[self.offset:self.offset + self.batch_size - len(picked)]
+            take = order[self.offset : self.offset + self.batch_size - len(picked)]
             picked.extend(take.tolist())
             self.offset += len(take)
             if self.offset >= len(order):
                 self.epoch, self.offset = self.epoch + 1, 0
         rows = np.asarray(picked)[self._rows]
-        return sharding.to_global({'image': self.images[rows], 'mask': self.masks[rows]},
-                                  self.mesh)
+        return sharding.to_global({'image': self.images[rows], 'mask': self.masks[rows]}, self.mesh)
 
     def get_state(self) -> dict:
         return {'epoch': self.epoch, 'offset': self.offset}
@@ -195,8 +200,7 @@ def _decoder_of(variables) -> dict:
 
 
 def _with_decoder(variables, decoder: Mapping) -> dict:
-    return {c: {'encoder': variables[c]['encoder'], 'decoder': decoder[c]}
-            for c in ('params', 'batch_stats')}
+    return {c: {'encoder': variables[c]['encoder'], 'decoder': decoder[c]} for c in ('params', 'batch_stats')}
 
 
 def _validation_hook(segmenter: Segmenter, images, masks, run_dir: Path, every) -> loop.Hook:
@@ -210,8 +214,9 @@ def _validation_hook(segmenter: Segmenter, images, masks, run_dir: Path, every) 
         best = json.loads(best_file.read_text()) if best_file.is_file() else None
         if jax.process_index() == 0 and (best is None or dice > best['dice']):
             tmp = run_dir / (BEST_DECODER + '.tmp')
-            tmp.write_bytes(serialization.msgpack_serialize(
-                jax.tree.map(np.asarray, _decoder_of(state.variables))))
+            tmp.write_bytes(
+                serialization.msgpack_serialize(jax.tree.map(np.asarray, _decoder_of(state.variables)))
+            )
             os.replace(tmp, run_dir / BEST_DECODER)
             best_file.write_text(json.dumps({'step': step, 'dice': dice}))
         return {'dice': dice}
@@ -219,12 +224,20 @@ def _validation_hook(segmenter: Segmenter, images, masks, run_dir: Path, every) 
     return loop.Hook('validation', evaluate, every)
 
 
-def train_segmenter(encoder, images: np.ndarray, masks: np.ndarray, spec: TrainSpec,
-                    run_dir: str | os.PathLike, *, train_cfg: Mapping | None = None,
-                    validation: tuple[np.ndarray, np.ndarray] | None = None,
-                    num_devices: int | None = None, info: Mapping | None = None,
-                    shared_encoder: str | os.PathLike | None = None, desc: str = 'segment'
-                    ) -> tuple[Segmenter, dict]:
+def train_segmenter(
+    encoder,
+    images: np.ndarray,
+    masks: np.ndarray,
+    spec: TrainSpec,
+    run_dir: str | os.PathLike,
+    *,
+    train_cfg: Mapping | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    num_devices: int | None = None,
+    info: Mapping | None = None,
+    shared_encoder: str | os.PathLike | None = None,
+    desc: str = 'segment',
+) -> tuple[Segmenter, dict]:
     """Trains (or resumes, or finds finished) one U-Net in ``run_dir`` with ``loop.run``.
 
     Args:
@@ -246,29 +259,42 @@ def train_segmenter(encoder, images: np.ndarray, masks: np.ndarray, spec: TrainS
     """
     spec.validate()
     run_dir = Path(run_dir)
-    model = build_unet(encoder.config, spec.decoder, spec.num_classes, spec.dtype,
-                       spec.bn_momentum, spec.decoder_width)
+    model = build_unet(
+        encoder.config, spec.decoder, spec.num_classes, spec.dtype, spec.bn_momentum, spec.decoder_width
+    )
     variables = init_variables(model, encoder.variables, spec.seed)
     end_lr = spec.lr if spec.lr_schedule == 'constant' else 0.0  # constant: as Keras' Adam
-    optim_cfg = ml_collections.ConfigDict({'name': 'adam', 'lr': spec.lr, 'warmup_steps': 0,
-                                           'end_lr': end_lr})
+    optim_cfg = ml_collections.ConfigDict(
+        {'name': 'adam', 'lr': spec.lr, 'warmup_steps': 0, 'end_lr': end_lr}
+    )
     tx = make_optimizer(optim_cfg, spec.steps, frozen=FROZEN)
     mesh = make_mesh_for(spec.batch_size, num_devices)
     sharding.check_global_batch(spec.batch_size, mesh)
     _, step_key = jax.random.split(jax.random.PRNGKey(spec.seed))
     state = sharding.replicate(TrainState.create(variables, tx, step_key), mesh)
-    step_fn = steps.jit_step(segment_step_fn(model, tx, make_loss(spec.loss, spec.num_classes),
-                                             spec.augment, spec.intensity_augment), mesh)
-    segmenter = Segmenter(variables, encoder.config, decoder=spec.decoder,
-                          num_classes=spec.num_classes, resolution=spec.resolution,
-                          channels=images.shape[-1], pixel_scale=spec.pixel_scale,
-                          threshold=spec.threshold, tile_overlap=spec.tile_overlap,
-                          dtype=spec.dtype, decoder_width=spec.decoder_width,
-                          info={**(info or {}), 'steps': spec.steps})
+    step_fn = steps.jit_step(
+        segment_step_fn(
+            model, tx, make_loss(spec.loss, spec.num_classes), spec.augment, spec.intensity_augment
+        ),
+        mesh,
+    )
+    segmenter = Segmenter(
+        variables,
+        encoder.config,
+        decoder=spec.decoder,
+        num_classes=spec.num_classes,
+        resolution=spec.resolution,
+        channels=images.shape[-1],
+        pixel_scale=spec.pixel_scale,
+        threshold=spec.threshold,
+        tile_overlap=spec.tile_overlap,
+        dtype=spec.dtype,
+        decoder_width=spec.decoder_width,
+        info={**(info or {}), 'steps': spec.steps},
+    )
     hooks = ()
     if validation is not None and len(validation[0]):
-        hooks = (_validation_hook(segmenter, validation[0], validation[1], run_dir,
-                                  spec.validation_every),)
+        hooks = (_validation_hook(segmenter, validation[0], validation[1], run_dir, spec.validation_every),)
 
     def finalize(state) -> dict:
         chosen, out = state.variables, {}
@@ -284,14 +310,23 @@ def train_segmenter(encoder, images: np.ndarray, masks: np.ndarray, spec: TrainS
             segmenter.save(run_dir / MODEL_DIR, shared_encoder=shared_encoder)
         return out
 
-    config = ml_collections.ConfigDict({'segment_run': {**dataclasses.asdict(spec),
-                                                        **_json_safe(info or {})},
-                                        'train': _plain_dict(train_cfg)})
-    result = loop.run(step_fn, state,
-                      lambda data_state: BatchStream(images, masks, spec.batch_size, spec.seed,
-                                                     mesh, data_state),
-                      total_steps=spec.steps, workdir=run_dir, config=config, hooks=hooks,
-                      finalize=finalize, desc=desc)
+    config = ml_collections.ConfigDict(
+        {
+            'segment_run': {**dataclasses.asdict(spec), **_json_safe(info or {})},
+            'train': _plain_dict(train_cfg),
+        }
+    )
+    result = loop.run(
+        step_fn,
+        state,
+        lambda data_state: BatchStream(images, masks, spec.batch_size, spec.seed, mesh, data_state),
+        total_steps=spec.steps,
+        workdir=run_dir,
+        config=config,
+        hooks=hooks,
+        finalize=finalize,
+        desc=desc,
+    )
     return segmenter, result.summary
 
 
@@ -302,5 +337,4 @@ def _plain_dict(cfg) -> dict:
 
 
 def _json_safe(info: Mapping) -> dict:
-    return {k: v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
-            for k, v in info.items()}
+    return {k: v if isinstance(v, (int, float, str, bool)) or v is None else str(v) for k, v in info.items()}

@@ -106,8 +106,11 @@ def _resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
     if array.shape[:2] == (height, width):
         return array
     if array.ndim == 2:
-        return np.asarray(Image.fromarray(array.astype(np.float32), mode='F')
-                          .resize((width, height), Image.Resampling.BILINEAR))
+        return np.asarray(
+            Image.fromarray(array.astype(np.float32), mode='F').resize(
+                (width, height), Image.Resampling.BILINEAR
+            )
+        )
     return np.stack([_resize(array[..., c], height, width) for c in range(array.shape[-1])], -1)
 
 
@@ -117,12 +120,13 @@ def _as_unit_float(image, index: int) -> np.ndarray:
     if scale is not None:
         return array.astype(np.float32) / np.float32(scale)
     if not np.issubdtype(array.dtype, np.floating):
-        raise SegmenterError(f'image {index}: dtype {array.dtype}; expected uint8, uint16 or '
-                             f'float in [0, 1]')
+        raise SegmenterError(f'image {index}: dtype {array.dtype}; expected uint8, uint16 or float in [0, 1]')
     low, high = (float(np.min(array)), float(np.max(array))) if array.size else (0.0, 0.0)
     if not (np.isfinite(low) and np.isfinite(high)) or low < -1e-3 or high > 1 + 1e-3:
-        raise SegmenterError(f'image {index}: float values over [{low:g}, {high:g}]; expected '
-                             f'[0, 1] (divide 0-255 images by 255, or pass uint8)')
+        raise SegmenterError(
+            f'image {index}: float values over [{low:g}, {high:g}]; expected '
+            f'[0, 1] (divide 0-255 images by 255, or pass uint8)'
+        )
     return np.clip(array.astype(np.float32), 0.0, 1.0)
 
 
@@ -143,11 +147,22 @@ class Segmenter:
         info: provenance (encoder name and spec, k, steps, …), saved with the model.
     """
 
-    def __init__(self, variables: Mapping, encoder_config: Mapping, *, decoder: str = 'paper',
-                 num_classes: int = 1, resolution: int, channels: int = 1,
-                 pixel_scale: float = 1.0, threshold: float = 0.5, tile_overlap: float = 0.25,
-                 dtype: str | None = None, decoder_width: int | None = None,
-                 info: Mapping | None = None):
+    def __init__(
+        self,
+        variables: Mapping,
+        encoder_config: Mapping,
+        *,
+        decoder: str = 'paper',
+        num_classes: int = 1,
+        resolution: int,
+        channels: int = 1,
+        pixel_scale: float = 1.0,
+        threshold: float = 0.5,
+        tile_overlap: float = 0.25,
+        dtype: str | None = None,
+        decoder_width: int | None = None,
+        info: Mapping | None = None,
+    ):
         if resolution % DOWNSAMPLING:
             raise SegmenterError(f'resolution {resolution}: expected a multiple of {DOWNSAMPLING}')
         if not 0 <= tile_overlap < 1:
@@ -163,18 +178,20 @@ class Segmenter:
         self.dtype = dtype
         self.decoder_width = decoder_width
         self.info = dict(info or {})
-        self.module = build_unet(self.encoder_config, decoder, self.num_classes, dtype,
-                                 decoder_width=decoder_width)
+        self.module = build_unet(
+            self.encoder_config, decoder, self.num_classes, dtype, decoder_width=decoder_width
+        )
         self.variables = {'params': variables['params'], 'batch_stats': variables['batch_stats']}
         module = self.module
-        self._forward = jax.jit(
-            lambda v, x: probabilities(module.apply(v, model_input(x), train=False)))
+        self._forward = jax.jit(lambda v, x: probabilities(module.apply(v, model_input(x), train=False)))
 
     def __repr__(self) -> str:
         c = self.encoder_config
-        return (f'Segmenter({self.decoder} decoder on ResNet{c["depth"]} width {c["width"]}, '
-                f'{self.resolution} px tiles, pixel_scale {self.pixel_scale:g}, '
-                f'{self.num_classes} class channel(s), {self.info.get("name", "")})')
+        return (
+            f'Segmenter({self.decoder} decoder on ResNet{c["depth"]} width {c["width"]}, '
+            f'{self.resolution} px tiles, pixel_scale {self.pixel_scale:g}, '
+            f'{self.num_classes} class channel(s), {self.info.get("name", "")})'
+        )
 
     # ---- prediction -------------------------------------------------------------------
     def _checked(self, images) -> tuple[list[np.ndarray], bool, bool]:
@@ -186,12 +203,13 @@ class Segmenter:
             if array.ndim == 3:
                 array = array[..., None]
             if array.ndim != 4 or array.shape[-1] not in (1, 3):
-                raise SegmenterError(f'images of shape {array.shape}: expected (H, W), (N, H, W), '
-                                     f'(N, H, W, 1) or (N, H, W, 3), or a list of images')
+                raise SegmenterError(
+                    f'images of shape {array.shape}: expected (H, W), (N, H, W), '
+                    f'(N, H, W, 1) or (N, H, W, 3), or a list of images'
+                )
             if len(array) == 0:
                 raise SegmenterError('no images to segment (N = 0)')
-            return [self._channels(_as_unit_float(a, i), i) for i, a in enumerate(array)], \
-                False, True
+            return [self._channels(_as_unit_float(a, i), i) for i, a in enumerate(array)], False, True
         items = list(images)
         if not items:
             raise SegmenterError('no images to segment (empty list)')
@@ -201,8 +219,9 @@ class Segmenter:
             if a.ndim == 2:
                 a = a[..., None]
             if a.ndim != 3 or a.shape[-1] not in (1, 3):
-                raise SegmenterError(f'image {i} of shape {np.shape(item)}: expected (H, W), '
-                                     f'(H, W, 1) or (H, W, 3)')
+                raise SegmenterError(
+                    f'image {i} of shape {np.shape(item)}: expected (H, W), (H, W, 1) or (H, W, 3)'
+                )
             out.append(self._channels(_as_unit_float(a, i), i))
         return out, False, False
 
@@ -229,8 +248,15 @@ class Segmenter:
         padded = np.pad(pixels, ((0, pad_h - h), (0, pad_w - w), (0, 0)), mode='symmetric')
         return padded, (h, w)
 
-    def predict(self, images, *, scale: float | None = None, mode: str = 'tiled',
-                batch_size: int = 8, progress: bool | None = None):
+    def predict(
+        self,
+        images,
+        *,
+        scale: float | None = None,
+        mode: str = 'tiled',
+        batch_size: int = 8,
+        progress: bool | None = None,
+    ):
         """Probabilities at each image's own size.
 
         Args:
@@ -286,23 +312,23 @@ class Segmenter:
         def flush(count: int) -> None:
             batch = queue[:count]
             del queue[:count]
-            tiles = np.stack([open_images[i]['padded'][y:y + tile, x:x + tile]
-                              for i, y, x, _ in batch])
+            tiles = np.stack([open_images[i]['padded'][y : y + tile, x : x + tile] for i, y, x, _ in batch])
             if len(tiles) < batch_size:  # one compiled shape
-                tiles = np.concatenate([tiles, np.zeros((batch_size - len(tiles),
-                                                         *tiles.shape[1:]), np.uint8)])
+                tiles = np.concatenate(
+                    [tiles, np.zeros((batch_size - len(tiles), *tiles.shape[1:]), np.uint8)]
+                )
             probs = np.asarray(self._forward(self.variables, tiles))
-            for (i, y, x, weight), prob in zip(batch, probs[:len(batch)], strict=True):
+            for (i, y, x, weight), prob in zip(batch, probs[: len(batch)], strict=True):
                 entry = open_images[i]
-                entry['sum'][y:y + tile, x:x + tile] += prob * (
-                    weight if prob.ndim == 2 else weight[..., None])
-                entry['weight'][y:y + tile, x:x + tile] += weight
+                entry['sum'][y : y + tile, x : x + tile] += prob * (
+                    weight if prob.ndim == 2 else weight[..., None]
+                )
+                entry['weight'][y : y + tile, x : x + tile] += weight
                 entry['left'] -= 1
                 if entry['left'] == 0:
                     h, w = entry['size']
                     total = entry['weight'][:h, :w]
-                    prob_map = entry['sum'][:h, :w] / (total if prob.ndim == 2
-                                                       else total[..., None])
+                    prob_map = entry['sum'][:h, :w] / (total if prob.ndim == 2 else total[..., None])
                     outputs[i] = self._finish(prob_map, items[i].shape[:2])
                     del open_images[i]
                     bar.update(1)
@@ -312,13 +338,18 @@ class Segmenter:
             padded, size = self._prepare(image, scale, tile, DOWNSAMPLING)
             ys = tile_starts(padded.shape[0], tile, overlap)
             xs = tile_starts(padded.shape[1], tile, overlap)
-            open_images[i] = {'padded': padded, 'size': size, 'left': len(ys) * len(xs),
-                              'sum': np.zeros(padded.shape[:2] + channel_shape, np.float32),
-                              'weight': np.zeros(padded.shape[:2], np.float32)}
+            open_images[i] = {
+                'padded': padded,
+                'size': size,
+                'left': len(ys) * len(xs),
+                'sum': np.zeros(padded.shape[:2] + channel_shape, np.float32),
+                'weight': np.zeros(padded.shape[:2], np.float32),
+            }
             wy = [blend_weights(tile, overlap, a == 0, a == ys[-1]) for a in ys]
             wx = [blend_weights(tile, overlap, b == 0, b == xs[-1]) for b in xs]
-            queue.extend((i, y, x, np.outer(wy[a], wx[b]))
-                         for a, y in enumerate(ys) for b, x in enumerate(xs))
+            queue.extend(
+                (i, y, x, np.outer(wy[a], wx[b])) for a, y in enumerate(ys) for b, x in enumerate(xs)
+            )
             while len(queue) >= batch_size:
                 flush(batch_size)
         while queue:
@@ -330,8 +361,11 @@ class Segmenter:
         Takes the arguments of :meth:`predict`.
         """
         probs = self.predict(images, **kwargs)
-        to_mask = (lambda p: (p >= self.threshold).astype(np.uint8)) if self.num_classes == 1 \
+        to_mask = (
+            (lambda p: (p >= self.threshold).astype(np.uint8))
+            if self.num_classes == 1
             else (lambda p: np.argmax(p, axis=-1).astype(np.uint8))
+        )
         if isinstance(probs, list):
             return [to_mask(p) for p in probs]
         return to_mask(probs)
@@ -339,14 +373,22 @@ class Segmenter:
     # ---- files ------------------------------------------------------------------------
     def meta(self) -> dict:
         """What ``segmenter.json`` holds (besides where the encoder's arrays are)."""
-        return {'format': FORMAT, 'encoder_config': self.encoder_config, 'decoder': self.decoder,
-                'num_classes': self.num_classes, 'resolution': self.resolution,
-                'channels': self.channels, 'pixel_scale': self.pixel_scale,
-                'threshold': self.threshold, 'tile_overlap': self.tile_overlap,
-                'dtype': self.dtype, 'decoder_width': self.decoder_width, 'info': self.info}
+        return {
+            'format': FORMAT,
+            'encoder_config': self.encoder_config,
+            'decoder': self.decoder,
+            'num_classes': self.num_classes,
+            'resolution': self.resolution,
+            'channels': self.channels,
+            'pixel_scale': self.pixel_scale,
+            'threshold': self.threshold,
+            'tile_overlap': self.tile_overlap,
+            'dtype': self.dtype,
+            'decoder_width': self.decoder_width,
+            'info': self.info,
+        }
 
-    def save(self, path: str | os.PathLike,
-             shared_encoder: str | os.PathLike | None = None) -> Path:
+    def save(self, path: str | os.PathLike, shared_encoder: str | os.PathLike | None = None) -> Path:
         """Writes the segmenter to the folder ``path`` (created; files replaced).
 
         Args:
@@ -360,8 +402,9 @@ class Segmenter:
         decoder = {c: host[c].get('decoder', {}) for c in ('params', 'batch_stats')}
         _write_atomic(path / DECODER_FILE, serialization.msgpack_serialize(_plain(decoder)))
         if shared_encoder is None:
-            save_encoder_arrays(path / ENCODER_FILE, {c: host[c]['encoder']
-                                                      for c in ('params', 'batch_stats')})
+            save_encoder_arrays(
+                path / ENCODER_FILE, {c: host[c]['encoder'] for c in ('params', 'batch_stats')}
+            )
             encoder_ref = ENCODER_FILE
         else:
             encoder_ref = os.path.relpath(Path(shared_encoder).absolute(), path.absolute())
@@ -408,16 +451,19 @@ def _resolve(path: Path, run: str | None) -> Path:
         candidate = runs / run / 'model'
         if not (candidate / META_FILE).is_file():
             present = sorted(p.name for p in runs.iterdir()) if runs.is_dir() else []
-            raise SegmenterError(f'{path}: no finished segmentation run {run!r} '
-                                 f'(finished or started runs: {present})')
+            raise SegmenterError(
+                f'{path}: no finished segmentation run {run!r} (finished or started runs: {present})'
+            )
         return candidate
     summary = path / SUMMARY_FILE
     if summary.is_file():
         default = json.loads(summary.read_text()).get('default_model')
         if default and (path / default / META_FILE).is_file():
             return path / default
-    raise SegmenterError(f'{path} holds no segmenter: expected {META_FILE} (a saved segmenter) '
-                         f'or a segmentation stage folder with {SUMMARY_FILE} and runs/')
+    raise SegmenterError(
+        f'{path} holds no segmenter: expected {META_FILE} (a saved segmenter) '
+        f'or a segmentation stage folder with {SUMMARY_FILE} and runs/'
+    )
 
 
 def load_segmenter(path: str | os.PathLike, run: str | None = None) -> Segmenter:
@@ -436,20 +482,34 @@ def load_segmenter(path: str | os.PathLike, run: str | None = None) -> Segmenter
     folder = _resolve(Path(path), run)
     meta = json.loads((folder / META_FILE).read_text())
     if meta.get('format') != FORMAT:
-        raise SegmenterError(f'{folder / META_FILE}: format {meta.get("format")!r}; this '
-                             f'fewshot_jax reads format {FORMAT}')
+        raise SegmenterError(
+            f'{folder / META_FILE}: format {meta.get("format")!r}; this fewshot_jax reads format {FORMAT}'
+        )
     decoder = _read_msgpack(folder / DECODER_FILE, 'decoder')
     encoder = _read_msgpack(folder / meta['encoder_file'], 'encoder')
-    variables = {c: {'encoder': encoder[c], 'decoder': decoder.get(c, {})}
-                 for c in ('params', 'batch_stats')}
-    return Segmenter(jax.device_put(jax.tree.map(jnp.asarray, variables)),
-                     meta['encoder_config'], decoder=meta['decoder'],
-                     num_classes=meta['num_classes'], resolution=meta['resolution'],
-                     channels=meta['channels'], pixel_scale=meta['pixel_scale'],
-                     threshold=meta['threshold'], tile_overlap=meta['tile_overlap'],
-                     dtype=meta.get('dtype'), decoder_width=meta.get('decoder_width'),
-                     info=meta.get('info'))
+    variables = {c: {'encoder': encoder[c], 'decoder': decoder.get(c, {})} for c in ('params', 'batch_stats')}
+    return Segmenter(
+        jax.device_put(jax.tree.map(jnp.asarray, variables)),
+        meta['encoder_config'],
+        decoder=meta['decoder'],
+        num_classes=meta['num_classes'],
+        resolution=meta['resolution'],
+        channels=meta['channels'],
+        pixel_scale=meta['pixel_scale'],
+        threshold=meta['threshold'],
+        tile_overlap=meta['tile_overlap'],
+        dtype=meta.get('dtype'),
+        decoder_width=meta.get('decoder_width'),
+        info=meta.get('info'),
+    )
 
 
-__all__ = ['Segmenter', 'SegmenterError', 'blend_weights', 'load_segmenter',
-           'save_encoder_arrays', 'tile_starts', 'tile_stride']
+__all__ = [
+    'Segmenter',
+    'SegmenterError',
+    'blend_weights',
+    'load_segmenter',
+    'save_encoder_arrays',
+    'tile_starts',
+    'tile_stride',
+]

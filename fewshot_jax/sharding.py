@@ -40,12 +40,16 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
     devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
     if num_devices is not None:
         if not 1 <= num_devices <= len(devices):
-            raise ConfigError(f'num_devices={num_devices}: expected 1..{len(devices)} '
-                              f'({len(devices)} {devices[0].platform} devices visible)')
+            raise ConfigError(
+                f'num_devices={num_devices}: expected 1..{len(devices)} '
+                f'({len(devices)} {devices[0].platform} devices visible)'
+            )
         if jax.process_count() > 1 and num_devices != len(devices):
-            raise ConfigError(f'num_devices={num_devices}: a job of {jax.process_count()} '
-                              f'processes uses all {len(devices)} devices; leave num_devices '
-                              f'unset (None)')
+            raise ConfigError(
+                f'num_devices={num_devices}: a job of {jax.process_count()} '
+                f'processes uses all {len(devices)} devices; leave num_devices '
+                f'unset (None)'
+            )
         devices = devices[:num_devices]
     # Mesh() keeps this order (jax.make_mesh may reorder devices by physical topology).
     return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(AxisType.Auto,))
@@ -71,7 +75,8 @@ def check_global_batch(global_batch: int, mesh: Mesh) -> int:
     if global_batch < 1 or global_batch % n_dev:
         raise ConfigError(
             f'data.batch_size={global_batch} must be a positive multiple of the device count '
-            f'({n_dev} devices on the mesh); choose e.g. {max(n_dev, global_batch // n_dev * n_dev)}')
+            f'({n_dev} devices on the mesh); choose e.g. {max(n_dev, global_batch // n_dev * n_dev)}'
+        )
     return global_batch // jax.process_count()
 
 
@@ -105,9 +110,11 @@ def _check_process_block(mesh: Mesh, local_rows: int) -> None:
     indices = data_sharding(mesh).addressable_devices_indices_map((n * jax.process_count(),))
     rows = sorted(set().union(*(range(n * jax.process_count())[i[0]] for i in indices.values())))
     if rows != list(range(p * n, (p + 1) * n)):
-        raise ConfigError(f'process {p} holds batch rows {rows[:4]}… on the mesh, '
-                          f'not its block {p * n}..{(p + 1) * n}: build the mesh with '
-                          f'sharding.make_mesh (devices grouped by process)')
+        raise ConfigError(
+            f'process {p} holds batch rows {rows[:4]}… on the mesh, '
+            f'not its block {p * n}..{(p + 1) * n}: build the mesh with '
+            f'sharding.make_mesh (devices grouped by process)'
+        )
 
 
 def replicate(tree, mesh: Mesh):
@@ -127,7 +134,7 @@ def process_allgather_bytes(data: bytes) -> list[bytes]:
     # Pad to a power of two so that repeated calls reuse a few compiled gathers.
     size = 1 << max(6, int(max(lengths)).bit_length())
     padded = np.zeros(size, np.uint8)
-    padded[:len(data)] = np.frombuffer(data, np.uint8)
+    padded[: len(data)] = np.frombuffer(data, np.uint8)
     rows = multihost_utils.process_allgather(padded)
     return [bytes(row[:length]) for row, length in zip(rows, lengths, strict=True)]
 
@@ -175,14 +182,17 @@ def check_same_on_all_processes(values: dict) -> None:
             continue
         theirs = _flatten(json.loads(other))
         fields = sorted(k for k in first.keys() | theirs.keys() if first.get(k) != theirs.get(k))
-        detail = '; '.join(f'{k}: {first.get(k, "<missing>")!r} (process 0) vs '
-                           f'{theirs.get(k, "<missing>")!r} (process {index})'
-                           for k in fields[:10])
+        detail = '; '.join(
+            f'{k}: {first.get(k, "<missing>")!r} (process 0) vs '
+            f'{theirs.get(k, "<missing>")!r} (process {index})'
+            for k in fields[:10]
+        )
         more = f' and {len(fields) - 10} more' if len(fields) > 10 else ''
         raise ProcessMismatchError(
             f'the {len(everyone)} processes of this job were started with different settings: '
             f'{detail}{more}. Start every process with the same command line '
-            f'(only the process id may differ)')
+            f'(only the process id may differ)'
+        )
 
 
 def _flatten(tree: dict, prefix: str = '') -> dict:

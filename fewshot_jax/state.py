@@ -33,9 +33,13 @@ class TrainState:
     def create(cls, variables, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
         """Builds the state at step 0 from model variables ``{'params', 'batch_stats'}``."""
         params = variables['params']
-        return cls(step=jnp.zeros((), jnp.int32), params=params,
-                   batch_stats=variables.get('batch_stats', {}),
-                   opt_state=tx.init(params), rng=rng)
+        return cls(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables.get('batch_stats', {}),
+            opt_state=tx.init(params),
+            rng=rng,
+        )
 
     @property
     def variables(self):
@@ -43,8 +47,14 @@ class TrainState:
         return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
-def init_state(model, tx: optax.GradientTransformation, seed: int, image_size: int,
-               mesh: Mesh, start_from: Callable[[Any], Any] | None = None) -> TrainState:
+def init_state(
+    model,
+    tx: optax.GradientTransformation,
+    seed: int,
+    image_size: int,
+    mesh: Mesh,
+    start_from: Callable[[Any], Any] | None = None,
+) -> TrainState:
     """Initialises params, BatchNorm statistics and the optimizer, replicated on ``mesh``.
 
     The init key and the step key both derive from ``seed``, so a run is
@@ -58,11 +68,13 @@ def init_state(model, tx: optax.GradientTransformation, seed: int, image_size: i
     """
     init_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
     dummy = jnp.zeros((2, image_size, image_size, 3), jnp.float32)
-    create = jax.jit(lambda variables: TrainState.create(variables, tx, step_key),
-                     out_shardings=sharding.replicated(mesh))
+    create = jax.jit(
+        lambda variables: TrainState.create(variables, tx, step_key), out_shardings=sharding.replicated(mesh)
+    )
     if start_from is None:
-        return jax.jit(lambda: TrainState.create(model.init(init_key, dummy, train=False), tx,
-                                                 step_key),
-                       out_shardings=sharding.replicated(mesh))()
+        return jax.jit(
+            lambda: TrainState.create(model.init(init_key, dummy, train=False), tx, step_key),
+            out_shardings=sharding.replicated(mesh),
+        )()
     variables = jax.jit(lambda: model.init(init_key, dummy, train=False))()
     return create(start_from(jax.device_get(variables)))

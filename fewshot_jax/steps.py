@@ -36,9 +36,13 @@ def make_ssl_loss(loss_cfg: ml_collections.ConfigDict) -> Callable[[jax.Array, j
     raise ConfigError(f'loss.name={loss_cfg.name!r}: expected one of {SSL_METHODS}')
 
 
-def ssl_step_fn(model: nn.Module, tx: optax.GradientTransformation,
-                loss_fn: Callable, aug_cfg: augment.AugmentConfig,
-                schedule: optax.Schedule | None = None):
+def ssl_step_fn(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    loss_fn: Callable,
+    aug_cfg: augment.AugmentConfig,
+    schedule: optax.Schedule | None = None,
+):
     """The un-jitted SSL step: augment two views on device, forward, loss, update.
 
     Args:
@@ -63,14 +67,16 @@ def ssl_step_fn(model: nn.Module, tx: optax.GradientTransformation,
 
         def loss_of(params):
             (z, pooled), updates = model.apply(
-                {'params': params, 'batch_stats': state.batch_stats}, both, train=True,
-                mutable=['batch_stats'])
+                {'params': params, 'batch_stats': state.batch_stats},
+                both,
+                train=True,
+                mutable=['batch_stats'],
+            )
             z = z.reshape((n, 2) + z.shape[1:])
             loss = loss_fn(z[:, 0], z[:, 1])
             return loss, (updates['batch_stats'], z, pooled)
 
-        (loss, (batch_stats, z, pooled)), grads = jax.value_and_grad(loss_of, has_aux=True)(
-            state.params)
+        (loss, (batch_stats, z, pooled)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
@@ -78,14 +84,16 @@ def ssl_step_fn(model: nn.Module, tx: optax.GradientTransformation,
             'grad_norm': optax.tree.norm(grads),
             # Collapse indicators: per-dimension std of the normalised projection and
             # of the encoder features; both fall towards 0 if the run collapses.
-            'z_std': jnp.mean(jnp.std(z[:, 0] / (jnp.linalg.norm(z[:, 0], axis=-1,
-                                                                  keepdims=True) + 1e-8), 0)),
+            'z_std': jnp.mean(
+                jnp.std(z[:, 0] / (jnp.linalg.norm(z[:, 0], axis=-1, keepdims=True) + 1e-8), 0)
+            ),
             'feature_std': jnp.mean(jnp.std(pooled, axis=0)),
         }
         if schedule is not None:
             metrics['lr'] = schedule(state.step)
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                                  opt_state=opt_state)
+        new_state = state.replace(
+            step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+        )
         return new_state, metrics
 
     return step

@@ -74,8 +74,9 @@ def build_ssl(config: ml_collections.ConfigDict, mesh: Mesh, total_steps: int) -
         start_from = functools.partial(initial_variables, init_spec, config.model)
     state = init_state(model, tx, config.seed, config.data.image_size, mesh, start_from)
     loss_fn = steps.make_ssl_loss(config.loss)
-    step_fn = steps.jit_step(steps.ssl_step_fn(model, tx, loss_fn, aug_cfg,
-                                               make_schedule(config.optim, total_steps)), mesh)
+    step_fn = steps.jit_step(
+        steps.ssl_step_fn(model, tx, loss_fn, aug_cfg, make_schedule(config.optim, total_steps)), mesh
+    )
     return SSLBuild(model=model, tx=tx, state=state, step_fn=step_fn, mesh=mesh)
 
 
@@ -120,10 +121,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f'data.{key}={value!r}: expected a positive integer')
     subset = data.get('subset')
-    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int)
-                               or subset < 1):
-        raise ConfigError(f'data.subset={subset!r}: expected a positive number of images, or '
-                          f'None for all of them')
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+        raise ConfigError(
+            f'data.subset={subset!r}: expected a positive number of images, or None for all of them'
+        )
     if data.source not in pipeline.SOURCES:
         raise ConfigError(f'data.source={data.source!r}: expected one of {pipeline.SOURCES}')
     steps.make_ssl_loss(config.loss)
@@ -133,10 +134,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     loop.every_steps(config.train.get('log_every'), 100, name='train.log_every')
     loop.every_steps(config.train.get('checkpoint_every'), 100, name='train.checkpoint_every')
     num_steps = config.train.get('num_steps')
-    if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, int)
-                                  or num_steps < 1):
-        raise ConfigError(f'train.num_steps={num_steps!r}: expected a positive integer, or None '
-                          f'to use train.epochs')
+    if num_steps is not None and (
+        isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1
+    ):
+        raise ConfigError(
+            f'train.num_steps={num_steps!r}: expected a positive integer, or None to use train.epochs'
+        )
 
 
 def train_ssl(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -155,16 +158,25 @@ def train_ssl(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
     build = build_ssl(config, mesh, total)
 
     def export(state: TrainState) -> dict:
-        encoder_vars = {'params': state.params['encoder'],
-                        'batch_stats': state.batch_stats['encoder']}
+        encoder_vars = {'params': state.params['encoder'], 'batch_stats': state.batch_stats['encoder']}
         path = checkpoint.save_encoder(workdir, encoder_vars, config.model.to_dict(), total)
-        return {'encoder': str(path),
-                'next': f"load_encoder('{workdir}') in Python, or name 'checkpoint:{workdir}' "
-                        f'in a probe or U-Net config'}
+        return {
+            'encoder': str(path),
+            'next': f"load_encoder('{workdir}') in Python, or name 'checkpoint:{workdir}' "
+            f'in a probe or U-Net config',
+        }
 
-    result = loop.run(build.step_fn, build.state, make_batches, total_steps=total,
-                      workdir=workdir, config=config, hooks=hooks, finalize=export,
-                      desc='pretrain')
+    result = loop.run(
+        build.step_fn,
+        build.state,
+        make_batches,
+        total_steps=total,
+        workdir=workdir,
+        config=config,
+        hooks=hooks,
+        finalize=export,
+        desc='pretrain',
+    )
     return result.summary
 
 
@@ -176,4 +188,3 @@ def _monitor_hooks(config: ml_collections.ConfigDict, mesh: Mesh) -> list[loop.H
     from fewshot_jax import monitor  # builds labeled sets; only when asked
 
     return [monitor.make_probe_hook(monitor_cfg, config.model, mesh)]
-

@@ -33,12 +33,12 @@ DONE = 'DONE.json'
 # Where the paper's data sets are published (also in docs/datasets.md).
 DATASETS = {
     'generic_tem': 'generic TEM images: a subset of CEM500K (EMPIAR-10592), 832 images per '
-                   'run; a flat folder of images',
+    'run; a flat folder of images',
     'everyday': 'everyday photographs: 832 ImageNet images; a flat folder of images',
     'nanowires': 'nanowire morphologies, Zenodo 10.5281/zenodo.6377140; one folder per class '
-                 '(singular, dispersed, network, bundle), masks beside the images',
+    '(singular, dispersed, network, bundle), masks beside the images',
     'nanoparticles': 'AutoDetect-mNP (nanoparticle assemblies); sorted into dispersed / '
-                     'separate clusters / percolating cluster folders',
+    'separate clusters / percolating cluster folders',
     'viruses': 'TEM virus set (Matuszewski & Sintorn); train/validation/test folders per class',
 }
 
@@ -60,8 +60,9 @@ def run_workflow(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
     forced = [s.strip() for s in str(config.get('force', '')).split(',') if s.strip()]
     unknown += [s for s in forced if s not in STAGES]
     if unknown:
-        raise ConfigError(f'workflow stages {unknown}: expected some of {STAGES} '
-                          f'(config.stages, config.force)')
+        raise ConfigError(
+            f'workflow stages {unknown}: expected some of {STAGES} (config.stages, config.force)'
+        )
     check_data_roots(config)
     workdir.mkdir(parents=True, exist_ok=True)
     with WorkdirLock(workdir):
@@ -80,8 +81,7 @@ def _run_stages(config, workdir: Path, stages, forced) -> dict:
         if stage in forced and (workdir / stage).exists():
             log.warning('workflow: config.force redoes stage %s (its folder is removed)', stage)
             shutil.rmtree(workdir / stage)
-            record['units'] = {k: v for k, v in record['units'].items()
-                               if not k.startswith(f'{stage}/')}
+            record['units'] = {k: v for k, v in record['units'].items() if not k.startswith(f'{stage}/')}
         for unit, task, sub_config in stage_units(stage, config, workdir):
             unit_dir = workdir / stage / unit
             done = unit_dir / DONE
@@ -111,10 +111,10 @@ def _run_stages(config, workdir: Path, stages, forced) -> dict:
 
 def stage_units(stage: str, config, workdir: Path):
     """``(unit name, task name, sub-config)`` for every unit of work of ``stage``."""
-    pretrained = [(name, config.display_names.get(name, name))
-                  for name in config.pretrain.keys()]
-    encoder_specs = tuple(f'{display}=checkpoint:{workdir / "pretrain" / name}'
-                          for name, display in pretrained)
+    pretrained = [(name, config.display_names.get(name, name)) for name in config.pretrain.keys()]
+    encoder_specs = tuple(
+        f'{display}=checkpoint:{workdir / "pretrain" / name}' for name, display in pretrained
+    )
     base_model = config.pretrain[pretrained[0][0]] if pretrained else None
     if stage == 'pretrain':
         for name, _ in pretrained:
@@ -128,8 +128,7 @@ def stage_units(stage: str, config, workdir: Path):
         for task in config.segment.keys():
             sub = _matched(config.segment[task], base_model, resolution=False)
             # Segmentation names folders after its encoders: the short unit names.
-            specs = tuple(f'{name}=checkpoint:{workdir / "pretrain" / name}'
-                          for name, _ in pretrained)
+            specs = tuple(f'{name}=checkpoint:{workdir / "pretrain" / name}' for name, _ in pretrained)
             sub.segment.encoders = specs + tuple(sub.segment.encoders)
             yield task, 'segment', sub
     elif stage == 'grid':
@@ -195,8 +194,7 @@ def _set(config, dotted: str, value) -> None:
     *parents, leaf = dotted.split('.')
     for part in parents:
         if part not in node:
-            raise ConfigError(f'grid.sweep field {dotted!r}: no section {part!r} in the '
-                              f'pretraining config')
+            raise ConfigError(f'grid.sweep field {dotted!r}: no section {part!r} in the pretraining config')
         node = node[part]
     if leaf not in node:
         raise ConfigError(f'grid.sweep field {dotted!r}: the pretraining config has no such field')
@@ -232,29 +230,33 @@ def check_data_roots(config) -> None:
             if not root or not Path(root).is_dir():
                 missing.append((stage, unit, root))
     if missing:
-        lines = [f'  {stage}/{unit}: data.root={root!r} ' + ('is not set' if not root else
-                                                           'does not exist')
-                 for stage, unit, root in missing]
+        lines = [
+            f'  {stage}/{unit}: data.root={root!r} ' + ('is not set' if not root else 'does not exist')
+            for stage, unit, root in missing
+        ]
         needed = '\n'.join(f'  - {name}: {text}' for name, text in DATASETS.items())
         raise WorkflowDataError(
-            'the workflow needs these data folders:\n' + '\n'.join(lines) +
-            f'\nthe data sets (layouts in docs/datasets.md):\n{needed}\nset them with '
+            'the workflow needs these data folders:\n'
+            + '\n'.join(lines)
+            + f'\nthe data sets (layouts in docs/datasets.md):\n{needed}\nset them with '
             '--config.roots.<name>=/path, or run the synthetic demo: --config=configs/'
-            'workflow.py:demo')
+            'workflow.py:demo'
+        )
 
 
 def headline(stage: str, unit: str, result: dict) -> str:
     """One line for the terminal: the figure a scientist looks at first."""
     if stage in ('pretrain', 'grid') and 'final_loss' in result:
-        return f"pretrained {result.get('step')} steps, final loss {result['final_loss']:.3g}"
+        return f'pretrained {result.get("step")} steps, final loss {result["final_loss"]:.3g}'
     if stage in ('probe', 'grid') and 'accuracy' in result:
         return _probe_headline(unit, result)
     if stage == 'segment' and result.get('groups'):
         groups = result['groups']
         k = 8 if any(g['k'] == 8 for g in groups) else max(g['k'] for g in groups)
         res = max(g['resolution'] for g in groups)
-        parts = [f"{g['encoder']} {g['median_dice']:.2f}" for g in groups
-                 if g['k'] == k and g['resolution'] == res]
+        parts = [
+            f'{g["encoder"]} {g["median_dice"]:.2f}' for g in groups if g['k'] == k and g['resolution'] == res
+        ]
         return f'{unit} median Dice, k={k}, {res} px: ' + '; '.join(parts)
     return 'done'
 
@@ -271,7 +273,7 @@ def _probe_headline(unit: str, result: dict) -> str:
         if k in by_k:
             cell = by_k[k]
             low, high = cell['ci95']
-            parts.append(f"{encoder} {cell['median']:.2f} [{low:.2f}, {high:.2f}]")
+            parts.append(f'{encoder} {cell["median"]:.2f} [{low:.2f}, {high:.2f}]')
     label = 'cross-validated' if k == 'cv' else f'{k}-shot'
     return f'{unit} {label} median accuracy: ' + '; '.join(parts)
 
@@ -280,10 +282,15 @@ def environment() -> dict:
     """Versions and devices, for the report."""
     import jax
 
-    return {'python': platform.python_version(), 'jax': jax.__version__,
-            'backend': jax.default_backend(), 'devices': jax.device_count(),
-            'device_kind': jax.devices()[0].device_kind, 'processes': jax.process_count(),
-            'host': platform.node()}
+    return {
+        'python': platform.python_version(),
+        'jax': jax.__version__,
+        'backend': jax.default_backend(),
+        'devices': jax.device_count(),
+        'device_kind': jax.devices()[0].device_kind,
+        'processes': jax.process_count(),
+        'host': platform.node(),
+    }
 
 
 def _jsonable(value):

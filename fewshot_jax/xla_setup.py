@@ -31,8 +31,7 @@ YNN_FUSION_FLAG_NAME = 'xla_cpu_experimental_ynn_fusion_type'
 EIGEN_CONVOLUTIONS_FLAG = f'--{YNN_FUSION_FLAG_NAME}=-individual_convolution'
 
 
-def prefer_eigen_convolutions_on_cpu(
-        environ: MutableMapping[str, str] = os.environ) -> bool:
+def prefer_eigen_convolutions_on_cpu(environ: MutableMapping[str, str] = os.environ) -> bool:
     """Appends the Eigen-convolution flag to ``XLA_FLAGS`` unless the user set that option.
 
     Call it before ``jax`` is imported (XLA parses ``XLA_FLAGS`` once, when the

@@ -11,8 +11,9 @@ prefer_eigen_convolutions_on_cpu()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Many tests compile the same tiny model; a persistent compilation cache lets
 # later tests and the other xdist worker reuse those executables.
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
-                      os.path.join(tempfile.gettempdir(), 'fewshot_jax_test_xla_cache'))
+os.environ.setdefault(
+    'JAX_COMPILATION_CACHE_DIR', os.path.join(tempfile.gettempdir(), 'fewshot_jax_test_xla_cache')
+)
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 import pytest  # noqa: E402

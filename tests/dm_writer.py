@@ -188,8 +188,7 @@ def image_group(data: np.ndarray, *, data_type: int, scale: float, units: str, n
             'Calibrations': {
                 'Brightness': {'Origin': dm_float(0.0), 'Scale': dm_float(1.0), 'Units': ''},
                 'Dimension': [
-                    {'Origin': dm_float(0.0), 'Scale': dm_float(scale), 'Units': units}
-                    for _ in axes
+                    {'Origin': dm_float(0.0), 'Scale': dm_float(scale), 'Units': units} for _ in axes
                 ],
                 'DisplayCalibratedUnits': dm_bool(True),
             },
@@ -203,8 +202,7 @@ def image_group(data: np.ndarray, *, data_type: int, scale: float, units: str, n
     }
 
 
-def build_tag_tree(image: np.ndarray, *, scale: float = 1.0, units: str = 'nm',
-                   name: str = 'image') -> dict:
+def build_tag_tree(image: np.ndarray, *, scale: float = 1.0, units: str = 'nm', name: str = 'image') -> dict:
     """The root tag group of a DM file holding `image` (2-D, or 3-D stack).
 
     As DM saves it, ImageList holds a small RGBA thumbnail first and the real
@@ -223,17 +221,23 @@ def build_tag_tree(image: np.ndarray, *, scale: float = 1.0, units: str = 'nm',
     thumbnail = np.full((3, 5), 0xFF808080, np.uint32)
     return {
         'ImageList': [
-            image_group(thumbnail, data_type=RGBA_THUMBNAIL_DATA_TYPE, scale=1.0, units='',
-                        name='thumbnail'),
-            image_group(image, data_type=IMAGE_DATA_TYPE_BY_DTYPE[image.dtype], scale=scale,
-                        units=units, name=name),
+            image_group(thumbnail, data_type=RGBA_THUMBNAIL_DATA_TYPE, scale=1.0, units='', name='thumbnail'),
+            image_group(
+                image, data_type=IMAGE_DATA_TYPE_BY_DTYPE[image.dtype], scale=scale, units=units, name=name
+            ),
         ],
         'Thumbnails': [{'ImageIndex': dm_long(0)}],
     }
 
 
-def write_dm(path: str | pathlib.Path, image: np.ndarray, *, version: int | None = None,
-             scale: float = 1.0, units: str = 'nm') -> pathlib.Path:
+def write_dm(
+    path: str | pathlib.Path,
+    image: np.ndarray,
+    *,
+    version: int | None = None,
+    scale: float = 1.0,
+    units: str = 'nm',
+) -> pathlib.Path:
     """Writes `image` as a DM3 or DM4 file (version from the suffix by default).
 
     Args:

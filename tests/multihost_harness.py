@@ -44,8 +44,11 @@ def process_env(devices: int) -> dict:
     (tests/conftest.py) are inherited, so later jobs reuse earlier jobs' executables.
     """
     env = dict(os.environ)
-    env.update(XLA_FLAGS=with_device_count(env.get('XLA_FLAGS', ''), devices),
-               JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
+    env.update(
+        XLA_FLAGS=with_device_count(env.get('XLA_FLAGS', ''), devices),
+        JAX_PLATFORMS='cpu',
+        PYTHONUNBUFFERED='1',
+    )
     return env
 
 
@@ -84,8 +87,9 @@ class Job:
         self.procs = []
         for command, log in zip(commands, self.logs, strict=True):
             with log.open('w') as out:
-                self.procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=out,
-                                                   stderr=subprocess.STDOUT))
+                self.procs.append(
+                    subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+                )
         self.started = time.monotonic()
         self._ended: dict[int, float] = {}
 
@@ -93,8 +97,10 @@ class Job:
         return self.logs[i].read_text(errors='replace')
 
     def all_output(self) -> str:
-        return '\n'.join(f'----- {self.name} process {i} (exit {p.poll()}) -----\n'
-                         f'{self.output(i)[-6000:]}' for i, p in enumerate(self.procs))
+        return '\n'.join(
+            f'----- {self.name} process {i} (exit {p.poll()}) -----\n{self.output(i)[-6000:]}'
+            for i, p in enumerate(self.procs)
+        )
 
     def kill(self, i: int | None = None) -> None:
         """SIGKILLs process ``i`` (or every process still running) by its id."""
@@ -122,12 +128,12 @@ class Job:
             self.poll_ends()
             if time.monotonic() > deadline:
                 self.kill()
-                raise JobError(f'{self.name}: still running after {timeout:.0f}s; killed\n'
-                               f'{self.all_output()}')
+                raise JobError(
+                    f'{self.name}: still running after {timeout:.0f}s; killed\n{self.all_output()}'
+                )
             time.sleep(0.05)
         self.poll_ends()
-        done = [Finished(p.returncode, self._ended[i], self.output(i))
-                for i, p in enumerate(self.procs)]
+        done = [Finished(p.returncode, self._ended[i], self.output(i)) for i, p in enumerate(self.procs)]
         if ok and any(f.returncode for f in done):
             raise JobError(f'{self.name}: a process failed\n{self.all_output()}')
         return done
@@ -138,12 +144,10 @@ class Job:
         while not condition():
             if any(p.poll() is not None for p in self.procs):
                 self.kill()
-                raise JobError(f'{self.name}: a process ended before {what}\n'
-                               f'{self.all_output()}')
+                raise JobError(f'{self.name}: a process ended before {what}\n{self.all_output()}')
             if time.monotonic() > deadline:
                 self.kill()
-                raise JobError(f'{self.name}: no {what} after {timeout:.0f}s; killed\n'
-                               f'{self.all_output()}')
+                raise JobError(f'{self.name}: no {what} after {timeout:.0f}s; killed\n{self.all_output()}')
             time.sleep(0.05)
 
     def __enter__(self):
@@ -155,15 +159,25 @@ class Job:
 
 def launch_command(workdir: Path, config: str, overrides: dict, **flags) -> list[str]:
     """``python launch.py --config=... --workdir=... --config.k=v ... --flag=v ...``."""
-    return ([sys.executable, str(REPO / 'launch.py'), f'--config={config}',
-             f'--workdir={workdir}']
-            + [f'--config.{k}={v}' for k, v in overrides.items()]
-            + [f'--{k}={v}' for k, v in flags.items()])
+    return (
+        [sys.executable, str(REPO / 'launch.py'), f'--config={config}', f'--workdir={workdir}']
+        + [f'--config.{k}={v}' for k, v in overrides.items()]
+        + [f'--{k}={v}' for k, v in flags.items()]
+    )
 
 
-def launch_job(workdir: Path, config: str, overrides: dict, log_dir: Path, name: str, *,
-               processes: int = 2, devices: int = 2, per_process: dict | None = None,
-               **flags) -> Job:
+def launch_job(
+    workdir: Path,
+    config: str,
+    overrides: dict,
+    log_dir: Path,
+    name: str,
+    *,
+    processes: int = 2,
+    devices: int = 2,
+    per_process: dict | None = None,
+    **flags,
+) -> Job:
     """Starts ``launch.py`` as ``processes`` processes of one job (one process: no multihost).
 
     Args:
@@ -180,19 +194,35 @@ def launch_job(workdir: Path, config: str, overrides: dict, log_dir: Path, name:
     commands = []
     for i in range(processes):
         mine = {**overrides, **(per_process or {}).get(i, {})}
-        commands.append(launch_command(
-            workdir, config, mine, coordinator_address=f'127.0.0.1:{port}',
-            num_processes=processes, process_id=i, **flags))
+        commands.append(
+            launch_command(
+                workdir,
+                config,
+                mine,
+                coordinator_address=f'127.0.0.1:{port}',
+                num_processes=processes,
+                process_id=i,
+                **flags,
+            )
+        )
     return Job(commands, env, log_dir, name)
 
 
 def data_job(out_dir: Path, log_dir: Path, processes: int = 2) -> Job:
     """Starts the data-check worker (below) as ``processes`` processes of one job."""
     port = free_port()
-    commands = [[sys.executable, str(Path(__file__).resolve()), 'data',
-                 f'--coordinator=127.0.0.1:{port}', f'--num_processes={processes}',
-                 f'--process_id={i}', f'--out={out_dir / f"ids.{i}.json"}']
-                for i in range(processes)]
+    commands = [
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            'data',
+            f'--coordinator=127.0.0.1:{port}',
+            f'--num_processes={processes}',
+            f'--process_id={i}',
+            f'--out={out_dir / f"ids.{i}.json"}',
+        ]
+        for i in range(processes)
+    ]
     return Job(commands, process_env(2), log_dir, 'data')
 
 
@@ -228,24 +258,39 @@ def _data_worker(argv: list[str]) -> None:
     import jax
 
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(args['coordinator'], num_processes=int(args['num_processes']),
-                               process_id=int(args['process_id']), initialization_timeout=60,
-                               heartbeat_timeout_seconds=10, shutdown_timeout_seconds=30)
+    jax.distributed.initialize(
+        args['coordinator'],
+        num_processes=int(args['num_processes']),
+        process_id=int(args['process_id']),
+        initialization_timeout=60,
+        heartbeat_timeout_seconds=10,
+        shutdown_timeout_seconds=30,
+    )
     from fewshot_jax.data import pipeline
 
     reads = []
-    spec = pipeline.PipelineSpec(image_size=8, global_batch=DATA_BATCH, seed=5, channels=1,
-                                 num_threads=2, prefetch=2, cache_bytes=2**20)
+    spec = pipeline.PipelineSpec(
+        image_size=8,
+        global_batch=DATA_BATCH,
+        seed=5,
+        channels=1,
+        num_threads=2,
+        prefetch=2,
+        cache_bytes=2**20,
+    )
     dataset = pipeline.ssl_dataset(index_source(DATA_IMAGES, reads), spec)
     batches = [batch_ids(dataset[b]) for b in range(DATA_IMAGES // DATA_BATCH)]
-    Path(args['out']).write_text(json.dumps({
-        'process': jax.process_index(), 'count': jax.process_count(), 'read': reads,
-        'batches': batches}))
+    Path(args['out']).write_text(
+        json.dumps(
+            {'process': jax.process_index(), 'count': jax.process_count(), 'read': reads, 'batches': batches}
+        )
+    )
 
 
 if __name__ == '__main__':
     if sys.argv[1:2] != ['data']:
-        sys.exit(f'usage: {sys.argv[0]} data --coordinator=HOST:PORT --num_processes=N '
-                 f'--process_id=I --out=FILE')
+        sys.exit(
+            f'usage: {sys.argv[0]} data --coordinator=HOST:PORT --num_processes=N --process_id=I --out=FILE'
+        )
     sys.path.insert(0, str(REPO))
     _data_worker(sys.argv[2:])

@@ -10,7 +10,7 @@ from fewshot_jax.masks import pixel_density
 
 def _mask(fraction: float, size: int = 10) -> np.ndarray:
     mask = np.zeros(size * size, np.uint8)
-    mask[:int(round(fraction * size * size))] = 1
+    mask[: int(round(fraction * size * size))] = 1
     return mask.reshape(size, size)
 
 
@@ -43,15 +43,29 @@ def test_sides_and_distances_match_hand_computation(masks):
 def test_bad_runs_are_named(masks):
     images, labels = masks
     with pytest.raises(anchors.AnchorError, match="run 0: 2 training images of class 'dispersed'"):
-        anchors.anchor_table(labels, images, [{'train': [0, 1, 9], 'test': [2, 6], 'accuracy': 1}],
-                             (0, 1), ('dispersed', 'network', 'x'))
+        anchors.anchor_table(
+            labels,
+            images,
+            [{'train': [0, 1, 9], 'test': [2, 6], 'accuracy': 1}],
+            (0, 1),
+            ('dispersed', 'network', 'x'),
+        )
     with pytest.raises(anchors.AnchorError, match="no test image of class 'network'"):
-        anchors.anchor_table(labels, images, [{'train': [0, 9], 'test': [2], 'accuracy': 1}],
-                             (0, 1), ('dispersed', 'network', 'x'))
+        anchors.anchor_table(
+            labels,
+            images,
+            [{'train': [0, 9], 'test': [2], 'accuracy': 1}],
+            (0, 1),
+            ('dispersed', 'network', 'x'),
+        )
     with pytest.raises(anchors.AnchorError, match='image 6 .* has no mask'):
-        anchors.anchor_table(labels, {0: images[0], 9: images[9], 2: images[2]},
-                             [{'train': [0, 9], 'test': [2, 6], 'accuracy': 1}], (0, 1),
-                             ('dispersed', 'network', 'x'))
+        anchors.anchor_table(
+            labels,
+            {0: images[0], 9: images[9], 2: images[2]},
+            [{'train': [0, 9], 'test': [2, 6], 'accuracy': 1}],
+            (0, 1),
+            ('dispersed', 'network', 'x'),
+        )
 
 
 def test_on_synthetic_nanowire_masks_with_a_figure(tmp_path):
@@ -63,18 +77,25 @@ def test_on_synthetic_nanowire_masks_with_a_figure(tmp_path):
         anchor = [int(rng.choice(np.flatnonzero(data.labels == c))) for c in (dispersed, network)]
         test = np.setdiff1d(np.flatnonzero(np.isin(data.labels, (dispersed, network))), anchor)
         runs.append({'run': r, 'train': anchor, 'test': test, 'accuracy': float(rng.random())})
-    table = anchors.anchor_table(data.labels, data.masks, runs, (dispersed, network),
-                                 data.class_names)
+    table = anchors.anchor_table(data.labels, data.masks, runs, (dispersed, network), data.class_names)
     for row, run in zip(table, runs, strict=True):  # plain recomputation
         a = [pixel_density(data.masks[i]) for i in run['train']]
-        m = [np.median([pixel_density(data.masks[i]) for i in run['test']
-                        if data.labels[i] == c]) for c in (dispersed, network)]
+        m = [
+            np.median([pixel_density(data.masks[i]) for i in run['test'] if data.labels[i] == c])
+            for c in (dispersed, network)
+        ]
         assert row['side'] == ('opposite' if (a[0] - m[0]) * (a[1] - m[1]) < 0 else 'same')
         assert row['distance'] == pytest.approx(abs(a[0] - m[0]) + abs(a[1] - m[1]))
-    best, worst = int(np.argmax([r['accuracy'] for r in table])), int(
-        np.argmin([r['accuracy'] for r in table]))
-    densities = {which: [[pixel_density(data.masks[i]) for i in runs[r]['test']
-                          if data.labels[i] == c] for c in (dispersed, network)]
-                 for which, r in (('best', best), ('worst', worst))}
+    best, worst = (
+        int(np.argmax([r['accuracy'] for r in table])),
+        int(np.argmin([r['accuracy'] for r in table])),
+    )
+    densities = {
+        which: [
+            [pixel_density(data.masks[i]) for i in runs[r]['test'] if data.labels[i] == c]
+            for c in (dispersed, network)
+        ]
+        for which, r in (('best', best), ('worst', worst))
+    }
     path = plots.anchor_figure(table, densities, ('dispersed', 'network'), tmp_path / 'a.png')
     assert path.stat().st_size > 10_000

@@ -31,9 +31,7 @@ def random_uint8(shape, seed=0):
 def ramp_image(size):
     """Float image whose channel 0 is the column index / size and channel 1 the row index / size."""
     rows, cols = np.meshgrid(np.arange(size), np.arange(size), indexing='ij')
-    return np.stack([cols / size, rows / size, np.full_like(cols, 0.5, float)], -1).astype(
-        np.float32
-    )
+    return np.stack([cols / size, rows / size, np.full_like(cols, 0.5, float)], -1).astype(np.float32)
 
 
 def recover_window(view, image_size):
@@ -216,9 +214,7 @@ def test_crop_resize_matches_loop_reference(top, left, side, out_size):
     expected = np.einsum('ui,vj,ijc->uvc', rows, cols, image.astype(np.float64))
     np.testing.assert_allclose(out, expected, atol=1e-5)
     if side <= out_size:
-        np.testing.assert_allclose(
-            out, bilinear_reference(image, top, left, side, out_size), atol=1e-5
-        )
+        np.testing.assert_allclose(out, bilinear_reference(image, top, left, side, out_size), atol=1e-5)
 
 
 def test_integer_window_at_unit_scale_copies_pixels_exactly():
@@ -299,9 +295,7 @@ def test_brightness_only_shifts_all_pixels_by_one_delta():
 
 def test_contrast_only_scales_deviations_from_channel_means():
     image = np.float32(0.4 + 0.2 * np.random.default_rng(2).random((16, 16, 3)))
-    cfg = AugmentConfig(
-        output_size=16, jitter_prob=1.0, contrast=(0.5, 1.5), saturation=(1, 1), hue=0
-    )
+    cfg = AugmentConfig(output_size=16, jitter_prob=1.0, contrast=(0.5, 1.5), saturation=(1, 1), hue=0)
     out = np.asarray(augment.color_jitter(jax.random.key(0), jnp.asarray(image), cfg))
     mean = image.mean(axis=(0, 1))
     factor = (out[0, 0, 0] - mean[0]) / (image[0, 0, 0] - mean[0])
@@ -318,6 +312,7 @@ def test_jitter_prob_one_changes_colour_images():
 
 
 # --- sharding ------------------------------------------------------------------------------
+
 
 def test_sharded_batch_on_eight_devices_matches_unsharded():
     # tests/conftest.py gives this process 8 fake CPU devices.
@@ -384,8 +379,9 @@ def test_config_from_rejects_unknown_keys_and_bad_values():
 
 # --- area-fraction crops -------------------------------------------------------------------
 
-AREA_WINDOWS = jax.jit(jax.vmap(augment.area_crop_window, in_axes=(0, None, None, None)),
-                       static_argnums=(1, 2, 3))
+AREA_WINDOWS = jax.jit(
+    jax.vmap(augment.area_crop_window, in_axes=(0, None, None, None)), static_argnums=(1, 2, 3)
+)
 
 
 @pytest.mark.parametrize('height, width', [(48, 48), (36, 60)])
@@ -393,8 +389,7 @@ AREA_WINDOWS = jax.jit(jax.vmap(augment.area_crop_window, in_axes=(0, None, None
 def test_area_windows_have_the_drawn_area_ratio_and_lie_inside(height, width, area, ratio):
     cfg = AugmentConfig(output_size=32, crop='area', crop_area=area, crop_ratio=ratio)
     keys = jax.random.split(jax.random.key(0), 400)
-    top, left, box_h, box_w = (np.asarray(a, np.float64) for a in
-                               AREA_WINDOWS(keys, height, width, cfg))
+    top, left, box_h, box_w = (np.asarray(a, np.float64) for a in AREA_WINDOWS(keys, height, width, cfg))
     fraction = box_h * box_w / (height * width)
     assert fraction.min() >= area[0] - 1e-5 and fraction.max() <= area[1] + 1e-5
     # The ratio range holds wherever a box of the drawn area fits with such a ratio.
@@ -414,8 +409,10 @@ def recover_box(view, image_size):
     """(top, left, box_height, box_width) of an upsampled view of `ramp_image(image_size)`."""
     size = view.shape[0]
     out = []
-    for line in (np.asarray(view[:, size // 2, 1], np.float64) * image_size,
-                 np.asarray(view[size // 2, :, 0], np.float64) * image_size):
+    for line in (
+        np.asarray(view[:, size // 2, 1], np.float64) * image_size,
+        np.asarray(view[size // 2, :, 0], np.float64) * image_size,
+    ):
         step = (line[size - 2] - line[1]) / (size - 3)
         out.append((line[1] - 1.5 * step + 0.5, step * size))
     (top, box_h), (left, box_w) = out
@@ -434,8 +431,12 @@ def rect_bilinear_reference(image, top, left, box_h, box_w, out_size):
             x = min(max(left + (v + 0.5) * box_w / out_size - 0.5, 0.0), width - 1)
             x0 = int(math.floor(x))
             x1, tx = min(x0 + 1, width - 1), x - math.floor(x)
-            out[u, v] = ((1 - ty) * (1 - tx) * image[y0, x0] + (1 - ty) * tx * image[y0, x1]
-                         + ty * (1 - tx) * image[y1, x0] + ty * tx * image[y1, x1])
+            out[u, v] = (
+                (1 - ty) * (1 - tx) * image[y0, x0]
+                + (1 - ty) * tx * image[y0, x1]
+                + ty * (1 - tx) * image[y1, x0]
+                + ty * tx * image[y1, x1]
+            )
     return out
 
 
@@ -526,11 +527,9 @@ def test_invert_prob_one_inverts_and_a_half_inverts_some():
     images = random_uint8((16, 24, 24, 1), seed=10)
     plain = AugmentConfig(output_size=24, crop='none', **NO_JITTER)
     base = np.asarray(batch_fn(jax.random.key(1), images, plain))
-    inverted = np.asarray(batch_fn(jax.random.key(1), images,
-                                   dataclasses.replace(plain, invert_prob=1.0)))
+    inverted = np.asarray(batch_fn(jax.random.key(1), images, dataclasses.replace(plain, invert_prob=1.0)))
     np.testing.assert_allclose(inverted, 1.0 - base, atol=1e-6)
-    half = np.asarray(batch_fn(jax.random.key(1), images,
-                               dataclasses.replace(plain, invert_prob=0.5)))
+    half = np.asarray(batch_fn(jax.random.key(1), images, dataclasses.replace(plain, invert_prob=0.5)))
     flags = [bool(np.allclose(h, 1.0 - b, atol=1e-6)) for h, b in zip(half, base, strict=True)]
     kept = [bool(np.allclose(h, b, atol=1e-6)) for h, b in zip(half, base, strict=True)]
     assert all(f != k for f, k in zip(flags, kept, strict=True))
@@ -539,8 +538,7 @@ def test_invert_prob_one_inverts_and_a_half_inverts_some():
 
 def test_noise_is_one_gray_field_with_the_drawn_std_and_its_own_draw_per_example():
     images = np.full((6, 48, 48, 1), 128, np.uint8)
-    cfg = AugmentConfig(output_size=48, crop='none', noise_prob=1.0, noise_std=(0.02, 0.08),
-                        **NO_JITTER)
+    cfg = AugmentConfig(output_size=48, crop='none', noise_prob=1.0, noise_std=(0.02, 0.08), **NO_JITTER)
     views = np.asarray(batch_fn(jax.random.key(2), images, cfg), np.float64)
     residual = views - 128 / 255
     np.testing.assert_array_equal(views[..., 0], views[..., 1])
@@ -555,9 +553,18 @@ def test_noise_is_one_gray_field_with_the_drawn_std_and_its_own_draw_per_example
 
 def test_all_ops_on_are_deterministic_by_key_and_stay_in_range():
     images = random_uint8((4, 40, 40, 1), seed=11)
-    cfg = AugmentConfig(output_size=32, crop='area', crop_area=(0.08, 1.0), brightness=0.3,
-                        gamma=(0.5, 2.0), invert_prob=0.5, blur_prob=0.5, noise_prob=0.5,
-                        saturation=(1, 1), hue=0)
+    cfg = AugmentConfig(
+        output_size=32,
+        crop='area',
+        crop_area=(0.08, 1.0),
+        brightness=0.3,
+        gamma=(0.5, 2.0),
+        invert_prob=0.5,
+        blur_prob=0.5,
+        noise_prob=0.5,
+        saturation=(1, 1),
+        hue=0,
+    )
     first = np.asarray(batch_fn(jax.random.key(7), images, cfg))
     second = np.asarray(batch_fn(jax.random.key(7), images, cfg))
     other = np.asarray(batch_fn(jax.random.key(8), images, cfg))
@@ -571,10 +578,11 @@ def test_new_ops_off_leave_the_default_views_unchanged():
     # Turning on an op whose probability is 0 must not move any other draw.
     images = random_uint8((4, 40, 40, 1), seed=12)
     cfg = AugmentConfig(output_size=32, brightness=0.2)
-    quiet = dataclasses.replace(cfg, blur_sigma=(1.0, 3.0), noise_std=(0.1, 0.2),
-                                crop_area=(0.3, 0.6))
-    np.testing.assert_array_equal(np.asarray(batch_fn(jax.random.key(4), images, cfg)),
-                                  np.asarray(batch_fn(jax.random.key(4), images, quiet)))
+    quiet = dataclasses.replace(cfg, blur_sigma=(1.0, 3.0), noise_std=(0.1, 0.2), crop_area=(0.3, 0.6))
+    np.testing.assert_array_equal(
+        np.asarray(batch_fn(jax.random.key(4), images, cfg)),
+        np.asarray(batch_fn(jax.random.key(4), images, quiet)),
+    )
 
 
 @pytest.mark.parametrize(
@@ -600,11 +608,24 @@ def test_invalid_new_fields_raise_naming_the_field(field, value):
 
 
 def test_config_from_reads_the_new_fields():
-    cfg = ml_collections.ConfigDict({'crop': 'area', 'crop_area': [0.2, 1.0], 'gamma': [0.7, 1.4],
-                                     'blur_prob': 0.5, 'noise_std': [0.0, 0.03]})
+    cfg = ml_collections.ConfigDict(
+        {
+            'crop': 'area',
+            'crop_area': [0.2, 1.0],
+            'gamma': [0.7, 1.4],
+            'blur_prob': 0.5,
+            'noise_std': [0.0, 0.03],
+        }
+    )
     built = augment.augment_config_from(cfg, output_size=64)
-    assert built == AugmentConfig(output_size=64, crop='area', crop_area=(0.2, 1.0),
-                                  gamma=(0.7, 1.4), blur_prob=0.5, noise_std=(0.0, 0.03))
+    assert built == AugmentConfig(
+        output_size=64,
+        crop='area',
+        crop_area=(0.2, 1.0),
+        gamma=(0.7, 1.4),
+        blur_prob=0.5,
+        noise_std=(0.0, 0.03),
+    )
     hash(built)
-    with pytest.raises(augment.AugmentConfigError, match="crop_window needs"):
+    with pytest.raises(augment.AugmentConfigError, match='crop_window needs'):
         augment.crop_window(jax.random.key(0), 32, 32, built)

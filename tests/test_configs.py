@@ -75,8 +75,9 @@ def parse(config_file, *overrides):
     """The config as launch.py would build it from the command line."""
     values = flags.FlagValues()
     argv = ['launch.py', f'--config={REPO / "configs" / config_file}', *overrides]
-    config_flags.DEFINE_config_file('config', None, 'config', flag_values=values,
-                                    lock_config=True, sys_argv=argv)
+    config_flags.DEFINE_config_file(
+        'config', None, 'config', flag_values=values, lock_config=True, sys_argv=argv
+    )
     values(argv)
     return values.config
 
@@ -103,16 +104,19 @@ def test_documented_override_parses_and_validates(where, key, value):
         check_config(config)  # (keras needs keras weights with model.variant)
 
 
-@pytest.mark.parametrize(('override', 'message'), [
-    ('--config.loss.name=foo', "loss.name='foo'"),
-    ('--config.data.batch_size=0', 'data.batch_size=0'),
-    ('--config.model.dtype=float8', "model.dtype='float8'"),
-    ('--config.model.stem=tiny', "model.stem='tiny'"),
-    ('--config.augment.crop=0', 'augment.crop'),
-    ('--config.data.subset=-3', 'data.subset=-3'),
-    ('--config.train.log_every=-1', 'train.log_every=-1'),
-    ('--config.data.source=web', "data.source='web'"),
-])
+@pytest.mark.parametrize(
+    ('override', 'message'),
+    [
+        ('--config.loss.name=foo', "loss.name='foo'"),
+        ('--config.data.batch_size=0', 'data.batch_size=0'),
+        ('--config.model.dtype=float8', "model.dtype='float8'"),
+        ('--config.model.stem=tiny', "model.stem='tiny'"),
+        ('--config.augment.crop=0', 'augment.crop'),
+        ('--config.data.subset=-3', 'data.subset=-3'),
+        ('--config.train.log_every=-1', 'train.log_every=-1'),
+        ('--config.data.source=web', "data.source='web'"),
+    ],
+)
 def test_bad_values_are_project_errors_naming_the_key(override, message):
     from fewshot_jax.augment import AugmentConfigError
     from fewshot_jax.errors import ConfigError
@@ -134,9 +138,18 @@ def test_launch_reports_bad_data_root_without_traceback(tmp_path):
 
     repo = REPO
     result = subprocess.run(
-        [sys.executable, str(repo / 'launch.py'), '--config=configs/barlow_tem.py',
-         f'--workdir={tmp_path / "w"}', f'--config.data.root={tmp_path / "missing"}'],
-        cwd=repo, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            str(repo / 'launch.py'),
+            '--config=configs/barlow_tem.py',
+            f'--workdir={tmp_path / "w"}',
+            f'--config.data.root={tmp_path / "missing"}',
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert f'error: {tmp_path / "missing"}: data folder does not exist' in result.stderr
     assert 'Traceback' not in result.stderr

@@ -64,8 +64,9 @@ def test_steps_and_checkpoint_fallbacks(workdir, tmp_path):
     final = load_encoder(workdir)
     early = load_encoder(workdir, step=2)
     assert early.step == 2 and early.name == f'{workdir.name}@2'
-    assert not np.array_equal(early.variables['params']['conv1']['kernel'],
-                              final.variables['params']['conv1']['kernel'])
+    assert not np.array_equal(
+        early.variables['params']['conv1']['kernel'], final.variables['params']['conv1']['kernel']
+    )
 
     # Without encoder/ (a killed run), the newest checkpoint is read; step 6 is the final state.
     killed = tmp_path / 'killed'
@@ -75,8 +76,10 @@ def test_steps_and_checkpoint_fallbacks(workdir, tmp_path):
     for a, b in zip(jax.tree.leaves(latest.variables), jax.tree.leaves(final.variables), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     at_4 = load_encoder(f'checkpoint:{killed}@4')
-    np.testing.assert_array_equal(at_4.variables['batch_stats']['bn1']['mean'],
-                                  load_encoder(workdir, step=4).variables['batch_stats']['bn1']['mean'])
+    np.testing.assert_array_equal(
+        at_4.variables['batch_stats']['bn1']['mean'],
+        load_encoder(workdir, step=4).variables['batch_stats']['bn1']['mean'],
+    )
 
     # A damaged newest step falls back to the previous one.
     for item in (killed / 'checkpoints' / '6' / 'state').iterdir():
@@ -101,37 +104,49 @@ def test_encode_is_batch_independent_and_accepts_common_image_forms(workdir, ima
     reference = encoder.encode(images, batch_size=7)
     assert reference.shape == (7, 32) and reference.dtype == np.float32
     close = 1e-6 * float(np.abs(reference).max())  # float32 noise at the features' scale
-    np.testing.assert_allclose(encoder.encode(images, batch_size=3), reference, rtol=1e-5,
-                               atol=close)
+    np.testing.assert_allclose(encoder.encode(images, batch_size=3), reference, rtol=1e-5, atol=close)
     np.testing.assert_allclose(encoder.encode(images[..., None]), reference, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(encoder.encode(np.repeat(images[..., None], 3, -1)), reference,
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        encoder.encode(np.repeat(images[..., None], 3, -1)), reference, rtol=1e-6, atol=1e-6
+    )
     as_uint8 = np.round(images * 255).astype(np.uint8)
-    np.testing.assert_allclose(encoder.encode(as_uint8), encoder.encode(as_uint8 / 255.0),
-                               rtol=1e-5, atol=close)
+    np.testing.assert_allclose(
+        encoder.encode(as_uint8), encoder.encode(as_uint8 / 255.0), rtol=1e-5, atol=close
+    )
     as_uint16 = np.round(images * 65535).astype(np.uint16)
-    np.testing.assert_allclose(encoder.encode(as_uint16), encoder.encode(as_uint16 / 65535.0),
-                               rtol=1e-5, atol=close)
+    np.testing.assert_allclose(
+        encoder.encode(as_uint16), encoder.encode(as_uint16 / 65535.0), rtol=1e-5, atol=close
+    )
     assert encoder.encode(images[:2, :33, :57]).shape == (2, 32)
 
 
 def test_encode_feature_maps(workdir, images):
-    maps = load_encoder(workdir).encode(images, layer=('stem', 'stage1', 'stage2', 'stage3',
-                                                        'stage4', 'pooled'), batch_size=4)
+    maps = load_encoder(workdir).encode(
+        images, layer=('stem', 'stage1', 'stage2', 'stage3', 'stage4', 'pooled'), batch_size=4
+    )
     shapes = {name: value.shape for name, value in maps.items()}
-    assert shapes == {'stem': (7, 20, 20, 4), 'stage1': (7, 10, 10, 4), 'stage2': (7, 5, 5, 8),
-                      'stage3': (7, 3, 3, 16), 'stage4': (7, 2, 2, 32), 'pooled': (7, 32)}
+    assert shapes == {
+        'stem': (7, 20, 20, 4),
+        'stage1': (7, 10, 10, 4),
+        'stage2': (7, 5, 5, 8),
+        'stage3': (7, 3, 3, 16),
+        'stage4': (7, 2, 2, 32),
+        'pooled': (7, 32),
+    }
     np.testing.assert_allclose(maps['pooled'], maps['stage4'].mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('bad, message', [
-    (np.zeros((2, 16, 16, 2), np.float32), r'expected \(N, H, W\)'),
-    (np.zeros((16, 16), np.float32), r'expected \(N, H, W\)'),
-    (np.zeros((0, 16, 16), np.float32), 'no images'),
-    (np.full((2, 16, 16), 200.0, np.float32), r'range over \[200, 200\]: expected \[0, 1\]'),
-    (np.full((2, 16, 16), np.nan, np.float32), 'range over'),
-    (np.zeros((2, 16, 16), np.int32), 'dtype int32'),
-])
+@pytest.mark.parametrize(
+    'bad, message',
+    [
+        (np.zeros((2, 16, 16, 2), np.float32), r'expected \(N, H, W\)'),
+        (np.zeros((16, 16), np.float32), r'expected \(N, H, W\)'),
+        (np.zeros((0, 16, 16), np.float32), 'no images'),
+        (np.full((2, 16, 16), 200.0, np.float32), r'range over \[200, 200\]: expected \[0, 1\]'),
+        (np.full((2, 16, 16), np.nan, np.float32), 'range over'),
+        (np.zeros((2, 16, 16), np.int32), 'dtype int32'),
+    ],
+)
 def test_encode_rejects_bad_images(workdir, bad, message):
     with pytest.raises(EncoderInputError, match=message):
         load_encoder(workdir).encode(bad)

@@ -23,16 +23,14 @@ def images():
 def trained_workdir(tmp_path_factory):
     """A workdir holding an exported tiny encoder (random weights, seed 5)."""
     workdir = tmp_path_factory.mktemp('encoder_run')
-    variables = make_encoder(TINY).init(jax.random.key(5), np.zeros((1, 32, 32, 3), np.float32),
-                                        train=False)
+    variables = make_encoder(TINY).init(jax.random.key(5), np.zeros((1, 32, 32, 3), np.float32), train=False)
     save_encoder(workdir, jax.tree.map(np.asarray, variables), TINY, step=7)
     return workdir
 
 
 def test_batches_split_over_eight_devices_give_single_device_features(images):
     assert len(jax.local_devices()) == 8  # conftest
-    variables = make_encoder(TINY).init(jax.random.key(1), np.zeros((1, 32, 32, 3), np.float32),
-                                        train=False)
+    variables = make_encoder(TINY).init(jax.random.key(1), np.zeros((1, 32, 32, 3), np.float32), train=False)
     encoder = Encoder(variables, TINY)
     many = encoder.encode(images, batch_size=6, num_devices=None)  # 8 per batch, last padded
     one = encoder.encode(images, batch_size=6)
@@ -51,8 +49,9 @@ def test_cache_is_reused_and_keyed_by_weights_data_and_layer(tmp_path, images, t
     extractor = features.make_extractor(spec, name='tiny BT')
     first = features.compute_features(extractor, images, labels, names, cache_dir=tmp_path)
     assert not first.cached and first.path.is_file() and first.features.shape == (13, 32)
-    again = features.compute_features(features.make_extractor(spec, name='tiny BT'), images,
-                                      labels, names, cache_dir=tmp_path)
+    again = features.compute_features(
+        features.make_extractor(spec, name='tiny BT'), images, labels, names, cache_dir=tmp_path
+    )
     assert again.cached
     np.testing.assert_array_equal(again.features, first.features)
     # Other weights (random-init of the same architecture), other images, another layer: new keys.
@@ -60,11 +59,9 @@ def test_cache_is_reused_and_keyed_by_weights_data_and_layer(tmp_path, images, t
     assert not features.compute_features(other, images, labels, names, cache_dir=tmp_path).cached
     changed = images.copy()
     changed[0, 0, 0] ^= 1
-    assert not features.compute_features(extractor, changed, labels, names,
-                                         cache_dir=tmp_path).cached
+    assert not features.compute_features(extractor, changed, labels, names, cache_dir=tmp_path).cached
     stage3 = features.make_extractor(spec, name='tiny BT', layer='stage3')
-    maps = features.compute_features(stage3, images, labels, names, cache_dir=tmp_path,
-                                     layer='stage3')
+    maps = features.compute_features(stage3, images, labels, names, cache_dir=tmp_path, layer='stage3')
     assert not maps.cached and maps.features.shape == (13, 16)  # stage3 map, average pooled
     assert len(list(tmp_path.glob('*.npz'))) == 4
 
@@ -81,15 +78,14 @@ def test_a_damaged_cache_file_is_recomputed(tmp_path, images):
 
 def test_baselines_and_random_init(images):
     raw = features.make_extractor('raw-pixels', name='raw pixels')
-    np.testing.assert_array_equal(raw.extract(images),
-                                  baselines.raw_pixels(images.astype(np.float32) / 255.0))
+    np.testing.assert_array_equal(
+        raw.extract(images), baselines.raw_pixels(images.astype(np.float32) / 255.0)
+    )
     texture = features.make_extractor('texture').extract(images)
     assert texture.shape == (13, baselines.TEXTURE_DIM)
     same = features.make_extractor('random-init', model=TINY, seed=3)
-    assert same.fingerprint == features.make_extractor('random-init', model=TINY,
-                                                       seed=3).fingerprint
-    assert same.fingerprint != features.make_extractor('random-init', model=TINY,
-                                                       seed=4).fingerprint
+    assert same.fingerprint == features.make_extractor('random-init', model=TINY, seed=3).fingerprint
+    assert same.fingerprint != features.make_extractor('random-init', model=TINY, seed=4).fingerprint
     assert same.model['depth'] == 18 and same.model['width'] == 4
 
 
@@ -114,8 +110,7 @@ def test_bad_encoders_are_named(tmp_path):
 def test_feature_sets_must_agree_and_be_finite():
     good = features.FeatureSet('A', 'a', np.ones((4, 3), np.float32), 'data1', ('x', 'y'))
     other_data = features.FeatureSet('B', 'b', np.ones((4, 3), np.float32), 'data2', ('x', 'y'))
-    other_classes = features.FeatureSet('C', 'c', np.ones((4, 3), np.float32), 'data1',
-                                        ('x', 'z'))
+    other_classes = features.FeatureSet('C', 'c', np.ones((4, 3), np.float32), 'data1', ('x', 'z'))
     bad = np.ones((4, 3), np.float32)
     bad[2, 1] = np.inf
     not_finite = features.FeatureSet('D', 'd', bad, 'data1', ('x', 'y'))

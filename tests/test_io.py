@@ -137,11 +137,11 @@ def test_multiframe_gif_all_frames(tmp_path):
 def test_rgb_tif_becomes_luminance(tmp_path):
     rgb = np.random.default_rng(3).integers(0, 256, size=(4, 5, 3), dtype=np.uint8)
     tifffile.imwrite(tmp_path / 'rgb.tif', rgb, photometric='rgb')
-    np.testing.assert_allclose(read_image(tmp_path / 'rgb.tif'), _luma_reference(rgb) / 255.0,
-                               atol=1e-5)
+    np.testing.assert_allclose(read_image(tmp_path / 'rgb.tif'), _luma_reference(rgb) / 255.0, atol=1e-5)
 
 
 # --- bad input: every error names the file and the reason ---
+
 
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match=r'nope\.png: file does not exist'):
@@ -161,8 +161,7 @@ def test_text_file_named_jpg(tmp_path):
 
 
 def test_truncated_png(tmp_path):
-    Image.fromarray(np.random.default_rng(4).integers(0, 256, (64, 64), np.uint8)).save(
-        tmp_path / 'full.png')
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (64, 64), np.uint8)).save(tmp_path / 'full.png')
     data = (tmp_path / 'full.png').read_bytes()
     (tmp_path / 'cut.png').write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match=r'cut\.png: cannot decode PNG.*truncated'):
@@ -187,8 +186,11 @@ def test_image_over_pixel_limit(tmp_path):
     Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / 'big.png')
     tifffile.imwrite(tmp_path / 'big.tif', np.zeros((40, 50), np.uint16))
     for name in ('big.png', 'big.tif'):
-        with pytest.raises(DataError, match=re.escape(name) + r': 40x50 pixels '
-                                            r'exceeds max_pixels=1999'):
+        with pytest.raises(
+            DataError,
+            match=re.escape(name) + r': 40x50 pixels '
+            r'exceeds max_pixels=1999',
+        ):
             read_image(tmp_path / name, max_pixels=1999)
         assert read_image(tmp_path / name, max_pixels=2000).shape == (40, 50)
 
@@ -215,11 +217,12 @@ def test_unknown_extension_and_bad_options(tmp_path):
 def test_tem_formats_without_rosettasciio_name_the_extra(tmp_path, suffix):
     try:
         import rsciio  # noqa: F401
+
         pytest.skip('rosettasciio is installed')
     except ImportError:
         pass
     (tmp_path / f'scan{suffix}').write_bytes(b'\x00' * 64)
-    with pytest.raises(DataError, match=r"scan\.\w+: reading .* needs rosettasciio.*\[tem\]"):
+    with pytest.raises(DataError, match=r'scan\.\w+: reading .* needs rosettasciio.*\[tem\]'):
         read_image(tmp_path / f'scan{suffix}')
 
 
@@ -236,13 +239,19 @@ def test_mrc_with_rosettasciio(tmp_path):
 def test_emd_stack_written_by_rosettasciio(tmp_path):
     emd = pytest.importorskip('rsciio.emd')
     data = np.arange(3 * 6 * 8, dtype=np.uint16).reshape(3, 6, 8)
-    axes = [dict(name=name, size=size, offset=0.0, scale=1.0, units='nm', navigate=navigate,
-                 index_in_array=i)
-            for i, (name, size, navigate) in enumerate([('t', 3, True), ('y', 6, False),
-                                                        ('x', 8, False)])]
-    emd.file_writer(str(tmp_path / 'stack.emd'), dict(
-        data=data, axes=axes, original_metadata={},
-        metadata={'General': {'title': 'stack'}, 'Signal': {'signal_type': ''}}))
+    axes = [
+        dict(name=name, size=size, offset=0.0, scale=1.0, units='nm', navigate=navigate, index_in_array=i)
+        for i, (name, size, navigate) in enumerate([('t', 3, True), ('y', 6, False), ('x', 8, False)])
+    ]
+    emd.file_writer(
+        str(tmp_path / 'stack.emd'),
+        dict(
+            data=data,
+            axes=axes,
+            original_metadata={},
+            metadata={'General': {'title': 'stack'}, 'Signal': {'signal_type': ''}},
+        ),
+    )
     every = read_image(tmp_path / 'stack.emd', frames='all', percentiles=None)
     np.testing.assert_allclose(every, data / 65535.0, atol=1e-7)
     assert read_image(tmp_path / 'stack.emd').shape == (6, 8)
@@ -256,6 +265,7 @@ def test_corrupt_dm4_with_rosettasciio(tmp_path):
 
 
 # --- masks ---
+
 
 def test_binary_mask_values_0_1_and_255(tmp_path):
     mask = np.zeros((6, 6), np.uint8)
@@ -288,8 +298,7 @@ def test_color_overlay_mask(tmp_path):
     Image.fromarray(overlay).save(tmp_path / 'o.png')
     expected = np.zeros((8, 8), np.uint8)
     expected[2:4, 1:6] = 1
-    np.testing.assert_array_equal(read_mask(tmp_path / 'o.png', encoding='color_overlay'),
-                                  expected)
+    np.testing.assert_array_equal(read_mask(tmp_path / 'o.png', encoding='color_overlay'), expected)
     np.testing.assert_array_equal(read_mask(tmp_path / 'o.png', encoding='auto'), expected)
     with pytest.raises(DataError, match=r'o\.png: binary mask has differing colour channels'):
         read_mask(tmp_path / 'o.png')
@@ -303,7 +312,7 @@ def test_mask_as_jpg_is_refused(tmp_path):
 
 def test_planar_rgb_tif_becomes_luminance(tmp_path):
     rgb = np.random.default_rng(6).integers(0, 256, size=(4, 5, 3), dtype=np.uint8)
-    tifffile.imwrite(tmp_path / 'planar.tif', np.moveaxis(rgb, -1, 0), photometric='rgb',
-                     planarconfig='separate')
-    np.testing.assert_allclose(read_image(tmp_path / 'planar.tif'),
-                               _luma_reference(rgb) / 255.0, atol=1e-5)
+    tifffile.imwrite(
+        tmp_path / 'planar.tif', np.moveaxis(rgb, -1, 0), photometric='rgb', planarconfig='separate'
+    )
+    np.testing.assert_allclose(read_image(tmp_path / 'planar.tif'), _luma_reference(rgb) / 255.0, atol=1e-5)

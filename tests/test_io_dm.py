@@ -17,14 +17,14 @@ def _uint16_image():
     # Spans most of the 16-bit range, so dividing by 65535 differs visibly
     # from min-max scaling.
     rows, cols = 6, 9
-    return np.array([[(r * cols + c) * 1201 + 17 for c in range(cols)] for r in range(rows)],
-                    np.uint16)
+    return np.array([[(r * cols + c) * 1201 + 17 for c in range(cols)] for r in range(rows)], np.uint16)
 
 
 def _float32_image():
     rows, cols = 5, 7
-    return np.array([[(r - 2.5) * 0.75 + c * c * 0.125 for c in range(cols)] for r in range(rows)],
-                    np.float32)
+    return np.array(
+        [[(r - 2.5) * 0.75 + c * c * 0.125 for c in range(cols)] for r in range(rows)], np.float32
+    )
 
 
 def _scaled_reference(values, low, high):
@@ -97,31 +97,39 @@ def test_writer_calibration_round_trips_through_rosettasciio(tmp_path, suffix):
     assert len(signals) == 1  # the thumbnail is skipped
     np.testing.assert_array_equal(signals[0]['data'], pixels)
     assert [(a['size'], a['scale'], a['units']) for a in signals[0]['axes']] == [
-        (5, 0.25, 'nm'), (7, 0.25, 'nm')]
+        (5, 0.25, 'nm'),
+        (7, 0.25, 'nm'),
+    ]
     assert signals[0]['metadata']['General']['title'] == 'cal'
 
 
 def test_encoded_bytes_match_the_documented_layout():
     tree = {'A': dm_long(7)}
     root_dm3 = (
-        bytes([1, 0]) + struct.pack('>I', 1)  # sorted, open, 1 tag
-        + bytes([21]) + struct.pack('>h', 1) + b'A'  # data tag labelled 'A'
-        + b'%%%%' + struct.pack('>II', 1, 3)  # info array: [long]
+        bytes([1, 0])
+        + struct.pack('>I', 1)  # sorted, open, 1 tag
+        + bytes([21])
+        + struct.pack('>h', 1)
+        + b'A'  # data tag labelled 'A'
+        + b'%%%%'
+        + struct.pack('>II', 1, 3)  # info array: [long]
         + struct.pack('<i', 7)  # the value, little endian
     )
     file_length = 12 + len(root_dm3) + 8
     # version, root length (file length - 16), little-endian flag; 8-byte footer
-    assert encode_tag_file(tree, 3) == (
-        struct.pack('>iIi', 3, file_length - 16, 1) + root_dm3 + bytes(8))
+    assert encode_tag_file(tree, 3) == (struct.pack('>iIi', 3, file_length - 16, 1) + root_dm3 + bytes(8))
     rest = b'%%%%' + struct.pack('>QQ', 1, 3) + struct.pack('<i', 7)
     root_dm4 = (
-        bytes([1, 0]) + struct.pack('>Q', 1)
-        + bytes([21]) + struct.pack('>h', 1) + b'A'
-        + struct.pack('>Q', len(rest)) + rest  # DM4: byte count of the entry's rest
+        bytes([1, 0])
+        + struct.pack('>Q', 1)
+        + bytes([21])
+        + struct.pack('>h', 1)
+        + b'A'
+        + struct.pack('>Q', len(rest))
+        + rest  # DM4: byte count of the entry's rest
     )
     file_length = 16 + len(root_dm4) + 8
-    assert encode_tag_file(tree, 4) == (
-        struct.pack('>iQi', 4, file_length - 24, 1) + root_dm4 + bytes(8))
+    assert encode_tag_file(tree, 4) == (struct.pack('>iQi', 4, file_length - 24, 1) + root_dm4 + bytes(8))
 
 
 def test_writer_rejects_unsupported_images(tmp_path):

@@ -14,20 +14,59 @@ LAYERS = [
     (6, ['fewshot_jax']),  # the package's lazy public API (load_encoder, …)
     # The workflow dispatches other tasks through the registry (which names it lazily).
     (5, ['fewshot_jax.tasks', 'fewshot_jax.workflow']),
-    (4, ['fewshot_jax.train', 'fewshot_jax.probe_task', 'fewshot_jax.segment',
-         'fewshot_jax.analysis.report']),
-    (3, ['fewshot_jax.loop', 'fewshot_jax.models', 'fewshot_jax.optim', 'fewshot_jax.encoder',
-         'fewshot_jax.features', 'fewshot_jax.monitor', 'fewshot_jax.data.pipeline',
-         'fewshot_jax.segment_model', 'fewshot_jax.segmenter', 'fewshot_jax.segment_data',
-         'fewshot_jax.segment_report', 'fewshot_jax.segment_train', 'fewshot_jax.probe_grid',
-         'fewshot_jax.probe_data', 'fewshot_jax.probe_figures']),
+    (
+        4,
+        ['fewshot_jax.train', 'fewshot_jax.probe_task', 'fewshot_jax.segment', 'fewshot_jax.analysis.report'],
+    ),
+    (
+        3,
+        [
+            'fewshot_jax.loop',
+            'fewshot_jax.models',
+            'fewshot_jax.optim',
+            'fewshot_jax.encoder',
+            'fewshot_jax.features',
+            'fewshot_jax.monitor',
+            'fewshot_jax.data.pipeline',
+            'fewshot_jax.segment_model',
+            'fewshot_jax.segmenter',
+            'fewshot_jax.segment_data',
+            'fewshot_jax.segment_report',
+            'fewshot_jax.segment_train',
+            'fewshot_jax.probe_grid',
+            'fewshot_jax.probe_data',
+            'fewshot_jax.probe_figures',
+        ],
+    ),
     (2, ['fewshot_jax.steps', 'fewshot_jax.state']),
-    (1, ['fewshot_jax.losses', 'fewshot_jax.augment', 'fewshot_jax.models.*',
-         'fewshot_jax.metrics', 'fewshot_jax.probe', 'fewshot_jax.probe_solvers',
-         'fewshot_jax.probe_adam',
-         'fewshot_jax.baselines', 'fewshot_jax.analysis', 'fewshot_jax.analysis.*']),
-    (0, ['fewshot_jax.sharding', 'fewshot_jax.checkpoint', 'fewshot_jax.run_log',
-         'fewshot_jax.errors', 'fewshot_jax.masks', 'fewshot_jax.xla_setup', 'fewshot_jax.data', 'fewshot_jax.data.*']),
+    (
+        1,
+        [
+            'fewshot_jax.losses',
+            'fewshot_jax.augment',
+            'fewshot_jax.models.*',
+            'fewshot_jax.metrics',
+            'fewshot_jax.probe',
+            'fewshot_jax.probe_solvers',
+            'fewshot_jax.probe_adam',
+            'fewshot_jax.baselines',
+            'fewshot_jax.analysis',
+            'fewshot_jax.analysis.*',
+        ],
+    ),
+    (
+        0,
+        [
+            'fewshot_jax.sharding',
+            'fewshot_jax.checkpoint',
+            'fewshot_jax.run_log',
+            'fewshot_jax.errors',
+            'fewshot_jax.masks',
+            'fewshot_jax.xla_setup',
+            'fewshot_jax.data',
+            'fewshot_jax.data.*',
+        ],
+    ),
 ]
 
 
@@ -38,8 +77,7 @@ def module_name(path: Path) -> str:
 def layer_of(module: str) -> int | None:
     for layer, patterns in LAYERS:
         for pattern in patterns:
-            if module == pattern or (pattern.endswith('.*') and
-                                     module.startswith(pattern[:-1])):
+            if module == pattern or (pattern.endswith('.*') and module.startswith(pattern[:-1])):
                 return layer
     return None
 
@@ -48,8 +86,7 @@ def project_imports(path: Path, modules: set[str]) -> set[str]:
     """The fewshot_jax modules ``path`` imports (``from pkg import mod`` names the module)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and \
-                node.module.startswith('fewshot_jax'):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('fewshot_jax'):
             for alias in node.names:
                 sub = f'{node.module}.{alias.name}'
                 found.add(sub if sub in modules else node.module)
@@ -73,8 +110,7 @@ def test_no_module_imports_a_higher_layer():
     for module, deps in graph().items():
         for dep in deps:
             if (layer_of(dep) or 0) > (layer_of(module) or 0):
-                upward.append(f'{module} (layer {layer_of(module)}) imports {dep} '
-                              f'(layer {layer_of(dep)})')
+                upward.append(f'{module} (layer {layer_of(module)}) imports {dep} (layer {layer_of(dep)})')
     assert not upward, '\n'.join(upward)
 
 
@@ -84,7 +120,7 @@ def test_no_import_circle():
 
     def visit(m, stack):
         if m in stack:
-            cycles.append(stack[stack.index(m):] + [m])
+            cycles.append(stack[stack.index(m) :] + [m])
             return
         if m in done:
             return
@@ -100,12 +136,17 @@ def test_no_import_circle():
 def test_config_files_import_only_ml_collections():
     for path in (ROOT / 'configs').glob('*.py'):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0
-                     else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
             for name in names:
-                assert name.split('.')[0] in ('ml_collections', 'configs', '__future__'), \
+                assert name.split('.')[0] in ('ml_collections', 'configs', '__future__'), (
                     f'{path.name} imports {name}'
+                )
 
 
 def test_config_literals_equal_the_model_constants():

@@ -32,8 +32,9 @@ class Batches:
 
 
 def config(**train):
-    c = ml_collections.ConfigDict({'train': {'log_every': 2, 'checkpoint_every': 3,
-                                             'progress': False, **train}})
+    c = ml_collections.ConfigDict(
+        {'train': {'log_every': 2, 'checkpoint_every': 3, 'progress': False, **train}}
+    )
     return c
 
 
@@ -45,9 +46,10 @@ def read(workdir):
     return [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
 
 
-@pytest.mark.parametrize(('every', 'total', 'expected'),
-                         [(5, 100, 5), (0.25, 100, 25), (0.01, 10, 1), (None, 10, None),
-                          (0, 10, None)])
+@pytest.mark.parametrize(
+    ('every', 'total', 'expected'),
+    [(5, 100, 5), (0.25, 100, 25), (0.01, 10, 1), (None, 10, None), (0, 10, None)],
+)
 def test_every_steps_reads_steps_or_fractions(every, total, expected):
     assert loop.every_steps(every, total) == expected
 
@@ -80,8 +82,16 @@ def test_run_logs_hooks_checkpoints_and_finalizes(tmp_path):
         finalized.append(float(np.asarray(state['total'])[0]))
         return {'extra': 1}
 
-    result = loop.run(jax.jit(counting_step), initial(), Batches, total_steps=10,
-                      workdir=tmp_path, config=config(), hooks=hooks, finalize=finalize)
+    result = loop.run(
+        jax.jit(counting_step),
+        initial(),
+        Batches,
+        total_steps=10,
+        workdir=tmp_path,
+        config=config(),
+        hooks=hooks,
+        finalize=finalize,
+    )
     assert calls == [0, 4, 8, 10]
     assert finalized == [55.0]  # 1 + 2 + … + 10
     # final_loss is the mean over the steps since the previous log (step 9's checkpoint).
@@ -95,10 +105,10 @@ def test_run_logs_hooks_checkpoints_and_finalizes(tmp_path):
 
 
 def test_resumed_run_continues_state_and_data(tmp_path):
-    loop.run(jax.jit(counting_step), initial(), Batches, total_steps=6, workdir=tmp_path,
-             config=config())
+    loop.run(jax.jit(counting_step), initial(), Batches, total_steps=6, workdir=tmp_path, config=config())
     # Longer run in the same workdir: resumes from step 6 with the data position restored.
-    result = loop.run(jax.jit(counting_step), initial(), Batches, total_steps=9,
-                      workdir=tmp_path, config=config())
+    result = loop.run(
+        jax.jit(counting_step), initial(), Batches, total_steps=9, workdir=tmp_path, config=config()
+    )
     assert result.start_step == 6
     assert float(np.asarray(result.state['total'])[0]) == sum(range(1, 10))

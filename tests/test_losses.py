@@ -112,19 +112,19 @@ def _random_pair(seed, n, d, scale=1.0, offset=0.0):
 NT_XENT_CASES = [(2, 3, 0.1), (5, 4, 0.1), (8, 16, 0.5), (12, 7, 0.2), (6, 32, 1.0)]
 
 
-@pytest.mark.parametrize("n,d,temperature", NT_XENT_CASES)
+@pytest.mark.parametrize('n,d,temperature', NT_XENT_CASES)
 def test_nt_xent_standard_matches_loop_reference(n, d, temperature):
     z1, z2 = _random_pair(n * 100 + d, n, d)
-    got = losses.nt_xent(z1, z2, temperature=temperature, variant="standard")
+    got = losses.nt_xent(z1, z2, temperature=temperature, variant='standard')
     want = reference_nt_xent_standard(z1, z2, temperature)
     assert got.dtype == jnp.float32 and got.shape == ()
     np.testing.assert_allclose(float(got), want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("n,d,temperature", NT_XENT_CASES)
+@pytest.mark.parametrize('n,d,temperature', NT_XENT_CASES)
 def test_nt_xent_paper_matches_loop_reference(n, d, temperature):
     z1, z2 = _random_pair(n * 100 + d + 1, n, d)
-    got = losses.nt_xent(z1, z2, temperature=temperature, variant="paper")
+    got = losses.nt_xent(z1, z2, temperature=temperature, variant='paper')
     want = reference_nt_xent_paper(z1, z2, temperature)
     assert got.dtype == jnp.float32 and got.shape == ()
     np.testing.assert_allclose(float(got), want, rtol=1e-5, atol=1e-5)
@@ -133,27 +133,27 @@ def test_nt_xent_paper_matches_loop_reference(n, d, temperature):
 def test_nt_xent_variants_differ():
     # Guards against one variant silently calling the other.
     z1, z2 = _random_pair(3, 6, 5)
-    standard = float(losses.nt_xent(z1, z2, variant="standard"))
-    paper = float(losses.nt_xent(z1, z2, variant="paper"))
+    standard = float(losses.nt_xent(z1, z2, variant='standard'))
+    paper = float(losses.nt_xent(z1, z2, variant='paper'))
     assert abs(standard - paper) > 1e-3
 
 
 BARLOW_CASES = [(2, 2, 0.005), (4, 3, 0.005), (9, 8, 0.05), (16, 5, 1.0), (7, 12, 0.0)]
 
 
-@pytest.mark.parametrize("n,d,lambd", BARLOW_CASES)
+@pytest.mark.parametrize('n,d,lambd', BARLOW_CASES)
 def test_barlow_twins_standard_matches_loop_reference(n, d, lambd):
     z1, z2 = _random_pair(n * 31 + d, n, d, scale=2.0, offset=1.5)
-    got = losses.barlow_twins(z1, z2, lambd=lambd, variant="standard")
+    got = losses.barlow_twins(z1, z2, lambd=lambd, variant='standard')
     want = reference_barlow_standard(z1, z2, lambd)
     assert got.dtype == jnp.float32 and got.shape == ()
     np.testing.assert_allclose(float(got), want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("n,d,lambd", BARLOW_CASES)
+@pytest.mark.parametrize('n,d,lambd', BARLOW_CASES)
 def test_barlow_twins_paper_matches_loop_reference(n, d, lambd):
     z1, z2 = _random_pair(n * 31 + d + 1, n, d, scale=0.5, offset=-2.0)
-    got = losses.barlow_twins(z1, z2, lambd=lambd, variant="paper")
+    got = losses.barlow_twins(z1, z2, lambd=lambd, variant='paper')
     want = reference_barlow_paper(z1, z2, lambd)
     assert got.dtype == jnp.float32 and got.shape == ()
     np.testing.assert_allclose(float(got), want, rtol=1e-5, atol=1e-5)
@@ -164,11 +164,11 @@ def test_barlow_twins_eps_is_used_by_standard_only():
     # follow the eps passed in, the paper loss must ignore it.
     z1, z2 = _random_pair(11, 8, 4, scale=1e-3)
     for eps in (1e-5, 1e-7):
-        got = float(losses.barlow_twins(z1, z2, variant="standard", eps=eps))
+        got = float(losses.barlow_twins(z1, z2, variant='standard', eps=eps))
         want = reference_barlow_standard(z1, z2, 0.005, eps=eps)
         np.testing.assert_allclose(got, want, rtol=1e-4)
-    paper_a = float(losses.barlow_twins(z1, z2, variant="paper", eps=1e-5))
-    paper_b = float(losses.barlow_twins(z1, z2, variant="paper", eps=1.0))
+    paper_a = float(losses.barlow_twins(z1, z2, variant='paper', eps=1e-5))
+    paper_b = float(losses.barlow_twins(z1, z2, variant='paper', eps=1.0))
     assert paper_a == paper_b
 
 
@@ -176,7 +176,7 @@ def test_barlow_twins_paper_single_dimension_has_no_off_diagonal_term():
     z1, z2 = _random_pair(5, 6, 1)
     c = _cross_correlation(z1, z2, 0.0)
     want = (1.0 - c[0][0]) ** 2
-    got = float(losses.barlow_twins(z1, z2, lambd=0.5, variant="paper"))
+    got = float(losses.barlow_twins(z1, z2, lambd=0.5, variant='paper'))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
@@ -185,14 +185,14 @@ def test_barlow_twins_paper_single_dimension_has_no_off_diagonal_term():
 # ---------------------------------------------------------------------------
 
 ALL_LOSSES = [
-    pytest.param(lambda a, b: losses.nt_xent(a, b, variant="standard"), id="nt_xent-standard"),
-    pytest.param(lambda a, b: losses.nt_xent(a, b, variant="paper"), id="nt_xent-paper"),
-    pytest.param(lambda a, b: losses.barlow_twins(a, b, variant="standard"), id="barlow-standard"),
-    pytest.param(lambda a, b: losses.barlow_twins(a, b, variant="paper"), id="barlow-paper"),
+    pytest.param(lambda a, b: losses.nt_xent(a, b, variant='standard'), id='nt_xent-standard'),
+    pytest.param(lambda a, b: losses.nt_xent(a, b, variant='paper'), id='nt_xent-paper'),
+    pytest.param(lambda a, b: losses.barlow_twins(a, b, variant='standard'), id='barlow-standard'),
+    pytest.param(lambda a, b: losses.barlow_twins(a, b, variant='paper'), id='barlow-paper'),
 ]
 
 
-@pytest.mark.parametrize("loss_fn", ALL_LOSSES)
+@pytest.mark.parametrize('loss_fn', ALL_LOSSES)
 def test_batch_permutation_leaves_loss_unchanged(loss_fn):
     z1, z2 = _random_pair(21, 10, 6)
     perm = np.random.default_rng(0).permutation(10)
@@ -202,14 +202,14 @@ def test_batch_permutation_leaves_loss_unchanged(loss_fn):
     )
 
 
-@pytest.mark.parametrize("loss_fn", ALL_LOSSES)
+@pytest.mark.parametrize('loss_fn', ALL_LOSSES)
 def test_swapping_views_leaves_loss_unchanged(loss_fn):
     z1, z2 = _random_pair(22, 9, 5)
     np.testing.assert_allclose(float(loss_fn(z2, z1)), float(loss_fn(z1, z2)), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("variant", losses.NT_XENT_VARIANTS)
-@pytest.mark.parametrize("scale", [0.01, 3.0, 250.0])
+@pytest.mark.parametrize('variant', losses.NT_XENT_VARIANTS)
+@pytest.mark.parametrize('scale', [0.01, 3.0, 250.0])
 def test_nt_xent_is_scale_invariant(variant, scale):
     z1, z2 = _random_pair(23, 8, 6)
     base = float(losses.nt_xent(z1, z2, variant=variant))
@@ -217,7 +217,7 @@ def test_nt_xent_is_scale_invariant(variant, scale):
     np.testing.assert_allclose(scaled, base, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("variant", losses.BARLOW_TWINS_VARIANTS)
+@pytest.mark.parametrize('variant', losses.BARLOW_TWINS_VARIANTS)
 def test_barlow_twins_is_invariant_to_per_dimension_affine_maps(variant):
     n, d = 12, 5
     z1, z2 = _random_pair(24, n, d)
@@ -230,7 +230,7 @@ def test_barlow_twins_is_invariant_to_per_dimension_affine_maps(variant):
     np.testing.assert_allclose(moved, base, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("variant", losses.NT_XENT_VARIANTS)
+@pytest.mark.parametrize('variant', losses.NT_XENT_VARIANTS)
 def test_nt_xent_identical_well_separated_views_beat_random_views(variant):
     n = 8
     z1 = np.eye(n, 16, dtype=np.float32) * 3.0  # orthogonal rows
@@ -252,7 +252,7 @@ def _decorrelated_projections():
     return h[:, 1:5].astype(np.float32)
 
 
-@pytest.mark.parametrize("variant", losses.BARLOW_TWINS_VARIANTS)
+@pytest.mark.parametrize('variant', losses.BARLOW_TWINS_VARIANTS)
 def test_barlow_twins_identical_decorrelated_views_give_near_zero_loss(variant):
     z = _decorrelated_projections()
     got = float(losses.barlow_twins(z, z, lambd=0.005, variant=variant))
@@ -275,7 +275,7 @@ def test_nt_xent_zero_row_stays_finite():
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("loss_fn", ALL_LOSSES)
+@pytest.mark.parametrize('loss_fn', ALL_LOSSES)
 def test_jit_matches_eager_and_gradients_are_finite(loss_fn):
     z1, z2 = _random_pair(26, 8, 6)
     eager = float(loss_fn(z1, z2))
@@ -295,7 +295,7 @@ def test_hyperparameters_may_be_traced_under_jit():
     np.testing.assert_allclose(float(bt), reference_barlow_standard(z1, z2, 0.05), rtol=1e-5)
 
 
-@pytest.mark.parametrize("loss_fn", ALL_LOSSES)
+@pytest.mark.parametrize('loss_fn', ALL_LOSSES)
 def test_bfloat16_inputs_are_computed_in_float32(loss_fn):
     z1, z2 = _random_pair(28, 8, 6)
     z1_bf16, z2_bf16 = jnp.asarray(z1, jnp.bfloat16), jnp.asarray(z2, jnp.bfloat16)
@@ -312,57 +312,57 @@ def test_bfloat16_inputs_are_computed_in_float32(loss_fn):
 # ---------------------------------------------------------------------------
 
 LOSS_FNS = [
-    pytest.param(losses.nt_xent, id="nt_xent"),
-    pytest.param(losses.barlow_twins, id="barlow_twins"),
+    pytest.param(losses.nt_xent, id='nt_xent'),
+    pytest.param(losses.barlow_twins, id='barlow_twins'),
 ]
 
 
-@pytest.mark.parametrize("loss_fn", LOSS_FNS)
+@pytest.mark.parametrize('loss_fn', LOSS_FNS)
 def test_unknown_variant_is_rejected_with_allowed_values(loss_fn):
     z1, z2 = _random_pair(29, 4, 3)
     with pytest.raises(ValueError, match=r"'simclr'.*'standard'.*'paper'"):
-        loss_fn(z1, z2, variant="simclr")
+        loss_fn(z1, z2, variant='simclr')
 
 
-@pytest.mark.parametrize("loss_fn", LOSS_FNS)
+@pytest.mark.parametrize('loss_fn', LOSS_FNS)
 def test_mismatched_shapes_are_rejected_naming_both(loss_fn):
     z1 = np.zeros((4, 3), np.float32)
     z2 = np.zeros((4, 5), np.float32)
-    with pytest.raises(ValueError, match=r"\(4, 3\).*\(4, 5\)"):
+    with pytest.raises(ValueError, match=r'\(4, 3\).*\(4, 5\)'):
         loss_fn(z1, z2)
-    with pytest.raises(ValueError, match=r"\(4, 3\).*\(4, 5\)"):
+    with pytest.raises(ValueError, match=r'\(4, 3\).*\(4, 5\)'):
         jax.jit(loss_fn)(z1, z2)
 
 
-@pytest.mark.parametrize("loss_fn", LOSS_FNS)
+@pytest.mark.parametrize('loss_fn', LOSS_FNS)
 def test_batch_of_one_is_rejected(loss_fn):
     z = np.ones((1, 3), np.float32)
-    with pytest.raises(ValueError, match=r"N=1"):
+    with pytest.raises(ValueError, match=r'N=1'):
         loss_fn(z, z)
 
 
-@pytest.mark.parametrize("loss_fn", LOSS_FNS)
-@pytest.mark.parametrize("shape", [(8,), (2, 3, 4)])
+@pytest.mark.parametrize('loss_fn', LOSS_FNS)
+@pytest.mark.parametrize('shape', [(8,), (2, 3, 4)])
 def test_non_matrix_projections_are_rejected(loss_fn, shape):
     z = np.ones(shape, np.float32)
-    with pytest.raises(ValueError, match=r"2-D"):
+    with pytest.raises(ValueError, match=r'2-D'):
         loss_fn(z, z)
 
 
-@pytest.mark.parametrize("loss_fn", LOSS_FNS)
+@pytest.mark.parametrize('loss_fn', LOSS_FNS)
 def test_integer_projections_are_rejected(loss_fn):
     z = np.ones((4, 3), np.int32)
-    with pytest.raises(ValueError, match=r"int32"):
+    with pytest.raises(ValueError, match=r'int32'):
         loss_fn(z, z)
 
 
 def test_bad_hyperparameters_are_rejected():
     z1, z2 = _random_pair(30, 4, 3)
-    with pytest.raises(ValueError, match=r"temperature.*0"):
+    with pytest.raises(ValueError, match=r'temperature.*0'):
         losses.nt_xent(z1, z2, temperature=0.0)
-    with pytest.raises(ValueError, match=r"lambd.*-0.1"):
+    with pytest.raises(ValueError, match=r'lambd.*-0.1'):
         losses.barlow_twins(z1, z2, lambd=-0.1)
-    with pytest.raises(ValueError, match=r"eps.*-1e-05"):
+    with pytest.raises(ValueError, match=r'eps.*-1e-05'):
         losses.barlow_twins(z1, z2, eps=-1e-5)
 
 
@@ -374,28 +374,29 @@ def test_errors_are_value_error_subclasses():
 # Global batch sharded over 8 fake CPU devices.
 # ---------------------------------------------------------------------------
 
+
 def test_losses_over_a_batch_sharded_on_eight_devices():
     # tests/conftest.py gives this process 8 fake CPU devices.
     assert jax.device_count() == 8, jax.devices()
-    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    mesh = jax.make_mesh((8,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
     rng = np.random.default_rng(0)
     z1 = rng.normal(size=(32, 12)).astype(np.float32)
     z2 = (z1 + 0.5 * rng.normal(size=(32, 12))).astype(np.float32)
-    sharding = NamedSharding(mesh, P("data"))
+    sharding = NamedSharding(mesh, P('data'))
     z1_sharded, z2_sharded = jax.device_put(z1, sharding), jax.device_put(z2, sharding)
     assert len(z1_sharded.addressable_shards) == 8
     assert z1_sharded.addressable_shards[0].data.shape == (4, 12)
 
     cases = [
-        ("nt_xent", "standard", losses.nt_xent),
-        ("nt_xent", "paper", losses.nt_xent),
-        ("barlow_twins", "standard", losses.barlow_twins),
-        ("barlow_twins", "paper", losses.barlow_twins),
+        ('nt_xent', 'standard', losses.nt_xent),
+        ('nt_xent', 'paper', losses.nt_xent),
+        ('barlow_twins', 'standard', losses.barlow_twins),
+        ('barlow_twins', 'paper', losses.barlow_twins),
     ]
     for name, variant, fn in cases:
         jitted = jax.jit(lambda a, b, fn=fn, variant=variant: fn(a, b, variant=variant))
         sharded = float(jitted(z1_sharded, z2_sharded))
         unsharded = float(fn(z1, z2, variant=variant))
-        key = name + "/" + variant
+        key = name + '/' + variant
         assert math.isfinite(unsharded), key
         np.testing.assert_allclose(sharded, unsharded, rtol=1e-5, atol=1e-5, err_msg=key)

@@ -9,10 +9,8 @@ from fewshot_jax import masks as P
 def assert_same_clusters(mask, eps=2.0, min_samples=2):
     fast = P.fast_clusters(mask, eps, min_samples)
     ref = P.dbscan_clusters(mask, eps, min_samples)
-    np.testing.assert_array_equal(fast.core, ref.core, err_msg=f"core, eps={eps} ms={min_samples}")
-    np.testing.assert_array_equal(
-        fast.labels, ref.labels, err_msg=f"labels, eps={eps} ms={min_samples}"
-    )
+    np.testing.assert_array_equal(fast.core, ref.core, err_msg=f'core, eps={eps} ms={min_samples}')
+    np.testing.assert_array_equal(fast.labels, ref.labels, err_msg=f'labels, eps={eps} ms={min_samples}')
     return fast
 
 
@@ -52,7 +50,7 @@ def reference_percolates(mask, eps=2.0, min_samples=2, margin=2):
     return False
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize('seed', range(4))
 def test_fast_equals_dbscan_on_random_masks_paper_params(seed):
     rng = np.random.default_rng(seed)
     for _ in range(60):
@@ -61,8 +59,8 @@ def test_fast_equals_dbscan_on_random_masks_paper_params(seed):
         assert_same_clusters(rng.random((h, w)) < density)
 
 
-@pytest.mark.parametrize("eps", [0.5, 1.0, 1.2, 1.5, 2.0, 2.2, 2.5, 3.0, 3.7])
-@pytest.mark.parametrize("min_samples", [1, 2, 3, 5])
+@pytest.mark.parametrize('eps', [0.5, 1.0, 1.2, 1.5, 2.0, 2.2, 2.5, 3.0, 3.7])
+@pytest.mark.parametrize('min_samples', [1, 2, 3, 5])
 def test_fast_equals_dbscan_other_params(eps, min_samples):
     rng = np.random.default_rng(int(eps * 10) * 10 + min_samples)
     for _ in range(12):
@@ -87,7 +85,7 @@ def test_fast_equals_dbscan_on_wire_like_masks():
 
 
 @pytest.mark.parametrize(
-    "mask",
+    'mask',
     [
         np.zeros((9, 9), bool),
         np.ones((9, 9), bool),
@@ -98,7 +96,7 @@ def test_fast_equals_dbscan_on_wire_like_masks():
         np.eye(6, dtype=bool),
         np.eye(6, dtype=bool)[::-1],
     ],
-    ids=["empty", "full", "one-by-one", "one-by-one-empty", "row", "column", "diag", "antidiag"],
+    ids=['empty', 'full', 'one-by-one', 'one-by-one-empty', 'row', 'column', 'diag', 'antidiag'],
 )
 def test_edge_cases_equal_dbscan(mask):
     assert_same_clusters(mask)
@@ -112,9 +110,18 @@ def test_one_pixel_is_noise():
 
 
 @pytest.mark.parametrize(
-    "offset, joined",
-    [((0, 2), True), ((2, 0), True), ((1, 1), True), ((0, 1), True), ((2, 2), False),
-     ((1, 2), False), ((2, 1), False), ((0, 3), False), ((3, 0), False)],
+    'offset, joined',
+    [
+        ((0, 2), True),
+        ((2, 0), True),
+        ((1, 1), True),
+        ((0, 1), True),
+        ((2, 2), False),
+        ((1, 2), False),
+        ((2, 1), False),
+        ((0, 3), False),
+        ((3, 0), False),
+    ],
 )
 def test_pairs_at_the_radius(offset, joined):
     # Distance exactly 2 (straight) is inside eps=2; the diagonal gap (2, 2) and the
@@ -189,7 +196,7 @@ def test_noise_points_do_not_extend_spans():
     m[1 : n - 1, 8] = True  # rows 1..14: span 13 < 14
     m[n - 1, 0] = True  # isolated pixel in the last row: noise
     assert not P.percolates(m)
-    assert not P.percolates(m, method="dbscan")
+    assert not P.percolates(m, method='dbscan')
 
 
 def test_only_core_points_count_for_min_samples_above_two():
@@ -201,10 +208,10 @@ def test_only_core_points_count_for_min_samples_above_two():
     m[:, 4] = True
     assert P.percolates(m, eps=1.0, min_samples=2)
     assert not P.percolates(m, eps=1.0, min_samples=3)
-    assert not P.percolates(m, method="dbscan", eps=1.0, min_samples=3)
+    assert not P.percolates(m, method='dbscan', eps=1.0, min_samples=3)
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize('seed', range(3))
 def test_percolates_matches_loop_reference_and_dbscan(seed):
     rng = np.random.default_rng(100 + seed)
     hits = 0
@@ -213,12 +220,12 @@ def test_percolates_matches_loop_reference_and_dbscan(seed):
         mask = rng.random((n, n)) < rng.uniform(0.2, 0.55)
         expected = reference_percolates(mask.tolist())
         assert P.percolates(mask) == expected
-        assert P.percolates(mask, method="dbscan") == expected
+        assert P.percolates(mask, method='dbscan') == expected
         hits += expected
     assert 0 < hits < 40  # the densities straddle the threshold, so both answers occur
 
 
-@pytest.mark.parametrize("margin", [0, 1, 3, 6, 30])
+@pytest.mark.parametrize('margin', [0, 1, 3, 6, 30])
 def test_percolates_margin_variants_match_loop_reference(margin):
     # Large margins make many clusters candidates (the vectorised span path),
     # small ones only a few (the projection path).
@@ -256,13 +263,13 @@ def test_pixel_density_and_value_conventions():
 
 
 @pytest.mark.parametrize(
-    "bad, match",
+    'bad, match',
     [
-        (np.array([[0, 2], [1, 0]]), r"binary.*\[2\]"),
-        (np.array([[0.0, 0.5], [1, 0]]), r"binary.*0\.5"),
-        (np.zeros((2, 2, 2)), "2-D"),
-        (np.zeros((0, 3)), "empty"),
-        (np.array([["a", "b"]]), "dtype"),
+        (np.array([[0, 2], [1, 0]]), r'binary.*\[2\]'),
+        (np.array([[0.0, 0.5], [1, 0]]), r'binary.*0\.5'),
+        (np.zeros((2, 2, 2)), '2-D'),
+        (np.zeros((0, 3)), 'empty'),
+        (np.array([['a', 'b']]), 'dtype'),
     ],
 )
 def test_bad_masks_raise(bad, match):
@@ -274,13 +281,13 @@ def test_bad_masks_raise(bad, match):
 
 def test_bad_parameters_raise():
     m = np.ones((4, 4), bool)
-    with pytest.raises(ValueError, match="method"):
-        P.percolates(m, method="bfs")
-    with pytest.raises(ValueError, match="eps"):
+    with pytest.raises(ValueError, match='method'):
+        P.percolates(m, method='bfs')
+    with pytest.raises(ValueError, match='eps'):
         P.fast_clusters(m, eps=0)
-    with pytest.raises(ValueError, match="min_samples"):
+    with pytest.raises(ValueError, match='min_samples'):
         P.fast_clusters(m, min_samples=0)
-    with pytest.raises(ValueError, match="margin"):
+    with pytest.raises(ValueError, match='margin'):
         P.percolates(m, margin=-1)
 
 

@@ -68,8 +68,13 @@ def test_batches_match_the_plain_loop_reference():
     true = (rng.random((6, 7, 9)) < 0.3).astype(np.uint8)
     true[2] = 0  # an empty truth in the batch
     prob[3] = 0.0  # an empty prediction
-    got = np.stack([np.asarray(fn(prob, true)) for fn in (metrics.dice, metrics.iou,
-                                                         metrics.soft_dice, metrics.soft_iou)], 1)
+    got = np.stack(
+        [
+            np.asarray(fn(prob, true))
+            for fn in (metrics.dice, metrics.iou, metrics.soft_dice, metrics.soft_iou)
+        ],
+        1,
+    )
     expected = np.array([loop_scores(p, t) for p, t in zip(prob, true, strict=True)])
     assert got.shape == (6, 4)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
@@ -88,8 +93,7 @@ def test_losses_against_direct_formulas():
     true = (rng.random((3, 5, 5)) < 0.4).astype(np.uint8)
     prob = 1 / (1 + np.exp(-logits.astype(np.float64)))
     expected_dice = 1 - np.mean([loop_scores(p, t)[2] for p, t in zip(prob, true, strict=True)])
-    assert float(metrics.dice_loss(prob.astype(np.float32), true)) == pytest.approx(
-        expected_dice, rel=1e-5)
+    assert float(metrics.dice_loss(prob.astype(np.float32), true)) == pytest.approx(expected_dice, rel=1e-5)
     expected_bce = -np.mean(true * np.log(prob) + (1 - true) * np.log(1 - prob))
     assert float(metrics.bce_loss(logits, true)) == pytest.approx(expected_bce, rel=1e-5)
     # Large logits stay finite.

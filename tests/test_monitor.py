@@ -53,8 +53,7 @@ def test_unknown_monitor_task_is_named():
 
 
 def test_tiny_run_logs_the_online_probe_at_its_cadence(tmp_path):
-    config = tiny_ssl_config(**{'monitor.tasks': ('nanowires',), 'monitor.every': 3,
-                                'num_devices': 2})
+    config = tiny_ssl_config(**{'monitor.tasks': ('nanowires',), 'monitor.every': 3, 'num_devices': 2})
     tasks.run('pretrain', config, tmp_path)
     lines = [json.loads(x) for x in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
     probed = {m['step']: m for m in lines if 'probe/nanowires/2shot_logistic' in m}

@@ -42,8 +42,13 @@ CONFIGS = {'barlow_twins': 'configs/barlow_tem.py:tiny', 'simclr': 'configs/simc
 
 
 def overrides_of(steps):
-    return {'optim.lr': LR, 'optim.warmup_steps': 0, 'train.checkpoint_every': 2,
-            'train.keep_checkpoints': 10, 'train.num_steps': steps}
+    return {
+        'optim.lr': LR,
+        'optim.warmup_steps': 0,
+        'train.checkpoint_every': 2,
+        'train.keep_checkpoints': 10,
+        'train.num_steps': steps,
+    }
 
 
 # A dead process is noticed after this many seconds without heartbeats.
@@ -65,22 +70,25 @@ def final_variables(workdir, step):
 def assert_same_run(run, ref, steps):
     """Per-step losses, final params and batch_stats agree within the 8-vs-1 tolerance."""
     run_metrics, ref_metrics = read_metrics(run), read_metrics(ref)
-    assert [m['step'] for m in run_metrics] == list(range(1, steps + 1)), \
+    assert [m['step'] for m in run_metrics] == list(range(1, steps + 1)), (
         'every step logged exactly once, in order'
+    )
     assert [m['step'] for m in ref_metrics] == list(range(1, steps + 1))
-    np.testing.assert_allclose([m['loss'] for m in run_metrics],
-                               [m['loss'] for m in ref_metrics], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        [m['loss'] for m in run_metrics], [m['loss'] for m in ref_metrics], rtol=1e-5, atol=1e-5
+    )
     got, want = final_variables(run, steps), final_variables(ref, steps)
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want), jax.tree.leaves(got),
-                            strict=True):
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want), jax.tree.leaves(got), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5, err_msg=jax.tree_util.keystr(path))
     # The updates since the first checkpoint agree to 1% of their size (and exist).
     run_start, ref_start = final_variables(run, 2), final_variables(ref, 2)
     ref_update = jax.tree.map(np.subtract, want['params'], ref_start['params'])
     run_update = jax.tree.map(np.subtract, got['params'], run_start['params'])
     size = max(float(np.max(np.abs(u))) for u in jax.tree.leaves(ref_update))
-    gap = max(float(np.max(np.abs(a - b))) for a, b in
-              zip(jax.tree.leaves(ref_update), jax.tree.leaves(run_update), strict=True))
+    gap = max(
+        float(np.max(np.abs(a - b)))
+        for a, b in zip(jax.tree.leaves(ref_update), jax.tree.leaves(run_update), strict=True)
+    )
     assert size > 1e-5, f'the params did not move ({size:.1e}): nothing was compared'
     assert gap < 0.01 * size, f'updates differ by {gap:.1e}, {gap / size:.1%} of their size'
 
@@ -88,8 +96,9 @@ def assert_same_run(run, ref, steps):
 @pytest.mark.parametrize('count', [2, 4])
 @pytest.mark.parametrize('cache_bytes', [0, 2**20])
 def test_process_shares_read_disjoint_rows_that_make_the_one_process_batches(count, cache_bytes):
-    spec = pipeline.PipelineSpec(image_size=8, global_batch=8, seed=5, channels=1,
-                                 num_threads=2, prefetch=2, cache_bytes=cache_bytes)
+    spec = pipeline.PipelineSpec(
+        image_size=8, global_batch=8, seed=5, channels=1, num_threads=2, prefetch=2, cache_bytes=cache_bytes
+    )
     whole = pipeline.ssl_dataset(index_source(40), spec, process=(0, 1))
     reads, shares = [], []
     for p in range(count):
@@ -101,7 +110,7 @@ def test_process_shares_read_disjoint_rows_that_make_the_one_process_batches(cou
         reads.append(mine)
     for b in range(10):
         assert sum((batch_ids(s[b]) for s in shares), []) == batch_ids(whole[b])
-    first_epoch = [set(r[:40 // count]) for r in reads]  # reads follow the batch order
+    first_epoch = [set(r[: 40 // count]) for r in reads]  # reads follow the batch order
     assert set().union(*first_epoch) == set(range(40))
     assert sum(len(s) for s in first_epoch) == 40, 'no image read by two processes in an epoch'
     if cache_bytes:  # each process decoded only what it served, each image once
@@ -125,9 +134,10 @@ def test_processes_of_a_real_job_read_disjoint_complete_shares(tmp_path):
 def test_two_processes_train_like_one_and_write_each_file_once(tmp_path):
     steps = 6
     overrides, config = overrides_of(steps), CONFIGS['barlow_twins']
-    with launch_job(tmp_path / 'ref', config, overrides, tmp_path, 'ref', processes=1,
-                    devices=4) as ref, \
-            launch_job(tmp_path / 'run', config, overrides, tmp_path, 'run', **FAULT_FLAGS) as job:
+    with (
+        launch_job(tmp_path / 'ref', config, overrides, tmp_path, 'ref', processes=1, devices=4) as ref,
+        launch_job(tmp_path / 'run', config, overrides, tmp_path, 'run', **FAULT_FLAGS) as job,
+    ):
         ref.wait(JOB_TIMEOUT)
         outputs = [f.output for f in job.wait(JOB_TIMEOUT)]
     run = tmp_path / 'run'
@@ -135,8 +145,10 @@ def test_two_processes_train_like_one_and_write_each_file_once(tmp_path):
 
     # The health line, then the summary from process 0 only.
     for i in range(2):
-        assert (f'multihost: process {i} of 2, 2 local / 4 global cpu devices, global batch 8 '
-                f'(4 per process, 2 per device)') in outputs[i]
+        assert (
+            f'multihost: process {i} of 2, 2 local / 4 global cpu devices, global batch 8 '
+            f'(4 per process, 2 per device)'
+        ) in outputs[i]
     assert 'pretrain finished' in outputs[0] and 'pretrain finished' not in outputs[1]
     # Written once, by process 0: metrics (checked above), events, encoder, log.txt.
     assert len(list((run / 'tb').glob('events.out.tfevents.*'))) == 1
@@ -156,19 +168,16 @@ def test_killed_process_stops_the_job_and_a_resumed_job_equals_one_process(tmp_p
     steps = 10
     overrides, config = overrides_of(steps), CONFIGS['simclr']
     run = tmp_path / 'run'
-    with launch_job(tmp_path / 'ref', config, overrides, tmp_path, 'ref', processes=1,
-                    devices=4) as ref:
+    with launch_job(tmp_path / 'ref', config, overrides, tmp_path, 'ref', processes=1, devices=4) as ref:
         with launch_job(run, config, overrides, tmp_path, 'first', **FAULT_FLAGS) as job:
-            job.wait_for(lambda: (run / 'checkpoints' / '2').exists(), JOB_TIMEOUT,
-                         'checkpoint of step 2')
+            job.wait_for(lambda: (run / 'checkpoints' / '2').exists(), JOB_TIMEOUT, 'checkpoint of step 2')
             job.kill(1)
             killed = time.monotonic()
             survivor = job.wait(FAULT_FLAGS['heartbeat_timeout'] + 50, ok=False)[0]
         # Process 0 stops by itself, with an error, once process 1 misses its heartbeats.
         assert survivor.returncode != 0, survivor.output[-3000:]
         assert survivor.ended - killed < FAULT_FLAGS['heartbeat_timeout'] + 50
-        assert 'JAX distributed service detected fatal errors' in survivor.output, \
-            survivor.output[-3000:]
+        assert 'JAX distributed service detected fatal errors' in survivor.output, survivor.output[-3000:]
         assert not (run / 'encoder').exists(), 'killed too late to test a resume'
 
         with launch_job(run, config, overrides, tmp_path, 'resumed', **FAULT_FLAGS) as again:
@@ -182,19 +191,44 @@ def test_killed_process_stops_the_job_and_a_resumed_job_equals_one_process(tmp_p
 def test_bad_starts_stop_every_process_with_a_clear_error(tmp_path):
     config, overrides = CONFIGS['barlow_twins'], {'train.num_steps': 2}
     busy = tmp_path / 'busy'
-    holder = subprocess.Popen([sys.executable, '-c', (
-        'import sys, time; sys.path.insert(0, %r);'
-        'from fewshot_jax.checkpoint import WorkdirLock;'
-        'WorkdirLock(%r).acquire(); print("locked", flush=True); time.sleep(600)'
-    ) % (str(REPO), str(busy))], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            '-c',
+            (
+                'import sys, time; sys.path.insert(0, %r);'
+                'from fewshot_jax.checkpoint import WorkdirLock;'
+                'WorkdirLock(%r).acquire(); print("locked", flush=True); time.sleep(600)'
+            )
+            % (str(REPO), str(busy)),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == 'locked'
         second = launch_job(busy, config, overrides, tmp_path, 'second_job', **FAULT_FLAGS)
-        mismatch = launch_job(tmp_path / 'mismatch', config, overrides, tmp_path, 'mismatch',
-                              per_process={1: {'data.batch_size': 16}}, **FAULT_FLAGS)
-        lonely = launch_job(tmp_path / 'lonely', config, overrides, tmp_path, 'lonely',
-                            processes=1, coordinator_address=f'127.0.0.1:{free_port()}',
-                            num_processes=2, process_id=1, coordinator_timeout=5)
+        mismatch = launch_job(
+            tmp_path / 'mismatch',
+            config,
+            overrides,
+            tmp_path,
+            'mismatch',
+            per_process={1: {'data.batch_size': 16}},
+            **FAULT_FLAGS,
+        )
+        lonely = launch_job(
+            tmp_path / 'lonely',
+            config,
+            overrides,
+            tmp_path,
+            'lonely',
+            processes=1,
+            coordinator_address=f'127.0.0.1:{free_port()}',
+            num_processes=2,
+            process_id=1,
+            coordinator_timeout=5,
+        )
         with second, mismatch, lonely:
             refused = second.wait(JOB_TIMEOUT, ok=False)
             differing = mismatch.wait(JOB_TIMEOUT, ok=False)

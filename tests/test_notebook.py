@@ -21,8 +21,12 @@ def run_notebook(monkeypatch, **env):
     # cell outputs, which are checked below; a user's MPLBACKEND would send figures elsewhere.
     monkeypatch.setenv('MPLBACKEND', 'module://matplotlib_inline.backend_inline')
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(notebook, timeout=120, kernel_name='python3',
-                            resources={'metadata': {'path': str(REPO / 'notebooks')}}).execute()
+    nbclient.NotebookClient(
+        notebook,
+        timeout=120,
+        kernel_name='python3',
+        resources={'metadata': {'path': str(REPO / 'notebooks')}},
+    ).execute()
     return notebook
 
 
@@ -38,8 +42,14 @@ def outputs_of(notebook):
 
 def test_notebook_runs_on_a_tiny_checkpoint(tmp_path_factory, monkeypatch):
     workdir = tiny_trained_workdir(tmp_path_factory)
-    notebook = run_notebook(monkeypatch, FEWSHOT_WORKDIR=str(workdir), FEWSHOT_PER_CLASS='8',
-                            FEWSHOT_IMAGE_SIZE='48', FEWSHOT_SHOTS='1,2', FEWSHOT_SEEDS='3')
+    notebook = run_notebook(
+        monkeypatch,
+        FEWSHOT_WORKDIR=str(workdir),
+        FEWSHOT_PER_CLASS='8',
+        FEWSHOT_IMAGE_SIZE='48',
+        FEWSHOT_SHOTS='1,2',
+        FEWSHOT_SEEDS='3',
+    )
     text, images = outputs_of(notebook)
     # Curves, t-SNE, neighbours and probe each draw a figure.
     assert images == 4
@@ -62,17 +72,21 @@ def test_notebook_encodes_a_user_class_folder(tmp_path_factory, monkeypatch, tmp
             pixels = (rng.random((30 + 5 * c, 40)) * 60 + 60 * c).astype(np.uint8)
             Image.fromarray(pixels).save(tmp_path / name / f'{i}.png')
     workdir = tiny_trained_workdir(tmp_path_factory)
-    notebook = run_notebook(monkeypatch, FEWSHOT_WORKDIR=f'checkpoint:{workdir}@4',
-                            FEWSHOT_DATA=str(tmp_path), FEWSHOT_IMAGE_SIZE='32',
-                            FEWSHOT_SHOTS='1,2', FEWSHOT_SEEDS='2')
+    notebook = run_notebook(
+        monkeypatch,
+        FEWSHOT_WORKDIR=f'checkpoint:{workdir}@4',
+        FEWSHOT_DATA=str(tmp_path),
+        FEWSHOT_IMAGE_SIZE='32',
+        FEWSHOT_SHOTS='1,2',
+        FEWSHOT_SEEDS='2',
+    )
     text, _ = outputs_of(notebook)
     assert "Encoder('tiny_pretrained_run@4'" in text
     assert "15 images of (32, 32) px, classes ['holes', 'plain', 'rods']" in text
     assert 'k=  2: accuracy' in text
 
 
-def test_notebook_shows_the_unet_prediction_of_a_segmentation_run(tmp_path_factory, monkeypatch,
-                                                                   tmp_path):
+def test_notebook_shows_the_unet_prediction_of_a_segmentation_run(tmp_path_factory, monkeypatch, tmp_path):
     import shutil
 
     from configs.unet_nanowire import get_config
@@ -83,8 +97,14 @@ def test_notebook_shows_the_unet_prediction_of_a_segmentation_run(tmp_path_facto
     config = get_config('tiny')
     config.segment.encoders = ('pretrained=checkpoint:{workdir}',)
     tasks.run('segment', config, workdir)
-    notebook = run_notebook(monkeypatch, FEWSHOT_WORKDIR=str(workdir), FEWSHOT_PER_CLASS='4',
-                            FEWSHOT_IMAGE_SIZE='48', FEWSHOT_SHOTS='1', FEWSHOT_SEEDS='1')
+    notebook = run_notebook(
+        monkeypatch,
+        FEWSHOT_WORKDIR=str(workdir),
+        FEWSHOT_PER_CLASS='4',
+        FEWSHOT_IMAGE_SIZE='48',
+        FEWSHOT_SHOTS='1',
+        FEWSHOT_SEEDS='1',
+    )
     text, images = outputs_of(notebook)
     assert images == 5  # curves, t-SNE, neighbours, probe and the U-Net panel
     assert 'Segmenter(paper decoder on ResNet18 width 4, 64 px tiles' in text

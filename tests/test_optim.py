@@ -34,8 +34,9 @@ def test_schedule_is_warmup_then_cosine_over_whole_run(warmup):
         if w == 0 and step == 0:
             assert float(schedule(0)) == pytest.approx(0.2)
             continue
-        assert float(schedule(step)) == pytest.approx(reference_lr(step, 0.2, w, total, 0.001),
-                                                      rel=1e-5, abs=1e-7), step
+        assert float(schedule(step)) == pytest.approx(
+            reference_lr(step, 0.2, w, total, 0.001), rel=1e-5, abs=1e-7
+        ), step
     # Still learning late in the run (the notebooks had lr 0 from 40% of the run on).
     assert float(schedule(int(0.75 * total))) > 0.01
 
@@ -51,10 +52,15 @@ def test_bad_schedule_values():
 
 def _params():
     rng = np.random.default_rng(0)
-    return {'encoder': {'conv': {'kernel': jnp.asarray(rng.normal(size=(3, 3, 2, 4)), jnp.float32)},
-                        'bn': {'scale': jnp.ones(4), 'bias': jnp.zeros(4)}},
-            'projector': {'dense0': {'kernel': jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
-                                     'bias': jnp.zeros(3)}}}
+    return {
+        'encoder': {
+            'conv': {'kernel': jnp.asarray(rng.normal(size=(3, 3, 2, 4)), jnp.float32)},
+            'bn': {'scale': jnp.ones(4), 'bias': jnp.zeros(4)},
+        },
+        'projector': {
+            'dense0': {'kernel': jnp.asarray(rng.normal(size=(4, 3)), jnp.float32), 'bias': jnp.zeros(3)}
+        },
+    }
 
 
 def test_sgd_momentum_matches_hand_computation():
@@ -95,8 +101,9 @@ def test_frozen_params_are_bit_identical_after_steps():
         p = optax.apply_updates(p, updates)
     for a, b in zip(jax.tree.leaves(p['encoder']), jax.tree.leaves(params['encoder']), strict=True):
         assert np.array_equal(np.asarray(a), np.asarray(b))
-    assert not np.array_equal(np.asarray(p['projector']['dense0']['kernel']),
-                              np.asarray(params['projector']['dense0']['kernel']))
+    assert not np.array_equal(
+        np.asarray(p['projector']['dense0']['kernel']), np.asarray(params['projector']['dense0']['kernel'])
+    )
 
 
 def test_trainable_labels_unknown_prefix_is_an_error():

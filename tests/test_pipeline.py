@@ -99,8 +99,9 @@ def test_iterator_state_resumes_exactly():
 
 def test_source_smaller_than_batch_is_an_error():
     with pytest.raises(DataError, match='3 images but data.batch_size is 8'):
-        pipeline.ssl_dataset(ArraySource(index_images(3)),
-                             pipeline.PipelineSpec(image_size=8, global_batch=8, seed=0))
+        pipeline.ssl_dataset(
+            ArraySource(index_images(3)), pipeline.PipelineSpec(image_size=8, global_batch=8, seed=0)
+        )
 
 
 def test_eval_dataset_pads_last_batch_and_keeps_order():
@@ -160,8 +161,7 @@ def test_labeled_pipelines_split_disjoint_complete_shards_over_processes():
         n_batches.add(len(batches))
         for b in batches:
             assert b['image'].shape[0] == 2  # this process's half of the global batch
-            for image_id, valid, index in zip(ids(b['image']), b['valid'], b['index'],
-                                              strict=True):
+            for image_id, valid, index in zip(ids(b['image']), b['valid'], b['index'], strict=True):
                 if valid:
                     assert split[index] == image_id
                     seen.append(image_id)
@@ -171,9 +171,14 @@ def test_labeled_pipelines_split_disjoint_complete_shards_over_processes():
     assert sorted(seen) == sorted(split)  # every example exactly once
 
     spec = pipeline.PipelineSpec(image_size=8, global_batch=4, seed=0)
-    shards = [set(v for b in range(6)
-                  for v in ids(pipeline.train_dataset(source, split, spec, process=(p, 2))[b]
-                               ['image'])) for p in range(2)]
+    shards = [
+        set(
+            v
+            for b in range(6)
+            for v in ids(pipeline.train_dataset(source, split, spec, process=(p, 2))[b]['image'])
+        )
+        for p in range(2)
+    ]
     assert shards[0].isdisjoint(shards[1]) and shards[0] | shards[1] == set(split)
     with pytest.raises(DataError, match='does not split over 3 processes'):
         pipeline.train_dataset(source, split, spec, process=(0, 3))

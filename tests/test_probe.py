@@ -23,8 +23,9 @@ def encoded():
     """Pooled features of a tiny random-init ResNet18 on synthetic nanowires (real features)."""
     data = synthetic.nanowires(15, 32, seed=3)
     config = model_config(18, 16, 'v1.5')
-    variables = make_encoder(config).init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32),
-                                          train=False)
+    variables = make_encoder(config).init(
+        jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32), train=False
+    )
     features = Encoder(variables, config).encode(data.images, batch_size=32)
     return features.astype(np.float64), data.labels.astype(np.int64)
 
@@ -45,8 +46,11 @@ def _stack(features, labels, runs):
     y = np.zeros((len(runs), n), np.int64)
     valid = np.zeros((len(runs), n), bool)
     for r, (_, train, _) in enumerate(runs):
-        x[r, :len(train)], y[r, :len(train)], valid[r, :len(train)] = (
-            features[train], labels[train], True)
+        x[r, : len(train)], y[r, : len(train)], valid[r, : len(train)] = (
+            features[train],
+            labels[train],
+            True,
+        )
     # Padding rows hold garbage on purpose: they must not matter.
     x[~valid] = 1e6
     return x, y, valid
@@ -94,15 +98,24 @@ def test_binary_logistic_matches_sklearns_single_vector_fit(encoded):
     clf = probe.fit(x[train], np.asarray(['dispersed', 'singular'])[y[train]], C=0.5)
     scaler, model = _sklearn_logistic(x[train], y[train], 0.5)
     decision = clf.decision_function(x[test])
-    np.testing.assert_allclose(decision[:, 1] - decision[:, 0],
-                               model.decision_function(scaler.transform(x[test])), rtol=1e-3,
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        decision[:, 1] - decision[:, 0],
+        model.decision_function(scaler.transform(x[test])),
+        rtol=1e-3,
+        atol=1e-3,
+    )
     assert set(clf.predict(x[test])) <= {'dispersed', 'singular'}
 
 
-@pytest.mark.parametrize('head,opts', [('logistic', {}), ('ridge', {'l2': (0.1, 1.0, 10.0)}),
-                                       ('knn', {'neighbors': 3}),
-                                       ('adam', {'early_stopping': 'none', 'max_epochs': 20})])
+@pytest.mark.parametrize(
+    'head,opts',
+    [
+        ('logistic', {}),
+        ('ridge', {'l2': (0.1, 1.0, 10.0)}),
+        ('knn', {'neighbors': 3}),
+        ('adam', {'early_stopping': 'none', 'max_epochs': 20}),
+    ],
+)
 def test_a_run_in_the_padded_grid_equals_the_run_fitted_alone(encoded, head, opts):
     features, labels = encoded
     runs = _runs(labels, (1, 4, 8), seeds=(0,))
@@ -112,13 +125,17 @@ def test_a_run_in_the_padded_grid_equals_the_run_fitted_alone(encoded, head, opt
     for r, (_, train, test_idx) in enumerate(runs):
         alone = probe.fit(features[train], labels[train], head, **opts)
         # Scores: logits, or kNN vote shares.
-        np.testing.assert_allclose(batch.decision_function(test)[r],
-                                   alone.decision_function(features[test_idx]), rtol=1e-5,
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            batch.decision_function(test)[r],
+            alone.decision_function(features[test_idx]),
+            rtol=1e-5,
+            atol=1e-5,
+        )
         if head != 'knn':
             scale = np.abs(alone.coef_).max()
-            np.testing.assert_allclose(np.asarray(batch.params['coef'][r]), alone.coef_,
-                                       rtol=0, atol=1e-5 * scale)
+            np.testing.assert_allclose(
+                np.asarray(batch.params['coef'][r]), alone.coef_, rtol=0, atol=1e-5 * scale
+            )
 
 
 def test_ridge_matches_sklearn_ridge_classifier(encoded):
@@ -127,9 +144,12 @@ def test_ridge_matches_sklearn_ridge_classifier(encoded):
         clf = probe.fit(features[train], labels[train], 'ridge', l2=3.0)
         scaler = StandardScaler().fit(features[train])
         model = RidgeClassifier(alpha=3.0).fit(scaler.transform(features[train]), labels[train])
-        np.testing.assert_allclose(clf.decision_function(features[test]),
-                                   model.decision_function(scaler.transform(features[test])),
-                                   rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(
+            clf.decision_function(features[test]),
+            model.decision_function(scaler.transform(features[test])),
+            rtol=1e-3,
+            atol=1e-3,
+        )
 
 
 def test_ridge_picks_the_regulariser_with_the_smallest_leave_one_out_error(encoded):
@@ -145,7 +165,7 @@ def test_ridge_picks_the_regulariser_with_the_smallest_leave_one_out_error(encod
         for i in range(len(train)):
             keep = np.arange(len(train)) != i
             model = RidgeClassifier(alpha=l2).fit(x[keep], labels[train][keep])
-            error += np.sum((targets[i] - model.decision_function(x[i:i + 1])[0]) ** 2)
+            error += np.sum((targets[i] - model.decision_function(x[i : i + 1])[0]) ** 2)
         errors.append(error)
     assert float(clf.batch.params['l2'][0]) == pytest.approx(l2s[int(np.argmin(errors))])
 
@@ -171,21 +191,26 @@ def test_test_features_never_touch_training_nan_test_rows_change_no_weight(encod
     train_index = np.zeros((len(runs), 16), np.int64)
     valid = np.zeros((len(runs), 16), bool)
     for r, (_, train, _) in enumerate(runs):
-        train_index[r, :len(train)], valid[r, :len(train)] = train, True
+        train_index[r, : len(train)], valid[r, : len(train)] = train, True
     # Every image that trains no run (the test parts, minus other splits' training rows).
     unused = np.setdiff1d(np.arange(len(labels)), np.concatenate([t for _, t, _ in runs]))
     assert len(unused) > 20
     poisoned = features.astype(np.float32).copy()
     poisoned[unused] = np.nan
-    for head, opts in (('logistic', {}), ('ridge', {}), ('knn', {}),
-                       ('adam', {'early_stopping': 'none', 'max_epochs': 5})):
-        clean = probe.fit_indexed(features.astype(np.float32), labels, train_index, valid, head,
-                                  num_classes=4, **opts)
-        dirty = probe.fit_indexed(poisoned, labels, train_index, valid, head, num_classes=4,
-                                  **opts)
+    for head, opts in (
+        ('logistic', {}),
+        ('ridge', {}),
+        ('knn', {}),
+        ('adam', {'early_stopping': 'none', 'max_epochs': 5}),
+    ):
+        clean = probe.fit_indexed(
+            features.astype(np.float32), labels, train_index, valid, head, num_classes=4, **opts
+        )
+        dirty = probe.fit_indexed(poisoned, labels, train_index, valid, head, num_classes=4, **opts)
         for key, value in clean.params.items():
-            np.testing.assert_array_equal(np.asarray(value), np.asarray(dirty.params[key]),
-                                          err_msg=f'{head}: {key} changed')
+            np.testing.assert_array_equal(
+                np.asarray(value), np.asarray(dirty.params[key]), err_msg=f'{head}: {key} changed'
+            )
 
 
 def test_adam_learns_a_separable_problem_and_stops_on_the_holdout():
@@ -196,8 +221,16 @@ def test_adam_learns_a_separable_problem_and_stops_on_the_holdout():
     train = np.concatenate([np.flatnonzero(y == c)[:8] for c in range(3)])
     holdout = np.concatenate([np.flatnonzero(y == c)[8:14] for c in range(3)])
     test = np.setdiff1d(np.arange(90), np.concatenate([train, holdout]))
-    clf = probe.fit(x[train], y[train], 'adam', holdout_x=x[holdout], holdout_y=y[holdout],
-                    lr=1e-2, patience=5, max_epochs=500)
+    clf = probe.fit(
+        x[train],
+        y[train],
+        'adam',
+        holdout_x=x[holdout],
+        holdout_y=y[holdout],
+        lr=1e-2,
+        patience=5,
+        max_epochs=500,
+    )
     epochs = int(clf.batch.params['epochs'][0])
     best = int(clf.batch.params['best_epoch'][0])
     assert epochs < 500 and epochs - best == 5  # stopped after 5 epochs without improvement

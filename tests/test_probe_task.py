@@ -29,8 +29,7 @@ def pretrained(tmp_path_factory):
     """A workdir with an exported encoder of the tiny architecture (the 'trained' one)."""
     workdir = tmp_path_factory.mktemp('bt_run')
     model = _tiny().model.to_dict()
-    variables = make_encoder(model).init(jax.random.key(9), np.zeros((1, 32, 32, 3), np.float32),
-                                         train=False)
+    variables = make_encoder(model).init(jax.random.key(9), np.zeros((1, 32, 32, 3), np.float32), train=False)
     save_encoder(workdir, jax.tree.map(np.asarray, variables), model, step=3)
     return workdir
 
@@ -38,8 +37,14 @@ def pretrained(tmp_path_factory):
 @pytest.fixture(scope='module')
 def probe_run(tmp_path_factory, pretrained):
     workdir = tmp_path_factory.mktemp('probe')
-    config = _tiny(encoders=(f'BT tiny=checkpoint:{pretrained}', 'random-init',
-                             'raw pixels=raw-pixels', 'texture=texture'))
+    config = _tiny(
+        encoders=(
+            f'BT tiny=checkpoint:{pretrained}',
+            'random-init',
+            'raw pixels=raw-pixels',
+            'texture=texture',
+        )
+    )
     return config, workdir, tasks.run('probe', config, workdir)
 
 
@@ -70,13 +75,20 @@ def test_the_tiny_probe_writes_results_summary_and_figures(probe_run):
     assert cell['median'] == pytest.approx(np.median(values)) and cell['runs'] == len(values)
     assert cell['ci95'][0] <= cell['median'] <= cell['ci95'][1]
     names = {p.split('/')[-1] for p in summary['figures']}
-    assert names == {'accuracy_logistic.png', 'confusion_logistic.png', 'tsne_best.png',
-                     'tsne_worst.png', 'anchors.png'}
+    assert names == {
+        'accuracy_logistic.png',
+        'confusion_logistic.png',
+        'tsne_best.png',
+        'tsne_worst.png',
+        'anchors.png',
+    }
     for name in names:
         assert (workdir / 'figures' / name).stat().st_size > 10_000
     assert summary['anchors']['encoder'] == 'BT tiny'
-    assert (summary['anchors']['opposite']['count'] + summary['anchors']['same']['count']
-            == config.probe.split_seeds * config.probe.draws)
+    assert (
+        summary['anchors']['opposite']['count'] + summary['anchors']['same']['count']
+        == config.probe.split_seeds * config.probe.draws
+    )
     # random-init copied the pretrained encoder's architecture.
     dims = {e['name']: e['dim'] for e in summary['encoders']}
     assert dims['random-init'] == dims['BT tiny']
@@ -105,11 +117,11 @@ def test_tuning_mode_cross_validates_inside_the_training_part(tmp_path):
 
 def test_protocol_plan_is_nested_disjoint_and_reproducible():
     labels = np.repeat(np.arange(3), 20)
-    plan = probe_grid.protocol_plan(labels, shots=(1, 2, 4), split_seeds=(0, 1), draws=2,
-                                    holdout_per_class=3)
+    plan = probe_grid.protocol_plan(labels, shots=(1, 2, 4), split_seeds=(0, 1), draws=2, holdout_per_class=3)
     assert len(plan) == 2 * 2 * 3
-    again = probe_grid.protocol_plan(labels, shots=(1, 2, 4), split_seeds=(0, 1), draws=2,
-                                     holdout_per_class=3)
+    again = probe_grid.protocol_plan(
+        labels, shots=(1, 2, 4), split_seeds=(0, 1), draws=2, holdout_per_class=3
+    )
     for run, other in zip(plan, again, strict=True):
         np.testing.assert_array_equal(run.train, other.train)
         check_disjoint(train=run.train, test=run.test, holdout=run.holdout)
@@ -124,14 +136,13 @@ def test_protocol_plan_is_nested_disjoint_and_reproducible():
 def test_plans_refuse_too_large_k_and_too_few_test_images():
     labels = np.repeat(np.arange(2), 10)
     with pytest.raises(DataError, match="class 0 \\('a'\\) has 8 training image"):
-        probe_grid.protocol_plan(labels, shots=(9,), split_seeds=(0,), draws=1,
-                                 class_names=('a', 'b'))
+        probe_grid.protocol_plan(labels, shots=(9,), split_seeds=(0,), draws=1, class_names=('a', 'b'))
     with pytest.raises(DataError, match='early stopping wants 5 per class'):
-        probe_grid.protocol_plan(labels, shots=(4,), split_seeds=(0,), draws=1,
-                                 holdout_per_class=5)
+        probe_grid.protocol_plan(labels, shots=(4,), split_seeds=(0,), draws=1, holdout_per_class=5)
     with pytest.raises(DataError, match="class 0 \\('a'\\) has 1 test image"):
-        probe_grid.protocol_plan(np.repeat(np.arange(2), 5), shots=(1,), split_seeds=(0,),
-                                 draws=1, class_names=('a', 'b'))
+        probe_grid.protocol_plan(
+            np.repeat(np.arange(2), 5), shots=(1,), split_seeds=(0,), draws=1, class_names=('a', 'b')
+        )
 
 
 def test_tuning_plan_folds_cover_the_training_part_once():
@@ -152,12 +163,10 @@ def test_classification_metrics_match_sklearn():
     predicted = np.where(rng.random(60) < 0.6, truth, rng.integers(0, 4, 60))
     predicted[predicted == 3] = 2  # a class never predicted: zero_division
     ours = probe_grid.classification_metrics(predicted, truth, 4)
-    p, r, f, _ = precision_recall_fscore_support(truth, predicted, average='weighted',
-                                                 zero_division=0)
+    p, r, f, _ = precision_recall_fscore_support(truth, predicted, average='weighted', zero_division=0)
     assert (ours['precision'], ours['recall'], ours['f1']) == pytest.approx((p, r, f))
     assert ours['accuracy'] == pytest.approx(np.mean(truth == predicted))
-    np.testing.assert_array_equal(ours['confusion'],
-                                  confusion_matrix(truth, predicted, labels=range(4)))
+    np.testing.assert_array_equal(ours['confusion'], confusion_matrix(truth, predicted, labels=range(4)))
 
 
 @pytest.mark.parametrize('n', [3, 10, 20, 100])
@@ -193,8 +202,7 @@ def test_configs_keep_the_papers_protocol():
         assert tuple(c.probe.shots) == (1, 2, 4, 8, 16, 32, 80)
         assert (c.probe.split_seeds, c.probe.draws, c.probe.shot_seed) == (20, 1, 42)
         assert c.task == 'probe' and c.probe.head == 'logistic' and c.data.image_size == 224
-        assert {'random-init', 'raw pixels=raw-pixels', 'texture=texture'} <= set(
-            c.probe.encoders)
+        assert {'random-init', 'raw pixels=raw-pixels', 'texture=texture'} <= set(c.probe.encoders)
         assert module.get_config('demo').data.source == 'synthetic'
     virus = probe_virus.get_config()
     assert tuple(virus.probe.shots) == (10, 20, 40, 80, 120, 200, 600)
@@ -208,8 +216,7 @@ def _write_nanowire_release(root, per_class=10, size=32):
     from fewshot_jax.data import synthetic
 
     data = synthetic.nanowires(per_class, size, seed=2)
-    for i, (image, mask, label) in enumerate(zip(data.images, data.masks, data.labels,
-                                                 strict=True)):
+    for i, (image, mask, label) in enumerate(zip(data.images, data.masks, data.labels, strict=True)):
         folder = root / data.class_names[label]
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray((image * 255).astype(np.uint8)).save(folder / f'img{i:03d}.jpg', quality=95)
@@ -220,8 +227,9 @@ def _write_nanowire_release(root, per_class=10, size=32):
 
 def test_real_files_nanowire_layout_with_masks_gives_the_anchor_analysis(tmp_path):
     _write_nanowire_release(tmp_path / 'nanowires')
-    config = _tiny(encoders=('raw pixels=raw-pixels', 'texture=texture'), split_seeds=4,
-                   tsne_encoder='texture')
+    config = _tiny(
+        encoders=('raw pixels=raw-pixels', 'texture=texture'), split_seeds=4, tsne_encoder='texture'
+    )
     config.data.source = 'nanowire'
     config.data.root = str(tmp_path / 'nanowires')
     summary = tasks.run('probe', config, tmp_path / 'run')

@@ -44,8 +44,13 @@ def flax_to_torch_key(path):
     for i in range(1, 30):
         module = module.replace(f'_{i}.', f'.{i}.')
     module = module.replace('downsample_conv', 'downsample.0').replace('downsample_bn', 'downsample.1')
-    leaf = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean',
-            'var': 'running_var'}[path[-1]]
+    leaf = {
+        'kernel': 'weight',
+        'scale': 'weight',
+        'bias': 'bias',
+        'mean': 'running_mean',
+        'var': 'running_var',
+    }[path[-1]]
     return f'{module}.{leaf}'
 
 
@@ -66,10 +71,13 @@ def test_resnet50_matches_torchvision_layout_one_to_one():
     assert n_params == 23_508_032  # torchvision resnet50 without fc (25,557,032 − 2,049,000)
 
 
-@pytest.mark.parametrize('depth,width,channels', [
-    (18, 4, (4, 4, 8, 16, 32)),
-    (50, 4, (4, 16, 32, 64, 128)),
-])
+@pytest.mark.parametrize(
+    'depth,width,channels',
+    [
+        (18, 4, (4, 4, 8, 16, 32)),
+        (50, 4, (4, 16, 32, 64, 128)),
+    ],
+)
 def test_intermediates_names_strides_channels(depth, width, channels):
     model = ResNet(depth=depth, width=width)
     x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 64, 64, 3)), jnp.float32)
@@ -86,8 +94,7 @@ def test_intermediates_names_strides_channels(depth, width, channels):
 def test_keras_variant_strides_first_conv_and_has_biases():
     x = jnp.zeros((1, 64, 64, 3))
     v15 = jax.eval_shape(lambda: ResNet(depth=50, width=4).init(jax.random.key(0), x))
-    keras = jax.eval_shape(lambda: ResNet(depth=50, width=4, variant='keras').init(
-        jax.random.key(0), x))
+    keras = jax.eval_shape(lambda: ResNet(depth=50, width=4, variant='keras').init(jax.random.key(0), x))
     assert 'bias' not in v15['params']['layer2_0']['conv1']
     assert keras['params']['layer2_0']['conv1']['bias'].shape == (8,)
     assert keras['params']['conv1']['bias'].shape == (4,)
@@ -96,8 +103,7 @@ def test_keras_variant_strides_first_conv_and_has_biases():
     def conv1_out(variant):
         model = ResNet(depth=50, width=4, variant=variant)
         variables = model.init(jax.random.key(0), x)
-        _, state = model.apply(variables, x, capture_intermediates=True,
-                               mutable=['intermediates'])
+        _, state = model.apply(variables, x, capture_intermediates=True, mutable=['intermediates'])
         return state['intermediates']['layer2_0']['conv1']['__call__'][0].shape
 
     assert conv1_out('v1.5') == (1, 16, 16, 8)
@@ -111,8 +117,9 @@ def test_batchnorm_modes_and_bf16():
     eval_out, _ = model.apply(variables, x, train=False)
     (train_out, _), updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
     assert not np.allclose(eval_out, train_out)
-    changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), variables['batch_stats'],
-                           updates['batch_stats'])
+    changed = jax.tree.map(
+        lambda a, b: bool(jnp.any(a != b)), variables['batch_stats'], updates['batch_stats']
+    )
     assert all(jax.tree.leaves(changed))
 
     bf16 = ResNet(depth=18, width=4, dtype=jnp.bfloat16)
@@ -134,10 +141,13 @@ def test_bad_arguments_are_named():
         ResNet(depth=18, width=4, stem='cifar').init(jax.random.key(0), x)
 
 
-@pytest.mark.parametrize('stem, strides', [
-    ('imagenet', (2, 4, 8, 16, 32)),
-    ('small', (1, 1, 2, 4, 8)),
-])
+@pytest.mark.parametrize(
+    'stem, strides',
+    [
+        ('imagenet', (2, 4, 8, 16, 32)),
+        ('small', (1, 1, 2, 4, 8)),
+    ],
+)
 def test_stem_strides_of_each_intermediate(stem, strides):
     x = jnp.asarray(np.random.default_rng(2).uniform(size=(2, 32, 32, 3)), jnp.float32)
     model = ResNet(depth=18, width=4, stem=stem)
@@ -153,8 +163,7 @@ def test_stem_strides_of_each_intermediate(stem, strides):
 def test_small_stem_has_a_3x3_first_conv_and_otherwise_the_same_parameters():
     x = jnp.zeros((1, 32, 32, 3))
     imagenet = jax.eval_shape(lambda: ResNet(depth=18, width=4).init(jax.random.key(0), x))
-    small = jax.eval_shape(lambda: ResNet(depth=18, width=4, stem='small').init(
-        jax.random.key(0), x))
+    small = jax.eval_shape(lambda: ResNet(depth=18, width=4, stem='small').init(jax.random.key(0), x))
     assert imagenet['params']['conv1']['kernel'].shape == (7, 7, 3, 4)
     assert small['params']['conv1']['kernel'].shape == (3, 3, 3, 4)
     shapes = lambda tree: {k: v.shape for k, v in traverse_util.flatten_dict(tree).items()}  # noqa: E731

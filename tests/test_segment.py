@@ -42,8 +42,16 @@ def wires():
 def fitted(wires, tmp_path_factory):
     images, masks = wires
     workdir = tmp_path_factory.mktemp('fit')
-    seg = fit(random_encoder(TINY, seed=0), images, masks, steps=12, lr=3e-3,
-              workdir=workdir, progress=False, tile_overlap=0.5)
+    seg = fit(
+        random_encoder(TINY, seed=0),
+        images,
+        masks,
+        steps=12,
+        lr=3e-3,
+        workdir=workdir,
+        progress=False,
+        tile_overlap=0.5,
+    )
     return seg, workdir
 
 
@@ -62,12 +70,12 @@ def test_tile_starts_cover_the_image_on_the_32px_grid():
 def test_blend_weights_keep_every_pixel_covered():
     tile, overlap = 128, 64
     inner = blend_weights(tile, overlap)
-    assert inner[:overlap // 4].max() == 0 and inner[overlap // 2:-overlap // 2].min() == 1
+    assert inner[: overlap // 4].max() == 0 and inner[overlap // 2 : -overlap // 2].min() == 1
     assert blend_weights(tile, overlap, first=True)[0] == 1
     starts = tile_starts(448, tile, overlap)
     total = np.zeros(448)
     for s in starts:
-        total[s:s + tile] += blend_weights(tile, overlap, s == 0, s == starts[-1])
+        total[s : s + tile] += blend_weights(tile, overlap, s == 0, s == starts[-1])
     assert total.min() > 0
 
 
@@ -141,8 +149,7 @@ def test_fit_trains_and_saves_a_loadable_segmenter(fitted, wires):
     np.testing.assert_array_equal(loaded.predict(images[:2]), seg.predict(images[:2]))
     copy = seg.save(workdir / 'copy')
     assert (copy / 'encoder.msgpack').is_file()
-    np.testing.assert_array_equal(load_segmenter(copy).predict(images[:1]),
-                                  seg.predict(images[:1]))
+    np.testing.assert_array_equal(load_segmenter(copy).predict(images[:1]), seg.predict(images[:1]))
     # The decoder was trained: its predictions differ from an untrained decoder's.
     untrained = Segmenter(init_variables(build_unet(TINY), None, 0), TINY, resolution=64)
     assert np.abs(untrained.predict(images[:2]) - seg.predict(images[:2])).max() > 1e-3
@@ -194,8 +201,15 @@ def test_stage_runs_through_the_task_registry_and_skips_finished_runs(tmp_path):
     lines = (stage / 'results.csv').read_text().splitlines()
     header = lines[0].split(',')
     assert header[:5] == ['encoder', 'resolution', 'k', 'image', 'class']
-    assert {'dice', 'iou', 'soft_dice', 'percolates_true', 'percolates_pred', 'density_true',
-            'density_pred'} <= set(header)
+    assert {
+        'dice',
+        'iou',
+        'soft_dice',
+        'percolates_true',
+        'percolates_pred',
+        'density_true',
+        'density_pred',
+    } <= set(header)
     # 2 test images (1 per class) x 2 shots x (random encoder + Otsu baseline).
     assert len(lines) - 1 == 2 * 2 * 2
     for name in ('dice_iou_vs_k.png', 'median_dice_vs_k.png', 'overlays_random.png'):
@@ -217,18 +231,21 @@ def test_stage_runs_through_the_task_registry_and_skips_finished_runs(tmp_path):
         load_segmenter(stage, run='nope')
 
 
-@pytest.mark.parametrize(('key', 'value', 'message'), [
-    ('segment.resolutions', (64, 100), 'segment.resolutions: resolution 100 must be a multiple'),
-    ('segment.encoders', ('random',), "segment.encoders entry 'random': expected"),
-    ('segment.decoder', 'fcn', "segment.decoder='fcn': expected one of"),
-    ('segment.loss', 'focal', "segment.loss='focal'"),
-    ('segment.shots', (0, 2), 'segment.shots=0: expected a positive integer'),
-    ('segment.epochs', 2.5, 'segment.epochs=2.5'),
-    ('segment.bn_momentum', 1.5, r'segment.bn_momentum=1.5: expected a number in \[0, 1\)'),
-    ('segment.num_classes', 3, 'segment.num_classes=3: the stage scores binary masks'),
-    ('data.test_fraction', 0.0, r'data.test_fraction=0.0: expected a number in \(0, 1\)'),
-    ('data.source', 'web', "data.source='web'"),
-])
+@pytest.mark.parametrize(
+    ('key', 'value', 'message'),
+    [
+        ('segment.resolutions', (64, 100), 'segment.resolutions: resolution 100 must be a multiple'),
+        ('segment.encoders', ('random',), "segment.encoders entry 'random': expected"),
+        ('segment.decoder', 'fcn', "segment.decoder='fcn': expected one of"),
+        ('segment.loss', 'focal', "segment.loss='focal'"),
+        ('segment.shots', (0, 2), 'segment.shots=0: expected a positive integer'),
+        ('segment.epochs', 2.5, 'segment.epochs=2.5'),
+        ('segment.bn_momentum', 1.5, r'segment.bn_momentum=1.5: expected a number in \[0, 1\)'),
+        ('segment.num_classes', 3, 'segment.num_classes=3: the stage scores binary masks'),
+        ('data.test_fraction', 0.0, r'data.test_fraction=0.0: expected a number in \(0, 1\)'),
+        ('data.source', 'web', "data.source='web'"),
+    ],
+)
 def test_stage_config_errors_name_the_key_before_any_work(key, value, message, tmp_path):
     config = get_config('tiny')
     section, field = key.split('.')
@@ -243,11 +260,16 @@ def test_optional_fields_parse_none_from_the_command_line():
     from ml_collections import config_flags
 
     values = flags.FlagValues()
-    argv = ['launch.py', f'--config={REPO / "configs" / "unet_nanowire.py"}:tiny',
-            '--config.segment.num_steps=None', '--config.segment.epochs=30',
-            '--config.segment.decoder_width=16']
-    config_flags.DEFINE_config_file('config', None, 'config', flag_values=values,
-                                    lock_config=True, sys_argv=argv)
+    argv = [
+        'launch.py',
+        f'--config={REPO / "configs" / "unet_nanowire.py"}:tiny',
+        '--config.segment.num_steps=None',
+        '--config.segment.epochs=30',
+        '--config.segment.decoder_width=16',
+    ]
+    config_flags.DEFINE_config_file(
+        'config', None, 'config', flag_values=values, lock_config=True, sys_argv=argv
+    )
     values(argv)
     config = values.config
     assert config.segment.num_steps is None and config.segment.epochs == 30
@@ -276,8 +298,21 @@ def test_predict_cli_writes_native_size_masks(fitted, tmp_path):
     Image.fromarray((rng.random((50, 90)) * 255).astype(np.uint8)).save(images / 'a.png')
     Image.fromarray((rng.random((130, 70)) * 255).astype(np.uint8)).save(images / 'sub' / 'b.tif')
     out = tmp_path / 'masks'
-    assert main(['predict', '--model', str(workdir / 'model'), '--images', str(images),
-                 '--out', str(out), '--probabilities']) == 0
+    assert (
+        main(
+            [
+                'predict',
+                '--model',
+                str(workdir / 'model'),
+                '--images',
+                str(images),
+                '--out',
+                str(out),
+                '--probabilities',
+            ]
+        )
+        == 0
+    )
     a, b = np.asarray(Image.open(out / 'a.png')), np.asarray(Image.open(out / 'sub' / 'b.png'))
     assert a.shape == (50, 90) and b.shape == (130, 70)
     assert set(np.unique(a)) <= {0, 255}
@@ -289,18 +324,39 @@ def test_predict_cli_on_a_folder_without_images_is_a_clear_error(fitted, tmp_pat
     _, workdir = fitted
     (tmp_path / 'empty').mkdir()
     (tmp_path / 'empty' / 'notes.txt').write_text('no images here')
-    result = subprocess.run([sys.executable, '-m', 'fewshot_jax.segment', 'predict', '--model',
-                             str(workdir / 'model'), '--images', str(tmp_path / 'empty'),
-                             '--out', str(tmp_path / 'out')], capture_output=True, text=True,
-                            cwd=REPO, env={'JAX_PLATFORMS': 'cpu', 'PATH': '/usr/bin:/bin'})
+    result = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'fewshot_jax.segment',
+            'predict',
+            '--model',
+            str(workdir / 'model'),
+            '--images',
+            str(tmp_path / 'empty'),
+            '--out',
+            str(tmp_path / 'out'),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={'JAX_PLATFORMS': 'cpu', 'PATH': '/usr/bin:/bin'},
+    )
     assert result.returncode == 2
     assert f'{tmp_path / "empty"}: no image files found' in result.stderr
 
 
 def test_validation_split_keeps_the_best_step(wires, tmp_path):
     images, masks = wires
-    seg = fit(random_encoder(TINY), images, masks, steps=4, workdir=tmp_path,
-              validation_fraction=0.25, progress=False)
+    seg = fit(
+        random_encoder(TINY),
+        images,
+        masks,
+        steps=4,
+        workdir=tmp_path,
+        validation_fraction=0.25,
+        progress=False,
+    )
     best = json.loads((tmp_path / 'best.json').read_text())
     assert seg.info['selected_step'] == best['step'] and 0 <= best['dice'] <= 1
     logged = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]

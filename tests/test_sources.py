@@ -36,6 +36,7 @@ def _write_mask(path: pathlib.Path, size=(8, 8), values=(0, 255)):
 
 # --- UnlabeledFolderSource ---
 
+
 def test_unlabeled_nested_folder_sorted_and_skips_counted(tmp_path, caplog):
     _write(tmp_path / 'b.png', 10)
     _write(tmp_path / 'a.png', 20)
@@ -143,11 +144,11 @@ def test_grain_map_dataset_reads_a_source(tmp_path):
 
 # --- ArraySource ---
 
+
 def test_array_source_records():
     images = np.random.default_rng(0).random((5, 4, 6)).astype(np.float32)
     masks = np.random.default_rng(1).random((5, 4, 6)) > 0.5
-    source = ArraySource(images, labels=[0, 2, 1, 2, 0], masks=masks,
-                         class_names=('a', 'b', 'c'))
+    source = ArraySource(images, labels=[0, 2, 1, 2, 0], masks=masks, class_names=('a', 'b', 'c'))
     assert len(source) == 5 and source.class_names == ('a', 'b', 'c')
     assert source.labels.dtype == np.int32
     record = source[3]
@@ -167,22 +168,28 @@ def test_array_source_uint8_and_default_class_names():
     assert set(ArraySource(np.zeros((2, 3, 3), np.float32))[1]) == {'image'}
 
 
-@pytest.mark.parametrize('kwargs, message', [
-    (dict(images=np.zeros((2, 3))), r'shape \(2, 3\); expected \(N, H, W\)'),
-    (dict(images=np.full((2, 3, 3), 2.0)), r'float values must be finite and in \[0, 1\]'),
-    (dict(images=np.zeros((2, 3, 3), np.int64)), r'dtype int64; expected uint8'),
-    (dict(images=np.zeros((2, 3, 3)), labels=[0]), r'labels: shape \(1,\)'),
-    (dict(images=np.zeros((2, 3, 3)), labels=[0, 3], class_names=('a', 'b')),
-     r'labels: values in \[0, 3\]; expected \[0, 2\)'),
-    (dict(images=np.zeros((2, 3, 3)), masks=np.zeros((2, 3, 4))), r'masks: shape \(2, 3, 4\)'),
-    (dict(images=np.zeros((2, 3, 3)), masks=np.full((2, 3, 3), 7)), r'masks: values \[7\]'),
-])
+@pytest.mark.parametrize(
+    'kwargs, message',
+    [
+        (dict(images=np.zeros((2, 3))), r'shape \(2, 3\); expected \(N, H, W\)'),
+        (dict(images=np.full((2, 3, 3), 2.0)), r'float values must be finite and in \[0, 1\]'),
+        (dict(images=np.zeros((2, 3, 3), np.int64)), r'dtype int64; expected uint8'),
+        (dict(images=np.zeros((2, 3, 3)), labels=[0]), r'labels: shape \(1,\)'),
+        (
+            dict(images=np.zeros((2, 3, 3)), labels=[0, 3], class_names=('a', 'b')),
+            r'labels: values in \[0, 3\]; expected \[0, 2\)',
+        ),
+        (dict(images=np.zeros((2, 3, 3)), masks=np.zeros((2, 3, 4))), r'masks: shape \(2, 3, 4\)'),
+        (dict(images=np.zeros((2, 3, 3)), masks=np.full((2, 3, 3), 7)), r'masks: values \[7\]'),
+    ],
+)
 def test_array_source_bad_input(kwargs, message):
     with pytest.raises(DataError, match=message):
         ArraySource(**kwargs)
 
 
 # --- ClassFolderSource ---
+
 
 def test_class_folders_sorted_labels_without_reading_images(tmp_path):
     for cls, n in (('network', 2), ('bundle', 3), ('dispersed', 1)):
@@ -237,6 +244,7 @@ def test_root_without_class_folders(tmp_path):
 
 # --- MaskedImageSource ---
 
+
 def test_masks_beside_images_with_suffix(tmp_path):
     _write(tmp_path / 'a.png', 10)
     _write_mask(tmp_path / 'a_mask.png')
@@ -267,8 +275,7 @@ def test_nanowire_convention_png_masks_beside_jpg_in_class_folders(tmp_path):
         for i in range(2):
             _write(tmp_path / cls / f'{cls}{i}.jpg', 100)
             _write_mask(tmp_path / cls / f'{cls}{i}.png')
-    source = MaskedImageSource(tmp_path, mask_suffix='.png', class_folders=True,
-                               extensions=('.jpg',))
+    source = MaskedImageSource(tmp_path, mask_suffix='.png', class_folders=True, extensions=('.jpg',))
     assert source.class_names == ('dispersed', 'network')
     assert source.labels.tolist() == [0, 0, 1, 1]
     assert source.skipped == {}
@@ -306,6 +313,7 @@ def test_mask_suffix_that_is_an_image_extension_needs_narrow_extensions(tmp_path
 
 
 # --- published layouts ---
+
 
 def test_nanowire_layouts(tmp_path):
     for cls in layouts.NANOWIRE_CLASSES:
@@ -347,6 +355,7 @@ def test_tem_virus_layout_keeps_provided_splits(tmp_path):
     assert all(s.class_names == ('Astrovirus', 'Nipah', 'Orf') for s in splits.values())
     assert len(layouts.tem_virus(tmp_path, classes=('Orf', 'Nipah'))['test']) == 4
     import shutil
+
     shutil.rmtree(tmp_path / 'test' / 'Nipah')
     with pytest.raises(DataError, match=r"test: class folder\(s\) \['Nipah'\] missing"):
         layouts.tem_virus(tmp_path)

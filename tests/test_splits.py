@@ -82,8 +82,9 @@ def test_k_shot_set_does_not_depend_on_the_other_ks_requested():
 def test_k_larger_than_class_names_class_and_k():
     labels = np.array([0] * 10 + [1] * 3)
     with pytest.raises(DataError, match=r"class 1 \('network'\) has 3 training image\(s\); k=4"):
-        k_shot_indices(labels, np.arange(13), shots=(1, 2, 4, 8), seed=0,
-                       class_names=('dispersed', 'network'))
+        k_shot_indices(
+            labels, np.arange(13), shots=(1, 2, 4, 8), seed=0, class_names=('dispersed', 'network')
+        )
 
 
 def test_k_shot_class_absent_from_train_is_an_error():
@@ -128,16 +129,19 @@ def test_folds_deterministic_and_too_few_per_class():
         stratified_folds(np.array([0] * 4 + [2] * 3), np.arange(7))
 
 
-@pytest.mark.parametrize('call, message', [
-    (lambda: stratified_split(np.zeros((2, 2), int)), 'expected a non-empty 1-D integer'),
-    (lambda: stratified_split([0.5, 1.5]), 'expected a non-empty 1-D integer'),
-    (lambda: stratified_split([0, -1, 0, -1]), 'negative class id'),
-    (lambda: stratified_split([0, 0], test_fraction=1.0), r'test_fraction must be in \(0, 1\)'),
-    (lambda: k_shot_indices([0, 0], [0, 5], shots=(1,)), r'train_indices: values in \[0, 5\]'),
-    (lambda: k_shot_indices([0, 0], [0, 0], shots=(1,)), 'repeated indices'),
-    (lambda: k_shot_indices([0, 0], [0, 1], shots=(0,)), 'shots must be positive'),
-    (lambda: stratified_folds([0] * 4, np.arange(4), n_folds=1), 'n_folds must be >= 2'),
-])
+@pytest.mark.parametrize(
+    'call, message',
+    [
+        (lambda: stratified_split(np.zeros((2, 2), int)), 'expected a non-empty 1-D integer'),
+        (lambda: stratified_split([0.5, 1.5]), 'expected a non-empty 1-D integer'),
+        (lambda: stratified_split([0, -1, 0, -1]), 'negative class id'),
+        (lambda: stratified_split([0, 0], test_fraction=1.0), r'test_fraction must be in \(0, 1\)'),
+        (lambda: k_shot_indices([0, 0], [0, 5], shots=(1,)), r'train_indices: values in \[0, 5\]'),
+        (lambda: k_shot_indices([0, 0], [0, 0], shots=(1,)), 'repeated indices'),
+        (lambda: k_shot_indices([0, 0], [0, 1], shots=(0,)), 'shots must be positive'),
+        (lambda: stratified_folds([0] * 4, np.arange(4), n_folds=1), 'n_folds must be >= 2'),
+    ],
+)
 def test_bad_arguments(call, message):
     with pytest.raises(DataError, match=message):
         call()

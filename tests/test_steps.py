@@ -31,11 +31,13 @@ def test_step_on_8_devices_equals_step_on_1(method):
     np.testing.assert_allclose(eight_metrics['loss'], one_metrics['loss'], rtol=1e-5, atol=1e-5)
     for name in ('params', 'batch_stats'):
         one, eight = getattr(one_state, name), getattr(eight_state, name)
-        for path_leaf_a, leaf_b in zip(jax.tree_util.tree_leaves_with_path(one),
-                                       jax.tree.leaves(eight), strict=True):
+        for path_leaf_a, leaf_b in zip(
+            jax.tree_util.tree_leaves_with_path(one), jax.tree.leaves(eight), strict=True
+        ):
             path, leaf_a = path_leaf_a
-            np.testing.assert_allclose(leaf_b, leaf_a, rtol=1e-5, atol=1e-5,
-                                       err_msg=f'{name} {jax.tree_util.keystr(path)}')
+            np.testing.assert_allclose(
+                leaf_b, leaf_a, rtol=1e-5, atol=1e-5, err_msg=f'{name} {jax.tree_util.keystr(path)}'
+            )
     # The step really moved the params (the comparison above is not vacuous).
     init = jax.device_get(build_ssl(config, sharding.make_mesh(1), total_steps=10).state)
     moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), one_state.params, init.params)

@@ -10,13 +10,13 @@ from fewshot_jax.data import synthetic
 from fewshot_jax.masks import fast_clusters, percolates
 
 LABELED = {
-    "nanowires": ("singular", "dispersed", "network", "bundle"),
-    "nanoparticles": ("dispersed", "separate_clusters", "percolating_cluster"),
-    "viruses": ("icosahedral", "enveloped_spiky", "brick", "filamentous", "ovoid_striated"),
+    'nanowires': ('singular', 'dispersed', 'network', 'bundle'),
+    'nanoparticles': ('dispersed', 'separate_clusters', 'percolating_cluster'),
+    'viruses': ('icosahedral', 'enveloped_spiky', 'brick', 'filamentous', 'ovoid_striated'),
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope='module')
 def labeled_sets():
     return {name: getattr(synthetic, name)(6, 64, seed=3) for name in LABELED}
 
@@ -25,7 +25,7 @@ def test_generic_shape_range_and_variety():
     x = synthetic.generic(12, 64, seed=0)
     assert x.shape == (12, 64, 64) and x.dtype == np.float32
     assert x.min() >= 0.0 and x.max() <= 1.0
-    assert all(img.std() > 0.02 for img in x), "an image is (nearly) constant"
+    assert all(img.std() > 0.02 for img in x), 'an image is (nearly) constant'
     flat = x.reshape(12, -1)
     for i in range(12):
         for j in range(i + 1, 12):
@@ -45,14 +45,14 @@ def test_generic_zero_images_and_odd_size():
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    'kwargs, match',
     [
-        (dict(n=-1, size=64, seed=0), "n must be a non-negative integer"),
-        (dict(n=2.5, size=64, seed=0), "n must be"),
-        (dict(n=True, size=64, seed=0), "n must be"),
-        (dict(n=2, size=8, seed=0), "size must be an integer >= 16"),
-        (dict(n=2, size=64.0, seed=0), "size must be"),
-        (dict(n=2, size=64, seed=-3), "seed must be"),
+        (dict(n=-1, size=64, seed=0), 'n must be a non-negative integer'),
+        (dict(n=2.5, size=64, seed=0), 'n must be'),
+        (dict(n=True, size=64, seed=0), 'n must be'),
+        (dict(n=2, size=8, seed=0), 'size must be an integer >= 16'),
+        (dict(n=2, size=64.0, seed=0), 'size must be'),
+        (dict(n=2, size=64, seed=-3), 'seed must be'),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):
@@ -60,12 +60,12 @@ def test_bad_arguments_raise(kwargs, match):
         synthetic.generic(**kwargs)
     with pytest.raises(synthetic.SyntheticSpecError, match=match):
         synthetic.everyday(**kwargs)
-    per_class_match = match.replace("n must", "n_per_class must")
+    per_class_match = match.replace('n must', 'n_per_class must')
     with pytest.raises(synthetic.SyntheticSpecError, match=per_class_match):
-        synthetic.nanowires(kwargs["n"], kwargs["size"], kwargs["seed"])
+        synthetic.nanowires(kwargs['n'], kwargs['size'], kwargs['seed'])
 
 
-@pytest.mark.parametrize("name", sorted(LABELED))
+@pytest.mark.parametrize('name', sorted(LABELED))
 def test_labeled_set_structure(labeled_sets, name):
     ds = labeled_sets[name]
     n_classes = len(LABELED[name])
@@ -76,12 +76,12 @@ def test_labeled_set_structure(labeled_sets, name):
     assert ds.labels.dtype == np.int32
     assert ds.masks.shape == ds.images.shape and ds.masks.dtype == np.uint8
     assert set(np.unique(ds.masks)) <= {0, 1}
-    assert all(m.any() for m in ds.masks), "an image has no labeled object"
+    assert all(m.any() for m in ds.masks), 'an image has no labeled object'
     with pytest.raises(dataclasses.FrozenInstanceError):
         ds.labels = None
 
 
-@pytest.mark.parametrize("name", sorted(LABELED))
+@pytest.mark.parametrize('name', sorted(LABELED))
 def test_labeled_sets_are_deterministic_and_extend(labeled_sets, name):
     small = getattr(synthetic, name)(3, 64, seed=3)
     big = labeled_sets[name]
@@ -92,7 +92,7 @@ def test_labeled_sets_are_deterministic_and_extend(labeled_sets, name):
         np.testing.assert_array_equal(small.masks[mine], big.masks[theirs][:3])
 
 
-@pytest.mark.parametrize("name", sorted(LABELED))
+@pytest.mark.parametrize('name', sorted(LABELED))
 def test_masks_mark_visible_objects(labeled_sets, name):
     # The image must differ inside and outside the mask (either polarity):
     # otherwise the mask is not the ground truth of what is drawn.
@@ -109,17 +109,17 @@ def test_every_nanowire_label_agrees_with_percolation():
     ds = synthetic.nanowires(8, 96, seed=11)
     for label, mask in zip(ds.labels, ds.masks, strict=True):
         name = ds.class_names[label]
-        if name == "dispersed":
+        if name == 'dispersed':
             assert not percolates(mask)
-        elif name == "network":
+        elif name == 'network':
             assert percolates(mask)
     # The scikit-learn path agrees as well on a few of them.
     for i in np.flatnonzero(np.isin(ds.labels, [1, 2]))[::4]:
-        assert percolates(ds.masks[i], method="dbscan") == (ds.labels[i] == 2)
+        assert percolates(ds.masks[i], method='dbscan') == (ds.labels[i] == 2)
 
 
 def test_nanowire_labels_agree_with_percolation_at_several_sizes(labeled_sets):
-    ds = labeled_sets["nanowires"]
+    ds = labeled_sets['nanowires']
     for label, mask in zip(ds.labels, ds.masks, strict=True):
         if label in (1, 2):
             assert percolates(mask) == (label == 2)
@@ -130,14 +130,14 @@ def test_nanowire_labels_agree_with_percolation_at_several_sizes(labeled_sets):
 
 
 def test_nanowire_morphologies_differ_as_described(labeled_sets):
-    ds = labeled_sets["nanowires"]
+    ds = labeled_sets['nanowires']
     clusters = np.array([fast_clusters(m).n_clusters for m in ds.masks])
     # Dispersed images hold several separate wires, singular ones a single wire.
     assert clusters[ds.labels == 1].mean() > clusters[ds.labels == 0].mean()
 
 
 def test_dispersed_wires_never_touch_and_networks_are_denser(labeled_sets):
-    ds = labeled_sets["nanowires"]
+    ds = labeled_sets['nanowires']
     for mask in ds.masks[ds.labels == 1]:
         # Four or more short wires, each its own DBSCAN cluster: no junctions.
         assert fast_clusters(mask).n_clusters >= 4
@@ -149,13 +149,13 @@ def test_dispersed_wires_never_touch_and_networks_are_denser(labeled_sets):
 
 
 def test_every_nanoparticle_label_agrees_with_percolation(labeled_sets):
-    ds = labeled_sets["nanoparticles"]
+    ds = labeled_sets['nanoparticles']
     for label, mask in zip(ds.labels, ds.masks, strict=True):
-        assert percolates(mask) == (ds.class_names[label] == "percolating_cluster")
+        assert percolates(mask) == (ds.class_names[label] == 'percolating_cluster')
 
 
 def test_dispersed_particles_do_not_touch(labeled_sets):
-    ds = labeled_sets["nanoparticles"]
+    ds = labeled_sets['nanoparticles']
     for mask in ds.masks[ds.labels == 0]:
         c = fast_clusters(mask)
         # Particles are spread out: many small clusters, none much larger than a particle.
@@ -165,7 +165,7 @@ def test_dispersed_particles_do_not_touch(labeled_sets):
 
 
 def test_particle_classes_differ_in_aggregate_size(labeled_sets):
-    ds = labeled_sets["nanoparticles"]
+    ds = labeled_sets['nanoparticles']
     largest = np.array([np.bincount(fast_clusters(m).labels.ravel())[1:].max() for m in ds.masks])
     counts = np.array([fast_clusters(m).n_clusters for m in ds.masks])
     # Separate clusters: several aggregates, each much larger than a dispersed particle,
@@ -175,7 +175,7 @@ def test_particle_classes_differ_in_aggregate_size(labeled_sets):
     assert np.median(largest[ds.labels == 2]) > 3 * np.median(largest[ds.labels == 1])
 
 
-@pytest.mark.parametrize("name", sorted(LABELED))
+@pytest.mark.parametrize('name', sorted(LABELED))
 def test_raw_pixels_do_not_give_the_label_away(name):
     # The calibration protocol on a small pool: a linear model on 32 x 32 pixels
     # with 8 labels per class stays near chance (the classes differ in
@@ -208,7 +208,7 @@ def test_everyday_colour_crops():
     np.testing.assert_array_equal(x, synthetic.everyday(10, 48, seed=0))
     np.testing.assert_array_equal(x[:4], synthetic.everyday(4, 48, seed=0))
     colourful = [np.abs(img[..., 0] - img[..., 1]).mean() > 0.02 for img in x]
-    assert any(colourful), "no image has colour"
+    assert any(colourful), 'no image has colour'
     assert not np.array_equal(x, synthetic.everyday(10, 48, seed=1))
 
 
@@ -219,4 +219,4 @@ def test_everyday_uses_only_bundled_photos():
     assert all(os.path.isfile(os.path.join(folder, f)) for f in synthetic_everyday.PHOTO_FILES)
     photos = synthetic_everyday.bundled_photos()
     assert len(photos) == len(synthetic_everyday.PHOTO_FILES) >= 8
-    assert all(p.mode == "RGB" and min(p.size) >= 128 for p in photos)
+    assert all(p.mode == 'RGB' and min(p.size) >= 128 for p in photos)

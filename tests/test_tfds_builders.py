@@ -40,16 +40,23 @@ def test_builds_and_reads_without_importing_tensorflow(tmp_path):
     if importlib.util.find_spec('tensorflow') is not None:
         pytest.skip('TensorFlow is installed; TFDS may import it')
     root = _nanowire_copy(tmp_path / 'copy')
-    tfds_builders.prepare('nanowire_segmentation', manual_dir=root, data_dir=tmp_path / 'tfds',
-                          resolution=SIZE)
-    tfds_builders.TfdsSource('nanowire_segmentation', split='train', data_dir=tmp_path / 'tfds',
-                             resolution=SIZE)[0]
+    tfds_builders.prepare(
+        'nanowire_segmentation', manual_dir=root, data_dir=tmp_path / 'tfds', resolution=SIZE
+    )
+    tfds_builders.TfdsSource(
+        'nanowire_segmentation', split='train', data_dir=tmp_path / 'tfds', resolution=SIZE
+    )[0]
     assert 'tensorflow' not in sys.modules
 
 
 def test_builders_and_configs():
-    assert set(tfds_builders.BUILDERS) == {'nanowire_morphology', 'nanowire_segmentation',
-                                           'mnp_morphology', 'tem_virus', 'cem500k'}
+    assert set(tfds_builders.BUILDERS) == {
+        'nanowire_morphology',
+        'nanowire_segmentation',
+        'mnp_morphology',
+        'tem_virus',
+        'cem500k',
+    }
     for builder in tfds_builders.BUILDERS.values():
         assert [c.resolution for c in builder.BUILDER_CONFIGS] == [224, 384, 512, 768, 1024]
         assert builder.MANUAL_DOWNLOAD_INSTRUCTIONS.strip()
@@ -58,12 +65,14 @@ def test_builders_and_configs():
 
 def test_nanowire_morphology_roundtrip(tmp_path):
     root = _nanowire_copy(tmp_path / 'copy')
-    builder = tfds_builders.prepare('nanowire_morphology', manual_dir=root,
-                                    data_dir=tmp_path / 'tfds', resolution=SIZE)
+    builder = tfds_builders.prepare(
+        'nanowire_morphology', manual_dir=root, data_dir=tmp_path / 'tfds', resolution=SIZE
+    )
     assert builder.info.file_format.value == 'array_record'
     assert list((tmp_path / 'tfds').rglob('*.array_record*'))
-    source = tfds_builders.TfdsSource('nanowire_morphology', split='train',
-                                      data_dir=tmp_path / 'tfds', resolution=SIZE)
+    source = tfds_builders.TfdsSource(
+        'nanowire_morphology', split='train', data_dir=tmp_path / 'tfds', resolution=SIZE
+    )
     assert len(source) == 8
     assert source.class_names == layouts.NANOWIRE_CLASSES
     index = _by_file(source)
@@ -80,10 +89,12 @@ def test_nanowire_morphology_roundtrip(tmp_path):
 
 def test_nanowire_segmentation_masks(tmp_path):
     root = _nanowire_copy(tmp_path / 'copy')
-    tfds_builders.prepare('nanowire_segmentation', manual_dir=root, data_dir=tmp_path / 'tfds',
-                          resolution=SIZE)
-    source = tfds_builders.TfdsSource('nanowire_segmentation', split='train',
-                                      data_dir=tmp_path / 'tfds', resolution=SIZE)
+    tfds_builders.prepare(
+        'nanowire_segmentation', manual_dir=root, data_dir=tmp_path / 'tfds', resolution=SIZE
+    )
+    source = tfds_builders.TfdsSource(
+        'nanowire_segmentation', split='train', data_dir=tmp_path / 'tfds', resolution=SIZE
+    )
     assert len(source) == 4 and source.class_names == ('dispersed', 'network')
     record = source[0]
     assert record['mask'].dtype == np.uint8 and record['mask'].shape == (SIZE, SIZE)
@@ -104,12 +115,12 @@ def test_tem_virus_keeps_provided_splits_and_reads_class_names(tmp_path):
         for v, virus in enumerate(('Orf', 'Astrovirus')):
             for i in range(n):
                 _image(root / split / virus / f'{i}.png', 100 * v, shape=(24, 24))
-    tfds_builders.prepare('tem_virus', manual_dir=root, data_dir=tmp_path / 'tfds',
-                          resolution=SIZE)
+    tfds_builders.prepare('tem_virus', manual_dir=root, data_dir=tmp_path / 'tfds', resolution=SIZE)
     sizes = {}
     for split in ('train', 'validation', 'test'):
-        source = tfds_builders.TfdsSource('tem_virus', split=split, data_dir=tmp_path / 'tfds',
-                                          resolution=SIZE)
+        source = tfds_builders.TfdsSource(
+            'tem_virus', split=split, data_dir=tmp_path / 'tfds', resolution=SIZE
+        )
         sizes[split] = len(source)
         assert source.class_names == ('Astrovirus', 'Orf')
         for i in range(len(source)):
@@ -122,20 +133,27 @@ def test_class_subset_config(tmp_path):
     root = tmp_path / 'mnp'
     for cls in layouts.MNP_CLASSES:
         _image(root / cls / 'a.png', 50)
-    tfds_builders.prepare('mnp_morphology', manual_dir=root, data_dir=tmp_path / 'tfds',
-                          resolution=SIZE, classes=('separate_clusters', 'dispersed'))
-    source = tfds_builders.TfdsSource('mnp_morphology', split='train', data_dir=tmp_path / 'tfds',
-                                      config=f'res{SIZE}_dispersed-separate_clusters')
+    tfds_builders.prepare(
+        'mnp_morphology',
+        manual_dir=root,
+        data_dir=tmp_path / 'tfds',
+        resolution=SIZE,
+        classes=('separate_clusters', 'dispersed'),
+    )
+    source = tfds_builders.TfdsSource(
+        'mnp_morphology',
+        split='train',
+        data_dir=tmp_path / 'tfds',
+        config=f'res{SIZE}_dispersed-separate_clusters',
+    )
     assert source.class_names == ('dispersed', 'separate_clusters') and len(source) == 2
 
 
 def test_unlabeled_cem500k(tmp_path):
     for i in range(3):
         _image(tmp_path / 'cem' / f'{i}.png', 60 * i, shape=(20, 20))
-    tfds_builders.prepare('cem500k', manual_dir=tmp_path / 'cem', data_dir=tmp_path / 'tfds',
-                          resolution=SIZE)
-    source = tfds_builders.TfdsSource('cem500k', split='train', data_dir=tmp_path / 'tfds',
-                                      resolution=SIZE)
+    tfds_builders.prepare('cem500k', manual_dir=tmp_path / 'cem', data_dir=tmp_path / 'tfds', resolution=SIZE)
+    source = tfds_builders.TfdsSource('cem500k', split='train', data_dir=tmp_path / 'tfds', resolution=SIZE)
     assert source.labels is None and source.class_names is None
     assert set(source[0]) == {'image'}
     values = sorted(round(float(source[i]['image'][8, 8]) * 255) for i in range(3))
@@ -146,21 +164,22 @@ def test_bad_file_stops_the_build_and_leaves_no_dataset(tmp_path):
     root = _nanowire_copy(tmp_path / 'copy')
     (root / 'network' / 'broken.jpg').write_text('not a jpeg')
     with pytest.raises(DataError, match=r'broken\.jpg: not a readable JPG'):
-        tfds_builders.prepare('nanowire_morphology', manual_dir=root,
-                              data_dir=tmp_path / 'tfds', resolution=SIZE)
+        tfds_builders.prepare(
+            'nanowire_morphology', manual_dir=root, data_dir=tmp_path / 'tfds', resolution=SIZE
+        )
     assert not list((tmp_path / 'tfds').rglob('dataset_info.json'))
     assert not list((tmp_path / 'tfds').rglob('*.array_record*'))
     with pytest.raises(DataError, match='run tfds_builders.prepare first'):
-        tfds_builders.TfdsSource('nanowire_morphology', split='train',
-                                 data_dir=tmp_path / 'tfds', resolution=SIZE)
+        tfds_builders.TfdsSource(
+            'nanowire_morphology', split='train', data_dir=tmp_path / 'tfds', resolution=SIZE
+        )
 
 
 def test_prepare_bad_arguments(tmp_path):
     with pytest.raises(DataError, match=r"unknown dataset 'mnist'"):
         tfds_builders.prepare('mnist', manual_dir=tmp_path, data_dir=tmp_path)
     with pytest.raises(DataError, match=r'(?s)missing: manual_dir does not exist.*Zenodo'):
-        tfds_builders.prepare('nanowire_morphology', manual_dir=tmp_path / 'missing',
-                              data_dir=tmp_path)
+        tfds_builders.prepare('nanowire_morphology', manual_dir=tmp_path / 'missing', data_dir=tmp_path)
     with pytest.raises(DataError, match='resolution must be an integer >= 8'):
         tfds_builders.prepare('cem500k', manual_dir=tmp_path, data_dir=tmp_path, resolution=4)
 

@@ -38,24 +38,37 @@ def encoder_params(workdir, config):
 
 
 def launch_args(workdir, steps=8):
-    return [sys.executable, str(REPO / 'launch.py'), '--config=configs/barlow_tem.py:demo',
-            f'--workdir={workdir}', '--config.model.width=4', '--config.model.projector=(16,16,32)',
-            '--config.data.num_images=32', '--config.data.synthetic_size=40',
-            '--config.data.image_size=32', '--config.data.batch_size=8',
-            f'--config.train.num_steps={steps}', '--config.train.log_every=1',
-            '--config.train.checkpoint_every=2', '--config.train.progress=False',
-            '--config.data.num_threads=2', '--config.monitor.tasks=()']
+    return [
+        sys.executable,
+        str(REPO / 'launch.py'),
+        '--config=configs/barlow_tem.py:demo',
+        f'--workdir={workdir}',
+        '--config.model.width=4',
+        '--config.model.projector=(16,16,32)',
+        '--config.data.num_images=32',
+        '--config.data.synthetic_size=40',
+        '--config.data.image_size=32',
+        '--config.data.batch_size=8',
+        f'--config.train.num_steps={steps}',
+        '--config.train.log_every=1',
+        '--config.train.checkpoint_every=2',
+        '--config.train.progress=False',
+        '--config.data.num_threads=2',
+        '--config.monitor.tasks=()',
+    ]
 
 
 def test_sigkill_midway_then_resume_equals_uninterrupted_run(tmp_path):
     env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
     # Uninterrupted reference, same command.
-    subprocess.run(launch_args(tmp_path / 'ref'), cwd=REPO, env=env, check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        launch_args(tmp_path / 'ref'), cwd=REPO, env=env, check=True, capture_output=True, timeout=300
+    )
 
     workdir = tmp_path / 'run'
-    proc = subprocess.Popen(launch_args(workdir), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        launch_args(workdir), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     while not (workdir / 'checkpoints' / '4').exists():
         assert proc.poll() is None, 'run ended before it could be interrupted'
@@ -65,8 +78,9 @@ def test_sigkill_midway_then_resume_equals_uninterrupted_run(tmp_path):
     proc.wait()
     assert not (workdir / 'encoder').exists(), 'killed too late to test a resume'
 
-    resumed = subprocess.run(launch_args(workdir), cwd=REPO, env=env, capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        launch_args(workdir), cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # The console is quiet; the library's INFO lines (the resume among them) go to log.txt.
     assert 'resuming' in (workdir / 'log.txt').read_text()
@@ -74,8 +88,7 @@ def test_sigkill_midway_then_resume_equals_uninterrupted_run(tmp_path):
     steps = [m['step'] for m in read_metrics(workdir)]
     assert steps == list(range(1, 9)), 'every step logged exactly once, in order'
     ref_metrics, run_metrics = read_metrics(tmp_path / 'ref'), read_metrics(workdir)
-    np.testing.assert_allclose([m['loss'] for m in run_metrics],
-                               [m['loss'] for m in ref_metrics], rtol=1e-5)
+    np.testing.assert_allclose([m['loss'] for m in run_metrics], [m['loss'] for m in ref_metrics], rtol=1e-5)
     config = tiny_ssl_config(**{'train.num_steps': 8})
     ref, run = encoder_params(tmp_path / 'ref', config), encoder_params(workdir, config)
     for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(run), strict=True):
@@ -83,16 +96,20 @@ def test_sigkill_midway_then_resume_equals_uninterrupted_run(tmp_path):
 
 
 def test_run_writes_outputs_and_loss_falls(tmp_path, caplog):
-    config = tiny_ssl_config(**{'train.num_steps': 30, 'train.log_every': 5,
-                                'train.checkpoint_every': 10, 'optim.lr': 0.05})
+    config = tiny_ssl_config(
+        **{'train.num_steps': 30, 'train.log_every': 5, 'train.checkpoint_every': 10, 'optim.lr': 0.05}
+    )
     summary = train_ssl(config, tmp_path)
     assert summary['step'] == 30 and summary['resumed_from'] == 0
     metrics = read_metrics(tmp_path)
     assert [m['step'] for m in metrics] == [5, 10, 15, 20, 25, 30]
     assert metrics[-1]['loss'] < metrics[0]['loss']
     assert list((tmp_path / 'tb').glob('events.out.tfevents.*'))
-    assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()
-                  if p.name.isdigit()) == [10, 20, 30]
+    assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit()) == [
+        10,
+        20,
+        30,
+    ]
     meta = json.loads(checkpoint.encoder_meta_path(tmp_path).read_text())
     assert meta['step'] == 30 and meta['model']['depth'] == 18
 
@@ -105,8 +122,9 @@ def test_run_writes_outputs_and_loss_falls(tmp_path, caplog):
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
-    config = tiny_ssl_config(**{'optim.lr': 1e30, 'optim.warmup_steps': 0,
-                                'train.num_steps': 50, 'train.checkpoint_every': 1})
+    config = tiny_ssl_config(
+        **{'optim.lr': 1e30, 'optim.warmup_steps': 0, 'train.num_steps': 50, 'train.checkpoint_every': 1}
+    )
     with pytest.raises(NonFiniteLossError, match=r'at step (\d+)') as err:
         train_ssl(config, tmp_path)
     bad_step = int(err.value.args[0].split('at step ')[1].split(';')[0])
@@ -125,11 +143,20 @@ def test_second_process_on_live_workdir_refuses_but_stale_lock_does_not(tmp_path
         with pytest.raises(checkpoint.WorkdirLockedError, match=str(tmp_path)):
             train_ssl(config, tmp_path)
     # A killed holder leaves its lock file behind; it must not block the next run.
-    holder = subprocess.Popen([sys.executable, '-c', (
-        'import sys, time; sys.path.insert(0, %r);'
-        'from fewshot_jax.checkpoint import WorkdirLock;'
-        'WorkdirLock(%r).acquire(); print("locked", flush=True); time.sleep(60)'
-    ) % (str(REPO), str(tmp_path))], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            '-c',
+            (
+                'import sys, time; sys.path.insert(0, %r);'
+                'from fewshot_jax.checkpoint import WorkdirLock;'
+                'WorkdirLock(%r).acquire(); print("locked", flush=True); time.sleep(60)'
+            )
+            % (str(REPO), str(tmp_path)),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == 'locked'
     with pytest.raises(checkpoint.WorkdirLockedError, match='pid'):
         checkpoint.WorkdirLock(tmp_path).acquire()
@@ -151,8 +178,7 @@ def test_corrupted_latest_checkpoint_is_skipped_with_warning(tmp_path, caplog):
         summary = train_ssl(config, tmp_path)
     assert any('train.num_steps: 4 -> 6' in r.getMessage() for r in caplog.records)
     assert summary['resumed_from'] == 2
-    assert any('step 4' in r.getMessage() and 'unreadable' in r.getMessage()
-               for r in caplog.records)
+    assert any('step 4' in r.getMessage() and 'unreadable' in r.getMessage() for r in caplog.records)
     assert len(list((tmp_path / 'corrupt_checkpoints').iterdir())) == 1
     assert [m['step'] for m in read_metrics(tmp_path)] == [1, 2, 3, 4, 5, 6]
 
@@ -186,21 +212,32 @@ def test_model_init_starts_from_given_encoder_weights(tmp_path):
     mesh = sharding.make_mesh(1)
     random_state = init_state(model, tx, 1, 32, mesh)
     for spec in (f'checkpoint:{tmp_path / "first"}', f'torchvision:{tmp_path / "enc.safetensors"}'):
-        state = init_state(model, tx, 1, 32, mesh,
-                           functools.partial(initial_variables, spec, config.model))
-        for a, b in zip(jax.tree.leaves(state.params['encoder']),
-                        jax.tree.leaves(trained['params']), strict=True):
+        state = init_state(model, tx, 1, 32, mesh, functools.partial(initial_variables, spec, config.model))
+        for a, b in zip(
+            jax.tree.leaves(state.params['encoder']), jax.tree.leaves(trained['params']), strict=True
+        ):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-        for a, b in zip(jax.tree.leaves(state.batch_stats['encoder']),
-                        jax.tree.leaves(trained['batch_stats']), strict=True):
+        for a, b in zip(
+            jax.tree.leaves(state.batch_stats['encoder']),
+            jax.tree.leaves(trained['batch_stats']),
+            strict=True,
+        ):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         # The projector keeps its random initialisation.
-        for a, b in zip(jax.tree.leaves(state.params['projector']),
-                        jax.tree.leaves(random_state.params['projector']), strict=True):
+        for a, b in zip(
+            jax.tree.leaves(state.params['projector']),
+            jax.tree.leaves(random_state.params['projector']),
+            strict=True,
+        ):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
     wider = tiny_ssl_config(**{'model.width': 8})
     with pytest.raises(WeightsError, match='model.width=4'):
-        init_state(make_ssl_model(wider.model), tx, 1, 32, mesh,
-                   functools.partial(initial_variables, f'checkpoint:{tmp_path / "first"}',
-                                     wider.model))
+        init_state(
+            make_ssl_model(wider.model),
+            tx,
+            1,
+            32,
+            mesh,
+            functools.partial(initial_variables, f'checkpoint:{tmp_path / "first"}', wider.model),
+        )

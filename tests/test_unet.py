@@ -40,8 +40,9 @@ def paper_unet():
 def test_output_is_at_input_resolution(decoder, size):
     model = build_unet(TINY, decoder, num_classes=3)
     variables = init_variables(model, None, seed=0)
-    out = jax.eval_shape(lambda v, x: model.apply(v, x), variables,
-                         jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32))
+    out = jax.eval_shape(
+        lambda v, x: model.apply(v, x), variables, jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
+    )
     assert out.shape == (2, size, size, 3) and out.dtype == jnp.float32
 
 
@@ -96,9 +97,13 @@ def test_no_gradient_reaches_the_encoder(paper_unet):
     x = jax.random.uniform(jax.random.PRNGKey(1), (2, 64, 64, 3))
 
     def loss(params):
-        logits, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x,
-                                train=True, mutable=['batch_stats'])
-        return jnp.mean(logits ** 2)
+        logits, _ = model.apply(
+            {'params': params, 'batch_stats': variables['batch_stats']},
+            x,
+            train=True,
+            mutable=['batch_stats'],
+        )
+        return jnp.mean(logits**2)
 
     grads = jax.grad(loss)(variables['params'])
     assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grads['encoder']))
@@ -116,27 +121,40 @@ def test_training_steps_leave_the_encoder_bit_identical():
     before = jax.tree.map(np.array, variables)
     tx = make_optimizer(_adam(), total_steps=3, frozen=FROZEN)
     state = sharding.replicate(TrainState.create(variables, tx, jax.random.PRNGKey(0)), mesh)
-    step = steps.jit_step(segment_step_fn(model, tx, make_loss('dice_bce', 1), augment=True),
-                          mesh)
+    step = steps.jit_step(segment_step_fn(model, tx, make_loss('dice_bce', 1), augment=True), mesh)
     rng = np.random.default_rng(0)
-    batch = {'image': rng.integers(0, 256, (4, 64, 64, 1), dtype=np.uint8),
-             'mask': (rng.random((4, 64, 64)) < 0.3).astype(np.uint8)}
+    batch = {
+        'image': rng.integers(0, 256, (4, 64, 64, 1), dtype=np.uint8),
+        'mask': (rng.random((4, 64, 64)) < 0.3).astype(np.uint8),
+    }
     for _ in range(3):
         state, metrics = step(state, sharding.to_global(batch, mesh))
     after = jax.device_get(state)
     assert np.isfinite(float(metrics['loss'])) and int(after.step) == 3
     for collection in ('params', 'batch_stats'):
-        for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(before[collection]['encoder']),
-                                jax.tree.leaves(getattr(after, collection)['encoder']),
-                                strict=True):
+        for (path, a), b in zip(
+            jax.tree_util.tree_leaves_with_path(before[collection]['encoder']),
+            jax.tree.leaves(getattr(after, collection)['encoder']),
+            strict=True,
+        ):
             assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), jax.tree_util.keystr(path)
-    moved = [np.max(np.abs(a - b)) for a, b in zip(
-        jax.tree.leaves(before['params']['decoder']), jax.tree.leaves(after.params['decoder']),
-        strict=True)]
+    moved = [
+        np.max(np.abs(a - b))
+        for a, b in zip(
+            jax.tree.leaves(before['params']['decoder']),
+            jax.tree.leaves(after.params['decoder']),
+            strict=True,
+        )
+    ]
     assert min(moved) > 0, 'every decoder parameter is trained'
-    stats_moved = [np.max(np.abs(a - b)) for a, b in zip(
-        jax.tree.leaves(before['batch_stats']['decoder']),
-        jax.tree.leaves(after.batch_stats['decoder']), strict=True)]
+    stats_moved = [
+        np.max(np.abs(a - b))
+        for a, b in zip(
+            jax.tree.leaves(before['batch_stats']['decoder']),
+            jax.tree.leaves(after.batch_stats['decoder']),
+            strict=True,
+        )
+    ]
     assert min(stats_moved) > 0, "the decoder's BatchNorm statistics update in training"
 
 
@@ -161,8 +179,7 @@ def test_encoder_weights_must_fit_the_architecture():
 def _adam():
     import ml_collections
 
-    return ml_collections.ConfigDict({'name': 'adam', 'lr': 1e-2, 'warmup_steps': 0,
-                                      'end_lr': 1e-2})
+    return ml_collections.ConfigDict({'name': 'adam', 'lr': 1e-2, 'warmup_steps': 0, 'end_lr': 1e-2})
 
 
 def test_flips_and_turns_move_image_and_mask_together():
@@ -186,8 +203,9 @@ def test_flips_and_turns_move_image_and_mask_together():
     np.testing.assert_array_equal(jittered, np.asarray(intensity_jitter(jax.random.PRNGKey(1), x)))
 
 
-@pytest.mark.parametrize(('kernel', 'padding', 'bias'), [(4, 'SAME', False), (4, 'SAME', True),
-                                                         (2, 'VALID', True)])
+@pytest.mark.parametrize(
+    ('kernel', 'padding', 'bias'), [(4, 'SAME', False), (4, 'SAME', True), (2, 'VALID', True)]
+)
 def test_upconv_equals_flax_conv_transpose(kernel, padding, bias):
     from fewshot_jax.models.unet import UpConv
 
@@ -197,14 +215,14 @@ def test_upconv_equals_flax_conv_transpose(kernel, padding, bias):
     params = theirs.init(jax.random.PRNGKey(1), x)
     if bias:  # a non-zero bias, so that it is compared too
         params = jax.tree.map(lambda p: p + 0.1, params)
-    assert jax.tree.map(np.shape, ours.init(jax.random.PRNGKey(1), x)) == \
-        jax.tree.map(np.shape, params)
+    assert jax.tree.map(np.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(np.shape, params)
     expected = theirs.apply(params, x)
     got = ours.apply(params, x)
     assert got.shape == expected.shape == (2, 10, 14, 4)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     # Gradients agree too (the reason UpConv exists is a faster backward pass on CPU).
     grad = lambda m: jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x))), (0, 1))  # noqa: E731
-    for a, b in zip(jax.tree.leaves(grad(ours)(params, x)),
-                    jax.tree.leaves(grad(theirs)(params, x)), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(grad(ours)(params, x)), jax.tree.leaves(grad(theirs)(params, x)), strict=True
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

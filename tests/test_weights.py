@@ -46,6 +46,7 @@ def test_references_reject_swapped_weights():
 
 # ----------------------------------------------------------------------------- torchvision
 
+
 def close(actual, expected, tol=1e-4):
     scale = np.abs(expected).max()
     np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
@@ -63,10 +64,13 @@ def test_torchvision_round_trip_is_bit_exact(tmp_path, suffix):
     assert loaded.model['depth'] == 50 and loaded.model['width'] == 8
     assert loaded.model['variant'] == 'v1.5'
     # The transpose is what it should be, on one named parameter.
-    np.testing.assert_array_equal(loaded.variables['params']['layer2_0']['conv2']['kernel'],
-                                  sd['layer2.0.conv2.weight'].transpose(2, 3, 1, 0))
-    np.testing.assert_array_equal(loaded.variables['batch_stats']['layer3_1']['bn3']['var'],
-                                  sd['layer3.1.bn3.running_var'])
+    np.testing.assert_array_equal(
+        loaded.variables['params']['layer2_0']['conv2']['kernel'],
+        sd['layer2.0.conv2.weight'].transpose(2, 3, 1, 0),
+    )
+    np.testing.assert_array_equal(
+        loaded.variables['batch_stats']['layer3_1']['bn3']['var'], sd['layer3.1.bn3.running_var']
+    )
 
     out = export_torchvision(loaded.variables, tmp_path / 'out.safetensors')
     back = load_file(str(out))
@@ -136,6 +140,7 @@ def test_export_refuses_keras_variant_and_ssl_trees(tmp_path):
 
 # ----------------------------------------------------------------------------- Keras
 
+
 @pytest.fixture(scope='module')
 def keras_arrays():
     return keras_resnet50_arrays(4)
@@ -151,22 +156,21 @@ def test_keras_h5_import_matches_keras_reference_forward(tmp_path, keras_arrays)
     close(encoder.encode(images), keras_reference_features(keras_arrays, images))
 
 
-@pytest.mark.parametrize('writer', [write_keras2_weights, write_keras2_nested_model,
-                                    write_keras3_weights])
+@pytest.mark.parametrize('writer', [write_keras2_weights, write_keras2_nested_model, write_keras3_weights])
 def test_keras_layouts_give_the_same_variables(tmp_path, keras_arrays, writer):
     path = tmp_path / 'w.h5'
     writer(path, keras_arrays)
     variables = load_weights(path).variables
     params, stats = variables['params'], variables['batch_stats']
-    np.testing.assert_array_equal(params['layer1_0']['downsample_conv']['kernel'],
-                                  keras_arrays['conv2_block1_0_conv/kernel'])
-    np.testing.assert_array_equal(params['layer4_2']['bn3']['scale'],
-                                  keras_arrays['conv5_block3_3_bn/gamma'])
-    np.testing.assert_array_equal(stats['layer3_5']['bn2']['var'],
-                                  keras_arrays['conv4_block6_2_bn/moving_variance'])
+    np.testing.assert_array_equal(
+        params['layer1_0']['downsample_conv']['kernel'], keras_arrays['conv2_block1_0_conv/kernel']
+    )
+    np.testing.assert_array_equal(params['layer4_2']['bn3']['scale'], keras_arrays['conv5_block3_3_bn/gamma'])
+    np.testing.assert_array_equal(
+        stats['layer3_5']['bn2']['var'], keras_arrays['conv4_block6_2_bn/moving_variance']
+    )
     # Keras feeds BGR: the stem's input channels are reversed for the RGB encoder.
-    np.testing.assert_array_equal(params['conv1']['kernel'],
-                                  keras_arrays['conv1_conv/kernel'][:, :, ::-1, :])
+    np.testing.assert_array_equal(params['conv1']['kernel'], keras_arrays['conv1_conv/kernel'][:, :, ::-1, :])
 
 
 def test_keras_missing_layer_and_wrong_shape_are_reported(tmp_path, keras_arrays):
@@ -208,6 +212,7 @@ def test_keras_file_with_two_resnets_is_refused(tmp_path, keras_arrays):
 
 # ----------------------------------------------------------------------------- specs and init
 
+
 def test_parse_spec_kinds_and_errors(tmp_path):
     (tmp_path / 'run').mkdir()
     assert parse_spec('random') == ('random', None, None)
@@ -239,12 +244,15 @@ def test_initial_variables_replaces_the_encoder_and_keeps_the_projector(tmp_path
     save_file(sd, str(path))
     out = initial_variables(f'torchvision:{path}', config.model, variables)
     assert jax.tree.structure(out) == jax.tree.structure(variables)
-    np.testing.assert_array_equal(out['params']['encoder']['layer2_1']['bn1']['scale'],
-                                  sd['layer2.1.bn1.weight'])
-    np.testing.assert_array_equal(out['batch_stats']['encoder']['bn1']['mean'],
-                                  sd['bn1.running_mean'])
-    for a, b in zip(jax.tree.leaves(out['params']['projector']),
-                    jax.tree.leaves(variables['params']['projector']), strict=True):
+    np.testing.assert_array_equal(
+        out['params']['encoder']['layer2_1']['bn1']['scale'], sd['layer2.1.bn1.weight']
+    )
+    np.testing.assert_array_equal(out['batch_stats']['encoder']['bn1']['mean'], sd['bn1.running_mean'])
+    for a, b in zip(
+        jax.tree.leaves(out['params']['projector']),
+        jax.tree.leaves(variables['params']['projector']),
+        strict=True,
+    ):
         np.testing.assert_array_equal(a, b)
 
     config.model.width = 8
@@ -272,8 +280,9 @@ def test_torch_reference_resnet50_matches_encode(tmp_path):
             self.bn3 = nn.BatchNorm2d(mid * 4)
             self.downsample = None
             if stride != 1 or in_ch != mid * 4:
-                self.downsample = nn.Sequential(nn.Conv2d(in_ch, mid * 4, 1, stride, bias=False),
-                                                nn.BatchNorm2d(mid * 4))
+                self.downsample = nn.Sequential(
+                    nn.Conv2d(in_ch, mid * 4, 1, stride, bias=False), nn.BatchNorm2d(mid * 4)
+                )
 
         def forward(self, x):
             y = torch.relu(self.bn1(self.conv1(x)))

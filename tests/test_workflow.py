@@ -25,8 +25,7 @@ def tiny():
 
 def test_tiny_workflow_runs_every_stage_then_skips_them(tmp_path, capsys):
     summary = tasks.run('workflow', tiny(), tmp_path)
-    for unit in ('pretrain/bt_tem', 'pretrain/simclr_tem', 'probe/nanowires',
-                 'segment/nanowires'):
+    for unit in ('pretrain/bt_tem', 'pretrain/simclr_tem', 'probe/nanowires', 'segment/nanowires'):
         assert (tmp_path / unit / workflow.DONE).is_file(), unit
     page = Path(summary['report']).read_text()
     for heading in ('Pretraining', 'Few-shot classification', 'Segmentation'):
@@ -53,12 +52,16 @@ def test_tiny_workflow_runs_every_stage_then_skips_them(tmp_path, capsys):
 
 
 def test_killed_during_probe_resumes_without_redoing_pretraining(tmp_path):
-    args = [sys.executable, str(REPO / 'launch.py'), '--config=configs/workflow.py:tiny',
-            f'--workdir={tmp_path}', '--config.stages=("pretrain","probe")',
-            '--config.grid.sweep=()']
+    args = [
+        sys.executable,
+        str(REPO / 'launch.py'),
+        '--config=configs/workflow.py:tiny',
+        f'--workdir={tmp_path}',
+        '--config.stages=("pretrain","probe")',
+        '--config.grid.sweep=()',
+    ]
     env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
-    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     try:
         while not (tmp_path / 'probe' / 'nanowires').exists():
@@ -70,8 +73,7 @@ def test_killed_during_probe_resumes_without_redoing_pretraining(tmp_path):
         proc.wait()
     assert not (tmp_path / 'probe' / 'nanowires' / workflow.DONE).exists()
     pretrained = (tmp_path / 'pretrain/bt_tem/DONE.json').stat().st_mtime
-    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count('done earlier (skipped)') == 2  # both pretrainings
     assert (tmp_path / 'probe/nanowires' / workflow.DONE).is_file()
@@ -85,7 +87,10 @@ def test_grid_pretrains_each_setting_and_compares_them_by_cross_validation(tmp_p
     c.grid.sweep = ('data.batch_size=8,16',)
     tasks.run('workflow', c, tmp_path)
     assert sorted(p.name for p in (tmp_path / 'grid').iterdir()) == [
-        'data.batch_size-16-seed0', 'data.batch_size-8-seed0', 'tuning']
+        'data.batch_size-16-seed0',
+        'data.batch_size-8-seed0',
+        'tuning',
+    ]
     tuning = json.loads((tmp_path / 'grid/tuning/probe/summary.json').read_text())
     assert tuning['mode'] == 'tuning'
     assert 'Pretraining settings' in (tmp_path / 'report.html').read_text()
@@ -104,8 +109,7 @@ def test_paper_preset_lists_missing_data_before_any_stage(tmp_path):
 def test_bad_sweep_and_unknown_stage_are_named():
     with pytest.raises(workflow.ConfigError, match='section.field=v1'):
         workflow._parse_sweep('batch_size')
-    assert workflow._parse_sweep('model.projector=(8,8),(16,16)') == (
-        'model.projector', [[8, 8], [16, 16]])
+    assert workflow._parse_sweep('model.projector=(8,8),(16,16)') == ('model.projector', [[8, 8], [16, 16]])
     c = tiny()
     c.stages = ('pretrain', 'evaluate')
     with pytest.raises(workflow.ConfigError, match="'evaluate'"):

@@ -57,7 +57,7 @@ def test_conftest_applied_the_flag_before_jax_started():
 # One step's gradients: the project's float32 model and loss, and a float64
 # reference (the same model with float64 compute, a plain float64 Barlow Twins
 # loss). Prints the relative error ||g32 - g64|| / ||g64|| over all parameters.
-_GRADIENT_ERROR_SCRIPT = r'''
+_GRADIENT_ERROR_SCRIPT = r"""
 import json
 import jax
 import jax.numpy as jnp
@@ -111,14 +111,20 @@ flat32 = np.concatenate([np.ravel(a).astype(np.float64) for a in jax.tree.leaves
 flat64 = np.concatenate([np.ravel(a) for a in jax.tree.leaves(g64)])
 print(json.dumps({'rel_error': float(np.linalg.norm(flat32 - flat64) / np.linalg.norm(flat64)),
                   'ref_norm': float(np.linalg.norm(flat64))}))
-'''
+"""
 
 
 def _start_gradient_error(xla_flags: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(('XLA_', 'JAX_'))}
     env.update(XLA_FLAGS=xla_flags, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, '-c', _GRADIENT_ERROR_SCRIPT], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, '-c', _GRADIENT_ERROR_SCRIPT],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _result(process: subprocess.Popen) -> dict:

@@ -16,9 +16,14 @@ KERAS_BN = ('gamma', 'beta', 'moving_mean', 'moving_variance')
 
 # ----------------------------------------------------------------------------- file contents
 
+
 def random_bn(rng, ch):
-    return [rng.uniform(0.5, 1.5, ch), rng.normal(0, 0.1, ch), rng.normal(0, 0.1, ch),
-            rng.uniform(0.5, 1.5, ch)]
+    return [
+        rng.uniform(0.5, 1.5, ch),
+        rng.normal(0, 0.1, ch),
+        rng.normal(0, 0.1, ch),
+        rng.uniform(0.5, 1.5, ch),
+    ]
 
 
 def random_conv(rng, shape_hwio):
@@ -65,8 +70,7 @@ def torchvision_state_dict(depth, width, seed=0):
             in_ch = out
     sd['fc.weight'] = rng.normal(size=(10, in_ch))
     sd['fc.bias'] = rng.normal(size=(10,))
-    return {k: np.ascontiguousarray(v, np.float32) if v.dtype == np.float64 else v
-            for k, v in sd.items()}
+    return {k: np.ascontiguousarray(v, np.float32) if v.dtype == np.float64 else v for k, v in sd.items()}
 
 
 def keras_resnet50_arrays(width, seed=0):
@@ -157,6 +161,7 @@ def write_keras3_weights(path, arrays):
 
 # ----------------------------------------------------------------------------- NumPy references
 
+
 def np_conv(x, kernel_hwio, stride, pad, pad_value=0.0):
     """Zero (or pad_value) padding, then a VALID convolution as a loop over kernel taps."""
     kh, kw, _, out_ch = kernel_hwio.shape
@@ -166,7 +171,7 @@ def np_conv(x, kernel_hwio, stride, pad, pad_value=0.0):
     out = np.zeros((x.shape[0], h, w, out_ch))
     for i in range(kh):
         for j in range(kw):
-            patch = x[:, i:i + stride * (h - 1) + 1:stride, j:j + stride * (w - 1) + 1:stride, :]
+            patch = x[:, i : i + stride * (h - 1) + 1 : stride, j : j + stride * (w - 1) + 1 : stride, :]
             out += patch @ kernel_hwio[i, j]
     return out
 
@@ -178,7 +183,7 @@ def np_max_pool(x, pad_value):
     out = np.full((x.shape[0], h, w, x.shape[3]), -np.inf)
     for i in range(3):
         for j in range(3):
-            out = np.maximum(out, x[:, i:i + 2 * (h - 1) + 1:2, j:j + 2 * (w - 1) + 1:2, :])
+            out = np.maximum(out, x[:, i : i + 2 * (h - 1) + 1 : 2, j : j + 2 * (w - 1) + 1 : 2, :])
     return out
 
 
@@ -205,15 +210,15 @@ def keras_reference_features(arrays, images):
         return np_bn(x, *(a[f'{layer}/{leaf}'] for leaf in KERAS_BN), eps=1.001e-5)
 
     x = images[..., ::-1].astype(np.float64) * 255.0 - np.array([103.939, 116.779, 123.68])
-    x = relu(bn(conv(x, 'conv1_conv', 2, 3), 'conv1_bn'))        # ZeroPadding2D(3) + 7x7/2
-    x = np_max_pool(x, pad_value=0.0)                              # ZeroPadding2D(1) + 3x3/2
+    x = relu(bn(conv(x, 'conv1_conv', 2, 3), 'conv1_bn'))  # ZeroPadding2D(3) + 7x7/2
+    x = np_max_pool(x, pad_value=0.0)  # ZeroPadding2D(1) + 3x3/2
     for stage, blocks in zip(range(2, 6), BLOCKS[50], strict=True):
         for b in range(1, blocks + 1):
             name = f'conv{stage}_block{b}'
             stride = 2 if stage > 2 and b == 1 else 1
             shortcut = bn(conv(x, f'{name}_0_conv', stride, 0), f'{name}_0_bn') if b == 1 else x
             y = relu(bn(conv(x, f'{name}_1_conv', stride, 0), f'{name}_1_bn'))  # stride here (v1)
-            y = relu(bn(conv(y, f'{name}_2_conv', 1, 1), f'{name}_2_bn'))       # 'same' 3x3
+            y = relu(bn(conv(y, f'{name}_2_conv', 1, 1), f'{name}_2_bn'))  # 'same' 3x3
             y = bn(conv(y, f'{name}_3_conv', 1, 0), f'{name}_3_bn')
             x = relu(shortcut + y)
     return x.mean(axis=(1, 2))

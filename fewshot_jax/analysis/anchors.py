@@ -35,8 +35,9 @@ def densities(masks, indices) -> dict[int, float]:
     return {int(i): pixel_density(masks[int(i)]) for i in indices}
 
 
-def anchor_table(labels, masks, runs: Sequence[dict], classes: tuple[int, int],
-                 class_names: Sequence[str] | None = None) -> list[dict]:
+def anchor_table(
+    labels, masks, runs: Sequence[dict], classes: tuple[int, int], class_names: Sequence[str] | None = None
+) -> list[dict]:
     """The per-run anchor table.
 
     Args:
@@ -69,8 +70,10 @@ def anchor_table(labels, masks, runs: Sequence[dict], classes: tuple[int, int],
                 mask = None
             if mask is None:
                 label = names.get(int(labels[index]), int(labels[index]))
-                raise AnchorError(f'image {index} (class {label!r}) has no mask; the anchor '
-                                  'analysis needs masks of both classes')
+                raise AnchorError(
+                    f'image {index} (class {label!r}) has no mask; the anchor '
+                    'analysis needs masks of both classes'
+                )
             cache[index] = pixel_density(mask)
         return cache[index]
 
@@ -82,8 +85,10 @@ def anchor_table(labels, masks, runs: Sequence[dict], classes: tuple[int, int],
         for c in (first, second):
             anchor = train[labels[train] == c]
             if len(anchor) != 1:
-                raise AnchorError(f'run {number}: {len(anchor)} training images of class '
-                                  f'{names[c]!r}; the anchor analysis takes 1-shot runs')
+                raise AnchorError(
+                    f'run {number}: {len(anchor)} training images of class '
+                    f'{names[c]!r}; the anchor analysis takes 1-shot runs'
+                )
             members = test[labels[test] == c]
             if len(members) == 0:
                 raise AnchorError(f'run {number}: no test image of class {names[c]!r}')
@@ -93,8 +98,7 @@ def anchor_table(labels, masks, runs: Sequence[dict], classes: tuple[int, int],
             row[f'median_{names[c]}'] = medians[c]
         product = (anchors[first] - medians[first]) * (anchors[second] - medians[second])
         row['side'] = OPPOSITE if product < 0 else SAME
-        row['distance'] = (abs(anchors[first] - medians[first])
-                           + abs(anchors[second] - medians[second]))
+        row['distance'] = abs(anchors[first] - medians[first]) + abs(anchors[second] - medians[second])
         table.append(row)
     return table
 
@@ -116,12 +120,15 @@ def summarize(table: Sequence[dict]) -> dict:
         accuracy = np.asarray([r['accuracy'] for r in rows], float)
         distance = np.asarray([r['distance'] for r in rows], float)
         groups[side] = accuracy
-        out[side] = {'count': len(rows),
-                     'median_accuracy': float(np.median(accuracy)) if len(rows) else None,
-                     'median_distance': float(np.median(distance)) if len(rows) else None}
+        out[side] = {
+            'count': len(rows),
+            'median_accuracy': float(np.median(accuracy)) if len(rows) else None,
+            'median_distance': float(np.median(distance)) if len(rows) else None,
+        }
     if len(groups[OPPOSITE]) and len(groups[SAME]):
-        out['mannwhitney_p'] = float(mannwhitneyu(groups[OPPOSITE], groups[SAME],
-                                                  alternative='greater').pvalue)
+        out['mannwhitney_p'] = float(
+            mannwhitneyu(groups[OPPOSITE], groups[SAME], alternative='greater').pvalue
+        )
     else:
         out['mannwhitney_p'] = None
     return out

@@ -25,10 +25,15 @@ def _save(fig: Figure, path) -> Path:
     return path
 
 
-def accuracy_boxplot(accuracy: Mapping[str, Mapping[int, Sequence[float]]],
-                     ci: Mapping[str, Mapping[int, tuple[float, float]]], path: str | os.PathLike,
-                     *, title: str = '', chance: float | None = None,
-                     xlabel: str = 'number of labeled images per class') -> Path:
+def accuracy_boxplot(
+    accuracy: Mapping[str, Mapping[int, Sequence[float]]],
+    ci: Mapping[str, Mapping[int, tuple[float, float]]],
+    path: str | os.PathLike,
+    *,
+    title: str = '',
+    chance: float | None = None,
+    xlabel: str = 'number of labeled images per class',
+) -> Path:
     """Notched box plots of accuracy vs labeled images per class, one box per encoder per k.
 
     Args:
@@ -51,10 +56,17 @@ def accuracy_boxplot(accuracy: Mapping[str, Mapping[int, Sequence[float]]],
         positions = [shots.index(k) + (e - (len(encoders) - 1) / 2) * width for k in ks]
         data = [np.asarray(accuracy[name][k], float) for k in ks]
         intervals = [ci[name][k] for k in ks]
-        boxes = ax.boxplot(data, positions=positions, widths=width * 0.85, notch=True,
-                           conf_intervals=intervals, patch_artist=True, manage_ticks=False,
-                           flierprops={'markersize': 2.5, 'markeredgecolor': colours[e]},
-                           medianprops={'color': 'black'})
+        boxes = ax.boxplot(
+            data,
+            positions=positions,
+            widths=width * 0.85,
+            notch=True,
+            conf_intervals=intervals,
+            patch_artist=True,
+            manage_ticks=False,
+            flierprops={'markersize': 2.5, 'markeredgecolor': colours[e]},
+            medianprops={'color': 'black'},
+        )
         for patch in boxes['boxes']:
             patch.set_facecolor(colours[e])
             patch.set_alpha(0.75)
@@ -72,8 +84,13 @@ def accuracy_boxplot(accuracy: Mapping[str, Mapping[int, Sequence[float]]],
     return _save(fig, path)
 
 
-def confusion_grid(confusions: Mapping[str, np.ndarray], class_names: Sequence[str],
-                   path: str | os.PathLike, *, title: str = '') -> Path:
+def confusion_grid(
+    confusions: Mapping[str, np.ndarray],
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    title: str = '',
+) -> Path:
     """Mean confusion matrices (rows: true class, normalised per row), one panel per encoder."""
     names = list(confusions)
     cols = min(len(names), 4)
@@ -87,8 +104,15 @@ def confusion_grid(confusions: Mapping[str, np.ndarray], class_names: Sequence[s
         share = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
         ax.imshow(share, vmin=0, vmax=1, cmap='Blues')
         for (r, c), value in np.ndenumerate(share):
-            ax.text(c, r, f'{value:.2f}', ha='center', va='center', fontsize=7,
-                    color='white' if value > 0.6 else 'black')
+            ax.text(
+                c,
+                r,
+                f'{value:.2f}',
+                ha='center',
+                va='center',
+                fontsize=7,
+                color='white' if value > 0.6 else 'black',
+            )
         ticks = range(len(class_names))
         ax.set_xticks(ticks, class_names, rotation=45, ha='right', fontsize=7)
         ax.set_yticks(ticks, class_names if i % cols == 0 else [], fontsize=7)
@@ -101,10 +125,18 @@ def confusion_grid(confusions: Mapping[str, np.ndarray], class_names: Sequence[s
     return _save(fig, path)
 
 
-def tsne_map(features: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
-             class_names: Sequence[str], path: str | os.PathLike, *, title: str = '',
-             train_features: np.ndarray | None = None, train_labels: np.ndarray | None = None,
-             seed: int = 0) -> Path:
+def tsne_map(
+    features: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    title: str = '',
+    train_features: np.ndarray | None = None,
+    train_labels: np.ndarray | None = None,
+    seed: int = 0,
+) -> Path:
     """t-SNE of test features coloured by true class, misclassified points ringed in red.
 
     The training images of the run (the anchors of a 1-shot run) are embedded
@@ -118,9 +150,10 @@ def tsne_map(features: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
     points = (points - points.mean(0)) / np.maximum(points.std(0), 1e-12)
     perplexity = float(min(30.0, max(2.0, (len(points) - 1) / 3)))
     method = 'exact' if len(points) <= 2000 else 'barnes_hut'
-    embedding = TSNE(n_components=2, perplexity=perplexity, init='pca', method=method,
-                     random_state=seed).fit_transform(points)
-    test_xy, train_xy = embedding[:len(features)], embedding[len(features):]
+    embedding = TSNE(
+        n_components=2, perplexity=perplexity, init='pca', method=method, random_state=seed
+    ).fit_transform(points)
+    test_xy, train_xy = embedding[: len(features)], embedding[len(features) :]
     fig = Figure(figsize=(5.0, 4.4))
     ax = fig.add_subplot()
     for label, name in enumerate(class_names):
@@ -128,11 +161,23 @@ def tsne_map(features: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
         ax.scatter(*test_xy[chosen].T, s=16, color=f'C{label % 10}', label=name)
         if train_labels is not None and len(train_xy):
             anchors = train_labels == label
-            ax.scatter(*train_xy[anchors].T, s=160, marker='*', color=f'C{label % 10}',
-                       edgecolors='black', linewidths=0.8)
+            ax.scatter(
+                *train_xy[anchors].T,
+                s=160,
+                marker='*',
+                color=f'C{label % 10}',
+                edgecolors='black',
+                linewidths=0.8,
+            )
     wrong = predicted != labels
-    ax.scatter(*test_xy[wrong].T, s=60, facecolors='none', edgecolors='red', linewidths=1.0,
-               label=f'misclassified ({int(wrong.sum())})')
+    ax.scatter(
+        *test_xy[wrong].T,
+        s=60,
+        facecolors='none',
+        edgecolors='red',
+        linewidths=1.0,
+        label=f'misclassified ({int(wrong.sum())})',
+    )
     ax.legend(fontsize=7)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -141,9 +186,14 @@ def tsne_map(features: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
     return _save(fig, path)
 
 
-def anchor_figure(table: Sequence[dict], test_densities: Mapping[str, Sequence[np.ndarray]],
-                  class_names: tuple[str, str], path: str | os.PathLike, *,
-                  title: str = '') -> Path:
+def anchor_figure(
+    table: Sequence[dict],
+    test_densities: Mapping[str, Sequence[np.ndarray]],
+    class_names: tuple[str, str],
+    path: str | os.PathLike,
+    *,
+    title: str = '',
+) -> Path:
     """Fig. 3D/E/H/I: test-density histograms with anchors for the best and worst runs,
     accuracy and summed anchor-to-median distance by side.
 
@@ -164,14 +214,14 @@ def anchor_figure(table: Sequence[dict], test_densities: Mapping[str, Sequence[n
             ax.hist(test_densities[which][c], bins=12, alpha=0.5, color=f'C{c}', label=name)
             ax.axvline(row[f'anchor_{name}'], color=f'C{c}', lw=2)
             ax.axvline(row[f'median_{name}'], color=f'C{c}', lw=1.5, ls='--')
-        ax.set_title(f'{which} anchors: accuracy {row["accuracy"]:.2f} ({row["side"]} side)',
-                     fontsize=8)
+        ax.set_title(f'{which} anchors: accuracy {row["accuracy"]:.2f} ({row["side"]} side)', fontsize=8)
         ax.set_xlabel('pixel density (solid: anchor, dashed: test median)', fontsize=7)
         ax.set_ylabel('test images', fontsize=8)
         ax.legend(fontsize=7)
     sides = ('opposite', 'same')
-    for j, (key, label) in enumerate((('accuracy', 'test accuracy'),
-                                      ('distance', 'summed |anchor − median|'))):
+    for j, (key, label) in enumerate(
+        (('accuracy', 'test accuracy'), ('distance', 'summed |anchor − median|'))
+    ):
         ax = fig.add_subplot(1, 4, 3 + j)
         groups = [[r[key] for r in table if r['side'] == side] for side in sides]
         shown = [(side, g) for side, g in zip(sides, groups, strict=True) if g]

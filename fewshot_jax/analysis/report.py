@@ -33,18 +33,23 @@ def write_report(workdir: str | Path) -> Path:
     """Writes ``report.html`` and ``report.md`` for a workflow workdir; returns the HTML path."""
     workdir = Path(workdir)
     if not (workdir / 'workflow.json').is_file():
-        raise ReportError(f'{workdir}: no workflow.json; expected the --workdir of a '
-                          f'`launch.py --config=configs/workflow.py` run')
+        raise ReportError(
+            f'{workdir}: no workflow.json; expected the --workdir of a '
+            f'`launch.py --config=configs/workflow.py` run'
+        )
     record = json.loads((workdir / 'workflow.json').read_text())
-    sections = [_environment(record), _pretraining(workdir), _probe(workdir),
-                _segmentation(workdir), _grid(workdir)]
+    sections = [
+        _environment(record),
+        _pretraining(workdir),
+        _probe(workdir),
+        _segmentation(workdir),
+        _grid(workdir),
+    ]
     sections = [s for s in sections if s is not None]
     title = f'fewshot_jax study: {workdir.name}'
-    (workdir / 'report.md').write_text(
-        f'# {title}\n\n' + '\n\n'.join(s.markdown() for s in sections) + '\n')
+    (workdir / 'report.md').write_text(f'# {title}\n\n' + '\n\n'.join(s.markdown() for s in sections) + '\n')
     path = workdir / 'report.html'
-    path.write_text(_HTML.format(title=html.escape(title),
-                                 body='\n'.join(s.html() for s in sections)))
+    path.write_text(_HTML.format(title=html.escape(title), body='\n'.join(s.html() for s in sections)))
     return path
 
 
@@ -74,15 +79,18 @@ class Section:
             elif kind == 'table':
                 header, rows = value
                 head = ''.join(f'<th>{html.escape(str(h))}</th>' for h in header)
-                body = ''.join('<tr>' + ''.join(f'<td>{html.escape(str(c))}</td>' for c in row)
-                               + '</tr>' for row in rows)
+                body = ''.join(
+                    '<tr>' + ''.join(f'<td>{html.escape(str(c))}</td>' for c in row) + '</tr>' for row in rows
+                )
                 out.append(f'<table><tr>{head}</tr>{body}</table>')
             else:
                 png, caption, _ = value
                 data = base64.b64encode(png).decode()
-                out.append(f'<figure><img src="data:image/png;base64,{data}" alt="'
-                           f'{html.escape(caption)}"><figcaption>{html.escape(caption)}'
-                           f'</figcaption></figure>')
+                out.append(
+                    f'<figure><img src="data:image/png;base64,{data}" alt="'
+                    f'{html.escape(caption)}"><figcaption>{html.escape(caption)}'
+                    f'</figcaption></figure>'
+                )
         return '\n'.join(out)
 
     def markdown(self) -> str:
@@ -92,9 +100,14 @@ class Section:
                 out.append(value)
             elif kind == 'table':
                 header, rows = value
-                out.append('| ' + ' | '.join(map(str, header)) + ' |\n|' +
-                           '---|' * len(header) + '\n' +
-                           '\n'.join('| ' + ' | '.join(map(str, r)) + ' |' for r in rows))
+                out.append(
+                    '| '
+                    + ' | '.join(map(str, header))
+                    + ' |\n|'
+                    + '---|' * len(header)
+                    + '\n'
+                    + '\n'.join('| ' + ' | '.join(map(str, r)) + ' |' for r in rows)
+                )
             else:
                 _, caption, path = value
                 out.append(f'![{caption}]({path})' if path else f'*{caption}* (in report.html)')
@@ -107,8 +120,10 @@ def _environment(record: dict) -> Section:
     section.text(', '.join(f'{k}: {v}' for k, v in env.items()))
     units = record.get('units', {})
     if units:
-        section.table(['stage / unit', 'task', 'wall time (s)'],
-                      [[k, u.get('task', ''), u.get('seconds', '')] for k, u in units.items()])
+        section.table(
+            ['stage / unit', 'task', 'wall time (s)'],
+            [[k, u.get('task', ''), u.get('seconds', '')] for k, u in units.items()],
+        )
     return section
 
 
@@ -123,25 +138,32 @@ def _pretraining(workdir: Path) -> Section | None:
         lines = [json.loads(x) for x in (run / 'metrics.jsonl').read_text().splitlines() if x]
         train = [m for m in lines if 'loss' in m]
         loss_ax.plot([m['step'] for m in train], [m['loss'] for m in train], label=run.name)
-        for key in sorted({k for m in lines for k in m if k.startswith('probe/')
-                           and k.endswith('_logistic')}):
+        for key in sorted(
+            {k for m in lines for k in m if k.startswith('probe/') and k.endswith('_logistic')}
+        ):
             points = [(m['step'], m[key]) for m in lines if key in m]
-            probe_ax.plot(*zip(*points, strict=True), marker='o',
-                          label=f'{run.name}: {key.removeprefix("probe/")}')
+            probe_ax.plot(
+                *zip(*points, strict=True), marker='o', label=f'{run.name}: {key.removeprefix("probe/")}'
+            )
             probe_keys.add(key)
     loss_ax.set(xlabel='step', ylabel='loss', title='pretraining loss', yscale='log')
     loss_ax.legend(fontsize=8)
     probe_ax.set(xlabel='step', ylabel='median accuracy', title='online probe (step 0 = random init)')
     if probe_keys:
         probe_ax.legend(fontsize=7)
-    section.figure(_png(fig), 'Pretraining loss and the online few-shot probe during training',
-                   None)
+    section.figure(_png(fig), 'Pretraining loss and the online few-shot probe during training', None)
     rows = []
     for run in runs:
         done = run / 'DONE.json'
         summary = json.loads(done.read_text()) if done.is_file() else {}
-        rows.append([run.name, summary.get('step', 'running'),
-                     _fmt(summary.get('final_loss')), summary.get('encoder', '')])
+        rows.append(
+            [
+                run.name,
+                summary.get('step', 'running'),
+                _fmt(summary.get('final_loss')),
+                summary.get('encoder', ''),
+            ]
+        )
     section.table(['encoder', 'steps', 'final loss', 'saved to'], rows)
     return section
 
@@ -151,9 +173,11 @@ def _probe(workdir: Path) -> Section | None:
     if not summaries:
         return None
     section = Section('Few-shot classification (frozen encoders, linear probe)')
-    section.text('Median test accuracy over the runs (split seeds x draws) with the 95 % '
-                 'confidence interval of the median, for each number of labeled images per '
-                 'class; random init and the encoder-free baselines are fitted on the same draws.')
+    section.text(
+        'Median test accuracy over the runs (split seeds x draws) with the 95 % '
+        'confidence interval of the median, for each number of labeled images per '
+        'class; random init and the encoder-free baselines are fitted on the same draws.'
+    )
     for path in summaries:
         task = path.parent.parent.name
         summary = json.loads(path.read_text())
@@ -161,12 +185,14 @@ def _probe(workdir: Path) -> Section | None:
         table = summary['accuracy'][head]
         ks = sorted({k for by_k in table.values() for k in by_k}, key=_k_order)
         rows = [[encoder] + [_cell(by_k.get(k)) for k in ks] for encoder, by_k in table.items()]
-        section.text(f'{task} ({summary["data"]["description"]}, {summary["data"]["images"]} '
-                     f'images, {head} head):')
+        section.text(
+            f'{task} ({summary["data"]["description"]}, {summary["data"]["images"]} images, {head} head):'
+        )
         section.table(['encoder'] + [f'k={k}' for k in ks], rows)
         for png in sorted((path.parent.parent / 'figures').glob('*.png')):
-            section.figure(png.read_bytes(), f'{task}: {png.stem.replace("_", " ")}',
-                           str(png.relative_to(workdir)))
+            section.figure(
+                png.read_bytes(), f'{task}: {png.stem.replace("_", " ")}', str(png.relative_to(workdir))
+            )
     return section
 
 
@@ -175,22 +201,35 @@ def _segmentation(workdir: Path) -> Section | None:
     if not summaries:
         return None
     section = Section('Segmentation (U-Net decoder on the frozen encoder)')
-    section.text('Per encoder, resolution and labeled images per class: median test Dice '
-                 '[interquartile range], median IoU, agreement of the percolation of predicted '
-                 'and true masks, and the mean error in pixel density. Otsu is the '
-                 'encoder-free baseline.')
+    section.text(
+        'Per encoder, resolution and labeled images per class: median test Dice '
+        '[interquartile range], median IoU, agreement of the percolation of predicted '
+        'and true masks, and the mean error in pixel density. Otsu is the '
+        'encoder-free baseline.'
+    )
     for path in summaries:
         task = path.parent.parent.name
         groups = json.loads(path.read_text())['groups']
-        section.table(['encoder', 'px', 'k', 'n', 'Dice', 'IoU', 'percolation agreement',
-                       'density error'],
-                      [[g['encoder'], g['resolution'], g['k'], g['n_test'],
-                        f"{g['median_dice']:.3f} [{g['q1_dice']:.3f}, {g['q3_dice']:.3f}]",
-                        f"{g['median_iou']:.3f}", f"{g['percolation_agreement']:.2f}",
-                        f"{g['density_mae']:.4f}"] for g in groups])
+        section.table(
+            ['encoder', 'px', 'k', 'n', 'Dice', 'IoU', 'percolation agreement', 'density error'],
+            [
+                [
+                    g['encoder'],
+                    g['resolution'],
+                    g['k'],
+                    g['n_test'],
+                    f'{g["median_dice"]:.3f} [{g["q1_dice"]:.3f}, {g["q3_dice"]:.3f}]',
+                    f'{g["median_iou"]:.3f}',
+                    f'{g["percolation_agreement"]:.2f}',
+                    f'{g["density_mae"]:.4f}',
+                ]
+                for g in groups
+            ],
+        )
         for png in sorted((path.parent / 'figures').glob('*.png')):
-            section.figure(png.read_bytes(), f'{task}: {png.stem.replace("_", " ")}',
-                           str(png.relative_to(workdir)))
+            section.figure(
+                png.read_bytes(), f'{task}: {png.stem.replace("_", " ")}', str(png.relative_to(workdir))
+            )
     return section
 
 
@@ -206,15 +245,18 @@ def _grid(workdir: Path) -> Section | None:
         setting, _, seed = encoder.rpartition(' seed')
         cell = by_k.get('cv') or next(iter(by_k.values()))
         points.setdefault(setting, []).append((seed, cell['median']))
-    section.table(['setting', 'seeds', 'median accuracy per seed'],
-                  [[s, len(v), ', '.join(f'{a:.3f}' for _, a in sorted(v))]
-                   for s, v in points.items()])
+    section.table(
+        ['setting', 'seeds', 'median accuracy per seed'],
+        [[s, len(v), ', '.join(f'{a:.3f}' for _, a in sorted(v))] for s, v in points.items()],
+    )
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(points)), 3.5))
     ax.boxplot([[a for _, a in v] for v in points.values()], tick_labels=list(points))
     ax.set(ylabel='cross-validated accuracy', title='accuracy per pretraining setting')
     ax.tick_params(axis='x', labelrotation=30)
-    section.figure(_png(fig), 'Probe accuracy per swept pretraining setting (one box per '
-                              'setting, over pretraining seeds)')
+    section.figure(
+        _png(fig),
+        'Probe accuracy per swept pretraining setting (one box per setting, over pretraining seeds)',
+    )
     return section
 
 
@@ -226,7 +268,7 @@ def _cell(cell: dict | None) -> str:
     if not cell:
         return ''
     low, high = cell['ci95']
-    return f"{cell['median']:.3f} [{low:.3f}, {high:.3f}]"
+    return f'{cell["median"]:.3f} [{low:.3f}, {high:.3f}]'
 
 
 def _fmt(value) -> str:

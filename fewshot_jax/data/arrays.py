@@ -41,11 +41,11 @@ class ArraySource:
         if images.dtype == np.uint8:
             images = images.astype(np.float32) / np.float32(255.0)
         elif np.issubdtype(images.dtype, np.floating):
-            if images.size and not (np.isfinite(images).all()
-                                    and images.min() >= 0 and images.max() <= 1):
+            if images.size and not (np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1):
                 raise DataError(
                     f'images: float values must be finite and in [0, 1], got range '
-                    f'[{np.nanmin(images)}, {np.nanmax(images)}]')
+                    f'[{np.nanmin(images)}, {np.nanmax(images)}]'
+                )
             images = images.astype(np.float32, copy=False)
         else:
             raise DataError(f'images: dtype {images.dtype}; expected uint8 or float in [0, 1]')
@@ -54,8 +54,9 @@ class ArraySource:
         self.labels = None if labels is None else _check_labels(labels, n, class_names)
         if self.labels is not None:
             count = int(self.labels.max(initial=-1)) + 1
-            self.class_names = (tuple(class_names) if class_names is not None
-                                else tuple(str(i) for i in range(count)))
+            self.class_names = (
+                tuple(class_names) if class_names is not None else tuple(str(i) for i in range(count))
+            )
         elif class_names is not None:
             raise DataError('class_names given without labels')
         self.masks = None if masks is None else _check_masks(masks, images.shape[:3])
@@ -83,12 +84,12 @@ class ArraySource:
 def _check_labels(labels, n, class_names) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f'labels: shape {labels.shape}, dtype {labels.dtype}; '
-                        f'expected {n} integers')
+        raise DataError(f'labels: shape {labels.shape}, dtype {labels.dtype}; expected {n} integers')
     limit = len(class_names) if class_names is not None else np.iinfo(np.int32).max
     if labels.size and (labels.min() < 0 or labels.max() >= limit):
-        raise DataError(f'labels: values in [{labels.min()}, {labels.max()}]; expected '
-                        f'[0, {limit}) to index class_names')
+        raise DataError(
+            f'labels: values in [{labels.min()}, {labels.max()}]; expected [0, {limit}) to index class_names'
+        )
     return labels.astype(np.int32)
 
 

@@ -91,8 +91,7 @@ def read_image(
     suffix = path.suffix.lower()
     if suffix not in IMAGE_EXTENSIONS:
         raise DataError(
-            f'{path}: unsupported extension {path.suffix!r}; expected one of '
-            f'{", ".join(IMAGE_EXTENSIONS)}'
+            f'{path}: unsupported extension {path.suffix!r}; expected one of {", ".join(IMAGE_EXTENSIONS)}'
         )
     _check_file(path)
     limits = _Limits(max_pixels=max_pixels, min_size=min_size, frames=frames)
@@ -138,15 +137,11 @@ def read_mask(
     path = pathlib.Path(path)
     if encoding not in ('binary', 'color_overlay', 'auto'):
         raise DataError(
-            f"{path}: mask encoding must be 'binary', 'color_overlay' or 'auto', "
-            f'got {encoding!r}'
+            f"{path}: mask encoding must be 'binary', 'color_overlay' or 'auto', got {encoding!r}"
         )
     suffix = path.suffix.lower()
     if suffix not in PIL_EXTENSIONS + TIFF_EXTENSIONS or suffix in ('.jpg', '.jpeg'):
-        raise DataError(
-            f'{path}: masks must be lossless png, bmp, gif or tif files, got '
-            f'{path.suffix!r}'
-        )
+        raise DataError(f'{path}: masks must be lossless png, bmp, gif or tif files, got {path.suffix!r}')
     _check_file(path)
     limits = _Limits(max_pixels=max_pixels, min_size=1, frames='first')
     raw = _read_pil(path, limits) if suffix in PIL_EXTENSIONS else _read_tiff(path, limits)
@@ -165,9 +160,7 @@ def read_mask(
             )
         raw = raw[..., 0]
     elif encoding == 'color_overlay':
-        raise DataError(
-            f"{path}: encoding='color_overlay' needs an RGB mask, got one channel"
-        )
+        raise DataError(f"{path}: encoding='color_overlay' needs an RGB mask, got one channel")
     values = np.unique(raw)
     bad = values[~np.isin(values, (0, 1, 255))]
     if bad.size:
@@ -192,8 +185,7 @@ class _Limits:
     def check(self, path: pathlib.Path, height: int, width: int, n_frames: int) -> None:
         if height < self.min_size or width < self.min_size:
             raise DataError(
-                f'{path}: image is {height}x{width} pixels; expected at least '
-                f'{self.min_size}x{self.min_size}'
+                f'{path}: image is {height}x{width} pixels; expected at least {self.min_size}x{self.min_size}'
             )
         decoded = height * width * (n_frames if self.frames == 'all' else 1)
         if decoded > self.max_pixels:
@@ -209,8 +201,7 @@ def _check_percentiles(percentiles: Sequence[float] | None, path: pathlib.Path) 
         return
     if len(percentiles) != 2 or not 0 <= percentiles[0] < percentiles[1] <= 100:
         raise DataError(
-            f'{path}: percentiles must be (low, high) with 0 <= low < high <= 100, '
-            f'got {tuple(percentiles)!r}'
+            f'{path}: percentiles must be (low, high) with 0 <= low < high <= 100, got {tuple(percentiles)!r}'
         )
 
 
@@ -291,9 +282,7 @@ def _read_tiff(path: pathlib.Path, limits: _Limits) -> np.ndarray:
     except DataError:
         raise
     except Exception as err:  # tifffile raises many types for corrupt files
-        raise DataError(
-            f'{path}: cannot decode TIFF ({type(err).__name__}: {err})'
-        ) from err
+        raise DataError(f'{path}: cannot decode TIFF ({type(err).__name__}: {err})') from err
     return _frames_from_axes(data, page_axes, path)
 
 
@@ -304,14 +293,12 @@ def _frames_from_axes(data: np.ndarray, axes: str, path: pathlib.Path) -> np.nda
         data = np.moveaxis(data, axes.index('S'), -1)
         axes = axes.replace('S', '') + 'S'
     y = axes.index('Y')
-    trailing = axes[y + 2:]
+    trailing = axes[y + 2 :]
     if trailing and trailing not in ('S', 'C'):
         raise DataError(f'{path}: unsupported axis layout {axes!r} after Y, X')
     channels = data.shape[-1] if trailing else None
     if channels is not None and channels not in (1, 3, 4):
-        raise DataError(
-            f'{path}: {channels} samples per pixel; expected 1 (gray), 3 (RGB) or 4 (RGBA)'
-        )
+        raise DataError(f'{path}: {channels} samples per pixel; expected 1 (gray), 3 (RGB) or 4 (RGBA)')
     frame_shape = data.shape[y:]
     data = data.reshape((-1,) + frame_shape)
     if channels == 1:
@@ -336,9 +323,7 @@ def _read_tem(path: pathlib.Path, limits: _Limits) -> np.ndarray:
         # Eager reading: lazy mode keeps file handles open until computed.
         signals = reader.file_reader(str(path))
     except Exception as err:  # the readers raise many types for corrupt files
-        raise DataError(
-            f'{path}: cannot decode {path.suffix} file ({type(err).__name__}: {err})'
-        ) from err
+        raise DataError(f'{path}: cannot decode {path.suffix} file ({type(err).__name__}: {err})') from err
     images = [s for s in signals if np.ndim(s['data']) >= 2]
     if not images:
         raise DataError(f'{path}: no image (2-D or higher) signal in the file')

@@ -42,9 +42,15 @@ def nanowire_segmentation(
     may be annotation overlays (colour on gray) or binary images, hence
     mask_encoding='auto'. `kwargs` go to `MaskedImageSource`.
     """
-    return MaskedImageSource(root, mask_suffix='.png', mask_encoding=mask_encoding,
-                             class_folders=True, classes=NANOWIRE_MASKED_CLASSES,
-                             extensions=_JPEG, **kwargs)
+    return MaskedImageSource(
+        root,
+        mask_suffix='.png',
+        mask_encoding=mask_encoding,
+        class_folders=True,
+        classes=NANOWIRE_MASKED_CLASSES,
+        extensions=_JPEG,
+        **kwargs,
+    )
 
 
 def mnp_morphology(
@@ -73,8 +79,7 @@ def tem_virus(
     root = _existing_folder(root, IMAGE_EXTENSIONS)
     if classes is None:
         classes = _class_folders(root / 'train', None, IMAGE_EXTENSIONS)
-    return {name: ClassFolderSource(root / name, classes=classes, **kwargs)
-            for name in VIRUS_SPLITS}
+    return {name: ClassFolderSource(root / name, classes=classes, **kwargs) for name in VIRUS_SPLITS}
 
 
 def cem500k(

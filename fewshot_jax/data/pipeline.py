@@ -45,11 +45,16 @@ def make_source(data_cfg: ml_collections.ConfigDict):
         return ArraySource(images)
     if name == 'folder':
         if not data_cfg.get('root'):
-            raise DataError("data.source='folder' needs data.root: a folder of unlabeled images "
-                            "(png, jpg, tif, …); pass --config.data.root=/path/to/images")
+            raise DataError(
+                "data.source='folder' needs data.root: a folder of unlabeled images "
+                '(png, jpg, tif, …); pass --config.data.root=/path/to/images'
+            )
         return sources.UnlabeledFolderSource(
-            data_cfg.root, subset=data_cfg.get('subset'), seed=data_cfg.seed,
-            keep_color=data_cfg.get('keep_color', False))
+            data_cfg.root,
+            subset=data_cfg.get('subset'),
+            seed=data_cfg.seed,
+            keep_color=data_cfg.get('keep_color', False),
+        )
     raise ConfigError(f'data.source={name!r}: expected one of {SOURCES}')
 
 
@@ -90,8 +95,10 @@ def _prepare_ssl(record, size: int, channels: int):
 
 
 def _prepare_labeled(record, size: int, channels: int):
-    return {'image': to_uint8_square(record['image'], size, channels),
-            'label': np.asarray(record['label'], np.int32)}
+    return {
+        'image': to_uint8_square(record['image'], size, channels),
+        'label': np.asarray(record['label'], np.int32),
+    }
 
 
 def _prepare_segmentation(record, size: int, channels: int):
@@ -138,12 +145,16 @@ class PipelineSpec:
 
 def spec_from(data_cfg: ml_collections.ConfigDict, seed: int, channels: int) -> PipelineSpec:
     """The pipeline settings of ``config.data`` (the one place that reads them)."""
-    return PipelineSpec(image_size=data_cfg.image_size, global_batch=data_cfg.batch_size,
-                        seed=seed, channels=channels,
-                        num_threads=data_cfg.get('num_threads', 8),
-                        prefetch=data_cfg.get('num_threads', 8),
-                        num_workers=data_cfg.get('num_workers', 0),
-                        cache_bytes=int(data_cfg.get('cache_gb', 4.0) * 2**30))
+    return PipelineSpec(
+        image_size=data_cfg.image_size,
+        global_batch=data_cfg.batch_size,
+        seed=seed,
+        channels=channels,
+        num_threads=data_cfg.get('num_threads', 8),
+        prefetch=data_cfg.get('num_threads', 8),
+        num_workers=data_cfg.get('num_workers', 0),
+        cache_bytes=int(data_cfg.get('cache_gb', 4.0) * 2**30),
+    )
 
 
 def process_shard(n: int, process_index: int, process_count: int) -> np.ndarray:
@@ -174,8 +185,7 @@ def _materialize(ds: grain.MapDataset, spec: PipelineSpec) -> np.ndarray:
     return cache
 
 
-def ssl_dataset(source, spec: PipelineSpec,
-                process: tuple[int, int] | None = None) -> grain.MapDataset:
+def ssl_dataset(source, spec: PipelineSpec, process: tuple[int, int] | None = None) -> grain.MapDataset:
     """An infinite, shuffled (reshuffled every epoch) dataset of uint8 image batches.
 
     The global batches are one order of the whole source, reshuffled every epoch
@@ -190,21 +200,27 @@ def ssl_dataset(source, spec: PipelineSpec,
     """
     proc, n_proc = process or (jax.process_index(), jax.process_count())
     if spec.global_batch % n_proc:
-        raise DataError(f'data.batch_size={spec.global_batch} does not split over {n_proc} '
-                        f'processes')
+        raise DataError(f'data.batch_size={spec.global_batch} does not split over {n_proc} processes')
     if len(source) < spec.global_batch:
-        raise DataError(f'the source has {len(source)} images but data.batch_size is '
-                        f'{spec.global_batch}: provide more images or a smaller batch')
+        raise DataError(
+            f'the source has {len(source)} images but data.batch_size is '
+            f'{spec.global_batch}: provide more images or a smaller batch'
+        )
     images = grain.MapDataset.source(source).map(
-        functools.partial(_prepare_ssl, size=spec.image_size, channels=spec.channels))
+        functools.partial(_prepare_ssl, size=spec.image_size, channels=spec.channels)
+    )
     # Shuffle and batch indices, then read each batch's images in one go: per-element
     # Python work would otherwise cap the rate at a few k images/s.
-    indices = (grain.MapDataset.range(len(images)).shuffle(seed=spec.seed).repeat(None)
-               .batch(spec.global_batch, drop_remainder=True))
+    indices = (
+        grain.MapDataset.range(len(images))
+        .shuffle(seed=spec.seed)
+        .repeat(None)
+        .batch(spec.global_batch, drop_remainder=True)
+    )
     if n_proc > 1:
         local = spec.global_batch // n_proc
         indices = indices.map(_Rows(proc * local, (proc + 1) * local))
-    fits = len(images) * spec.image_size ** 2 * spec.channels <= spec.cache_bytes
+    fits = len(images) * spec.image_size**2 * spec.channels <= spec.cache_bytes
     if fits and n_proc == 1:
         return indices.map(_Gather(_materialize(images, spec)))
     shape = (spec.image_size, spec.image_size, spec.channels)
@@ -218,7 +234,7 @@ class _Rows:
         self.start, self.stop = start, stop
 
     def __call__(self, indices):
-        return np.asarray(indices)[self.start:self.stop]
+        return np.asarray(indices)[self.start : self.stop]
 
 
 class _Read:
@@ -263,9 +279,16 @@ def batch_iterator(dataset: grain.MapDataset, spec: PipelineSpec, state: dict | 
     return iterator
 
 
-def eval_dataset(source, indices, *, image_size: int, batch_size: int,
-                 kind: str = 'labeled', channels: int = 1,
-                 process: tuple[int, int] | None = None) -> grain.MapDataset:
+def eval_dataset(
+    source,
+    indices,
+    *,
+    image_size: int,
+    batch_size: int,
+    kind: str = 'labeled',
+    channels: int = 1,
+    process: tuple[int, int] | None = None,
+) -> grain.MapDataset:
     """Every example of ``indices`` once, in order, deterministically resized (no augmentation).
 
     ``batch_size`` is the global batch. On several processes each reads its own
@@ -289,13 +312,15 @@ def eval_dataset(source, indices, *, image_size: int, batch_size: int,
     # Every process runs the same number of (collective) eval steps: the longest shard's.
     longest = -(-len(indices) // n_proc)
     n_rows = -(-longest // local_batch) * local_batch
-    rows = _EvalRows(source, indices, positions, n_rows,
-                     functools.partial(prepare, size=image_size, channels=channels))
+    rows = _EvalRows(
+        source, indices, positions, n_rows, functools.partial(prepare, size=image_size, channels=channels)
+    )
     return grain.MapDataset.source(rows).batch(local_batch, drop_remainder=True)
 
 
-def train_dataset(source, indices, spec: PipelineSpec, kind: str = 'labeled',
-                  process: tuple[int, int] | None = None) -> grain.MapDataset:
+def train_dataset(
+    source, indices, spec: PipelineSpec, kind: str = 'labeled', process: tuple[int, int] | None = None
+) -> grain.MapDataset:
     """Shuffled (per epoch), infinitely repeated batches of ``indices`` for supervised training.
 
     Used by the probe (kind 'labeled') and the U-Net (kind 'segmentation'); the
@@ -314,9 +339,13 @@ def train_dataset(source, indices, spec: PipelineSpec, kind: str = 'labeled',
         raise DataError('train_dataset got no indices: the split is empty')
     # Small k-shot sets repeat inside a batch rather than failing: batches are
     # drawn from the repeated, per-epoch-reshuffled stream.
-    return (grain.MapDataset.source(subset).shuffle(seed=spec.seed).repeat(None)
-            .map(functools.partial(prepare, size=spec.image_size, channels=spec.channels))
-            .batch(spec.global_batch // n_proc, drop_remainder=True))
+    return (
+        grain.MapDataset.source(subset)
+        .shuffle(seed=spec.seed)
+        .repeat(None)
+        .map(functools.partial(prepare, size=spec.image_size, channels=spec.channels))
+        .batch(spec.global_batch // n_proc, drop_remainder=True)
+    )
 
 
 class _EvalRows:

@@ -164,8 +164,7 @@ class UnlabeledFolderSource(_FileSource):
         percentiles: tuple[float, float] | None = DEFAULT_PERCENTILES,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
     ):
-        super().__init__(root, keep_color=keep_color, max_pixels=max_pixels,
-                         percentiles=percentiles)
+        super().__init__(root, keep_color=keep_color, max_pixels=max_pixels, percentiles=percentiles)
         paths, self.skipped = scan_images(self.root, extensions=extensions, recursive=recursive)
         _log_skipped(self.root, self.skipped)
         if not paths:
@@ -185,8 +184,10 @@ class UnlabeledFolderSource(_FileSource):
         self.paths = paths
 
     def __repr__(self) -> str:
-        return (f'UnlabeledFolderSource(root={str(self.root)!r}, n={len(self)}, '
-                f'subset={self.subset}, seed={self.seed})')
+        return (
+            f'UnlabeledFolderSource(root={str(self.root)!r}, n={len(self)}, '
+            f'subset={self.subset}, seed={self.seed})'
+        )
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         return {'image': self._read(self._index(index))}
@@ -218,8 +219,7 @@ class ClassFolderSource(_FileSource):
         percentiles: tuple[float, float] | None = DEFAULT_PERCENTILES,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
     ):
-        super().__init__(root, keep_color=keep_color, max_pixels=max_pixels,
-                         percentiles=percentiles)
+        super().__init__(root, keep_color=keep_color, max_pixels=max_pixels, percentiles=percentiles)
         self.extensions, self.recursive = tuple(extensions), recursive
         self.class_names = _class_folders(self.root, classes, extensions)
         paths, labels, skipped = [], [], Counter()
@@ -294,8 +294,9 @@ class MaskedImageSource(ClassFolderSource):
         self.mask_encoding = mask_encoding
         self.class_folders = class_folders
         if mask_encoding not in ('binary', 'color_overlay', 'auto'):
-            raise DataError(f"mask_encoding must be 'binary', 'color_overlay' or 'auto', got "
-                            f'{mask_encoding!r}')
+            raise DataError(
+                f"mask_encoding must be 'binary', 'color_overlay' or 'auto', got {mask_encoding!r}"
+            )
         if not pathlib.PurePath('x' + mask_suffix).suffix:
             raise DataError(f'mask_suffix {mask_suffix!r} has no file extension, e.g. "_mask.png"')
         if self.mask_dir is None and mask_suffix.lower() in {e.lower() for e in extensions}:
@@ -306,14 +307,21 @@ class MaskedImageSource(ClassFolderSource):
         if self.mask_dir is not None:
             _existing_folder(self.mask_dir, extensions)
         if class_folders:
-            super().__init__(root, classes=classes, recursive=recursive, keep_color=keep_color,
-                             max_pixels=max_pixels, percentiles=percentiles,
-                             extensions=extensions)
+            super().__init__(
+                root,
+                classes=classes,
+                recursive=recursive,
+                keep_color=keep_color,
+                max_pixels=max_pixels,
+                percentiles=percentiles,
+                extensions=extensions,
+            )
         else:
             if classes is not None:
                 raise DataError('classes is only meaningful with class_folders=True')
-            _FileSource.__init__(self, root, keep_color=keep_color, max_pixels=max_pixels,
-                                 percentiles=percentiles)
+            _FileSource.__init__(
+                self, root, keep_color=keep_color, max_pixels=max_pixels, percentiles=percentiles
+            )
             self.extensions, self.recursive = tuple(extensions), recursive
             self.paths, self.skipped = self._scan_folder(_existing_folder(self.root, extensions))
             if not self.paths:
@@ -337,8 +345,9 @@ class MaskedImageSource(ClassFolderSource):
             images, skipped = super()._scan_folder(folder)
         else:
             mask_extension = pathlib.PurePath('x' + suffix).suffix
-            files, skipped = scan_images(folder, extensions=self.extensions + (mask_extension,),
-                                         recursive=self.recursive)
+            files, skipped = scan_images(
+                folder, extensions=self.extensions + (mask_extension,), recursive=self.recursive
+            )
             masks = {p for p in files if p.name.lower().endswith(suffix)}
             image_extensions = {e.lower() for e in self.extensions}
             images, skipped = [], Counter(skipped)
@@ -352,8 +361,7 @@ class MaskedImageSource(ClassFolderSource):
             orphans = masks - {self.mask_path(p) for p in images}
             if orphans:
                 skipped['(mask without image)'] += len(orphans)
-                logger.warning('%s: %d mask(s) match no image, e.g. %s', folder, len(orphans),
-                               min(orphans))
+                logger.warning('%s: %d mask(s) match no image, e.g. %s', folder, len(orphans), min(orphans))
             skipped = dict(sorted(skipped.items()))
         missing = [(p, self.mask_path(p)) for p in images if not self.mask_path(p).is_file()]
         if missing:
@@ -368,9 +376,13 @@ class MaskedImageSource(ClassFolderSource):
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         index = self._index(index)
         image = self._read(index)
-        mask = read_mask(self.mask_paths[index], encoding=self.mask_encoding,
-                         expected_shape=image.shape[:2], image_path=self.paths[index],
-                         max_pixels=self.max_pixels)
+        mask = read_mask(
+            self.mask_paths[index],
+            encoding=self.mask_encoding,
+            expected_shape=image.shape[:2],
+            image_path=self.paths[index],
+            max_pixels=self.max_pixels,
+        )
         record = {'image': image, 'mask': mask}
         if self.class_folders:
             record['label'] = self.labels[index]
@@ -380,8 +392,9 @@ class MaskedImageSource(ClassFolderSource):
 def _existing_folder(folder, extensions) -> pathlib.Path:
     folder = pathlib.Path(folder)
     if not folder.exists():
-        raise DataError(f'{folder}: data folder does not exist; expected a folder of images '
-                        f'({", ".join(extensions)})')
+        raise DataError(
+            f'{folder}: data folder does not exist; expected a folder of images ({", ".join(extensions)})'
+        )
     if not folder.is_dir():
         raise DataError(f'{folder}: not a folder; expected a folder of images')
     return folder
@@ -414,5 +427,4 @@ def _skipped_note(skipped: dict[str, int]) -> str:
 
 def _log_skipped(root, skipped: dict[str, int]) -> None:
     if skipped:
-        logger.info('%s: skipped %d file(s) with other extensions: %s', root,
-                    sum(skipped.values()), skipped)
+        logger.info('%s: skipped %d file(s) with other extensions: %s', root, sum(skipped.values()), skipped)

@@ -181,7 +181,7 @@ def check_disjoint(**index_sets: Sequence[int] | np.ndarray) -> None:
     """
     names = list(index_sets)
     for i, first in enumerate(names):
-        for second in names[i + 1:]:
+        for second in names[i + 1 :]:
             shared = np.intersect1d(index_sets[first], index_sets[second])
             if shared.size:
                 raise DataError(
@@ -194,8 +194,7 @@ def _check_labels(labels) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(
-            f'labels: shape {labels.shape}, dtype {labels.dtype}; expected a non-empty 1-D '
-            'integer array'
+            f'labels: shape {labels.shape}, dtype {labels.dtype}; expected a non-empty 1-D integer array'
         )
     if labels.min() < 0:
         raise DataError(f'labels: negative class id {labels.min()}; expected ids >= 0')
@@ -205,12 +204,12 @@ def _check_labels(labels) -> np.ndarray:
 def _check_indices(indices, n: int, name: str) -> np.ndarray:
     indices = np.asarray(indices)
     if indices.ndim != 1 or not (indices.size == 0 or np.issubdtype(indices.dtype, np.integer)):
-        raise DataError(f'{name}: shape {indices.shape}, dtype {indices.dtype}; expected 1-D '
-                        'integers')
+        raise DataError(f'{name}: shape {indices.shape}, dtype {indices.dtype}; expected 1-D integers')
     indices = indices.astype(np.int64)
     if indices.size and (indices.min() < 0 or indices.max() >= n):
-        raise DataError(f'{name}: values in [{indices.min()}, {indices.max()}]; expected '
-                        f'[0, {n}) to index labels')
+        raise DataError(
+            f'{name}: values in [{indices.min()}, {indices.max()}]; expected [0, {n}) to index labels'
+        )
     if np.unique(indices).size != indices.size:
         raise DataError(f'{name}: contains repeated indices; expected each at most once')
     return np.sort(indices)

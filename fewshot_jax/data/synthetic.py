@@ -37,14 +37,14 @@ from fewshot_jax.data.synthetic_scenes import generic_scene
 from fewshot_jax.data.synthetic_wires import GenerationError
 
 __all__ = [
-    "GenerationError",
-    "SyntheticSet",
-    "SyntheticSpecError",
-    "everyday",
-    "generic",
-    "nanoparticles",
-    "nanowires",
-    "viruses",
+    'GenerationError',
+    'SyntheticSet',
+    'SyntheticSpecError',
+    'everyday',
+    'generic',
+    'nanoparticles',
+    'nanowires',
+    'viruses',
 ]
 
 MIN_SIZE = 16
@@ -82,15 +82,15 @@ class SyntheticSet:
 
 def _check_count(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise SyntheticSpecError(f"{name} must be a non-negative integer, got {value!r}")
+        raise SyntheticSpecError(f'{name} must be a non-negative integer, got {value!r}')
     return int(value)
 
 
 def _check_args(count_name: str, count, size, seed) -> tuple[int, int, int]:
     count = _check_count(count_name, count)
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < MIN_SIZE:
-        raise SyntheticSpecError(f"size must be an integer >= {MIN_SIZE} pixels, got {size!r}")
-    seed = _check_count("seed", seed)
+        raise SyntheticSpecError(f'size must be an integer >= {MIN_SIZE} pixels, got {size!r}')
+    seed = _check_count('seed', seed)
     return count, int(size), seed
 
 
@@ -113,7 +113,7 @@ def generic(n: int, size: int, seed: int) -> np.ndarray:
     Raises:
       SyntheticSpecError: on a negative or non-integer n or seed, or a size below 16.
     """
-    n, size, seed = _check_args("n", n, size, seed)
+    n, size, seed = _check_args('n', n, size, seed)
     out = np.empty((n, size, size), dtype=np.float32)
     for i in range(n):
         out[i] = generic_scene(_image_rng(seed, _STREAM_GENERIC, i), size)
@@ -133,7 +133,7 @@ def everyday(n: int, size: int, seed: int) -> np.ndarray:
     Returns:
       float32 (n, size, size, 3) array in [0, 1].
     """
-    n, size, seed = _check_args("n", n, size, seed)
+    n, size, seed = _check_args('n', n, size, seed)
     out = np.empty((n, size, size, 3), dtype=np.float32)
     for i in range(n):
         out[i] = everyday_crop(_image_rng(seed, _STREAM_EVERYDAY, i), size)
@@ -142,7 +142,7 @@ def everyday(n: int, size: int, seed: int) -> np.ndarray:
 
 def _labeled(scene_fn, class_names, stream, n_per_class, size, seed) -> SyntheticSet:
     """Draws n_per_class images of every class; image i of class c uses its own stream."""
-    n_per_class, size, seed = _check_args("n_per_class", n_per_class, size, seed)
+    n_per_class, size, seed = _check_args('n_per_class', n_per_class, size, seed)
     n = n_per_class * len(class_names)
     images = np.empty((n, size, size), dtype=np.float32)
     masks = np.empty((n, size, size), dtype=np.uint8)

@@ -19,17 +19,17 @@ from PIL import Image
 # that nothing can reach its downloader. Grayscale photographs are replicated
 # to three channels, as ImageNet's few grayscale images are.
 PHOTO_FILES = (
-    "astronaut.png",
-    "chelsea.png",
-    "coffee.png",
-    "rocket.jpg",
-    "motorcycle_left.png",
-    "camera.png",
-    "coins.png",
-    "brick.png",
-    "grass.png",
-    "gravel.png",
-    "moon.png",
+    'astronaut.png',
+    'chelsea.png',
+    'coffee.png',
+    'rocket.jpg',
+    'motorcycle_left.png',
+    'camera.png',
+    'coins.png',
+    'brick.png',
+    'grass.png',
+    'gravel.png',
+    'moon.png',
 )
 
 
@@ -56,11 +56,11 @@ def bundled_photos() -> tuple[Image.Image, ...]:
         path = os.path.join(photo_folder(), name)
         try:
             with Image.open(path) as img:
-                photos.append(img.convert("RGB"))
+                photos.append(img.convert('RGB'))
         except (OSError, ValueError) as err:
             raise MissingPhotoError(
-                f"cannot read {path} ({err}); everyday() needs the photographs bundled "
-                "with scikit-image (reinstall scikit-image)"
+                f'cannot read {path} ({err}); everyday() needs the photographs bundled '
+                'with scikit-image (reinstall scikit-image)'
             ) from err
     return tuple(photos)
 

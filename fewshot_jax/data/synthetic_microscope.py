@@ -86,9 +86,7 @@ def draw_knobs(
         white=float(rng.uniform(0.8, 1.0)),
     )
     if illumination_scales is not None:
-        knobs = dataclasses.replace(
-            knobs, illumination_scale=float(rng.uniform(*illumination_scales))
-        )
+        knobs = dataclasses.replace(knobs, illumination_scale=float(rng.uniform(*illumination_scales)))
     return knobs
 
 
@@ -117,7 +115,7 @@ def form_image(rng: np.random.Generator, density: np.ndarray, knobs: Knobs) -> n
     illum = 1.0 + knobs.illumination * field
     signal *= np.clip(illum, 0.2, None)
     if knobs.blur > 0.35:
-        signal = ndimage.gaussian_filter(signal, knobs.blur, mode="reflect", truncate=3.0)
+        signal = ndimage.gaussian_filter(signal, knobs.blur, mode='reflect', truncate=3.0)
     counts = rng.poisson(np.maximum(signal, 0.0) * knobs.dose).astype(np.float32)
     return _rescale(counts, knobs.black, knobs.white)
 

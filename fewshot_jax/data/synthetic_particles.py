@@ -29,8 +29,8 @@ from fewshot_jax.data.synthetic_scenes import background_clutter
 from fewshot_jax.data.synthetic_wires import GenerationError
 from fewshot_jax.masks import percolates
 
-CLASS_NAMES = ("dispersed", "separate_clusters", "percolating_cluster")
-SHAPES = ("sphere", "rod", "triangle")
+CLASS_NAMES = ('dispersed', 'separate_clusters', 'percolating_cluster')
+SHAPES = ('sphere', 'rod', 'triangle')
 MAX_TRIES = 40
 
 
@@ -57,7 +57,7 @@ class _Particles:
     @property
     def extent(self) -> float:
         """Largest centre-to-edge distance of a particle of nominal size (rods: along them)."""
-        return {"sphere": 1.0, "rod": 2.6, "triangle": 1.3}[self.shape] * self.radius
+        return {'sphere': 1.0, 'rod': 2.6, 'triangle': 1.3}[self.shape] * self.radius
 
     def draw(self, canvas: Canvas, rng: np.random.Generator, centres: np.ndarray) -> None:
         """Draws particles at `centres` into the canvas and its mask.
@@ -71,10 +71,10 @@ class _Particles:
         rim = min(1.0, 0.3 * self.radius)  # rim width in px, thinner for tiny particles
         for c, s, a in zip(centres, np.clip(scale, 0.6, 1.5), angles, strict=True):
             r = self.radius * s
-            if self.shape == "sphere":
+            if self.shape == 'sphere':
                 canvas.disk(c, r, self.value, in_mask=True)
                 canvas.disk(c, r - rim, core)
-            elif self.shape == "rod":  # capsule of aspect 2.5-4 along a random direction
+            elif self.shape == 'rod':  # capsule of aspect 2.5-4 along a random direction
                 # Body drawn as a polygon, not a thick line: PIL rounds line widths
                 # to whole pixels, which left small rods narrower than their caps
                 # (a touching pair of spheres, not a rod).
@@ -190,4 +190,4 @@ def nanoparticle_scene(rng: np.random.Generator, size: int, label: int):
                 rng, size, p.mag, max_illumination=0.8, illumination_scales=(0.08, 0.25)
             )
             return microscope.form_image(rng, density, knobs), mask
-    raise GenerationError(f"could not draw a {CLASS_NAMES[label]!r} scene at size {size}")
+    raise GenerationError(f'could not draw a {CLASS_NAMES[label]!r} scene at size {size}')

@@ -156,7 +156,7 @@ def rasterize_path(size: int, points: np.ndarray, widths) -> np.ndarray:
     Returns:
       uint8 (size, size) mask with values {0, 1}.
     """
-    layer = Image.new("L", (size, size), 0)
+    layer = Image.new('L', (size, size), 0)
     draw = ImageDraw.Draw(layer)
     widths = np.broadcast_to(np.asarray(widths, dtype=float), (len(points),))
     _draw_tapered(draw, np.asarray(points, dtype=float), widths, 1)
@@ -170,7 +170,7 @@ def _draw_tapered(draw: ImageDraw.ImageDraw, points: np.ndarray, widths: np.ndar
         seg = [tuple(p) for p in points[i : i + chunk + 1]]
         w = max(1, int(round(widths[min(i + chunk // 2, len(widths) - 1)])))
         if len(seg) > 1:
-            draw.line(seg, fill=fill, width=w, joint="curve")
+            draw.line(seg, fill=fill, width=w, joint='curve')
         if w > 2:  # round caps so consecutive runs join without notches
             for x, y in (seg[0], seg[-1]):
                 r = w / 2.0
@@ -188,25 +188,23 @@ class Canvas:
 
     def __init__(self, size: int, with_mask: bool = False):
         self.size = size
-        self._density = Image.new("F", (size, size), 0.0)
+        self._density = Image.new('F', (size, size), 0.0)
         self._draw = ImageDraw.Draw(self._density)
-        self._mask = Image.new("L", (size, size), 0) if with_mask else None
+        self._mask = Image.new('L', (size, size), 0) if with_mask else None
         self._mask_draw = ImageDraw.Draw(self._mask) if with_mask else None
 
     def polyline(self, points: np.ndarray, width: float, value: float, in_mask: bool = False):
         """Thick open polyline with round joints and round caps."""
         w = max(1, int(round(width)))
         pts = [tuple(p) for p in np.asarray(points, dtype=float)]
-        self._draw.line(pts, fill=float(value), width=w, joint="curve")
+        self._draw.line(pts, fill=float(value), width=w, joint='curve')
         if in_mask:
-            self._mask_draw.line(pts, fill=1, width=w, joint="curve")
+            self._mask_draw.line(pts, fill=1, width=w, joint='curve')
         if w > 2:
             for end in (pts[0], pts[-1]):
                 self.disk(np.asarray(end), w / 2.0, value, in_mask)
 
-    def tapered_polyline(
-        self, points: np.ndarray, widths: np.ndarray, value: float, in_mask: bool = False
-    ):
+    def tapered_polyline(self, points: np.ndarray, widths: np.ndarray, value: float, in_mask: bool = False):
         """Polyline whose width varies along it, drawn as short overlapping runs."""
         points = np.asarray(points, dtype=float)
         widths = np.broadcast_to(np.asarray(widths, dtype=float), (len(points),))

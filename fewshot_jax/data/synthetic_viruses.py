@@ -20,7 +20,7 @@ from fewshot_jax.data import synthetic_microscope as microscope
 from fewshot_jax.data.synthetic_render import Canvas, closed_curve, spread_points, worm_path
 from fewshot_jax.data.synthetic_scenes import background_clutter
 
-CLASS_NAMES = ("icosahedral", "enveloped_spiky", "brick", "filamentous", "ovoid_striated")
+CLASS_NAMES = ('icosahedral', 'enveloped_spiky', 'brick', 'filamentous', 'ovoid_striated')
 
 
 def _rot(angle: float) -> np.ndarray:
@@ -77,8 +77,12 @@ def _brick(canvas: Canvas, rng, centre, u):
 def _filamentous(canvas: Canvas, rng, centre, u):
     width = rng.uniform(8, 12) * u
     path = worm_path(
-        rng, np.zeros(2), rng.uniform(0, 2 * np.pi), rng.uniform(60, 200) * u,
-        rng.uniform(100, 400) * u, step=max(1.0, 2 * u),
+        rng,
+        np.zeros(2),
+        rng.uniform(0, 2 * np.pi),
+        rng.uniform(60, 200) * u,
+        rng.uniform(100, 400) * u,
+        step=max(1.0, 2 * u),
     )
     path = path - path.mean(axis=0) + centre
     canvas.polyline(path, width, rng.uniform(0.3, 0.5), in_mask=True)

@@ -31,7 +31,7 @@ from fewshot_jax.data.synthetic_render import Canvas, rasterize_path, smooth_noi
 from fewshot_jax.data.synthetic_scenes import background_clutter
 from fewshot_jax.masks import percolates
 
-CLASS_NAMES = ("singular", "dispersed", "network", "bundle")
+CLASS_NAMES = ('singular', 'dispersed', 'network', 'bundle')
 MAX_TRIES = 60
 
 
@@ -129,7 +129,7 @@ def _dispersed(rng, size, style):
             placed += 1
         if placed >= 4 and not percolates(wires.mask):
             return wires
-    raise GenerationError("could not draw a non-percolating dispersed scene")
+    raise GenerationError('could not draw a non-percolating dispersed scene')
 
 
 def _network(rng, size, style):
@@ -147,7 +147,7 @@ def _network(rng, size, style):
                 if percolates(wires.mask):
                     return wires
                 break
-    raise GenerationError("could not draw a percolating network scene")
+    raise GenerationError('could not draw a percolating network scene')
 
 
 def _bundle(rng, size, style):

@@ -51,8 +51,10 @@ class LayoutConfig(tfds.core.BuilderConfig):
 
 
 def _configs() -> list[LayoutConfig]:
-    return [LayoutConfig(name=f'res{r}', resolution=r, version=_VERSION,
-                         description=f'{r} x {r} px, uint8') for r in RESOLUTIONS]
+    return [
+        LayoutConfig(name=f'res{r}', resolution=r, version=_VERSION, description=f'{r} x {r} px, uint8')
+        for r in RESOLUTIONS
+    ]
 
 
 class _LayoutBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -73,29 +75,32 @@ class _LayoutBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         # package is imported as a namespace package (some editable installs).
         return epath.Path(__file__)
 
-    def _layout(self, root: pathlib.Path) -> dict[str, sources.UnlabeledFolderSource
-                                                  | sources.ClassFolderSource]:
+    def _layout(
+        self, root: pathlib.Path
+    ) -> dict[str, sources.UnlabeledFolderSource | sources.ClassFolderSource]:
         """Returns {split name: source} for a local copy at `root`."""
         raise NotImplementedError
 
     def _info(self) -> tfds.core.DatasetInfo:
         size = self.builder_config.resolution
         features = {
-            'image': tfds.features.Image(shape=(size, size, 1), dtype=np.uint8,
-                                         encoding_format='png'),
+            'image': tfds.features.Image(shape=(size, size, 1), dtype=np.uint8, encoding_format='png'),
             'file_name': tfds.features.Text(),
         }
         if self.HAS_LABELS:
             names = self.builder_config.classes or self.CLASS_NAMES
-            features['label'] = tfds.features.ClassLabel(
-                names=sorted(names) if names is not None else None)
+            features['label'] = tfds.features.ClassLabel(names=sorted(names) if names is not None else None)
         if self.HAS_MASKS:
-            features['mask'] = tfds.features.Image(shape=(size, size, 1), dtype=np.uint8,
-                                                   encoding_format='png')
+            features['mask'] = tfds.features.Image(
+                shape=(size, size, 1), dtype=np.uint8, encoding_format='png'
+            )
         return tfds.core.DatasetInfo(
-            builder=self, description=(self.__doc__ or '').strip(),
-            features=tfds.features.FeaturesDict(features), homepage=self.HOMEPAGE,
-            citation=self.CITATION)
+            builder=self,
+            description=(self.__doc__ or '').strip(),
+            features=tfds.features.FeaturesDict(features),
+            homepage=self.HOMEPAGE,
+            citation=self.CITATION,
+        )
 
     def _split_generators(self, dl_manager):
         root = pathlib.Path(dl_manager.manual_dir)
@@ -105,8 +110,7 @@ class _LayoutBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             # does not declare them (TFDS allows setting them once).
             class_names = next(iter(layout.values())).class_names
             self.info.features['label'].names = list(class_names)
-        return {split: self._generate_examples(source, root)
-                for split, source in layout.items()}
+        return {split: self._generate_examples(source, root) for split, source in layout.items()}
 
     def _generate_examples(self, source, root):
         size = self.builder_config.resolution
@@ -141,10 +145,13 @@ class NanowireSegmentation(_LayoutBuilder):
     """Dispersed and network nanowire images with their binary masks."""
 
     HOMEPAGE = 'https://doi.org/10.5281/zenodo.6377140'
-    MANUAL_DOWNLOAD_INSTRUCTIONS = NanowireMorphology.MANUAL_DOWNLOAD_INSTRUCTIONS + """
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        NanowireMorphology.MANUAL_DOWNLOAD_INSTRUCTIONS
+        + """
     The png masks beside the dispersed and network jpg images (same file stem)
     are read as masks.
     """
+    )
     CLASS_NAMES = layouts.NANOWIRE_MASKED_CLASSES
     HAS_MASKS = True
 
@@ -164,8 +171,9 @@ class MnpMorphology(_LayoutBuilder):
     CLASS_NAMES = layouts.MNP_CLASSES
 
     def _layout(self, root):
-        return {'train': layouts.mnp_morphology(root, classes=self.builder_config.classes
-                                                or layouts.MNP_CLASSES)}
+        return {
+            'train': layouts.mnp_morphology(root, classes=self.builder_config.classes or layouts.MNP_CLASSES)
+        }
 
 
 class TemVirus(_LayoutBuilder):
@@ -197,8 +205,7 @@ class Cem500k(_LayoutBuilder):
         return {'train': layouts.cem500k(root, subset=None)}
 
 
-BUILDERS = {b.name: b for b in (NanowireMorphology, NanowireSegmentation, MnpMorphology,
-                                TemVirus, Cem500k)}
+BUILDERS = {b.name: b for b in (NanowireMorphology, NanowireSegmentation, MnpMorphology, TemVirus, Cem500k)}
 
 
 def prepare(
@@ -233,18 +240,21 @@ def prepare(
         raise DataError(f'resolution must be an integer >= 8, got {resolution!r}')
     manual_dir = pathlib.Path(manual_dir).expanduser()
     if not manual_dir.is_dir():
-        raise DataError(f'{manual_dir}: manual_dir does not exist; expected a local copy of '
-                        f'{name}:{BUILDERS[name].MANUAL_DOWNLOAD_INSTRUCTIONS}')
+        raise DataError(
+            f'{manual_dir}: manual_dir does not exist; expected a local copy of '
+            f'{name}:{BUILDERS[name].MANUAL_DOWNLOAD_INSTRUCTIONS}'
+        )
     config: str | LayoutConfig = f'res{resolution}'
     if classes is not None or resolution not in RESOLUTIONS:
         classes = tuple(sorted(classes)) if classes is not None else None
         suffix = f'_{"-".join(classes)}' if classes else ''
-        config = LayoutConfig(name=f'res{resolution}{suffix}', resolution=resolution,
-                              classes=classes, version=_VERSION)
-    builder = BUILDERS[name](config=config, data_dir=str(pathlib.Path(data_dir).expanduser()),
-                             file_format='array_record')
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+        config = LayoutConfig(
+            name=f'res{resolution}{suffix}', resolution=resolution, classes=classes, version=_VERSION
+        )
+    builder = BUILDERS[name](
+        config=config, data_dir=str(pathlib.Path(data_dir).expanduser()), file_format='array_record'
+    )
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
     return builder
 
 
@@ -264,37 +274,47 @@ class TfdsSource:
       config: A config name other than 'res<resolution>' (a class subset).
     """
 
-    def __init__(self, name: str, *, split: str, data_dir: str | pathlib.Path,
-                 resolution: int = 224, config: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        *,
+        split: str,
+        data_dir: str | pathlib.Path,
+        resolution: int = 224,
+        config: str | None = None,
+    ):
         self.name, self.split = name, split
         self.config = config or f'res{resolution}'
         self.data_dir = str(pathlib.Path(data_dir).expanduser())
         self._source = self._open(decoders=None)
         features = self._source.dataset_info.features
-        self.class_names = (tuple(features['label'].names) if 'label' in features else None)
-        skip = self._open(decoders={k: tfds.decode.SkipDecoding()
-                                    for k in ('image', 'mask') if k in features})
+        self.class_names = tuple(features['label'].names) if 'label' in features else None
+        skip = self._open(
+            decoders={k: tfds.decode.SkipDecoding() for k in ('image', 'mask') if k in features}
+        )
         meta = [skip[i] for i in range(len(skip))]
         self.paths = [pathlib.Path(m['file_name'].decode()) for m in meta]
-        self.labels = (np.asarray([m['label'] for m in meta], np.int32)
-                       if self.class_names is not None else None)
+        self.labels = (
+            np.asarray([m['label'] for m in meta], np.int32) if self.class_names is not None else None
+        )
 
     def _open(self, decoders):
         try:
-            data_sources = tfds.data_source(f'{self.name}/{self.config}', data_dir=self.data_dir,
-                                            split=self.split, decoders=decoders)
+            data_sources = tfds.data_source(
+                f'{self.name}/{self.config}', data_dir=self.data_dir, split=self.split, decoders=decoders
+            )
         except Exception as err:  # TFDS raises several types for a missing build
             raise DataError(
                 f'{self.data_dir}: no prepared {self.name}/{self.config} split {self.split!r}; '
-                f'run tfds_builders.prepare first ({type(err).__name__}: {err})') from err
+                f'run tfds_builders.prepare first ({type(err).__name__}: {err})'
+            ) from err
         return data_sources
 
     def __len__(self) -> int:
         return len(self._source)
 
     def __repr__(self) -> str:
-        return (f'TfdsSource(name={self.name!r}, config={self.config!r}, split={self.split!r}, '
-                f'n={len(self)})')
+        return f'TfdsSource(name={self.name!r}, config={self.config!r}, split={self.split!r}, n={len(self)})'
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         raw = self._source[int(index)]

@@ -22,8 +22,17 @@ from fewshot_jax.models.resnet import (
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
-__all__ = ['LAYER_NAMES', 'LinearClassifier', 'Projector', 'ResNet', 'SSLModel', 'feature_dim',
-           'compute_dtype', 'make_encoder', 'make_ssl_model']
+__all__ = [
+    'LAYER_NAMES',
+    'LinearClassifier',
+    'Projector',
+    'ResNet',
+    'SSLModel',
+    'feature_dim',
+    'compute_dtype',
+    'make_encoder',
+    'make_ssl_model',
+]
 
 
 def compute_dtype(name: str):
@@ -40,22 +49,27 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
     Raises:
         ConfigError: an unknown depth, variant or stem, or a width that is not a positive int.
     """
-    checks = (('depth', tuple(STAGE_DEPTHS), None), ('variant', VARIANTS, 'v1.5'),
-              ('stem', STEMS, 'imagenet'))
+    checks = (
+        ('depth', tuple(STAGE_DEPTHS), None),
+        ('variant', VARIANTS, 'v1.5'),
+        ('stem', STEMS, 'imagenet'),
+    )
     for key, allowed, default in checks:
         if model_cfg.get(key, default) not in allowed:
-            raise ConfigError(f'model.{key}={model_cfg.get(key, default)!r}: expected one of '
-                              f'{list(allowed)}')
+            raise ConfigError(f'model.{key}={model_cfg.get(key, default)!r}: expected one of {list(allowed)}')
     width = model_cfg.get('width')
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ConfigError(f'model.width={width!r}: expected a positive integer')
-    return ResNet(depth=int(model_cfg['depth']), width=int(model_cfg['width']),
-                  variant=model_cfg.get('variant', 'v1.5'),
-                  stem=model_cfg.get('stem', 'imagenet'),
-                  dtype=compute_dtype(model_cfg.get('dtype', 'float32')),
-                  input_mean=tuple(model_cfg.get('input_mean', IMAGENET_MEAN)),
-                  input_std=tuple(model_cfg.get('input_std', IMAGENET_STD)),
-                  zero_init_residual=model_cfg.get('zero_init_residual', False))
+    return ResNet(
+        depth=int(model_cfg['depth']),
+        width=int(model_cfg['width']),
+        variant=model_cfg.get('variant', 'v1.5'),
+        stem=model_cfg.get('stem', 'imagenet'),
+        dtype=compute_dtype(model_cfg.get('dtype', 'float32')),
+        input_mean=tuple(model_cfg.get('input_mean', IMAGENET_MEAN)),
+        input_std=tuple(model_cfg.get('input_std', IMAGENET_STD)),
+        zero_init_residual=model_cfg.get('zero_init_residual', False),
+    )
 
 
 def make_ssl_model(model_cfg: ml_collections.ConfigDict) -> SSLModel:
@@ -63,6 +77,7 @@ def make_ssl_model(model_cfg: ml_collections.ConfigDict) -> SSLModel:
     sizes = tuple(model_cfg.projector)
     if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
         raise ConfigError(f'model.projector={sizes!r}: expected one or more positive layer sizes')
-    projector = Projector(features=tuple(model_cfg.projector),
-                          dtype=compute_dtype(model_cfg.get('dtype', 'float32')))
+    projector = Projector(
+        features=tuple(model_cfg.projector), dtype=compute_dtype(model_cfg.get('dtype', 'float32'))
+    )
     return SSLModel(encoder=make_encoder(model_cfg), projector=projector)

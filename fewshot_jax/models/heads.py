@@ -31,8 +31,9 @@ class Projector(nn.Module):
             raise ValueError('model.projector must list at least one layer size')
         for i, feats in enumerate(self.features):
             x = nn.Dense(feats, dtype=self.dtype, name=f'dense{i}')(x)
-            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                             dtype=self.dtype, name=f'bn{i}')(x)
+            x = nn.BatchNorm(
+                use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype, name=f'bn{i}'
+            )(x)
             if i < len(self.features) - 1:
                 x = nn.relu(x)
         return x.astype(jnp.float32)

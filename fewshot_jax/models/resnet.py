@@ -73,11 +73,23 @@ class _Block(nn.Module):
         keras = self.variant == 'keras'
         eps = 1.001e-5 if keras else 1e-5
         conv = lambda feats, k, s, name: nn.Conv(  # noqa: E731
-            feats, (k, k), (s, s), padding=[(k // 2, k // 2)] * 2, use_bias=keras,
-            dtype=self.dtype, kernel_init=_conv_init, name=name)
+            feats,
+            (k, k),
+            (s, s),
+            padding=[(k // 2, k // 2)] * 2,
+            use_bias=keras,
+            dtype=self.dtype,
+            kernel_init=_conv_init,
+            name=name,
+        )
         norm = lambda name, zero=False: nn.BatchNorm(  # noqa: E731
-            use_running_average=not train, momentum=0.9, epsilon=eps, dtype=self.dtype,
-            scale_init=nn.initializers.zeros if zero else nn.initializers.ones, name=name)
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=eps,
+            dtype=self.dtype,
+            scale_init=nn.initializers.zeros if zero else nn.initializers.ones,
+            name=name,
+        )
 
         residual = x
         if self.bottleneck:
@@ -92,8 +104,7 @@ class _Block(nn.Module):
             y = norm('bn2', self.zero_init_residual)(conv(self.width, 3, 1, 'conv2')(y))
 
         if self.stride != 1 or x.shape[-1] != out_feats:
-            residual = norm('downsample_bn')(
-                conv(out_feats, 1, self.stride, 'downsample_conv')(x))
+            residual = norm('downsample_bn')(conv(out_feats, 1, self.stride, 'downsample_conv')(x))
         return nn.relu(y + residual)
 
 
@@ -143,11 +154,23 @@ class ResNet(nn.Module):
 
         small = self.stem == 'small'
         kernel, stride = (3, 1) if small else (7, 2)
-        x = nn.Conv(self.width, (kernel, kernel), (stride, stride),
-                    padding=[(kernel // 2, kernel // 2)] * 2, use_bias=keras,
-                    dtype=self.dtype, kernel_init=_conv_init, name='conv1')(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                         epsilon=1.001e-5 if keras else 1e-5, dtype=self.dtype, name='bn1')(x)
+        x = nn.Conv(
+            self.width,
+            (kernel, kernel),
+            (stride, stride),
+            padding=[(kernel // 2, kernel // 2)] * 2,
+            use_bias=keras,
+            dtype=self.dtype,
+            kernel_init=_conv_init,
+            name='conv1',
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=1.001e-5 if keras else 1e-5,
+            dtype=self.dtype,
+            name='bn1',
+        )(x)
         x = nn.relu(x)
         intermediates = {'stem': x}
         if not small:
@@ -157,9 +180,15 @@ class ResNet(nn.Module):
         for stage, n_blocks in enumerate(STAGE_DEPTHS[self.depth], start=1):
             for block in range(n_blocks):
                 stride = 2 if stage > 1 and block == 0 else 1
-                x = _Block(self.width * 2 ** (stage - 1), stride, bottleneck, self.variant,
-                           self.dtype, self.zero_init_residual,
-                           name=f'layer{stage}_{block}')(x, train)
+                x = _Block(
+                    self.width * 2 ** (stage - 1),
+                    stride,
+                    bottleneck,
+                    self.variant,
+                    self.dtype,
+                    self.zero_init_residual,
+                    name=f'layer{stage}_{block}',
+                )(x, train)
             intermediates[f'stage{stage}'] = x
 
         pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))

@@ -65,7 +65,8 @@ def check_features(features, needed=SKIP_LAYERS) -> None:
     if missing:
         raise DecoderInputError(
             f'the encoder gives intermediates {sorted(features)}; the U-Net decoder needs '
-            f'{list(needed)} (missing {missing}): use a ResNet encoder from fewshot_jax.models')
+            f'{list(needed)} (missing {missing}): use a ResNet encoder from fewshot_jax.models'
+        )
 
 
 def _phase_taps(kernel: int, stride: int, padding: str):
@@ -84,8 +85,7 @@ def _phase_taps(kernel: int, stride: int, padding: str):
         raise ValueError(f'padding={padding!r}: expected SAME or VALID')
     phases = []
     for p in range(stride):
-        taps = sorted(((p + t - pad_a) // stride, t) for t in range(kernel)
-                      if (p + t - pad_a) % stride == 0)
+        taps = sorted(((p + t - pad_a) // stride, t) for t in range(kernel) if (p + t - pad_a) % stride == 0)
         phases.append(([t for _, t in taps], [d for d, _ in taps]))
     return phases
 
@@ -119,8 +119,7 @@ class UpConv(nn.Module):
     @nn.compact
     def __call__(self, x):
         k, s = self.kernel, self.stride
-        w = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features),
-                       jnp.float32)
+        w = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32)
         phases = _phase_taps(k, s, self.padding)
         if any(len(taps) == 0 for taps, _ in phases):
             raise ValueError(f'UpConv kernel {k} stride {s}: some output phase has no taps')
@@ -136,16 +135,26 @@ class UpConv(nn.Module):
         for ty, dy in phases:
             row = []
             for tx, dx in phases:
-                window = xp[:, low + dy[0]:low + dy[0] + h + len(dy) - 1,
-                            low + dx[0]:low + dx[0] + wd + len(dx) - 1]
-                row.append(jax.lax.conv_general_dilated(
-                    window, w[jnp.asarray(ty)][:, jnp.asarray(tx)], (1, 1), 'VALID',
-                    dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+                window = xp[
+                    :,
+                    low + dy[0] : low + dy[0] + h + len(dy) - 1,
+                    low + dx[0] : low + dx[0] + wd + len(dx) - 1,
+                ]
+                row.append(
+                    jax.lax.conv_general_dilated(
+                        window,
+                        w[jnp.asarray(ty)][:, jnp.asarray(tx)],
+                        (1, 1),
+                        'VALID',
+                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                    )
+                )
             rows.append(jnp.stack(row, axis=3))  # (N, H, W, phase x, C)
         y = jnp.stack(rows, axis=2).reshape(n, h * s, wd * s, self.features)
         if self.use_bias:
-            y = y + self.param('bias', nn.initializers.zeros, (self.features,),
-                               jnp.float32).astype(self.dtype)
+            y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32).astype(
+                self.dtype
+            )
         return y
 
 
@@ -171,14 +180,34 @@ class PaperDecoder(nn.Module):
         x = features['stage4'].astype(self.dtype)
         skips = ('stage3', 'stage2', 'stage1', 'stem')
         for i, (feats, skip) in enumerate(zip(self.filters, skips, strict=True)):
-            x = UpConv(feats, 4, 2, 'SAME', use_bias=False, kernel_init=_pix2pix_init,
-                       dtype=self.dtype, name=f'up{i}')(x)
-            x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                             epsilon=1e-3, dtype=self.dtype, name=f'bn{i}')(x)
+            x = UpConv(
+                feats,
+                4,
+                2,
+                'SAME',
+                use_bias=False,
+                kernel_init=_pix2pix_init,
+                dtype=self.dtype,
+                name=f'up{i}',
+            )(x)
+            x = nn.BatchNorm(
+                use_running_average=not train,
+                momentum=self.bn_momentum,
+                epsilon=1e-3,
+                dtype=self.dtype,
+                name=f'bn{i}',
+            )(x)
             x = nn.relu(x)
             x = jnp.concatenate([x, features[skip].astype(self.dtype)], axis=-1)
-        x = UpConv(self.num_classes, 4, 2, 'SAME', kernel_init=nn.initializers.glorot_uniform(),
-                   dtype=self.dtype, name='out')(x)
+        x = UpConv(
+            self.num_classes,
+            4,
+            2,
+            'SAME',
+            kernel_init=nn.initializers.glorot_uniform(),
+            dtype=self.dtype,
+            name='out',
+        )(x)
         return x.astype(jnp.float32)
 
 
@@ -207,15 +236,26 @@ class ClassicDecoder(nn.Module):
         if self.image_skip and 'image' not in features:
             raise DecoderInputError("image_skip needs the input image as features['image']")
         for i, (feats, skip) in enumerate(zip(self.filters, skips, strict=True)):
-            x = UpConv(feats, 2, 2, 'VALID', kernel_init=_he_init, dtype=self.dtype,
-                       name=f'up{i}')(x)
+            x = UpConv(feats, 2, 2, 'VALID', kernel_init=_he_init, dtype=self.dtype, name=f'up{i}')(x)
             if skip is not None:
                 x = jnp.concatenate([x, features[skip].astype(self.dtype)], axis=-1)
             for j in range(2):
-                x = nn.Conv(feats, (3, 3), padding='SAME', use_bias=False, dtype=self.dtype,
-                            kernel_init=_he_init, name=f'conv{i}_{j}')(x)
-                x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                 epsilon=1e-5, dtype=self.dtype, name=f'bn{i}_{j}')(x)
+                x = nn.Conv(
+                    feats,
+                    (3, 3),
+                    padding='SAME',
+                    use_bias=False,
+                    dtype=self.dtype,
+                    kernel_init=_he_init,
+                    name=f'conv{i}_{j}',
+                )(x)
+                x = nn.BatchNorm(
+                    use_running_average=not train,
+                    momentum=self.bn_momentum,
+                    epsilon=1e-5,
+                    dtype=self.dtype,
+                    name=f'bn{i}_{j}',
+                )(x)
                 x = nn.relu(x)
         x = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name='out')(x)
         return x.astype(jnp.float32)
@@ -237,7 +277,8 @@ class UNet(nn.Module):
         if height % DOWNSAMPLING or width % DOWNSAMPLING:
             raise DecoderInputError(
                 f'U-Net input of {height}x{width} px: both sides must be multiples of '
-                f'{DOWNSAMPLING} (the encoder downsamples by {DOWNSAMPLING})')
+                f'{DOWNSAMPLING} (the encoder downsamples by {DOWNSAMPLING})'
+            )
         # BatchNorm in inference mode whatever `train` says: the encoder stays as pretrained.
         _, intermediates = self.encoder(images, train=False)
         check_features(intermediates)
@@ -246,8 +287,9 @@ class UNet(nn.Module):
         return self.decoder(skips, train=train)
 
 
-def make_decoder(name: str, encoder_width: int, num_classes: int, dtype=jnp.float32,
-                 bn_momentum: float | None = None) -> nn.Module:
+def make_decoder(
+    name: str, encoder_width: int, num_classes: int, dtype=jnp.float32, bn_momentum: float | None = None
+) -> nn.Module:
     """The decoder called ``name`` ('paper' or 'unet'), its filters scaled to the encoder width.
 
     Args:
@@ -257,17 +299,14 @@ def make_decoder(name: str, encoder_width: int, num_classes: int, dtype=jnp.floa
         ValueError: an unknown decoder name, a class count below 1, a momentum outside [0, 1).
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f'num_classes={num_classes!r}: expected 1 (binary) or the number of '
-                         f'classes (>= 2)')
+        raise ValueError(f'num_classes={num_classes!r}: expected 1 (binary) or the number of classes (>= 2)')
     extra = {}
     if bn_momentum is not None:
         if not 0 <= bn_momentum < 1:
             raise ValueError(f'segment.bn_momentum={bn_momentum!r}: expected a value in [0, 1)')
         extra['bn_momentum'] = float(bn_momentum)
     if name == 'paper':
-        return PaperDecoder(num_classes, scaled_filters(PAPER_FILTERS, encoder_width), dtype,
-                            **extra)
+        return PaperDecoder(num_classes, scaled_filters(PAPER_FILTERS, encoder_width), dtype, **extra)
     if name == 'unet':
-        return ClassicDecoder(num_classes, scaled_filters(CLASSIC_FILTERS, encoder_width), dtype,
-                              **extra)
+        return ClassicDecoder(num_classes, scaled_filters(CLASSIC_FILTERS, encoder_width), dtype, **extra)
     raise ValueError(f'segment.decoder={name!r}: expected one of {DECODERS}')

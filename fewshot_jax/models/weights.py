@@ -83,8 +83,10 @@ def parse_spec(spec: str | os.PathLike) -> tuple[str, Path | None, int | None]:
     if sep and kind in SPEC_KINDS:
         path_text = rest
     elif sep and re.fullmatch(r'[a-z_]+', kind) and not Path(text).exists():
-        raise WeightsError(f'weight spec {text!r}: unknown kind {kind!r}; expected one of '
-                           f"{SPEC_KINDS} ('random' or '<kind>:/path')")
+        raise WeightsError(
+            f'weight spec {text!r}: unknown kind {kind!r}; expected one of '
+            f"{SPEC_KINDS} ('random' or '<kind>:/path')"
+        )
     else:
         kind, path_text = None, text
     if not path_text:
@@ -113,7 +115,8 @@ def _kind_of_path(path: Path, text: str) -> str:
         f'weight spec {text!r}: cannot tell the format from the path; write it as '
         f"'torchvision:PATH' ({'/'.join(TORCH_SUFFIXES)}), 'keras:PATH' "
         f"({'/'.join(KERAS_SUFFIXES)}) or 'checkpoint:WORKDIR'"
-        + ('' if path.exists() else f' (and note that {path} does not exist)'))
+        + ('' if path.exists() else f' (and note that {path} does not exist)')
+    )
 
 
 def load_weights(spec: str | os.PathLike, step: int | None = None) -> LoadedWeights:
@@ -147,12 +150,17 @@ def load_weights(spec: str | os.PathLike, step: int | None = None) -> LoadedWeig
     else:
         variables, depth, width = weights_keras.read_keras(path)
         variant = 'keras'
-    return LoadedWeights(variables=variables, model=model_config(depth, width, variant),
-                         name=path.stem, source=f'{kind}:{path}')
+    return LoadedWeights(
+        variables=variables,
+        model=model_config(depth, width, variant),
+        name=path.stem,
+        source=f'{kind}:{path}',
+    )
 
 
-def model_config(depth: int, width: int, variant: str, normalization: str | None = None,
-                 **extra: Any) -> dict:
+def model_config(
+    depth: int, width: int, variant: str, normalization: str | None = None, **extra: Any
+) -> dict:
     """The model config of an encoder, with the input normalisation its weights expect.
 
     Args:
@@ -162,8 +170,14 @@ def model_config(depth: int, width: int, variant: str, normalization: str | None
         **extra: further entries (dtype, zero_init_residual, …) kept as given.
     """
     mean, std = normalization_values(normalization or _DEFAULT_NORMALIZATION[variant])
-    config = {'depth': int(depth), 'width': int(width), 'variant': variant, 'dtype': 'float32',
-              'input_mean': list(mean), 'input_std': list(std)}
+    config = {
+        'depth': int(depth),
+        'width': int(width),
+        'variant': variant,
+        'dtype': 'float32',
+        'input_mean': list(mean),
+        'input_std': list(std),
+    }
     config.update(extra)
     return config
 
@@ -205,35 +219,54 @@ def initial_variables(init_spec: str, model_cfg: Mapping, variables: Mapping) ->
         if have != want:
             raise WeightsError(
                 f'model.init={init_spec!r} holds a {_describe(loaded.model)} but the config builds '
-                f'a {_describe({**loaded.model, key: want})}: set model.{key}={have!r}')
+                f'a {_describe({**loaded.model, key: want})}: set model.{key}={have!r}'
+            )
     wanted_mean = loaded.model['input_mean']
     configured_mean = list(model_cfg.get('input_mean', IMAGENET_MEAN))
     if not np.allclose(configured_mean, wanted_mean):
         # Not an error: fine-tuning adapts, and the paper's own preprocessing is not recorded.
-        log.warning('model.init=%r was trained on inputs normalised with mean %s and std %s, but '
-                    'the config normalises with mean %s; set model.input_mean and '
-                    'model.input_std to match for a faithful start',
-                    init_spec, wanted_mean, loaded.model['input_std'], configured_mean)
+        log.warning(
+            'model.init=%r was trained on inputs normalised with mean %s and std %s, but '
+            'the config normalises with mean %s; set model.input_mean and '
+            'model.input_std to match for a faithful start',
+            init_spec,
+            wanted_mean,
+            loaded.model['input_std'],
+            configured_mean,
+        )
     return _replace_encoder(variables, loaded)
 
 
 def _describe(model: Mapping) -> str:
     stem = model.get('stem', 'imagenet')
-    return (f"ResNet{model['depth']} (width {model['width']}, variant {model['variant']!r}"
-            + (f', stem {stem!r})' if stem != 'imagenet' else ')'))
+    return f'ResNet{model["depth"]} (width {model["width"]}, variant {model["variant"]!r}' + (
+        f', stem {stem!r})' if stem != 'imagenet' else ')'
+    )
 
 
 def _replace_encoder(variables: Mapping, loaded: LoadedWeights):
     import jax.numpy as jnp
 
     nested = 'encoder' in variables.get('params', {})
-    target = flatten({col: (tree['encoder'] if nested else tree)
-                      for col, tree in variables.items() if col in ('params', 'batch_stats')})
+    target = flatten(
+        {
+            col: (tree['encoder'] if nested else tree)
+            for col, tree in variables.items()
+            if col in ('params', 'batch_stats')
+        }
+    )
     source = flatten(loaded.variables)
-    misshapen = [f'{"/".join(p)}: weights {source[p].shape}, model {tuple(target[p].shape)}'
-                 for p in target if p in source and source[p].shape != tuple(target[p].shape)]
-    problem = mismatch_report(loaded.source, sorted('/'.join(p) for p in set(target) - set(source)),
-                              sorted('/'.join(p) for p in set(source) - set(target)), misshapen)
+    misshapen = [
+        f'{"/".join(p)}: weights {source[p].shape}, model {tuple(target[p].shape)}'
+        for p in target
+        if p in source and source[p].shape != tuple(target[p].shape)
+    ]
+    problem = mismatch_report(
+        loaded.source,
+        sorted('/'.join(p) for p in set(target) - set(source)),
+        sorted('/'.join(p) for p in set(source) - set(target)),
+        misshapen,
+    )
     if problem:
         raise WeightsError(problem)
     replaced = nest({p: jnp.asarray(source[p], dtype=target[p].dtype) for p in target})

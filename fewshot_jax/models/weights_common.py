@@ -52,8 +52,9 @@ class LoadedWeights:
 
 
 @functools.lru_cache(maxsize=16)
-def encoder_shapes(depth: int, width: int, variant: str,
-                   stem: str = 'imagenet') -> dict[tuple[str, ...], tuple[int, ...]]:
+def encoder_shapes(
+    depth: int, width: int, variant: str, stem: str = 'imagenet'
+) -> dict[tuple[str, ...], tuple[int, ...]]:
     """Every variable of a ResNet encoder: ``{('params', 'conv1', 'kernel'): shape, …}``.
 
     Traced abstractly (no arrays are allocated), so it costs the same for any width.
@@ -64,8 +65,7 @@ def encoder_shapes(depth: int, width: int, variant: str,
     if depth not in STAGE_DEPTHS:
         raise WeightsError(f'ResNet depth {depth}: expected one of {sorted(STAGE_DEPTHS)}')
     module = ResNet(depth=depth, width=width, variant=variant, stem=stem)
-    abstract = jax.eval_shape(
-        lambda: module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32)))
+    abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3), jnp.float32)))
     return {path: tuple(leaf.shape) for path, leaf in flatten(abstract).items()}
 
 
@@ -91,8 +91,7 @@ def nest(flat: Mapping[tuple[str, ...], Any]) -> dict:
     return tree
 
 
-def mismatch_report(source: str, missing: list[str], extra: list[str],
-                    misshapen: list[str]) -> str | None:
+def mismatch_report(source: str, missing: list[str], extra: list[str], misshapen: list[str]) -> str | None:
     """One error message listing every missing, unexpected and misshapen entry, or None."""
     parts = []
     if missing:

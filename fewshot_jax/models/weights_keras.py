@@ -50,7 +50,7 @@ def keras_name(path: tuple[str, ...]) -> str:
     if len(modules) == 1:
         layer = 'conv1_conv' if modules[0] == 'conv1' else 'conv1_bn'
     else:
-        stage, block = (int(x) for x in modules[0][len('layer'):].split('_'))
+        stage, block = (int(x) for x in modules[0][len('layer') :].split('_'))
         child = modules[1]
         k = '0' if child.startswith('downsample') else child[-1]
         layer = f'conv{stage + 1}_block{block + 1}_{k}_{"bn" if "bn" in child else "conv"}'
@@ -95,21 +95,28 @@ def read_keras_arrays(path: Path) -> dict[str, np.ndarray]:
             f.visititems(visit)
             top = sorted(f.keys())
     except OSError as err:
-        hint = (' (a Keras 3 .keras file is a zip archive: extract its model.weights.h5)'
-                if path.suffix == '.keras' else '')
+        hint = (
+            ' (a Keras 3 .keras file is a zip archive: extract its model.weights.h5)'
+            if path.suffix == '.keras'
+            else ''
+        )
         raise WeightsError(f'{path}: not a readable HDF5 file{hint} ({err})') from err
     if v2_layers:
-        raise WeightsError(f'{path}: a Keras ResNetV2 (pre-activation; layers such as '
-                           f'{sorted(v2_layers)[:3]}); only ResNet50/ResNet101 (v1) are supported')
+        raise WeightsError(
+            f'{path}: a Keras ResNetV2 (pre-activation; layers such as '
+            f'{sorted(v2_layers)[:3]}); only ResNet50/ResNet101 (v1) are supported'
+        )
     if not found:
         raise WeightsError(
             f'{path}: no Keras ResNet layers (conv1_conv, conv2_block1_1_conv, …) found; '
-            f'top-level groups {top}, weights under {sorted(other_layers)[:10]}')
+            f'top-level groups {top}, weights under {sorted(other_layers)[:10]}'
+        )
     duplicated = {key: [where for where, _ in hits] for key, hits in found.items() if len(hits) > 1}
     if duplicated:
         key, wheres = next(iter(sorted(duplicated.items())))
-        raise WeightsError(f'{path}: holds more than one ResNet ({key} at {wheres}); save the '
-                           f'encoder you want on its own')
+        raise WeightsError(
+            f'{path}: holds more than one ResNet ({key} at {wheres}); save the encoder you want on its own'
+        )
     return {key: hits[0][1] for key, hits in found.items()}
 
 
@@ -122,11 +129,15 @@ def architecture_of(arrays: dict[str, np.ndarray], source: str) -> tuple[int, in
             blocks.setdefault(int(match[1]), set()).add(int(match[2]))
     counts = tuple(len(blocks.get(stage, ())) for stage in (2, 3, 4, 5))
     if counts in _UNSUPPORTED:
-        raise WeightsError(f'{source}: a Keras {_UNSUPPORTED[counts]}; the encoder supports '
-                           f'ResNet50 and ResNet101 from Keras')
+        raise WeightsError(
+            f'{source}: a Keras {_UNSUPPORTED[counts]}; the encoder supports '
+            f'ResNet50 and ResNet101 from Keras'
+        )
     if counts not in _KERAS_DEPTHS:
-        raise WeightsError(f'{source}: blocks per stage {counts} match no Keras ResNet '
-                           f'(ResNet50: (3, 4, 6, 3), ResNet101: (3, 4, 23, 3))')
+        raise WeightsError(
+            f'{source}: blocks per stage {counts} match no Keras ResNet '
+            f'(ResNet50: (3, 4, 6, 3), ResNet101: (3, 4, 23, 3))'
+        )
     if 'conv1_conv/kernel' not in arrays:
         raise WeightsError(f'{source}: no conv1_conv/kernel, cannot tell the network width')
     return _KERAS_DEPTHS[counts], int(arrays['conv1_conv/kernel'].shape[-1])
@@ -154,8 +165,9 @@ def variables_from_keras_arrays(arrays: dict[str, np.ndarray], source: str) -> t
         used.add(name)
         array = arrays[name]
         if array.shape != shape:
-            misshapen.append(f'{name}: file {array.shape}, Keras ResNet{depth} (width {width}) '
-                             f'expects {shape}')
+            misshapen.append(
+                f'{name}: file {array.shape}, Keras ResNet{depth} (width {width}) expects {shape}'
+            )
             continue
         array = array.astype(np.float32, copy=False)
         if path == ('params', 'conv1', 'kernel'):

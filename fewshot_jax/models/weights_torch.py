@@ -31,8 +31,13 @@ from fewshot_jax.models.weights_common import (
     nest,
 )
 
-_LEAF_NAMES = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean',
-               'var': 'running_var'}
+_LEAF_NAMES = {
+    'kernel': 'weight',
+    'scale': 'weight',
+    'bias': 'bias',
+    'mean': 'running_mean',
+    'var': 'running_var',
+}
 _BLOCK = re.compile(r'layer(\d+)_(\d+)')
 _TORCH_BLOCK = re.compile(r'^layer(\d+)\.(\d+)\.')
 _IGNORED = re.compile(r'^fc\.|(^|\.)num_batches_tracked$')
@@ -50,8 +55,9 @@ def torch_key(path: tuple[str, ...]) -> str:
         if block:
             parts += [f'layer{block[1]}', block[2]]
         else:
-            parts.append({'downsample_conv': 'downsample.0',
-                          'downsample_bn': 'downsample.1'}.get(module, module))
+            parts.append(
+                {'downsample_conv': 'downsample.0', 'downsample_bn': 'downsample.1'}.get(module, module)
+            )
     return '.'.join(parts + [_LEAF_NAMES[leaf]])
 
 
@@ -77,6 +83,7 @@ def read_state_dict(path: Path) -> dict[str, np.ndarray]:
     try:
         if suffix == '.safetensors':
             from safetensors.numpy import load_file
+
             return dict(load_file(str(path)))
         if suffix == '.npz':
             with np.load(path, allow_pickle=False) as data:
@@ -86,8 +93,9 @@ def read_state_dict(path: Path) -> dict[str, np.ndarray]:
     except WeightsError:
         raise
     except Exception as err:  # noqa: BLE001 - every reader's failure gets the file's name
-        raise WeightsError(f'{path}: cannot read it as a {suffix} state dict '
-                           f'({type(err).__name__}: {err})') from err
+        raise WeightsError(
+            f'{path}: cannot read it as a {suffix} state dict ({type(err).__name__}: {err})'
+        ) from err
     raise WeightsError(f'{path}: expected a .pth, .pt, .safetensors or .npz state dict')
 
 
@@ -95,8 +103,10 @@ def _read_torch_file(path: Path) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError as err:
-        raise WeightsError(f"{path}: reading .pth/.pt files needs torch (pip install "
-                           f"'fewshot_jax[torch]'), or convert it to .safetensors") from err
+        raise WeightsError(
+            f'{path}: reading .pth/.pt files needs torch (pip install '
+            f"'fewshot_jax[torch]'), or convert it to .safetensors"
+        ) from err
     obj = torch.load(path, map_location='cpu', weights_only=True)
     for wrapper in ('state_dict', 'model'):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
@@ -115,25 +125,29 @@ def _read_torch_file(path: Path) -> dict[str, np.ndarray]:
 
 def _strip_prefix(state: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
     """Removes a wrapper prefix such as ``module.`` or ``encoder.`` shared by the ResNet keys."""
-    prefixes = {key[:-len('conv1.weight')] for key in state
-                if key.endswith('conv1.weight') and not re.search(r'layer\d+\.\d+\.$',
-                                                                  key[:-len('conv1.weight')])}
+    prefixes = {
+        key[: -len('conv1.weight')]
+        for key in state
+        if key.endswith('conv1.weight') and not re.search(r'layer\d+\.\d+\.$', key[: -len('conv1.weight')])
+    }
     if len(prefixes) > 1:
-        raise WeightsError(f'{source}: holds several ResNets (key prefixes {sorted(prefixes)}); '
-                           f'save the one you want on its own')
+        raise WeightsError(
+            f'{source}: holds several ResNets (key prefixes {sorted(prefixes)}); '
+            f'save the one you want on its own'
+        )
     prefix = prefixes.pop() if prefixes else ''
     if not prefix:
         return state
-    return {(key[len(prefix):] if key.startswith(prefix) else key): value
-            for key, value in state.items()}
+    return {(key[len(prefix) :] if key.startswith(prefix) else key): value for key, value in state.items()}
 
 
 def architecture_of(state: Mapping[str, np.ndarray], source: str) -> tuple[int, int]:
     """``(depth, width)`` of the torchvision ResNet a state dict belongs to."""
     if 'conv1.weight' not in state:
         sample = ', '.join(sorted(state)[:8]) or 'none'
-        raise WeightsError(f'{source}: not a torchvision ResNet state dict (no conv1.weight; '
-                           f'keys include {sample})')
+        raise WeightsError(
+            f'{source}: not a torchvision ResNet state dict (no conv1.weight; keys include {sample})'
+        )
     blocks: dict[int, set[int]] = {}
     for key in state:
         match = _TORCH_BLOCK.match(key)
@@ -146,11 +160,11 @@ def architecture_of(state: Mapping[str, np.ndarray], source: str) -> tuple[int, 
             return depth, int(state['conv1.weight'].shape[0])
     raise WeightsError(
         f'{source}: {"bottleneck" if bottleneck else "basic"} blocks per stage {counts} match no '
-        f'supported ResNet ({", ".join(f"ResNet{d}: {s}" for d, s in STAGE_DEPTHS.items())})')
+        f'supported ResNet ({", ".join(f"ResNet{d}: {s}" for d, s in STAGE_DEPTHS.items())})'
+    )
 
 
-def variables_from_state_dict(state: Mapping[str, np.ndarray], source: str
-                              ) -> tuple[dict, int, int]:
+def variables_from_state_dict(state: Mapping[str, np.ndarray], source: str) -> tuple[dict, int, int]:
     """Converts a torchvision ResNet state dict into Flax variables.
 
     Args:
@@ -177,8 +191,7 @@ def variables_from_state_dict(state: Mapping[str, np.ndarray], source: str
         array = np.asarray(state[key])
         want = _torch_shape(path, shape)
         if array.shape != want:
-            misshapen.append(f'{key}: file {array.shape}, ResNet{depth} (width {width}) '
-                             f'expects {want}')
+            misshapen.append(f'{key}: file {array.shape}, ResNet{depth} (width {width}) expects {want}')
             continue
         if not np.issubdtype(array.dtype, np.floating):
             misshapen.append(f'{key}: dtype {array.dtype}, expected floating point')
@@ -203,19 +216,30 @@ def state_dict_from_variables(variables: Mapping) -> dict[str, np.ndarray]:
         WeightsError: the variables are not those of a v1.5 ResNet encoder alone.
     """
     if 'encoder' in variables.get('params', {}):
-        raise WeightsError("export takes the encoder's variables: pass "
-                           "{'params': v['params']['encoder'], 'batch_stats': v['batch_stats']['encoder']}")
-    flat = {path: np.asarray(leaf) for path, leaf in flatten(variables).items()
-            if path[0] in ('params', 'batch_stats')}
+        raise WeightsError(
+            "export takes the encoder's variables: pass "
+            "{'params': v['params']['encoder'], 'batch_stats': v['batch_stats']['encoder']}"
+        )
+    flat = {
+        path: np.asarray(leaf)
+        for path, leaf in flatten(variables).items()
+        if path[0] in ('params', 'batch_stats')
+    }
     if ('params', 'conv1', 'bias') in flat:
-        raise WeightsError('these variables are of a variant=\'keras\' ResNet (convolutions with '
-                           'biases, strides in the 1x1 convolutions); torchvision has no such ResNet')
+        raise WeightsError(
+            "these variables are of a variant='keras' ResNet (convolutions with "
+            'biases, strides in the 1x1 convolutions); torchvision has no such ResNet'
+        )
     if ('params', 'conv1', 'kernel') not in flat:
-        raise WeightsError(f'not ResNet encoder variables: no params/conv1/kernel among '
-                           f'{sorted("/".join(p) for p in flat)[:8]}')
+        raise WeightsError(
+            f'not ResNet encoder variables: no params/conv1/kernel among '
+            f'{sorted("/".join(p) for p in flat)[:8]}'
+        )
     # safetensors writes an array's memory as it lies: only C-contiguous arrays survive.
-    state = {torch_key(path): np.ascontiguousarray(_to_torch(path, leaf), np.float32)
-             for path, leaf in flat.items()}
+    state = {
+        torch_key(path): np.ascontiguousarray(_to_torch(path, leaf), np.float32)
+        for path, leaf in flat.items()
+    }
     # Checks the tree is a complete encoder (raises on anything missing or extra).
     variables_from_state_dict(state, 'exported variables')
     return state
@@ -228,6 +252,7 @@ def write_torchvision(variables: Mapping, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == '.safetensors':
         from safetensors.numpy import save_file
+
         save_file(state, str(path))
     elif suffix == '.npz':
         with path.open('wb') as f:  # a file object keeps numpy from renaming the path
@@ -236,8 +261,10 @@ def write_torchvision(variables: Mapping, path: Path) -> Path:
         try:
             import torch
         except ImportError as err:
-            raise WeightsError(f"{path}: writing .pth/.pt needs torch (pip install "
-                               f"'fewshot_jax[torch]'); .safetensors needs nothing more") from err
+            raise WeightsError(
+                f'{path}: writing .pth/.pt needs torch (pip install '
+                f"'fewshot_jax[torch]'); .safetensors needs nothing more"
+            ) from err
         # torch.tensor copies: arrays fetched from JAX are read-only.
         torch.save({key: torch.tensor(value) for key, value in state.items()}, path)
     else:

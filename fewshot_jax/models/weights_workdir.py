@@ -29,7 +29,6 @@ from fewshot_jax.models.weights_common import (
 log = logging.getLogger(__name__)
 
 
-
 class DamagedCheckpointError(WeightsError):
     """A checkpoint step whose files are missing or unreadable."""
 
@@ -62,7 +61,8 @@ def read_workdir(workdir: Path, step: int | None = None) -> LoadedWeights:
         raise WeightsError(
             f'{workdir}: not a pretraining workdir with weights: it holds neither '
             f'{checkpoint.ENCODER_DIR}/{checkpoint.ENCODER_META} (written when a run finishes) '
-            f'nor {checkpoint.CHECKPOINT_DIR}/<step>/')
+            f'nor {checkpoint.CHECKPOINT_DIR}/<step>/'
+        )
     if step is None:
         if final is not None and (not steps or final >= steps[-1]):
             return _read_final(workdir, final)
@@ -82,10 +82,12 @@ def read_workdir(workdir: Path, step: int | None = None) -> LoadedWeights:
         except Exception as err:
             if not _is_damage(err):
                 raise
-            raise WeightsError(f'{workdir}: checkpoint step {step} is unreadable '
-                               f'({type(err).__name__}: {str(err)[:300]})') from err
+            raise WeightsError(
+                f'{workdir}: checkpoint step {step} is unreadable ({type(err).__name__}: {str(err)[:300]})'
+            ) from err
     found, unreadable = checkpoint.first_readable(
-        candidates, lambda s: _read_checkpoint(workdir, s), str(workdir), _is_damage)
+        candidates, lambda s: _read_checkpoint(workdir, s), str(workdir), _is_damage
+    )
     if found is None:
         raise WeightsError(f'{workdir}: no readable checkpoint; tried steps {unreadable}')
     return found[1]
@@ -114,8 +116,9 @@ def _read_final(workdir: Path, step: int) -> LoadedWeights:
     model = _with_defaults(read_json(meta_path).get('model') or {}, str(meta_path))
     variables = _restore_numpy(checkpoint.encoder_variables_path(workdir), prefix=None)
     _check(variables, model, str(meta_path.parent))
-    return LoadedWeights(variables=variables, model=model, name=workdir.name,
-                         source=f'checkpoint:{workdir}', step=step)
+    return LoadedWeights(
+        variables=variables, model=model, name=workdir.name, source=f'checkpoint:{workdir}', step=step
+    )
 
 
 def _read_checkpoint(workdir: Path, step: int) -> LoadedWeights:
@@ -126,8 +129,13 @@ def _read_checkpoint(workdir: Path, step: int) -> LoadedWeights:
     model = _with_defaults(config['model'], f'{folder}/config')
     variables = _restore_numpy(folder / 'state', prefix='encoder')
     _check(variables, model, str(folder))
-    return LoadedWeights(variables=variables, model=model, name=f'{workdir.name}@{step}',
-                         source=f'checkpoint:{workdir}@{step}', step=step)
+    return LoadedWeights(
+        variables=variables,
+        model=model,
+        name=f'{workdir.name}@{step}',
+        source=f'checkpoint:{workdir}@{step}',
+        step=step,
+    )
 
 
 def _restore_numpy(path: Path, prefix: str | None) -> dict:
@@ -142,8 +150,9 @@ def _restore_numpy(path: Path, prefix: str | None) -> dict:
         node = tree.get(collection, {})
         if prefix is not None:
             if prefix not in node:
-                raise WeightsError(f'{path}: no {collection}/{prefix} in this checkpoint '
-                                   f'(found {sorted(node)})')
+                raise WeightsError(
+                    f'{path}: no {collection}/{prefix} in this checkpoint (found {sorted(node)})'
+                )
             node = {prefix: node[prefix]}
         wanted[collection] = dict(node)
     restored = checkpoint.restore_numpy(path, wanted)
@@ -153,18 +162,22 @@ def _restore_numpy(path: Path, prefix: str | None) -> dict:
 
 
 def _f32(tree: Mapping) -> dict:
-    return {k: _f32(v) if isinstance(v, Mapping) else np.asarray(v, np.float32)
-            for k, v in tree.items()}
+    return {k: _f32(v) if isinstance(v, Mapping) else np.asarray(v, np.float32) for k, v in tree.items()}
 
 
 def _check(variables: dict, model: dict, source: str) -> None:
     expected = encoder_shapes(model['depth'], model['width'], model['variant'], model['stem'])
     found = {path: tuple(leaf.shape) for path, leaf in flatten(variables).items()}
-    misshapen = [f'{"/".join(p)}: stored {found[p]}, model expects {shape}'
-                 for p, shape in expected.items() if p in found and found[p] != shape]
+    misshapen = [
+        f'{"/".join(p)}: stored {found[p]}, model expects {shape}'
+        for p, shape in expected.items()
+        if p in found and found[p] != shape
+    ]
     problem = mismatch_report(
         f'{source} (ResNet{model["depth"]}, width {model["width"]}, variant {model["variant"]!r})',
         sorted('/'.join(p) for p in set(expected) - set(found)),
-        sorted('/'.join(p) for p in set(found) - set(expected)), misshapen)
+        sorted('/'.join(p) for p in set(found) - set(expected)),
+        misshapen,
+    )
     if problem:
         raise WeightsError(problem)
