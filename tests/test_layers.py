@@ -49,6 +49,8 @@ LAYERS = [
             'fewshot_jax.probe',
             'fewshot_jax.probe_solvers',
             'fewshot_jax.probe_adam',
+            'fewshot_jax.probe_inputs',
+            'fewshot_jax.probe_logistic',
             'fewshot_jax.baselines',
             'fewshot_jax.analysis',
             'fewshot_jax.analysis.*',
