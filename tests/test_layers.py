@@ -16,7 +16,14 @@ LAYERS = [
     (5, ['fewshot_jax.tasks', 'fewshot_jax.workflow']),
     (
         4,
-        ['fewshot_jax.train', 'fewshot_jax.probe_task', 'fewshot_jax.segment', 'fewshot_jax.analysis.report'],
+        [
+            'fewshot_jax.train',
+            'fewshot_jax.probe_task',
+            'fewshot_jax.segment',
+            'fewshot_jax.analysis.report',
+            'fewshot_jax.segment_stage',
+            'fewshot_jax.segment_predict',
+        ],
     ),
     (
         3,
@@ -36,6 +43,7 @@ LAYERS = [
             'fewshot_jax.probe_grid',
             'fewshot_jax.probe_data',
             'fewshot_jax.probe_figures',
+            'fewshot_jax.segment_tiles',
         ],
     ),
     (2, ['fewshot_jax.steps', 'fewshot_jax.state']),
@@ -54,6 +62,8 @@ LAYERS = [
             'fewshot_jax.baselines',
             'fewshot_jax.analysis',
             'fewshot_jax.analysis.*',
+            'fewshot_jax.augment_config',
+            'fewshot_jax.augment_photometric',
         ],
     ),
     (
