@@ -171,3 +171,61 @@ def test_small_stem_has_a_3x3_first_conv_and_otherwise_the_same_parameters():
     del flat_imagenet[('conv1', 'kernel')], flat_small[('conv1', 'kernel')]
     assert flat_imagenet == flat_small
     assert shapes(imagenet['batch_stats']) == shapes(small['batch_stats'])
+
+
+def _pool_grad_inputs():
+    # Post-ReLU values rounded to a coarse grid: many exact ties inside windows and
+    # across overlapping windows, plus zeros (the case that decides the tie rule).
+    rng = np.random.default_rng(3)
+    for shape in [(2, 8, 8, 3), (1, 7, 9, 2), (3, 5, 6, 4)]:
+        yield np.maximum(np.round(rng.normal(size=shape) * 2) / 2, 0).astype(np.float32)
+
+
+@pytest.mark.parametrize('x', list(_pool_grad_inputs()), ids=lambda x: str(x.shape))
+def test_dense_max_pool_gradient_equals_xla_to_the_bit(x):
+    import flax.linen as nn
+
+    from fewshot_jax.models.max_pool import dense_grad_max_pool
+
+    def xla_pool(v):
+        return nn.max_pool(v, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
+
+    cotangent = np.random.default_rng(4).normal(size=xla_pool(x).shape).astype(np.float32)
+    y_xla, vjp_xla = jax.vjp(xla_pool, jnp.asarray(x))
+    y_dense, vjp_dense = jax.vjp(dense_grad_max_pool, jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(y_dense), np.asarray(y_xla))
+    np.testing.assert_array_equal(np.asarray(vjp_dense(cotangent)[0]), np.asarray(vjp_xla(cotangent)[0]))
+    # The forward pass against a plain loop over windows.
+    n, h, w, c = x.shape
+    ref = np.full(y_xla.shape, -np.inf, np.float32)
+    for i in range(ref.shape[1]):
+        for j in range(ref.shape[2]):
+            for a in range(2 * i - 1, 2 * i + 2):
+                for b in range(2 * j - 1, 2 * j + 2):
+                    if 0 <= a < h and 0 <= b < w:
+                        ref[:, i, j] = np.maximum(ref[:, i, j], x[:, a, b])
+    np.testing.assert_array_equal(np.asarray(y_dense), ref)
+
+
+def test_resnet_max_pool_grad_choices_give_the_same_gradients():
+    images = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 3))
+    grads = {}
+    for choice in ('xla', 'dense', 'auto'):
+        model = ResNet(depth=18, width=4, max_pool_grad=choice)
+        variables = model.init(jax.random.PRNGKey(1), images)
+
+        def loss(params, model=model, variables=variables):
+            pooled, _ = model.apply({**variables, 'params': params}, images)
+            return jnp.sum(pooled**2)
+
+        grads[choice] = jax.grad(loss)(variables['params'])
+    for choice in ('dense', 'auto'):
+        jax.tree.map(np.testing.assert_array_equal, grads[choice], grads['xla'])
+
+
+def test_bad_max_pool_grad_is_a_config_error():
+    from fewshot_jax.errors import ConfigError
+    from fewshot_jax.models import make_encoder
+
+    with pytest.raises(ConfigError, match="model.max_pool_grad='fast'"):
+        make_encoder({'depth': 18, 'width': 4, 'max_pool_grad': 'fast'})

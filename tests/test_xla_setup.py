@@ -59,6 +59,7 @@ def test_conftest_applied_the_flag_before_jax_started():
 # loss). Prints the relative error ||g32 - g64|| / ||g64|| over all parameters.
 _GRADIENT_ERROR_SCRIPT = r"""
 import json
+import os
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,6 +71,8 @@ from fewshot_jax import augment, steps
 from fewshot_jax.models import make_ssl_model
 
 config = ssl_config('barlow_twins', 'tem', 'tiny')
+with config.unlocked():
+    config.model.max_pool_grad = os.environ['MAX_POOL_GRAD']
 model32 = make_ssl_model(config.model)
 model64 = model32.clone(encoder=model32.encoder.clone(dtype=jnp.float64),
                         projector=model32.projector.clone(dtype=jnp.float64))
@@ -114,9 +117,9 @@ print(json.dumps({'rel_error': float(np.linalg.norm(flat32 - flat64) / np.linalg
 """
 
 
-def _start_gradient_error(xla_flags: str) -> subprocess.Popen:
+def _start_gradient_error(xla_flags: str, max_pool_grad: str = 'auto') -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(('XLA_', 'JAX_'))}
-    env.update(XLA_FLAGS=xla_flags, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
+    env.update(XLA_FLAGS=xla_flags, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO), MAX_POOL_GRAD=max_pool_grad)
     return subprocess.Popen(
         [sys.executable, '-c', _GRADIENT_ERROR_SCRIPT],
         cwd=REPO,
@@ -134,9 +137,11 @@ def _result(process: subprocess.Popen) -> dict:
 
 
 def test_step_gradients_match_float64_reference_with_and_without_the_flag():
-    # Both processes at once: they compile independently, so this halves the wall time.
-    default = _start_gradient_error('')
-    eigen = _start_gradient_error(FLAG)
+    # XLA's defaults (YNNPACK convolutions, select-and-scatter max-pool gradient) against the
+    # project's CPU defaults (Eigen convolutions; 'auto' = the dense max-pool gradient of
+    # models/max_pool.py). The processes run at once: they compile independently.
+    default = _start_gradient_error('', max_pool_grad='xla')
+    eigen = _start_gradient_error(FLAG, max_pool_grad='auto')
     default, eigen = _result(default), _result(eigen)
     assert default['ref_norm'] > 0
     # f32 against f64 for this loss: a few 1e-6 on the tiny model (ResNet50: ~2e-2, the loss is

@@ -9,6 +9,7 @@ import ml_collections
 
 from fewshot_jax.errors import ConfigError
 from fewshot_jax.models.heads import LinearClassifier, Projector, SSLModel
+from fewshot_jax.models.max_pool import MAX_POOL_GRADS
 from fewshot_jax.models.resnet import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -53,6 +54,7 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
         ('depth', tuple(STAGE_DEPTHS), None),
         ('variant', VARIANTS, 'v1.5'),
         ('stem', STEMS, 'imagenet'),
+        ('max_pool_grad', MAX_POOL_GRADS, 'auto'),
     )
     for key, allowed, default in checks:
         if model_cfg.get(key, default) not in allowed:
@@ -65,6 +67,7 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
         width=int(model_cfg['width']),
         variant=model_cfg.get('variant', 'v1.5'),
         stem=model_cfg.get('stem', 'imagenet'),
+        max_pool_grad=model_cfg.get('max_pool_grad', 'auto'),
         dtype=compute_dtype(model_cfg.get('dtype', 'float32')),
         input_mean=tuple(model_cfg.get('input_mean', IMAGENET_MEAN)),
         input_std=tuple(model_cfg.get('input_std', IMAGENET_STD)),

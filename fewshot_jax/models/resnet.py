@@ -41,6 +41,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fewshot_jax.models.max_pool import stem_max_pool
+
 STAGE_DEPTHS = {
     18: (2, 2, 2, 2),
     34: (3, 4, 6, 3),
@@ -121,6 +123,8 @@ class ResNet(nn.Module):
         zero_init_residual: start each block's last BatchNorm scale at zero.
         stem: 'imagenet' (7x7 stride-2 convolution and max-pool) or 'small'
             (3x3 stride-1 convolution, no max-pool; for 32-96 px images).
+        max_pool_grad: the stem max-pool's gradient: 'auto', 'xla' or 'dense'
+            (models/max_pool.py; the same values, dense is faster on the CPU).
     """
 
     depth: int = 50
@@ -131,6 +135,7 @@ class ResNet(nn.Module):
     input_std: Sequence[float] = IMAGENET_STD
     zero_init_residual: bool = False
     stem: str = 'imagenet'
+    max_pool_grad: str = 'auto'
 
     def setup_check(self):
         if self.depth not in STAGE_DEPTHS:
@@ -174,7 +179,7 @@ class ResNet(nn.Module):
         x = nn.relu(x)
         intermediates = {'stem': x}
         if not small:
-            x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
+            x = stem_max_pool(x, self.max_pool_grad)
 
         bottleneck = self.depth in BOTTLENECK_DEPTHS
         for stage, n_blocks in enumerate(STAGE_DEPTHS[self.depth], start=1):
