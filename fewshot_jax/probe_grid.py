@@ -196,6 +196,8 @@ class GridResult:
         predictions: (rows, m) predicted class of each test image (-1 on padding).
         metrics: list of :func:`classification_metrics` dicts, one per row.
         diagnostics: per-row solver figures (``n_iter``, ``converged``, ``epochs`` …).
+        scores: (rows, m, K) decision values behind the predictions (logits, or
+            kNN vote shares; NaN on padding).
     """
 
     encoders: list[str]
@@ -203,6 +205,7 @@ class GridResult:
     predictions: np.ndarray
     metrics: list[dict]
     diagnostics: list[dict]
+    scores: np.ndarray | None = None
 
 
 def evaluate_grid(
@@ -231,6 +234,7 @@ def evaluate_grid(
     rows = [(name, index) for name in names for index in range(len(plan))]
     m = max(len(run.test) for run in plan)
     predictions = np.full((len(rows), m), -1, np.int64)
+    scores = np.full((len(rows), m, num_classes), np.nan, np.float32)
     diagnostics: list[dict] = [{} for _ in rows]
     # Encoders of equal width share a stacked matrix; runs of equal size share a call.
     widths: dict[int, list[str]] = {}
@@ -257,6 +261,7 @@ def evaluate_grid(
                 num_classes,
                 chunk_values,
                 predictions,
+                scores,
                 diagnostics,
             )
     metrics = []
@@ -264,7 +269,7 @@ def evaluate_grid(
         test = plan[index].test
         metrics.append(classification_metrics(predictions[r, : len(test)], labels[test], num_classes))
     return GridResult(
-        [name for name, _ in rows], [plan[i] for _, i in rows], predictions, metrics, diagnostics
+        [name for name, _ in rows], [plan[i] for _, i in rows], predictions, metrics, diagnostics, scores
     )
 
 
@@ -309,6 +314,7 @@ def _evaluate_bucket(
     num_classes,
     chunk_values,
     predictions,
+    scores,
     diagnostics,
 ):
     d = stacked.shape[1]
@@ -338,12 +344,14 @@ def _evaluate_bucket(
             holdout_valid=holdout_valid,
             **options,
         )
-        predicted = np.argmax(batch.decision_indexed(stacked, test), axis=-1)
+        decision = batch.decision_indexed(stacked, test)
+        predicted = np.argmax(decision, axis=-1)
         # One device-to-host copy per array, not one per run.
         per_run = {key: np.asarray(value) for key, value in batch.params.items() if np.ndim(value) == 1}
         for i, r in enumerate(part):
             size = len(specs[i].test)
             predictions[r, :size] = predicted[i, :size]
+            scores[r, :size] = decision[i, :size]
             diagnostics[r] = {key: value[i].item() for key, value in per_run.items()}
 
 

@@ -93,6 +93,8 @@ def run_probe(config, workdir) -> dict:
         data = probe_data.load_labeled(config.data)
         num_classes = len(data.class_names)
         log.info('probe: %d images of %d classes (%s)', len(data.labels), num_classes, data.description)
+        # The plan needs only the labels: k too large or too few test images fail before encoding.
+        plan = make_plan(cfg, mode, data)
         extractors = build_extractors(config)
         feature_sets = []
         dataset = features_lib.dataset_fingerprint(data.images, data.labels, data.class_names)
@@ -116,7 +118,6 @@ def run_probe(config, workdir) -> dict:
                 time.perf_counter() - t,
             )
         features_lib.check_feature_sets(feature_sets, data.names)
-        plan = make_plan(cfg, mode, data)
         encoded = time.perf_counter()
         matrices = {s.name: s.features for s in feature_sets}
         results, timings = {}, {'features_s': round(encoded - started, 3)}

@@ -8,14 +8,15 @@ import pytest
 from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.preprocessing import StandardScaler
 
-from fewshot_jax import probe
+from fewshot_jax import probe, probe_grid
 from fewshot_jax.data import synthetic
 from fewshot_jax.data.splits import k_shot_indices, stratified_split
 from fewshot_jax.encoder import Encoder
 from fewshot_jax.models import make_encoder
 from fewshot_jax.models.weights import model_config
 
-SHOTS = (1, 2, 4, 8)
+# Up to the whole training pool: 15 images per class, 80/20 split -> 12.
+SHOTS = (1, 2, 4, 8, 12)
 
 
 @pytest.fixture(scope='module')
@@ -136,6 +137,36 @@ def test_a_run_in_the_padded_grid_equals_the_run_fitted_alone(encoded, head, opt
             np.testing.assert_allclose(
                 np.asarray(batch.params['coef'][r]), alone.coef_, rtol=0, atol=1e-5 * scale
             )
+
+
+@pytest.mark.parametrize(
+    'head,opts',
+    [
+        ('logistic', {}),
+        ('ridge', {'l2': (0.1, 1.0, 10.0)}),
+        ('knn', {'neighbors': 3}),
+        ('adam', {'early_stopping': 'none', 'max_epochs': 10}),
+    ],
+)
+def test_a_run_of_the_whole_grid_equals_the_run_fitted_alone(encoded, head, opts):
+    """The protocol's grid (two encoders, every k, chunked and gathered by index) vs lone fits."""
+    features, labels = encoded
+    second = np.sqrt(np.abs(features[:, ::-1]))  # another real-valued encoder of the same width
+    matrices = {'A': features.astype(np.float32), 'B': second.astype(np.float32)}
+    plan = probe_grid.protocol_plan(labels, shots=(1, 2, 4, 8), split_seeds=(0, 1), draws=1)
+    # A small chunk bound: several compiled calls per size bucket, a padded last chunk.
+    result = probe_grid.evaluate_grid(
+        matrices, labels, plan, num_classes=4, head=head, options=opts, chunk_values=8 * 32 * 128
+    )
+    assert len(result.runs) == 2 * len(plan)
+    for r, (name, run) in enumerate(zip(result.encoders, result.runs, strict=True)):
+        x = matrices[name]
+        alone = probe.fit(x[run.train], labels[run.train], head, **opts)
+        expected = alone.decision_function(x[run.test])
+        np.testing.assert_allclose(
+            result.scores[r, : len(run.test)], expected, rtol=1e-5, atol=1e-5, err_msg=f'{name} k={run.k}'
+        )
+        np.testing.assert_array_equal(result.predictions[r, : len(run.test)], alone.predict(x[run.test]))
 
 
 def test_ridge_matches_sklearn_ridge_classifier(encoded):

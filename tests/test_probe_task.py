@@ -196,6 +196,21 @@ def test_bad_encoders_fail_before_any_training(tmp_path, pretrained):
         tasks.run('probe', config, tmp_path)
 
 
+def test_bad_plans_and_non_encoders_fail_before_any_encoding(tmp_path):
+    # k larger than a class's training pool: named before any encoder runs.
+    config = _tiny(shots=(1, 500), encoders=('random-init', 'texture'))
+    with pytest.raises(DataError, match=r"class 0 \('\w+'\) has \d+ training image"):
+        tasks.run('probe', config, tmp_path / 'big_k')
+    assert not (tmp_path / 'big_k' / 'features').exists()
+    # An existing folder that holds no encoder.
+    empty = tmp_path / 'empty_run'
+    empty.mkdir()
+    config = _tiny(encoders=(f'mine=checkpoint:{empty}', 'raw-pixels'))
+    with pytest.raises(WeightsError, match="encoder 'mine'"):
+        tasks.run('probe', config, tmp_path / 'empty')
+    assert not (tmp_path / 'empty' / 'features').exists()
+
+
 def test_configs_keep_the_papers_protocol():
     for module in (probe_nanowire, probe_mnp):
         c = module.get_config()
