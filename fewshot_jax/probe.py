@@ -44,14 +44,13 @@ class or option.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fewshot_jax import probe_adam, probe_logistic, probe_solvers
+from fewshot_jax import probe_compiled
 from fewshot_jax.probe_inputs import (
     DEFAULTS,
     HEADS,
@@ -108,7 +107,7 @@ class ProbeBatch:
         """Scores (R, m, K) of features x (R, m, d): logits, or kNN vote shares."""
         x = as_batch_features(x, len(self), self.params)
         params, x = _run_tile(self.params, x)
-        scores = _scores(
+        scores = probe_compiled.scores(
             self.head,
             params,
             jnp.asarray(x),
@@ -121,7 +120,7 @@ class ProbeBatch:
     def decision_indexed(self, features, index) -> np.ndarray:
         """Scores (R, m, K) of rows ``index`` (R, m) of one feature matrix (N, d)."""
         params, index = _run_tile(self.params, np.asarray(index))
-        scores = _scores_indexed(
+        scores = probe_compiled.scores_indexed(
             self.head,
             params,
             jnp.asarray(features),
@@ -254,7 +253,7 @@ def fit_many(
     x, y, valid = _pad_rows(x, ROW_TILE), _pad_rows(y, ROW_TILE), _pad_rows(valid, ROW_TILE)
     arrays = _run_tile(x, y, valid, *holdout)
     with _single_threaded_lapack():
-        params = _fit_jit(
+        params = probe_compiled.fit_arrays(
             head,
             *(jnp.asarray(a) for a in arrays),
             num_classes=num_classes,
@@ -301,7 +300,7 @@ def fit_indexed(
         holdout_valid = np.zeros(holdout_index.shape, bool)
     arrays = _run_tile(train_index, train_valid, holdout_index, holdout_valid)
     with _single_threaded_lapack():
-        params = _fit_indexed_jit(
+        params = probe_compiled.fit_rows(
             head,
             features,
             labels,
@@ -320,93 +319,6 @@ def _static(head: str, options: Mapping) -> dict:
 
 def _dynamic(head: str, options: Mapping) -> dict:
     return {'dynamic': {k: v for k, v in options.items() if k not in STATIC[head]}}
-
-
-def _fit_core(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_classes, static, dynamic):
-    """The vmapped fit shared by fit_many and fit_indexed (so grid runs equal lone runs)."""
-    static = dict(static)
-    if head == 'logistic':
-        return probe_logistic.logistic_regression(
-            x, y, valid, num_classes=num_classes, C=dynamic['C'], tol=dynamic['tol'], **static
-        )
-    if head == 'ridge':
-        fn = functools.partial(probe_solvers.ridge_regression, num_classes=num_classes, **static)
-        return jax.vmap(fn)(x, y, valid)
-    if head == 'knn':
-        return {'train_x': x.astype(jnp.float32), 'train_y': y, 'valid': valid}
-    # Every run draws from the same stream (its data makes it differ): a run's
-    # initialisation and shuffles do not depend on where it sits in a batch.
-    keys = jnp.broadcast_to(jax.random.key(dynamic['seed']), (x.shape[0],))
-    fn = functools.partial(
-        probe_adam.adam_classifier,
-        num_classes=num_classes,
-        lr=dynamic['lr'],
-        patience=dynamic['patience'],
-        **static,
-    )
-    return jax.vmap(fn)(x, y, valid, holdout_x, holdout_y, holdout_valid, keys)
-
-
-@functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
-def _fit_jit(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_classes, static, dynamic):
-    return _fit_core(
-        head,
-        x,
-        y,
-        valid,
-        holdout_x,
-        holdout_y,
-        holdout_valid,
-        num_classes=num_classes,
-        static=static,
-        dynamic=dynamic,
-    )
-
-
-@functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
-def _fit_indexed_jit(
-    head,
-    features,
-    labels,
-    train_index,
-    train_valid,
-    holdout_index,
-    holdout_valid,
-    *,
-    num_classes,
-    static,
-    dynamic,
-):
-    return _fit_core(
-        head,
-        features[train_index],
-        labels[train_index],
-        train_valid,
-        features[holdout_index],
-        labels[holdout_index],
-        holdout_valid,
-        num_classes=num_classes,
-        static=static,
-        dynamic=dynamic,
-    )
-
-
-@functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
-def _scores(head, params, x, num_classes, *, static, dynamic):
-    if head == 'knn':
-        fn = functools.partial(
-            probe_solvers.knn_scores,
-            num_classes=num_classes,
-            neighbors=dict(static)['neighbors'],
-            temperature=dynamic['temperature'],
-        )
-        return jax.vmap(fn)(params['train_x'], params['train_y'], params['valid'], x)
-    return jax.vmap(probe_solvers.linear_logits)(params, x)
-
-
-@functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
-def _scores_indexed(head, params, features, index, num_classes, *, static, dynamic):
-    return _scores(head, params, features[index], num_classes, static=static, dynamic=dynamic)
 
 
 def _single_threaded_lapack():

@@ -13,7 +13,7 @@ from the labels alone:
   the test part is never used.
 
 :func:`evaluate_grid` runs a plan for every encoder: runs of equal training
-size (and encoders of equal feature width) are stacked and fitted in one
+size are stacked, encoder by encoder, and fitted in one
 compiled call by ``probe.fit_indexed``, chunked to bound memory; runs of
 unequal size are padded and masked. Every run's classifier is the one it would
 get alone. The result holds each run's test predictions and the metrics of
@@ -236,11 +236,11 @@ def evaluate_grid(
     predictions = np.full((len(rows), m), -1, np.int64)
     scores = np.full((len(rows), m, num_classes), np.nan, np.float32)
     diagnostics: list[dict] = [{} for _ in rows]
-    # Encoders of equal width share a stacked matrix; runs of equal size share a call.
-    widths: dict[int, list[str]] = {}
-    for name in names:
-        widths.setdefault(features[name].shape[1], []).append(name)
-    for group in widths.values():
+    # One encoder at a time, runs of equal size in one call: every encoder's calls have
+    # the same shapes, so compiled programs serve all encoders (the logistic solver,
+    # which never sees the feature width, even encoders of other widths), and a
+    # call's runs iterate in lockstep only with runs of their own encoder.
+    for group in ([name] for name in names):
         stacked = np.concatenate([np.asarray(features[name], np.float32) for name in group])
         offsets = {name: i * len(labels) for i, name in enumerate(group)}
         all_labels = np.tile(labels, len(group))

@@ -96,24 +96,48 @@ def logistic_regression(
         on standardised features, ``mean``/``scale`` (R, d), ``n_iter``,
         ``grad_norm``, ``converged`` (R,).
     """
+    x_std, mean, scale, g = prepare(x, valid)
+    solved = solve(g, y, valid, num_classes=num_classes, C=C, tol=tol, max_iter=max_iter, history=history)
+    return finish(x_std, mean, scale, solved)
+
+
+def prepare(x, valid):
+    """Standardised features (R, n, d), their statistics (R, d) and Gram matrices (R, n, n).
+
+    The only part of the fit that depends on the feature width d.
+    """
     x_std, mean, scale = jax.vmap(standardize)(x, valid)
-    g = jax.vmap(gram)(x_std)
+    return x_std, mean, scale, jax.vmap(gram)(x_std)
+
+
+def solve(g, y, valid, *, num_classes: int, C: float = 1.0, tol: float = 1e-4, max_iter=1000, history=10):
+    """The optimum's span coordinates from the Gram matrices alone (independent of d).
+
+    Returns:
+        dict with ``a`` (R, n, K) (the weights are ``x_std^T a``), ``intercept``
+        (R, K), ``n_iter``, ``grad_norm``, ``converged`` (R,).
+    """
     targets = jax.nn.one_hot(y, num_classes, dtype=jnp.float32) * valid[..., None]
     c_eff = C / 2.0 if num_classes == 2 else C
     preconditioner = _subspace_preconditioner(g, valid, c_eff * _PRECONDITIONER_CURVATURE)
     a, b, n_iter, grad_norm, stalled = _lbfgs_kernel(
         g, targets, valid, c_eff, tol, max_iter, history, preconditioner
     )
-    coef = jnp.einsum('rnd,rnk->rdk', x_std, a, precision=HIGHEST)
     converged = (grad_norm <= tol) | (stalled & (grad_norm <= _STALL_SLACK * tol))
+    return {'a': a, 'intercept': b, 'n_iter': n_iter, 'grad_norm': grad_norm, 'converged': converged}
+
+
+def finish(x_std, mean, scale, solved):
+    """The fitted parameters: weights ``x_std^T a`` (R, d, K) and the solver's diagnostics."""
+    coef = jnp.einsum('rnd,rnk->rdk', x_std, solved['a'], precision=HIGHEST)
     return {
         'coef': coef,
-        'intercept': b,
+        'intercept': solved['intercept'],
         'mean': mean,
         'scale': scale,
-        'n_iter': n_iter,
-        'grad_norm': grad_norm,
-        'converged': converged,
+        'n_iter': solved['n_iter'],
+        'grad_norm': solved['grad_norm'],
+        'converged': solved['converged'],
     }
 
 

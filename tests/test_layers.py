@@ -59,6 +59,7 @@ LAYERS = [
             'fewshot_jax.probe_adam',
             'fewshot_jax.probe_inputs',
             'fewshot_jax.probe_logistic',
+            'fewshot_jax.probe_compiled',
             'fewshot_jax.baselines',
             'fewshot_jax.analysis',
             'fewshot_jax.analysis.*',
