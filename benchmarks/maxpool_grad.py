@@ -1,5 +1,5 @@
 """The ResNet stem's 3x3 stride-2 max-pool: XLA's gradient (select-and-scatter) against a
-gradient built from dense ops only, on the CPU.
+gradient built from dense ops only (fewshot_jax/models/max_pool.py), on the CPU.
 
 The dense gradient: the forward pass takes the maximum of the nine strided window
 slices; the backward pass walks the same nine slices in XLA's window order (row by
@@ -31,63 +31,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from fewshot_jax.models.max_pool import dense_grad_max_pool  # noqa: E402
+
 WINDOW, STRIDE = 3, 2
-
-
-def _slices(xp, out_h, out_w):
-    """The nine strided views xp[:, a + 2p, b + 2q] of the padded input, window order."""
-    span_h, span_w = STRIDE * (out_h - 1) + 1, STRIDE * (out_w - 1) + 1
-    return [
-        (a, b, xp[:, a : a + span_h : STRIDE, b : b + span_w : STRIDE, :])
-        for a in range(WINDOW)
-        for b in range(WINDOW)
-    ]
-
-
-@jax.custom_vjp
-def dense_grad_max_pool(x):
-    """3x3 stride-2 max-pool with padding 1 (as in the ResNet stem), NHWC."""
-    return _forward(x)[0]
-
-
-def _forward(x):
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-    out_h, out_w = (x.shape[1] - 1) // STRIDE + 1, (x.shape[2] - 1) // STRIDE + 1
-    y = None
-    for _, _, s in _slices(xp, out_h, out_w):
-        y = s if y is None else jnp.maximum(y, s)
-    return y, (xp, y)
-
-
-def _backward(residuals, dy):
-    xp, y = residuals
-    out_h, out_w = y.shape[1], y.shape[2]
-    taken = jnp.zeros(y.shape, bool)
-    dxp = jnp.zeros(xp.shape, dy.dtype)
-    zero = jnp.zeros((), dy.dtype)
-    shares = []
-    for a, b, s in _slices(xp, out_h, out_w):
-        hit = (s == y) & ~taken
-        taken = taken | hit
-        shares.append((a, b, jnp.where(hit, dy, zero)))
-    # Summing in reverse window order adds an input's shares in the order of their
-    # windows' outputs (row-major), the order in which select-and-scatter adds them.
-    for a, b, share in reversed(shares):
-        # Place share[p, q] at (a + 2p, b + 2q): interior padding, not a scatter.
-        dxp = dxp + jax.lax.pad(
-            share,
-            zero,
-            (
-                (0, 0, 0),
-                (a, xp.shape[1] - a - (STRIDE * (out_h - 1) + 1), STRIDE - 1),
-                (b, xp.shape[2] - b - (STRIDE * (out_w - 1) + 1), STRIDE - 1),
-                (0, 0, 0),
-            ),
-        )
-    return (dxp[:, 1:-1, 1:-1, :],)
-
-
-dense_grad_max_pool.defvjp(_forward, _backward)
 
 
 def xla_max_pool(x):

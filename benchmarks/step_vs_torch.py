@@ -47,9 +47,13 @@ BATCH_PAIRS = 8
 PROJECTOR = (128, 64, 1024)
 LAMBD = 0.005
 # name -> (kind, extra environment)
+# jax_default: XLA's own choices (YNNPACK convolutions, select-and-scatter max-pool gradient);
+# jax_eigen: + Eigen convolutions; jax_project: + the dense max-pool gradient, the project's CPU
+# defaults (fewshot_jax/xla_setup.py, model.max_pool_grad='auto').
 VARIANTS = {
-    'jax_default': ('jax', {'XLA_FLAGS': ''}),
-    'jax_eigen': ('jax', {'XLA_FLAGS': EIGEN_FLAG}),
+    'jax_default': ('jax', {'XLA_FLAGS': '', 'MAX_POOL_GRAD': 'xla'}),
+    'jax_eigen': ('jax', {'XLA_FLAGS': EIGEN_FLAG, 'MAX_POOL_GRAD': 'xla'}),
+    'jax_project': ('jax', {'XLA_FLAGS': EIGEN_FLAG, 'MAX_POOL_GRAD': 'auto'}),
     'torch_passive': ('torch', {'OMP_WAIT_POLICY': 'PASSIVE'}),
     'torch_active': ('torch', {'OMP_WAIT_POLICY': 'ACTIVE'}),
 }
@@ -86,6 +90,8 @@ def jax_worker() -> None:
             config.model.dtype, config.model.projector = 'float32', PROJECTOR
             config.data.image_size, config.data.batch_size = size, BATCH_PAIRS
             config.loss.lambd = LAMBD
+            with config.unlocked():
+                config.model.max_pool_grad = os.environ.get('MAX_POOL_GRAD', 'auto')
             if not augment:
                 config.augment.crop, config.augment.flip_prob = 'none', 0.0
                 config.augment.jitter_prob = 0.0
@@ -258,8 +264,8 @@ def _parse(argv: list[str]) -> dict:
         'sizes': '96,160',
         'rounds': '3',
         'steps_per_round': '2',
-        'variants': 'jax_default,jax_eigen,torch_passive',
-        'augment': 'jax_eigen',
+        'variants': 'jax_default,jax_eigen,jax_project,torch_passive',
+        'augment': 'jax_project',
     }
     for arg in argv:
         key, _, value = arg.lstrip('-').partition('=')
