@@ -72,9 +72,8 @@ class Encoder:
         self.step = step
         self.source = source
         self.module = make_encoder(self.config)
-        self.variables = jax.device_put(
-            {'params': variables['params'], 'batch_stats': variables['batch_stats']}
-        )
+        self._placements: dict[int, tuple] = {}
+        self.variables = variables
         module = self.module
 
         def forward(variables, batch, layers):
@@ -87,7 +86,20 @@ class Encoder:
             return {name: intermediates[name].astype(jnp.float32) for name in layers}
 
         self._forward = jax.jit(forward, static_argnums=2)
-        self._placements: dict[int, tuple] = {}
+
+    @property
+    def variables(self) -> dict:
+        """``{'params', 'batch_stats'}`` on the default device."""
+        return self._variables
+
+    @variables.setter
+    def variables(self, variables: Mapping) -> None:
+        # New weights (e.g. the online probe's, every evaluation) replace the copies
+        # placed on devices for encoding, which were made from the old ones.
+        self._variables = jax.device_put(
+            {'params': variables['params'], 'batch_stats': variables['batch_stats']}
+        )
+        self._placements.clear()
 
     @property
     def feature_dim(self) -> int:

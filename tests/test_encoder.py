@@ -120,6 +120,20 @@ def test_encode_is_batch_independent_and_accepts_common_image_forms(workdir, ima
     assert encoder.encode(images[:2, :33, :57]).shape == (2, 32)
 
 
+def test_new_variables_replace_the_ones_used_before(workdir, images):
+    # The online probe swaps in the current weights before every evaluation: encoding must
+    # use them, on one device and on several, even after an earlier encode placed copies.
+    encoder = load_encoder(workdir)
+    before = {n: encoder.encode(images, num_devices=n) for n in (1, 2)}
+    doubled = jax.tree.map(lambda a: np.asarray(a) * 2, encoder.variables['params'])
+    encoder.variables = {'params': doubled, 'batch_stats': encoder.variables['batch_stats']}
+    fresh = Encoder({'params': doubled, 'batch_stats': encoder.variables['batch_stats']}, encoder.config)
+    for n in (1, 2):
+        after = encoder.encode(images, num_devices=n)
+        assert not np.allclose(after, before[n])
+        np.testing.assert_allclose(after, fresh.encode(images, num_devices=n), rtol=1e-6, atol=1e-6)
+
+
 def test_encode_feature_maps(workdir, images):
     maps = load_encoder(workdir).encode(
         images, layer=('stem', 'stage1', 'stage2', 'stage3', 'stage4', 'pooled'), batch_size=4
