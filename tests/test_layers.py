@@ -168,3 +168,16 @@ def test_config_literals_equal_the_model_constants():
 
     assert ssl_base.IMAGENET_MEAN == tuple(resnet.IMAGENET_MEAN)
     assert ssl_base.IMAGENET_STD == tuple(resnet.IMAGENET_STD)
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_is_over_the_size_limit():
+    # Small modules (docs/architecture.md, "House style"): split by responsibility instead.
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in (ROOT / 'fewshot_jax').rglob('*.py')
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f'modules over {MAX_MODULE_LINES} lines: {long}'
