@@ -54,8 +54,6 @@ VARIANTS = {
     'jax_default': ('jax', {'XLA_FLAGS': '', 'MAX_POOL_GRAD': 'xla'}),
     'jax_eigen': ('jax', {'XLA_FLAGS': EIGEN_FLAG, 'MAX_POOL_GRAD': 'xla'}),
     'jax_project': ('jax', {'XLA_FLAGS': EIGEN_FLAG, 'MAX_POOL_GRAD': 'auto'}),
-    # Eigen convolutions, 1x1 convolutions as matrix products (model.pointwise='dot').
-    'jax_dot': ('jax', {'XLA_FLAGS': EIGEN_FLAG, 'MAX_POOL_GRAD': 'xla', 'POINTWISE': 'dot'}),
     'torch_passive': ('torch', {'OMP_WAIT_POLICY': 'PASSIVE'}),
     'torch_active': ('torch', {'OMP_WAIT_POLICY': 'ACTIVE'}),
 }
@@ -94,7 +92,6 @@ def jax_worker() -> None:
             config.loss.lambd = LAMBD
             with config.unlocked():
                 config.model.max_pool_grad = os.environ.get('MAX_POOL_GRAD', 'auto')
-                config.model.pointwise = os.environ.get('POINTWISE', 'conv')
             if not augment:
                 config.augment.crop, config.augment.flip_prob = 'none', 0.0
                 config.augment.jitter_prob = 0.0

@@ -229,34 +229,3 @@ def test_bad_max_pool_grad_is_a_config_error():
 
     with pytest.raises(ConfigError, match="model.max_pool_grad='fast'"):
         make_encoder({'depth': 18, 'width': 4, 'max_pool_grad': 'fast'})
-
-
-@pytest.mark.parametrize('depth,variant', [(50, 'v1.5'), (50, 'keras')])
-def test_pointwise_dot_has_the_same_parameters_outputs_and_gradients(depth, variant):
-    images = jax.random.uniform(jax.random.PRNGKey(0), (2, 36, 36, 3))  # odd sizes after stride 2
-    conv = ResNet(depth=depth, width=4, variant=variant)
-    dot = ResNet(depth=depth, width=4, variant=variant, pointwise='dot')
-    variables = conv.init(jax.random.PRNGKey(1), images)
-    dot_variables = dot.init(jax.random.PRNGKey(1), images)
-    jax.tree.map(np.testing.assert_array_equal, dot_variables, variables)  # same tree, same init
-
-    def loss(params, model):
-        pooled, _ = model.apply({**variables, 'params': params}, images)
-        return jnp.sum(pooled**2)
-
-    reference = conv.apply(variables, images)[0]
-    out = dot.apply(variables, images)[0]
-    np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-6 * float(jnp.abs(reference).max()))
-    g_conv = jax.grad(loss)(variables['params'], conv)
-    g_dot = jax.grad(loss)(variables['params'], dot)
-    flat_conv = np.concatenate([np.ravel(a) for a in jax.tree.leaves(g_conv)])
-    flat_dot = np.concatenate([np.ravel(a) for a in jax.tree.leaves(g_dot)])
-    assert np.linalg.norm(flat_dot - flat_conv) <= 1e-5 * np.linalg.norm(flat_conv)
-
-
-def test_bad_pointwise_is_a_config_error():
-    from fewshot_jax.errors import ConfigError
-    from fewshot_jax.models import make_encoder
-
-    with pytest.raises(ConfigError, match="model.pointwise='matmul'"):
-        make_encoder({'depth': 50, 'width': 4, 'pointwise': 'matmul'})

@@ -14,7 +14,6 @@ from fewshot_jax.models.resnet import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     LAYER_NAMES,
-    POINTWISE,
     STAGE_DEPTHS,
     STEMS,
     VARIANTS,
@@ -56,7 +55,6 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
         ('variant', VARIANTS, 'v1.5'),
         ('stem', STEMS, 'imagenet'),
         ('max_pool_grad', MAX_POOL_GRADS, 'auto'),
-        ('pointwise', POINTWISE, 'conv'),
     )
     for key, allowed, default in checks:
         if model_cfg.get(key, default) not in allowed:
@@ -70,7 +68,6 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
         variant=model_cfg.get('variant', 'v1.5'),
         stem=model_cfg.get('stem', 'imagenet'),
         max_pool_grad=model_cfg.get('max_pool_grad', 'auto'),
-        pointwise=model_cfg.get('pointwise', 'conv'),
         dtype=compute_dtype(model_cfg.get('dtype', 'float32')),
         input_mean=tuple(model_cfg.get('input_mean', IMAGENET_MEAN)),
         input_std=tuple(model_cfg.get('input_std', IMAGENET_STD)),

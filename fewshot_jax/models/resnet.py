@@ -52,39 +52,12 @@ STAGE_DEPTHS = {
 BOTTLENECK_DEPTHS = frozenset({50, 101})
 VARIANTS = ('v1.5', 'keras')
 STEMS = ('imagenet', 'small')
-POINTWISE = ('conv', 'dot')
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LAYER_NAMES = ('stem', 'stage1', 'stage2', 'stage3', 'stage4', 'pooled')
 
 # He-normal fan-out, torchvision's choice for ResNet convolutions.
 _conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-
-
-class _PointwiseDot(nn.Module):
-    """A 1x1 convolution written as a matrix product over channels (same parameters as nn.Conv).
-
-    Its gradients are matrix products of row-contiguous (N·H·W, C) views, where XLA:CPU's
-    weight-gradient convolution first copies the activations into another layout.
-    """
-
-    features: int
-    stride: int
-    use_bias: bool
-    dtype: Any
-    kernel_init: Any
-
-    @nn.compact
-    def __call__(self, x):
-        kernel = self.param('kernel', self.kernel_init, (1, 1, x.shape[-1], self.features), jnp.float32)
-        if self.stride > 1:  # kernel 1, padding 0: the output samples every stride-th pixel
-            x = x[:, :: self.stride, :: self.stride, :]
-        y = jnp.einsum('nhwc,cd->nhwd', x.astype(self.dtype), kernel[0, 0].astype(self.dtype))
-        if self.use_bias:
-            y = y + self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32).astype(
-                self.dtype
-            )
-        return y
 
 
 class _Block(nn.Module):
@@ -96,25 +69,20 @@ class _Block(nn.Module):
     variant: str
     dtype: Any
     zero_init_residual: bool
-    pointwise: str = 'conv'
 
     @nn.compact
     def __call__(self, x, train: bool):
         keras = self.variant == 'keras'
         eps = 1.001e-5 if keras else 1e-5
-        conv = lambda feats, k, s, name: (  # noqa: E731
-            _PointwiseDot(feats, s, keras, self.dtype, _conv_init, name=name)
-            if k == 1 and self.pointwise == 'dot'
-            else nn.Conv(
-                feats,
-                (k, k),
-                (s, s),
-                padding=[(k // 2, k // 2)] * 2,
-                use_bias=keras,
-                dtype=self.dtype,
-                kernel_init=_conv_init,
-                name=name,
-            )
+        conv = lambda feats, k, s, name: nn.Conv(  # noqa: E731
+            feats,
+            (k, k),
+            (s, s),
+            padding=[(k // 2, k // 2)] * 2,
+            use_bias=keras,
+            dtype=self.dtype,
+            kernel_init=_conv_init,
+            name=name,
         )
         norm = lambda name, zero=False: nn.BatchNorm(  # noqa: E731
             use_running_average=not train,
@@ -155,8 +123,6 @@ class ResNet(nn.Module):
         zero_init_residual: start each block's last BatchNorm scale at zero.
         stem: 'imagenet' (7x7 stride-2 convolution and max-pool) or 'small'
             (3x3 stride-1 convolution, no max-pool; for 32-96 px images).
-        pointwise: 'conv' (nn.Conv) or 'dot' (matrix products) for the 1x1 convolutions;
-            the same parameters and results up to float rounding.
         max_pool_grad: the stem max-pool's gradient: 'auto', 'xla' or 'dense'
             (models/max_pool.py; the same values, dense is faster on the CPU).
     """
@@ -170,7 +136,6 @@ class ResNet(nn.Module):
     zero_init_residual: bool = False
     stem: str = 'imagenet'
     max_pool_grad: str = 'auto'
-    pointwise: str = 'conv'
 
     def setup_check(self):
         if self.depth not in STAGE_DEPTHS:
@@ -227,7 +192,6 @@ class ResNet(nn.Module):
                     self.variant,
                     self.dtype,
                     self.zero_init_residual,
-                    self.pointwise,
                     name=f'layer{stage}_{block}',
                 )(x, train)
             intermediates[f'stage{stage}'] = x
