@@ -8,7 +8,8 @@ nanowires at 64 px, or any weight specs with ``--encoders``). Prints, for each
 head, the wall time of ``probe_grid.evaluate_grid`` over the whole grid (first
 call = with compilation, then the best of ``--repeats`` warm calls), and for a
 sequential scikit-learn loop over the same runs (StandardScaler +
-``LogisticRegression(C=1)``, default settings and run to convergence), the
+``LogisticRegression(C=1)``: default settings, run to convergence at its
+default tol, and at tol 1e-8 as the exact reference), the
 ratio and the accuracy difference (median over runs per encoder and k, and
 the share of test predictions on which the two agree).
 
@@ -105,9 +106,10 @@ def main() -> None:
     parser.add_argument('--repeats', type=int, default=2)
     parser.add_argument(
         '--sklearn',
-        default='default,converged',
+        default='default,converged,exact',
         help="which sklearn loops to time: 'default' (max_iter=100, tol=1e-4), "
-        "'converged' (max_iter=10000), or ''",
+        "'converged' (max_iter=10000, tol=1e-4), 'exact' (max_iter=100000, tol=1e-8: "
+        "the reference for prediction agreement), or ''",
     )
     parser.add_argument('--cache', default=None, help='npz to store/reuse the encoded features')
     parser.add_argument(
@@ -159,26 +161,28 @@ def main() -> None:
             'warm_s': round(min(warm), 3),
             'warm_cpu_s': round(min(cpu), 3),
             'median_accuracy': float(np.median(accuracy)),
+            'load': _load_average(),
         }
         if head == 'logistic':
             line['converged'] = float(np.mean([d['converged'] for d in result.diagnostics]))
             line['max_iterations'] = int(max(d['n_iter'] for d in result.diagnostics))
         print(json.dumps(line), flush=True)
     for mode in [m for m in args.sklearn.split(',') if m]:
-        max_iter = 100 if mode == 'default' else 10000
+        max_iter, tol = {'default': (100, 1e-4), 'converged': (10000, 1e-4), 'exact': (100000, 1e-8)}[mode]
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=args.sklearn_threads or None):
             seconds, cpu_seconds, predictions = sklearn_loop(
-                feats, labels, plan, names, max_iter=max_iter, tol=1e-4
+                feats, labels, plan, names, max_iter=max_iter, tol=tol
             )
         line = {
-            'head': f'sklearn loop ({mode}, max_iter={max_iter})',
+            'head': f'sklearn loop ({mode}, max_iter={max_iter}, tol={tol:g})',
             'classifiers': total,
             'threads': args.sklearn_threads or 'default',
             'seconds': round(seconds, 3),
             'cpu_s': round(cpu_seconds, 3),
             'ms_per_fit': round(1e3 * seconds / total, 2),
+            'load': _load_average(),
         }
         if 'logistic' in results:
             ours = results['logistic']

@@ -78,7 +78,7 @@ def accuracy_boxplot(
     ax.set_ylabel('test accuracy')
     ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
     ax.grid(axis='y', alpha=0.3)
-    ax.legend(fontsize=8, loc='lower right')
+    ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1.0), frameon=False)  # never over a box
     if title:
         ax.set_title(title, fontsize=10)
     return _save(fig, path)
