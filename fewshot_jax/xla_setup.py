@@ -26,6 +26,8 @@ import os
 from typing import MutableMapping
 
 YNN_FUSION_FLAG_NAME = 'xla_cpu_experimental_ynn_fusion_type'
+# Set to 1 to keep XLA's own convolution choice (e.g. to measure what the flag buys).
+OPT_OUT_VARIABLE = 'FEWSHOT_JAX_XLA_DEFAULTS'
 # '-individual_convolution' removes single convolutions from YNNPACK's fusion
 # types, so XLA:CPU runs them with its Eigen kernels.
 EIGEN_CONVOLUTIONS_FLAG = f'--{YNN_FUSION_FLAG_NAME}=-individual_convolution'
@@ -38,7 +40,8 @@ def prefer_eigen_convolutions_on_cpu(environ: MutableMapping[str, str] = os.envi
     first backend starts). The user's flags are kept as they are: when they
     already mention ``xla_cpu_experimental_ynn_fusion_type`` (with any value),
     nothing changes, so a user can always choose YNNPACK back with
-    ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=<their value>``.
+    ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=<their value>``, or keep
+    XLA's defaults with ``FEWSHOT_JAX_XLA_DEFAULTS=1``.
     Calling it twice changes nothing the second time.
 
     Args:
@@ -46,10 +49,11 @@ def prefer_eigen_convolutions_on_cpu(environ: MutableMapping[str, str] = os.envi
             dict in tests).
 
     Returns:
-        True if the flag was appended, False if ``XLA_FLAGS`` already named the option.
+        True if the flag was appended, False if ``XLA_FLAGS`` already named the option
+        or ``FEWSHOT_JAX_XLA_DEFAULTS`` is 1.
     """
     current = environ.get('XLA_FLAGS', '')
-    if YNN_FUSION_FLAG_NAME in current:
+    if YNN_FUSION_FLAG_NAME in current or environ.get(OPT_OUT_VARIABLE) == '1':
         return False
     environ['XLA_FLAGS'] = f'{current} {EIGEN_CONVOLUTIONS_FLAG}'.strip()
     return True

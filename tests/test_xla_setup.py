@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from fewshot_jax import xla_setup
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +49,15 @@ def test_user_choice_of_the_same_option_wins():
     assert env['XLA_FLAGS'] == user
 
 
+def test_opt_out_keeps_xla_defaults():
+    env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8', 'FEWSHOT_JAX_XLA_DEFAULTS': '1'}
+    assert not xla_setup.prefer_eigen_convolutions_on_cpu(env)
+    assert env['XLA_FLAGS'] == '--xla_force_host_platform_device_count=8'
+
+
 def test_conftest_applied_the_flag_before_jax_started():
+    if os.environ.get('FEWSHOT_JAX_XLA_DEFAULTS') == '1':
+        pytest.skip('FEWSHOT_JAX_XLA_DEFAULTS=1: the suite runs with XLA defaults on purpose')
     # tests/conftest.py calls the function after setting the 8 fake devices.
     flags = os.environ['XLA_FLAGS'].split()
     assert '--xla_force_host_platform_device_count=8' in flags
