@@ -1,6 +1,8 @@
 """The whole study as one task: the :tiny preset end to end, skipping, force, resume, report."""
 
+import base64
 import importlib
+import io
 import json
 import os
 import signal
@@ -8,11 +10,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
+from PIL import Image
 
 from fewshot_jax import tasks, workflow
-from fewshot_jax.analysis import report
+from fewshot_jax.analysis import browser_check, report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,6 +35,9 @@ def test_tiny_workflow_runs_every_stage_then_skips_them(tmp_path, capsys):
     for heading in ('Pretraining', 'Few-shot classification', 'Segmentation'):
         assert heading in page
     assert page.count('<img src="data:image/png;base64,') >= 5
+    if browser_check.find_browser():  # a real browser renders every figure (where one is installed)
+        rendered = browser_check.check_report(tmp_path / 'report.html')
+        assert rendered['images'] >= 5 and rendered['broken'] == 0, rendered
     # The probe table holds the pretrained encoders beside the baselines, same architecture.
     probe = json.loads((tmp_path / 'probe/nanowires/probe/summary.json').read_text())
     names = {e['name'] for e in probe['encoders']}
@@ -119,3 +126,18 @@ def test_bad_sweep_and_unknown_stage_are_named():
 def test_report_needs_a_workflow_workdir(tmp_path):
     with pytest.raises(report.ReportError, match='workflow.json'):
         report.write_report(tmp_path)
+
+
+@pytest.mark.skipif(browser_check.find_browser() is None, reason='no Chromium/Chrome on PATH')
+def test_browser_check_counts_figures_that_do_not_render(tmp_path):
+    buffer = io.BytesIO()
+    Image.new('RGB', (4, 3), (200, 30, 30)).save(buffer, format='PNG')
+    good = base64.b64encode(buffer.getvalue()).decode()
+    page = tmp_path / 'page.html'
+    page.write_text(
+        f'<html><body><img src="data:image/png;base64,{good}">'
+        '<img src="data:image/png;base64,AAAAnotapng"></body></html>'
+    )
+    assert browser_check.check_report(page) == {'images': 2, 'broken': 1, 'browser': ANY}
+    with pytest.raises(FileNotFoundError, match='no such report file'):
+        browser_check.check_report(tmp_path / 'missing.html')
