@@ -60,6 +60,9 @@ GRAY = {
 AREA02 = {'augment.crop': 'area', 'augment.crop_area': (0.2, 1.0)}
 AREA008 = {'augment.crop': 'area', 'augment.crop_area': (0.08, 1.0)}
 WIDE = {'model.projector': (512, 512, 512)}
+# Smaller crops and stronger blur.
+STRONG = {'augment.crop_area': (0.08, 1.0), 'augment.blur_prob': 0.8, 'augment.blur_sigma': (0.5, 2.5)}
+ADAM = {'optim.name': 'adam', 'optim.lr': 1e-3, 'optim.warmup_steps': 0.1}
 BEST_GUESS = {**AREA02, **GRAY, **WIDE, 'data.num_images': 2048, 'optim.lr': 0.3, 'optim.warmup_steps': 0.1}
 
 # name -> (method, overrides). Each changes one thing from the shipped :demo recipe,
@@ -101,6 +104,30 @@ RECIPES: dict[str, tuple[str, dict]] = {
     ),
     'simclr_combo': ('simclr', BEST_GUESS),
     'simclr_combo_t0.5': ('simclr', {**BEST_GUESS, 'loss.temperature': 0.5}),
+    # Second screen (one seed each), all on top of `combo`:
+    'simclr_combo_t0.2': ('simclr', {**BEST_GUESS, 'loss.temperature': 0.2}),
+    'combo_lambd0.02': ('barlow_twins', {**BEST_GUESS, 'loss.lambd': 0.02}),
+    'combo_lambd0.001': ('barlow_twins', {**BEST_GUESS, 'loss.lambd': 0.001}),
+    'combo_strong': ('barlow_twins', {**BEST_GUESS, **STRONG}),
+    'combo_invert': ('barlow_twins', {**BEST_GUESS, 'augment.invert_prob': 0.5}),
+    'combo_b64': ('barlow_twins', {**BEST_GUESS, 'data.batch_size': 64}),
+    'combo_lr0.1': ('barlow_twins', {**BEST_GUESS, 'optim.lr': 0.1}),
+    # Adam: its step size does not scale with the gradient (SGD at lr 0.3 takes a ~300-1000
+    # norm gradient in the first steps of Barlow Twins; SimCLR collapsed to z_std ~0.006).
+    'combo_adam': ('barlow_twins', {**BEST_GUESS, **ADAM}),
+    'simclr_combo_adam': ('simclr', {**BEST_GUESS, **ADAM}),
+    'combo_indomain_adam': ('barlow_twins', {**BEST_GUESS, **ADAM, 'data.source': 'indomain'}),
+    'combo_indomain_adam_1000': (
+        'barlow_twins',
+        {**BEST_GUESS, **ADAM, 'data.source': 'indomain', 'train.num_steps': 1000},
+    ),
+    'simclr_combo_lr0.03': ('simclr', {**BEST_GUESS, 'optim.lr': 0.03}),
+    # In-domain images generated at the encoder's input size (as the probe pools are).
+    'combo_indomain64': (
+        'barlow_twins',
+        {**BEST_GUESS, 'data.source': 'indomain', 'data.synthetic_size': 64},
+    ),
+    'combo_indomain_strong': ('barlow_twins', {**BEST_GUESS, **STRONG, 'data.source': 'indomain'}),
 }
 
 # --tiny: a whole pass in seconds (compiles, trains, encodes, probes, reports).

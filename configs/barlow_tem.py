@@ -12,9 +12,10 @@ Launch (a folder of images; the paper drew `data.subset=832` of them by seed)::
 
 CPU demo on the built-in synthetic data (ResNet18 at width 16, 64 px, 200 steps, 2048
 generic images, area crops and grayscale augmentations, projector 512-512-512; a few
-minutes on 2 cores). Measured (benchmarks/RESULTS.md, one pretraining seed): 8-shot
-accuracy over random init +0.075 on synthetic nanowires, +0.037 nanoparticles, +0.045
-viruses — short of the +0.10 the project aims for::
+minutes on 2 cores). Measured (benchmarks/RESULTS.md, 3 pretraining seeds against
+random init of the same seeds): 8-shot accuracy gap -0.02 +- 0.05 on synthetic nanowires,
++0.04 +- 0.04 nanoparticles, +0.02 +- 0.01 viruses — no better than random init within
+the seed spread, short of the +0.10 the project aims for::
 
     python launch.py --config=configs/barlow_tem.py:demo --workdir=runs/barlow_tem_demo
 
