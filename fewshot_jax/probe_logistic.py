@@ -45,8 +45,11 @@ _LINE_SEARCH_STEPS = 8
 _STALL_SLACK = 100.0
 # Preconditioner: the top eigen-directions of the Gram matrix (at most this many) ...
 _PRECONDITIONER_RANK = 64
-# ... damped with curvature C · this (a typical p(1 - p) of a fitted few-shot problem).
-_PRECONDITIONER_CURVATURE = 0.01
+# ... damped with curvature C · this (a typical p(1 - p) of a fitted few-shot problem,
+# where most training images are fitted with confidence). On the benchmark's ResNet50
+# features 0.003 took 35 L-BFGS iterations at k = 80 where 0.01 took 58 (0.001: 30, but
+# more at k <= 16); the optimum does not depend on it.
+_PRECONDITIONER_CURVATURE = 0.003
 
 
 def _inner(a, a_b, g_image, g_b):
