@@ -93,6 +93,8 @@ RECIPES: dict[str, tuple[str, dict]] = {
     'combo_1000': ('barlow_twins', {**BEST_GUESS, 'train.num_steps': 1000}),
     'combo_3000': ('barlow_twins', {**BEST_GUESS, 'train.num_steps': 3000}),
     'combo_small_stem_32px': ('barlow_twins', {**BEST_GUESS, 'model.stem': 'small', 'data.image_size': 32}),
+    # The small stem at the probe's 64 px: 64x64 maps in stage 1 instead of 16x16 (4x the FLOPs).
+    'combo_small_stem_64px': ('barlow_twins', {**BEST_GUESS, 'model.stem': 'small'}),
     'combo_indomain': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain'}),
     'combo_indomain_1000': (
         'barlow_twins',
