@@ -183,24 +183,35 @@ def pixel_scale_of(images: Sequence, resolution: int) -> float:
     return float(np.median([resolution / min(np.shape(i)[:2]) for i in images]))
 
 
-def otsu_polarity(images: np.ndarray, masks: np.ndarray) -> bool:
-    """True when the foreground is brighter than the background in the (training) images."""
-    gray = images[..., 0].astype(np.float64)
-    fg = masks > 0
-    if not fg.any() or fg.all():
+def otsu_polarity(images: np.ndarray, masks: np.ndarray) -> bool | None:
+    """Which side of the threshold the foreground is on, from the (training) images.
+
+    True when the foreground is brighter than the background in every image that has
+    both, False when it is darker in every one, None when the images disagree (the
+    synthetic sets draw the polarity per image): the baseline then decides per image.
+    """
+    sides = set()
+    for image, mask in zip(images[..., 0].astype(np.float64), masks > 0, strict=True):
+        if mask.any() and not mask.all():
+            sides.add(bool(image[mask].mean() > image[~mask].mean()))
+    if not sides:
         return True
-    return float(gray[fg].mean()) > float(gray[~fg].mean())
+    return sides.pop() if len(sides) == 1 else None
 
 
-def otsu_masks(images: np.ndarray, bright_foreground: bool) -> np.ndarray:
+def otsu_masks(images: np.ndarray, bright_foreground: bool | None) -> np.ndarray:
     """Encoder-free baseline: per-image Otsu threshold, foreground on the side the training
-    masks say. uint8 (N, R, R, C) → uint8 (N, R, R) in {0, 1}."""
+    masks say, or (``None``) on the side with fewer pixels of each image, the usual choice
+    for sparse structures such as wires. uint8 (N, R, R, C) → uint8 (N, R, R) in {0, 1}."""
     from skimage.filters import threshold_otsu
 
     out = np.zeros(images.shape[:3], np.uint8)
     for i, image in enumerate(images[..., 0]):
         if image.min() == image.max():
             continue  # a flat image has no threshold: nothing is foreground
-        t = threshold_otsu(image)
-        out[i] = image > t if bright_foreground else image <= t
+        bright = image > threshold_otsu(image)
+        if bright_foreground is None:
+            out[i] = bright if bright.sum() <= bright.size / 2 else ~bright
+        else:
+            out[i] = bright if bright_foreground else ~bright
     return out

@@ -365,3 +365,18 @@ def test_validation_split_keeps_the_best_step(wires, tmp_path):
     assert probs.shape == (2, 64, 64)
     assert np.all(np.isfinite(np.asarray(metrics.dice(probs, masks[:2]))))
     assert jax.device_count() == 8
+
+
+def test_otsu_baseline_polarity_from_training_masks_or_per_image():
+    from fewshot_jax.segment_data import otsu_masks, otsu_polarity
+
+    mask = np.zeros((16, 16), np.uint8)
+    mask[6:9, :] = 1  # a horizontal wire, 3 of 16 rows
+    dark_wire = np.where(mask[..., None] > 0, 40, 200).astype(np.uint8)
+    bright_wire = 255 - dark_wire
+    assert otsu_polarity(np.stack([dark_wire, dark_wire]), np.stack([mask, mask])) is False
+    assert otsu_polarity(np.stack([bright_wire]), np.stack([mask])) is True
+    assert otsu_polarity(np.stack([dark_wire, bright_wire]), np.stack([mask, mask])) is None
+    both = np.stack([dark_wire, bright_wire])
+    np.testing.assert_array_equal(otsu_masks(both, None), np.stack([mask, mask]))  # minority side
+    np.testing.assert_array_equal(otsu_masks(both, False), np.stack([mask, 1 - mask]))
