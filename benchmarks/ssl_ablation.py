@@ -95,6 +95,10 @@ RECIPES: dict[str, tuple[str, dict]] = {
     'combo_small_stem_32px': ('barlow_twins', {**BEST_GUESS, 'model.stem': 'small', 'data.image_size': 32}),
     # The small stem at the probe's 64 px: 64x64 maps in stage 1 instead of 16x16 (4x the FLOPs).
     'combo_small_stem_64px': ('barlow_twins', {**BEST_GUESS, 'model.stem': 'small'}),
+    # Large crops only: a crop of 0.2 of the area can cut a network's connectivity or leave one
+    # wire of several, the structure that separates the classes; flips and the grayscale ops stay.
+    'combo_area06': ('barlow_twins', {**BEST_GUESS, 'augment.crop_area': (0.6, 1.0)}),
+    'combo_nocrop': ('barlow_twins', {**BEST_GUESS, 'augment.crop': 'none'}),
     'combo_indomain': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain'}),
     'combo_indomain_1000': (
         'barlow_twins',

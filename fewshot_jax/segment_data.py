@@ -200,16 +200,27 @@ def otsu_polarity(images: np.ndarray, masks: np.ndarray) -> bool | None:
 
 
 def otsu_masks(images: np.ndarray, bright_foreground: bool | None) -> np.ndarray:
-    """Encoder-free baseline: per-image Otsu threshold, foreground on the side the training
-    masks say, or (``None``) on the side with fewer pixels of each image, the usual choice
-    for sparse structures such as wires. uint8 (N, R, R, C) → uint8 (N, R, R) in {0, 1}."""
+    """Encoder-free baseline: the classic micrograph recipe of background flattening and an
+    Otsu threshold per image.
+
+    Each image's slowly varying illumination (a Gaussian blur with sigma 1/32 of the image
+    side) is subtracted first: a global threshold on uneven illumination splits bright from
+    dark regions instead of structure from background. (Chosen as the strongest of sigma =
+    side/32, /16, /8 and no flattening on the demo's nanowires: median Dice 0.52, 0.50, 0.33
+    and 0.05 at 128 px — a stronger baseline is the fairer comparison.) The foreground is on
+    the side the training masks say or, with ``None``, on the side with fewer pixels of each
+    image, the usual choice for sparse structures such as wires.
+    uint8 (N, R, R, C) → uint8 (N, R, R) in {0, 1}.
+    """
+    from scipy import ndimage
     from skimage.filters import threshold_otsu
 
     out = np.zeros(images.shape[:3], np.uint8)
-    for i, image in enumerate(images[..., 0]):
-        if image.min() == image.max():
+    for i, image in enumerate(images[..., 0].astype(np.float64)):
+        flat = image - ndimage.gaussian_filter(image, max(1.0, image.shape[0] / 32))
+        if flat.min() == flat.max():
             continue  # a flat image has no threshold: nothing is foreground
-        bright = image > threshold_otsu(image)
+        bright = flat > threshold_otsu(flat)
         if bright_foreground is None:
             out[i] = bright if bright.sum() <= bright.size / 2 else ~bright
         else:

@@ -370,13 +370,26 @@ def test_validation_split_keeps_the_best_step(wires, tmp_path):
 def test_otsu_baseline_polarity_from_training_masks_or_per_image():
     from fewshot_jax.segment_data import otsu_masks, otsu_polarity
 
-    mask = np.zeros((16, 16), np.uint8)
-    mask[6:9, :] = 1  # a horizontal wire, 3 of 16 rows
-    dark_wire = np.where(mask[..., None] > 0, 40, 200).astype(np.uint8)
+    side = 64
+    mask = np.zeros((side, side), np.uint8)
+    mask[30:33, 8:56] = 1  # a horizontal wire
+    # Illumination falling from 230 to 90 across the image, a wire 60 grey levels darker:
+    # a global threshold would cut the image in two halves, not find the wire.
+    ramp = np.linspace(230, 90, side)[None, :].repeat(side, 0)
+    dark_wire = np.clip(ramp - 60 * mask, 0, 255).astype(np.uint8)[..., None]
     bright_wire = 255 - dark_wire
     assert otsu_polarity(np.stack([dark_wire, dark_wire]), np.stack([mask, mask])) is False
     assert otsu_polarity(np.stack([bright_wire]), np.stack([mask])) is True
     assert otsu_polarity(np.stack([dark_wire, bright_wire]), np.stack([mask, mask])) is None
     both = np.stack([dark_wire, bright_wire])
-    np.testing.assert_array_equal(otsu_masks(both, None), np.stack([mask, mask]))  # minority side
-    np.testing.assert_array_equal(otsu_masks(both, False), np.stack([mask, 1 - mask]))
+    for polarity, expected in ((None, [mask, mask]), (False, [mask, None]), (True, [None, mask])):
+        found = otsu_masks(both, polarity)
+        for got, want in zip(found, expected, strict=True):
+            if want is not None:
+                dice = 2 * np.sum(got & want) / (got.sum() + want.sum())
+                assert dice > 0.75, (polarity, dice)  # the blur's halo at the wire's edges costs a little
+    # Without flattening, one global threshold splits the ramp instead of finding the wire.
+    from skimage.filters import threshold_otsu
+
+    naive = dark_wire[..., 0] <= threshold_otsu(dark_wire[..., 0])
+    assert 2 * np.sum(naive & mask) / (naive.sum() + mask.sum()) < 0.3
