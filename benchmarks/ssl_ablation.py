@@ -99,6 +99,9 @@ RECIPES: dict[str, tuple[str, dict]] = {
     # wire of several, the structure that separates the classes; flips and the grayscale ops stay.
     'combo_area06': ('barlow_twins', {**BEST_GUESS, 'augment.crop_area': (0.6, 1.0)}),
     'combo_nocrop': ('barlow_twins', {**BEST_GUESS, 'augment.crop': 'none'}),
+    # A smooth random illumination field per view: the synthetic micrographs' uneven
+    # illumination identifies an image (a pretext shortcut) without carrying its class.
+    'combo_illum': ('barlow_twins', {**BEST_GUESS, 'augment.illumination': 0.5}),
     'combo_indomain': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain'}),
     'combo_indomain_1000': (
         'barlow_twins',

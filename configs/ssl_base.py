@@ -88,6 +88,7 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
     c.augment.blur_sigma = (0.1, 2.0)
     c.augment.noise_prob = 0.0
     c.augment.noise_std = (0.0, 0.05)
+    c.augment.illumination = 0.0  # max amplitude of a smooth random illumination field
 
     c.data = ml_collections.ConfigDict()
     c.data.source = 'folder'

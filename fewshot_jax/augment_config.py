@@ -94,6 +94,11 @@ class AugmentConfig:
         noise_prob: probability of adding Gaussian noise.
         noise_std: (lo, hi) noise standard deviation (in [0, 1] intensity units),
             drawn uniformly; one noise field for all three channels.
+        illumination: max amplitude a of a smooth random illumination field: each view
+            is multiplied by 1 + a' * f, with a' uniform in [0, a] and f a 4x4 grid of
+            standard normals resized smoothly to the image; 0 disables the op. Uneven
+            illumination identifies a micrograph without saying anything about its
+            content, a shortcut this takes away from the pretext task.
     """
 
     output_size: int
@@ -113,6 +118,7 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     noise_prob: float = 0.0
     noise_std: tuple[float, float] = (0.0, 0.05)
+    illumination: float = 0.0
 
     def __post_init__(self):
         # Configs hand over lists; tuples keep the dataclass hashable for jit.
@@ -161,6 +167,10 @@ class AugmentConfig:
             _check_probability(name, getattr(self, name))
         _check_range('blur_sigma', self.blur_sigma, 0.0, _MAX_BLUR_SIGMA, low_open=True)
         _check_range('noise_std', self.noise_std, 0.0, 1.0)
+        if not _is_number(self.illumination) or not 0.0 <= self.illumination <= 1.0:
+            raise AugmentConfigError(
+                f'augment.illumination must be a max amplitude in [0, 1], got {self.illumination!r}'
+            )
         # A shift of 0.5 already reaches the opposite colour; more just wraps.
         if not _is_number(self.hue) or not 0.0 <= self.hue <= 0.5:
             raise AugmentConfigError(
@@ -191,7 +201,7 @@ def augment_config_from(cfg: Mapping, output_size: int) -> AugmentConfig:
         cfg: an ml_collections ConfigDict (or any mapping) with any of the keys
             crop, crop_range, crop_area, crop_ratio, flip_prob, jitter_prob,
             brightness, contrast, saturation, hue, gamma, invert_prob, blur_prob,
-            blur_sigma, noise_prob, noise_std. Missing keys take the
+            blur_sigma, noise_prob, noise_std, illumination. Missing keys take the
             `AugmentConfig` defaults, which leave the new ops off.
         output_size: side of the output views, in pixels (the model's input size).
 

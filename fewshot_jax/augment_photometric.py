@@ -97,7 +97,8 @@ def _blur_radius(cfg: AugmentConfig) -> int:
 
 
 def micrograph_ops(key, image: jax.Array, cfg: AugmentConfig) -> jax.Array:
-    """Intensity inversion, Gaussian blur and Gaussian noise, each with its own probability.
+    """Intensity inversion, Gaussian blur, Gaussian noise (each with its own probability) and
+    a smooth random illumination field.
 
     Applied in that order after the colour jitter; each op is skipped (no
     compute) when its probability is 0.
@@ -124,6 +125,13 @@ def micrograph_ops(key, image: jax.Array, cfg: AugmentConfig) -> jax.Array:
         field = std * jax.random.normal(field_key, image.shape[:2] + (1,), jnp.float32)
         noisy = jnp.clip(image + field, 0.0, 1.0)
         image = jnp.where(jax.random.bernoulli(apply_key, cfg.noise_prob), noisy, image)
+    if cfg.illumination > 0:
+        # Its own stream (fold_in), so the other ops draw what they drew before it existed.
+        amp_key, grid_key = jax.random.split(jax.random.fold_in(key, 4))
+        amplitude = jax.random.uniform(amp_key, (), jnp.float32, 0.0, cfg.illumination)
+        grid = jax.random.normal(grid_key, (4, 4, 1), jnp.float32)
+        field = jax.image.resize(grid, image.shape[:2] + (1,), 'bicubic')
+        image = jnp.clip(image * (1.0 + amplitude * field), 0.0, 1.0)
     return image
 
 

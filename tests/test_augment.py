@@ -629,3 +629,23 @@ def test_config_from_reads_the_new_fields():
     hash(built)
     with pytest.raises(augment.AugmentConfigError, match='crop_window needs'):
         augment.crop_window(jax.random.key(0), 32, 32, built)
+
+
+def test_illumination_is_a_smooth_gray_gain_field_with_its_own_draw_per_example():
+    images = np.full((6, 48, 48, 1), 128, np.uint8)
+    base = dict(output_size=48, crop='none', **NO_JITTER)
+    plain = np.asarray(batch_fn(jax.random.key(3), images, AugmentConfig(**base)), np.float64)
+    lit = np.asarray(batch_fn(jax.random.key(3), images, AugmentConfig(**base, illumination=0.5)), np.float64)
+    gain = lit[..., 0] / plain[..., 0]
+    np.testing.assert_array_equal(lit[..., 0], lit[..., 2])  # one field for the three channels
+    assert lit.min() >= 0.0 and lit.max() <= 1.0
+    assert np.all(np.abs(gain - 1) <= 0.5 * 4.0)  # amplitude <= 0.5 times a few standard normals
+    assert np.all(gain.std(axis=(1, 2)) > 1e-3)  # every view is relit...
+    # ...smoothly: neighbouring pixels differ far less than the field varies across the image.
+    step = np.abs(np.diff(gain, axis=1)).max(axis=(1, 2))
+    assert np.all(step < 0.2 * (gain.max(axis=(1, 2)) - gain.min(axis=(1, 2))))
+    for i in range(len(lit)):
+        for j in range(i):
+            assert np.abs(lit[i] - lit[j]).max() > 1e-3
+    with pytest.raises(augment.AugmentConfigError, match='augment.illumination must be'):
+        AugmentConfig(output_size=48, illumination=1.5)
