@@ -102,6 +102,10 @@ RECIPES: dict[str, tuple[str, dict]] = {
     # A smooth random illumination field per view: the synthetic micrographs' uneven
     # illumination identifies an image (a pretext shortcut) without carrying its class.
     'combo_illum': ('barlow_twins', {**BEST_GUESS, 'augment.illumination': 0.5}),
+    'combo_illum_1000': (
+        'barlow_twins',
+        {**BEST_GUESS, 'augment.illumination': 0.5, 'train.num_steps': 1000},
+    ),
     'combo_indomain': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain'}),
     'combo_indomain_1000': (
         'barlow_twins',
