@@ -38,7 +38,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from fewshot_jax import sharding
+import fewshot_jax.sharding as sharding
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from fewshot_jax import sharding
+import fewshot_jax.sharding as sharding
 from fewshot_jax.models import compute_dtype, make_encoder
 from fewshot_jax.models.resnet import LAYER_NAMES, feature_dim
 from fewshot_jax.models.weights import export_torchvision, load_weights, normalization_values

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fewshot_jax import checkpoint
+import fewshot_jax.checkpoint as checkpoint
 from fewshot_jax.models.resnet import IMAGENET_MEAN, IMAGENET_STD
 from fewshot_jax.models.weights_common import (
     LoadedWeights,
