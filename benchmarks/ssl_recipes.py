@@ -1,0 +1,115 @@
+"""The pretraining recipes that benchmarks/ssl_ablation.py compares: each is a method and the
+config overrides it changes from ``configs/ssl_base.ssl_config(method, 'tem', 'demo')``.
+
+    python benchmarks/ssl_ablation.py --list --out=x    # every recipe and its overrides
+"""
+
+from __future__ import annotations
+
+# Grayscale micrograph augmentations: saturation and hue are no-ops on gray images.
+GRAY = {
+    'augment.brightness': 0.3,
+    'augment.gamma': (0.6, 1.6),
+    'augment.blur_prob': 0.5,
+    'augment.blur_sigma': (0.1, 1.5),
+    'augment.noise_prob': 0.5,
+    'augment.noise_std': (0.0, 0.05),
+    'augment.saturation': (1.0, 1.0),
+    'augment.hue': 0.0,
+}
+AREA02 = {'augment.crop': 'area', 'augment.crop_area': (0.2, 1.0)}
+AREA008 = {'augment.crop': 'area', 'augment.crop_area': (0.08, 1.0)}
+WIDE = {'model.projector': (512, 512, 512)}
+# Smaller crops and stronger blur.
+STRONG = {'augment.crop_area': (0.08, 1.0), 'augment.blur_prob': 0.8, 'augment.blur_sigma': (0.5, 2.5)}
+ADAM = {'optim.name': 'adam', 'optim.lr': 1e-3, 'optim.warmup_steps': 0.1}
+BEST_GUESS = {**AREA02, **GRAY, **WIDE, 'data.num_images': 2048, 'optim.lr': 0.3, 'optim.warmup_steps': 0.1}
+
+# name -> (method, overrides). Each changes one thing from the shipped :demo recipe,
+# except the combinations at the end.
+RECIPES: dict[str, tuple[str, dict]] = {
+    'shipped': ('barlow_twins', {}),
+    'small_stem': ('barlow_twins', {'model.stem': 'small'}),
+    'small_stem_32px': ('barlow_twins', {'model.stem': 'small', 'data.image_size': 32}),
+    'images_2k': ('barlow_twins', {'data.num_images': 2048}),
+    'images_4k': ('barlow_twins', {'data.num_images': 4096}),
+    'gray_aug': ('barlow_twins', GRAY),
+    'invert': ('barlow_twins', {'augment.invert_prob': 0.5}),
+    'area02': ('barlow_twins', AREA02),
+    'area008': ('barlow_twins', AREA008),
+    'wide_proj': ('barlow_twins', WIDE),
+    'lars': ('barlow_twins', {'optim.name': 'lars', 'optim.lr': 1.0, 'optim.warmup_steps': 0.1}),
+    'lars_lr5': ('barlow_twins', {'optim.name': 'lars', 'optim.lr': 5.0, 'optim.warmup_steps': 0.1}),
+    'lr0.03': ('barlow_twins', {'optim.lr': 0.03}),
+    'lr0.3_wu0.1': ('barlow_twins', {'optim.lr': 0.3, 'optim.warmup_steps': 0.1}),
+    'batch128': ('barlow_twins', {'data.batch_size': 128}),
+    'wd5e-4': ('barlow_twins', {'optim.weight_decay': 5e-4}),
+    'steps1000': ('barlow_twins', {'train.num_steps': 1000}),
+    'steps3000': ('barlow_twins', {'train.num_steps': 3000}),
+    'simclr_shipped': ('simclr', {}),
+    'simclr_area02_gray': ('simclr', {**AREA02, **GRAY}),
+    'indomain': ('barlow_twins', {'data.source': 'indomain', 'data.num_images': 2048}),
+    'combo': ('barlow_twins', BEST_GUESS),
+    'combo_1000': ('barlow_twins', {**BEST_GUESS, 'train.num_steps': 1000}),
+    'combo_3000': ('barlow_twins', {**BEST_GUESS, 'train.num_steps': 3000}),
+    'combo_small_stem_32px': ('barlow_twins', {**BEST_GUESS, 'model.stem': 'small', 'data.image_size': 32}),
+    # The small stem at the probe's 64 px: 64x64 maps in stage 1 instead of 16x16 (4x the FLOPs).
+    'combo_small_stem_64px': ('barlow_twins', {**BEST_GUESS, 'model.stem': 'small'}),
+    # Large crops only: a crop of 0.2 of the area can cut a network's connectivity or leave one
+    # wire of several, the structure that separates the classes; flips and the grayscale ops stay.
+    'combo_area06': ('barlow_twins', {**BEST_GUESS, 'augment.crop_area': (0.6, 1.0)}),
+    'combo_nocrop': ('barlow_twins', {**BEST_GUESS, 'augment.crop': 'none'}),
+    # A smooth random illumination field per view: the synthetic micrographs' uneven
+    # illumination identifies an image (a pretext shortcut) without carrying its class.
+    'combo_illum': ('barlow_twins', {**BEST_GUESS, 'augment.illumination': 0.5}),
+    'combo_illum_1000': (
+        'barlow_twins',
+        {**BEST_GUESS, 'augment.illumination': 0.5, 'train.num_steps': 1000},
+    ),
+    'combo_indomain': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain'}),
+    'combo_indomain_1000': (
+        'barlow_twins',
+        {**BEST_GUESS, 'data.source': 'indomain', 'train.num_steps': 1000},
+    ),
+    'combo_indomain_3000': (
+        'barlow_twins',
+        {**BEST_GUESS, 'data.source': 'indomain', 'train.num_steps': 3000},
+    ),
+    'simclr_combo': ('simclr', BEST_GUESS),
+    'simclr_combo_t0.5': ('simclr', {**BEST_GUESS, 'loss.temperature': 0.5}),
+    # Second screen (one seed each), all on top of `combo`:
+    'simclr_combo_t0.2': ('simclr', {**BEST_GUESS, 'loss.temperature': 0.2}),
+    'combo_lambd0.02': ('barlow_twins', {**BEST_GUESS, 'loss.lambd': 0.02}),
+    'combo_lambd0.001': ('barlow_twins', {**BEST_GUESS, 'loss.lambd': 0.001}),
+    'combo_strong': ('barlow_twins', {**BEST_GUESS, **STRONG}),
+    'combo_invert': ('barlow_twins', {**BEST_GUESS, 'augment.invert_prob': 0.5}),
+    'combo_b64': ('barlow_twins', {**BEST_GUESS, 'data.batch_size': 64}),
+    'combo_lr0.1': ('barlow_twins', {**BEST_GUESS, 'optim.lr': 0.1}),
+    # Adam: its step size does not scale with the gradient (SGD at lr 0.3 takes a ~300-1000
+    # norm gradient in the first steps of Barlow Twins; SimCLR collapsed to z_std ~0.006).
+    'combo_adam': ('barlow_twins', {**BEST_GUESS, **ADAM}),
+    'simclr_combo_adam': ('simclr', {**BEST_GUESS, **ADAM}),
+    'combo_indomain_adam': ('barlow_twins', {**BEST_GUESS, **ADAM, 'data.source': 'indomain'}),
+    'combo_indomain_adam_1000': (
+        'barlow_twins',
+        {**BEST_GUESS, **ADAM, 'data.source': 'indomain', 'train.num_steps': 1000},
+    ),
+    'simclr_combo_lr0.03': ('simclr', {**BEST_GUESS, 'optim.lr': 0.03}),
+    # In-domain images generated at the encoder's input size (as the probe pools are).
+    'combo_indomain64': (
+        'barlow_twins',
+        {**BEST_GUESS, 'data.source': 'indomain', 'data.synthetic_size': 64},
+    ),
+    'combo_indomain_strong': ('barlow_twins', {**BEST_GUESS, **STRONG, 'data.source': 'indomain'}),
+}
+
+# --tiny: a whole pass in seconds (compiles, trains, encodes, probes, reports).
+TINY = {
+    'model.width': 4,
+    'model.projector': (16, 16, 32),
+    'data.num_images': 32,
+    'data.synthetic_size': 48,
+    'data.image_size': 32,
+    'data.batch_size': 8,
+    'train.num_steps': 4,
+}
