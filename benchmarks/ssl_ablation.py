@@ -96,7 +96,7 @@ def ensure_stem_wiring() -> None:
     encoder_module.make_encoder = make_encoder
 
 
-def build_config(method: str, preset: str, overrides: dict, seed: int, out: Path):
+def build_config(method: str, preset: str, overrides: dict, seed: int, out: Path, kind: str = 'images'):
     from configs.ssl_base import ssl_config
 
     config = ssl_config(method, 'tem', preset)
@@ -113,34 +113,35 @@ def build_config(method: str, preset: str, overrides: dict, seed: int, out: Path
     for key, value in overrides.items():
         set_dotted(config, key, value)
     if config.data.source == 'indomain':
-        config.data.root = str(indomain_folder(out, config.data.num_images, config.data.synthetic_size))
+        config.data.root = str(indomain_folder(out, config.data.num_images, config.data.synthetic_size, kind))
         config.data.source = 'folder'
         config.data.subset = None
     return config
 
 
-def indomain_folder(out: Path, n: int, size: int) -> Path:
+def indomain_folder(out: Path, n: int, size: int, kind: str = 'images') -> Path:
     """Unlabeled images of the tasks' own kinds (equal shares of the three tasks), as PNGs.
 
     What a user with a pile of unlabeled micrographs of their own would pretrain on.
-    Drawn from INDOMAIN_SEED, so none of them is in a probe pool.
+    Drawn from INDOMAIN_SEED, so none of them is in a probe pool. kind='masks' writes the
+    scenes' masks instead (see task_pool).
     """
     from PIL import Image
 
     from fewshot_jax.data import synthetic
 
-    folder = out / f'indomain_{n}_{size}'
+    folder = out / f'indomain_{n}_{size}' if kind == 'images' else out / f'indomain_{kind}_{n}_{size}'
     if folder.exists():
         return folder
     # Written aside and renamed: processes sharing `out` never see a half-written folder.
-    final, folder = folder, out / f'.indomain_{n}_{size}.{os.getpid()}'
+    final, folder = folder, out / f'.{folder.name}.{os.getpid()}'
     folder.mkdir(parents=True, exist_ok=True)
     share = math.ceil(n / len(TASKS))
     written = 0
     for t, task in enumerate(TASKS):
         n_classes = len(getattr(synthetic, task)(1, 32, 0).class_names)
         data = getattr(synthetic, task)(math.ceil(share / n_classes), size, INDOMAIN_SEED + t)
-        for image in data.images[: min(share, n - written)]:
+        for image in pool_arrays(data, kind)[: min(share, n - written)]:
             Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)).save(
                 folder / f'{task}_{written:06d}.png'
             )
@@ -155,7 +156,20 @@ def indomain_folder(out: Path, n: int, size: int) -> Path:
 _POOLS: dict = {}
 
 
-def task_pool(task: str, per_class: int, gen_size: int, image_size: int):
+def pool_arrays(data, kind: str) -> np.ndarray:
+    """float32 (n, S, S) in [0, 1]: the micrographs, or (kind='masks') the scenes' exact masks.
+
+    The masks are the diagnostic view: the same structures with none of the per-image
+    imaging nuisances (polarity, illumination, grain, blur, dose, levels).
+    """
+    if kind == 'images':
+        return data.images
+    if kind == 'masks':
+        return data.masks.astype(np.float32)
+    raise ValueError(f"--pool_kind must be 'images' or 'masks', got {kind!r}")
+
+
+def task_pool(task: str, per_class: int, gen_size: int, image_size: int, kind: str = 'images'):
     """The labeled pool of `task` as uint8 (n, S, S) at the encoder's size, and labels.
 
     Generated at `gen_size` (0: at `image_size`, as the calibration draws them) from
@@ -164,10 +178,12 @@ def task_pool(task: str, per_class: int, gen_size: int, image_size: int):
     from fewshot_jax.data import pipeline, synthetic
 
     gen_size = gen_size or image_size
-    key = (task, per_class, gen_size, image_size)
+    key = (task, per_class, gen_size, image_size, kind)
     if key not in _POOLS:
         data = getattr(synthetic, task)(per_class, gen_size, TASK_SEED)
-        images = np.stack([pipeline.to_uint8_square(im, image_size, 1)[..., 0] for im in data.images])
+        images = np.stack(
+            [pipeline.to_uint8_square(im, image_size, 1)[..., 0] for im in pool_arrays(data, kind)]
+        )
         _POOLS[key] = (images, np.asarray(data.labels))
     return _POOLS[key]
 
@@ -205,7 +221,7 @@ def probe_encoder(encoder, args, image_size: int) -> dict:
     """{task: {layer: median accuracy}} for one encoder."""
     out = {}
     for task in TASKS:
-        images, labels = task_pool(task, args.pool, args.task_size, image_size)
+        images, labels = task_pool(task, args.pool, args.task_size, image_size, args.pool_kind)
         feats = encoder_features(encoder, images)
         out[task] = {
             layer: median_accuracy(feats[layer], labels, args.shots, args.draws, args.threads)
@@ -226,7 +242,8 @@ def random_init_probe(config, args, out: Path) -> dict:
 
     model_cfg = {k: v for k, v in config.model.to_dict().items() if k not in ('projector', 'init')}
     ident = json.dumps(
-        [model_cfg, config.seed, config.data.image_size, args.pool, args.task_size, args.shots, args.draws],
+        [model_cfg, config.seed, config.data.image_size, args.pool, args.task_size, args.shots, args.draws]
+        + ([args.pool_kind] if args.pool_kind != 'images' else []),
         sort_keys=True,
         default=list,
     )
@@ -255,19 +272,19 @@ _TEXTURE: dict = {}
 
 def texture_probe(args, image_size: int) -> dict:
     """{task: median accuracy} of the texture-feature baseline on the encoders' pixels."""
-    if image_size in _TEXTURE:
-        return _TEXTURE[image_size]
+    if (image_size, args.pool_kind) in _TEXTURE:
+        return _TEXTURE[image_size, args.pool_kind]
     try:
         from fewshot_jax.baselines import texture_features
     except ImportError:  # before fewshot_jax/baselines.py existed
         from synthetic_calibration import texture_features
     out = {}
     for task in TASKS:
-        images, labels = task_pool(task, args.pool, args.task_size, image_size)
+        images, labels = task_pool(task, args.pool, args.task_size, image_size, args.pool_kind)
         out[task] = median_accuracy(
             texture_features(images.astype(np.float32) / 255.0), labels, args.shots, args.draws, args.threads
         )
-    _TEXTURE[image_size] = out
+    _TEXTURE[image_size, args.pool_kind] = out
     return out
 
 
@@ -295,7 +312,7 @@ def run_one(name: str, method: str, overrides: dict, seed: int, args, out: Path)
 
     from fewshot_jax.train import total_steps_of, train_ssl
 
-    config = build_config(method, args.preset, overrides, seed, out)
+    config = build_config(method, args.preset, overrides, seed, out, args.pool_kind)
     workdir = out / 'runs' / f'{name}_s{seed}'
     start = time.perf_counter()
     summary = train_ssl(config, workdir)
@@ -330,6 +347,7 @@ def run_one(name: str, method: str, overrides: dict, seed: int, args, out: Path)
         'draws': args.draws,
         'shots': args.shots,
         'pool': args.pool,
+        'pool_kind': args.pool_kind,
     }
 
 
@@ -423,6 +441,12 @@ def main() -> None:
         type=int,
         default=0,
         help='size the task images are generated at (0: the encoder input size)',
+    )
+    parser.add_argument(
+        '--pool_kind',
+        default='images',
+        choices=('images', 'masks'),
+        help="'masks': probe (and pretrain in-domain) on the scenes' masks, no imaging nuisances",
     )
     parser.add_argument('--draws', type=int, default=20)
     parser.add_argument('--threads', type=int, default=2, help='threads for the probe fits')

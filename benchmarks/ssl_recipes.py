@@ -23,6 +23,7 @@ WIDE = {'model.projector': (512, 512, 512)}
 # Smaller crops and stronger blur.
 STRONG = {'augment.crop_area': (0.08, 1.0), 'augment.blur_prob': 0.8, 'augment.blur_sigma': (0.5, 2.5)}
 ADAM = {'optim.name': 'adam', 'optim.lr': 1e-3, 'optim.warmup_steps': 0.1}
+NUISANCE = {'augment.invert_prob': 0.5, 'augment.illumination': 0.5}
 BEST_GUESS = {**AREA02, **GRAY, **WIDE, 'data.num_images': 2048, 'optim.lr': 0.3, 'optim.warmup_steps': 0.1}
 
 # name -> (method, overrides). Each changes one thing from the shipped :demo recipe,
@@ -65,6 +66,14 @@ RECIPES: dict[str, tuple[str, dict]] = {
     'combo_illum_1000': (
         'barlow_twins',
         {**BEST_GUESS, 'augment.illumination': 0.5, 'train.num_steps': 1000},
+    ),
+    # Polarity and illumination carry no label in the tasks (drawn per image for every class):
+    # views of opposite polarity and different illumination leave only structure to match.
+    'combo_invert_illum': ('barlow_twins', {**BEST_GUESS, **NUISANCE}),
+    'combo_invert_illum_600': ('barlow_twins', {**BEST_GUESS, **NUISANCE, 'train.num_steps': 600}),
+    'combo_indomain_invert_illum': (
+        'barlow_twins',
+        {**BEST_GUESS, **NUISANCE, 'data.source': 'indomain'},
     ),
     'combo_indomain': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain'}),
     'combo_indomain_1000': (

@@ -96,6 +96,7 @@ def get_config(arg: str = ''):
     c.segment.lr_schedule = 'constant'  # the paper's (Keras Adam); or 'cosine' (to 0)
     c.segment.augment = False  # flips/quarter turns, identical for image and mask
     c.segment.intensity_augment = False  # contrast, brightness, gamma, illumination, noise
+    c.segment.invert_prob = 0.0  # x -> 1 - x per image: both contrast polarities in the data
     c.segment.validation_fraction = 0.0  # >0: keep the best step on a split of the k images
     c.segment.validation_every = 0.1
     c.segment.tile_overlap = 0.25

@@ -80,6 +80,7 @@ def fit(
     lr_schedule: str = 'constant',
     augment: bool = False,
     intensity_augment: bool = False,
+    invert_prob: float = 0.0,
     dtype: str | None = None,
     seed: int = 42,
     num_classes: int = 1,
@@ -109,6 +110,8 @@ def fit(
         lr_schedule: 'constant' (the paper's) or 'cosine' (to 0 at the last step).
         augment: random flips and quarter turns applied identically to image and mask.
         intensity_augment: random contrast, brightness, gamma, illumination gradient and noise.
+        invert_prob: probability of inverting a training image's intensities (x -> 1 - x),
+            for image sets with both contrast polarities; the masks are unchanged.
         dtype: compute dtype ('float32', 'bfloat16'); None keeps the encoder's.
         seed: decoder initialisation and data order.
         num_classes: 1 for binary masks (sigmoid); C >= 2 for class-id masks (softmax).
@@ -173,6 +176,7 @@ def fit(
         lr_schedule=lr_schedule,
         augment=augment,
         intensity_augment=intensity_augment,
+        invert_prob=invert_prob,
         dtype=dtype,
         seed=seed,
         tile_overlap=tile_overlap,

@@ -253,12 +253,32 @@ def intensity_jitter(key, images: jax.Array) -> jax.Array:
     return jax.vmap(one)(jax.random.split(key, images.shape[0]), images)
 
 
+def invert_polarity(key, images: jax.Array, prob: float) -> jax.Array:
+    """x -> 1 - x for each image with probability ``prob``; the mask is unchanged.
+
+    Bright-field and dark-field (or positive and negative stain) micrographs show the
+    same objects with opposite contrast; with a handful of labeled images one polarity
+    may be missing from the training set altogether.
+
+    Args:
+        key: PRNG key; each example draws its own coin.
+        images: float32 (B, H, W, C) in [0, 1].
+        prob: probability of inverting an image.
+
+    Returns:
+        float32 (B, H, W, C) in [0, 1].
+    """
+    flip = jax.random.bernoulli(key, prob, (images.shape[0], 1, 1, 1))
+    return jnp.where(flip, 1.0 - images, images)
+
+
 def segment_step_fn(
     model: UNet,
     tx: optax.GradientTransformation,
     loss_fn: Callable,
     augment: bool = False,
     intensity: bool = False,
+    invert_prob: float = 0.0,
 ):
     """The un-jitted U-Net train step (compile with ``steps.jit_step``).
 
@@ -274,6 +294,8 @@ def segment_step_fn(
         augment: draw a flip/quarter turn per example (``fold_in(rng, step)``).
         intensity: also jitter contrast, brightness, gamma, illumination and noise
             (:func:`intensity_jitter`).
+        invert_prob: probability of inverting each example's intensities
+            (:func:`invert_polarity`); 0 skips it.
 
     Returns:
         ``step(state, batch) -> (state, metrics)`` with metrics loss, dice, soft_dice.
@@ -282,9 +304,13 @@ def segment_step_fn(
     def step(state: TrainState, batch):
         images, masks = batch['image'], batch['mask']
         flip_key, intensity_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+        # Its own stream, so the flips and jitter draw what they drew before it existed.
+        invert_key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 2)
         if augment:
             images, masks = flip_rotate(flip_key, images, masks)
         x = model_input(images)
+        if invert_prob > 0:
+            x = invert_polarity(invert_key, x, invert_prob)
         if intensity:
             x = intensity_jitter(intensity_key, x)
 

@@ -139,6 +139,7 @@ def _spec_for(config, resolution: int, steps: int, pixel_scale: float) -> TrainS
         lr_schedule=seg.get('lr_schedule', 'constant'),
         augment=bool(seg.augment),
         intensity_augment=bool(seg.get('intensity_augment', False)),
+        invert_prob=seg.get('invert_prob', 0.0),
         dtype=config.model.get('dtype'),
         seed=config.seed,
         validation_every=seg.get('validation_every', 0.1),

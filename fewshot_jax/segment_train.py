@@ -70,6 +70,7 @@ class TrainSpec:
         lr_schedule: 'constant' (the paper's) or 'cosine' (decays to 0 at the last step).
         augment: random flips and quarter turns, identical for image and mask.
         intensity_augment: random contrast, brightness, gamma, illumination, noise (image only).
+        invert_prob: probability of inverting an example's intensities (image only).
         dtype: compute dtype ('float32', 'bfloat16'); None keeps the encoder's.
         seed: decoder initialisation and data order.
         validation_every: cadence of the validation hook (steps or a fraction of the run).
@@ -90,6 +91,7 @@ class TrainSpec:
     lr_schedule: str = 'constant'
     augment: bool = False
     intensity_augment: bool = False
+    invert_prob: float = 0.0
     dtype: str | None = None
     seed: int = 42
     validation_every: float | int = 0.1
@@ -118,6 +120,7 @@ class TrainSpec:
         if self.bn_momentum is not None:
             check_fraction(self.bn_momentum, f'{prefix}bn_momentum')
         check_fraction(self.tile_overlap, f'{prefix}tile_overlap')
+        check_fraction(self.invert_prob, f'{prefix}invert_prob')
         if self.dtype is not None and self.dtype not in ('float32', 'bfloat16', 'float16'):
             raise SegmentConfigError(f'model.dtype={self.dtype!r}: expected float32, bfloat16 or float16')
 
@@ -274,7 +277,12 @@ def train_segmenter(
     state = sharding.replicate(TrainState.create(variables, tx, step_key), mesh)
     step_fn = steps.jit_step(
         segment_step_fn(
-            model, tx, make_loss(spec.loss, spec.num_classes), spec.augment, spec.intensity_augment
+            model,
+            tx,
+            make_loss(spec.loss, spec.num_classes),
+            spec.augment,
+            spec.intensity_augment,
+            spec.invert_prob,
         ),
         mesh,
     )

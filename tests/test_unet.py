@@ -203,6 +203,18 @@ def test_flips_and_turns_move_image_and_mask_together():
     np.testing.assert_array_equal(jittered, np.asarray(intensity_jitter(jax.random.PRNGKey(1), x)))
 
 
+def test_invert_polarity_inverts_whole_images_at_random():
+    from fewshot_jax.segment_model import invert_polarity
+
+    x = jnp.asarray(np.random.default_rng(4).random((64, 8, 8, 3)), jnp.float32)
+    out = np.asarray(invert_polarity(jax.random.PRNGKey(0), x, 0.5))
+    kept = [np.array_equal(o, np.asarray(i)) for o, i in zip(out, x, strict=True)]
+    flipped = [np.allclose(o, 1.0 - np.asarray(i)) for o, i in zip(out, x, strict=True)]
+    assert all(k != f for k, f in zip(kept, flipped, strict=True))  # each image: one or the other
+    assert 16 < sum(flipped) < 48
+    np.testing.assert_array_equal(np.asarray(invert_polarity(jax.random.PRNGKey(0), x, 0.0)), np.asarray(x))
+
+
 @pytest.mark.parametrize(
     ('kernel', 'padding', 'bias'), [(4, 'SAME', False), (4, 'SAME', True), (2, 'VALID', True)]
 )
