@@ -23,6 +23,7 @@ WIDE = {'model.projector': (512, 512, 512)}
 # Smaller crops and stronger blur.
 STRONG = {'augment.crop_area': (0.08, 1.0), 'augment.blur_prob': 0.8, 'augment.blur_sigma': (0.5, 2.5)}
 ADAM = {'optim.name': 'adam', 'optim.lr': 1e-3, 'optim.warmup_steps': 0.1}
+MNORM = {'model.input_norm': 'micrograph'}
 NUISANCE = {'augment.invert_prob': 0.5, 'augment.illumination': 0.5}
 BEST_GUESS = {**AREA02, **GRAY, **WIDE, 'data.num_images': 2048, 'optim.lr': 0.3, 'optim.warmup_steps': 0.1}
 
@@ -76,6 +77,14 @@ RECIPES: dict[str, tuple[str, dict]] = {
         {**BEST_GUESS, **NUISANCE, 'data.source': 'indomain'},
     ),
     'combo_indomain': ('barlow_twins', {**BEST_GUESS, 'data.source': 'indomain'}),
+    # The encoder normalises each micrograph (background, contrast, polarity) itself.
+    'combo_mnorm': ('barlow_twins', {**BEST_GUESS, **MNORM}),
+    'combo_mnorm_1000': ('barlow_twins', {**BEST_GUESS, **MNORM, 'train.num_steps': 1000}),
+    'combo_indomain_mnorm': ('barlow_twins', {**BEST_GUESS, **MNORM, 'data.source': 'indomain'}),
+    'combo_indomain_mnorm_1000': (
+        'barlow_twins',
+        {**BEST_GUESS, **MNORM, 'data.source': 'indomain', 'train.num_steps': 1000},
+    ),
     'combo_indomain_1000': (
         'barlow_twins',
         {**BEST_GUESS, 'data.source': 'indomain', 'train.num_steps': 1000},

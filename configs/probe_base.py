@@ -49,6 +49,7 @@ def probe_config(
     c.model.dtype = 'float32'
     c.model.input_mean = IMAGENET_MEAN
     c.model.input_std = IMAGENET_STD
+    c.model.input_norm = 'channel'  # or 'micrograph' (models/input_norm.py)
 
     c.data = ml_collections.ConfigDict()
     c.data.source = source

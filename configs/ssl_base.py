@@ -62,6 +62,8 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
     # Keras weights expect 'caffe' inputs: mean (123.68, 116.779, 103.939)/255, std 1/255.
     c.model.input_mean = IMAGENET_MEAN
     c.model.input_std = IMAGENET_STD
+    # 'micrograph': flatten the background, unit contrast, one polarity (models/input_norm.py).
+    c.model.input_norm = 'channel'
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = method

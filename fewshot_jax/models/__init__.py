@@ -9,6 +9,7 @@ import ml_collections
 
 from fewshot_jax.errors import ConfigError
 from fewshot_jax.models.heads import LinearClassifier, Projector, SSLModel
+from fewshot_jax.models.input_norm import INPUT_NORMS
 from fewshot_jax.models.max_pool import MAX_POOL_GRADS
 from fewshot_jax.models.resnet import (
     IMAGENET_MEAN,
@@ -54,6 +55,7 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
         ('depth', tuple(STAGE_DEPTHS), None),
         ('variant', VARIANTS, 'v1.5'),
         ('stem', STEMS, 'imagenet'),
+        ('input_norm', INPUT_NORMS, 'channel'),
         ('max_pool_grad', MAX_POOL_GRADS, 'auto'),
     )
     for key, allowed, default in checks:
@@ -71,6 +73,7 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
         dtype=compute_dtype(model_cfg.get('dtype', 'float32')),
         input_mean=tuple(model_cfg.get('input_mean', IMAGENET_MEAN)),
         input_std=tuple(model_cfg.get('input_std', IMAGENET_STD)),
+        input_norm=model_cfg.get('input_norm', 'channel'),
         zero_init_residual=model_cfg.get('zero_init_residual', False),
     )
 

@@ -41,6 +41,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fewshot_jax.models.input_norm import INPUT_NORMS, flatten_micrograph
 from fewshot_jax.models.max_pool import stem_max_pool
 
 STAGE_DEPTHS = {
@@ -120,6 +121,8 @@ class ResNet(nn.Module):
         variant: 'v1.5' (torchvision) or 'keras' (Keras applications, v1).
         dtype: computation dtype (e.g. jnp.bfloat16); parameters stay float32.
         input_mean, input_std: per-channel normalisation of [0, 1] inputs.
+        input_norm: 'channel' (``(x - input_mean) / input_std``) or 'micrograph'
+            (background-flattened, unit-contrast, one-polarity; models/input_norm.py).
         zero_init_residual: start each block's last BatchNorm scale at zero.
         stem: 'imagenet' (7x7 stride-2 convolution and max-pool) or 'small'
             (3x3 stride-1 convolution, no max-pool; for 32-96 px images).
@@ -133,6 +136,7 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
     input_mean: Sequence[float] = IMAGENET_MEAN
     input_std: Sequence[float] = IMAGENET_STD
+    input_norm: str = 'channel'
     zero_init_residual: bool = False
     stem: str = 'imagenet'
     max_pool_grad: str = 'auto'
@@ -142,6 +146,8 @@ class ResNet(nn.Module):
             raise ValueError(f'model.depth={self.depth!r}: expected one of {sorted(STAGE_DEPTHS)}')
         if self.variant not in VARIANTS:
             raise ValueError(f'model.variant={self.variant!r}: expected one of {VARIANTS}')
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f'model.input_norm={self.input_norm!r}: expected one of {INPUT_NORMS}')
         if self.stem not in STEMS:
             raise ValueError(f'model.stem={self.stem!r}: expected one of {STEMS}')
         if self.width < 1:
@@ -153,9 +159,12 @@ class ResNet(nn.Module):
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f'ResNet expects images of shape (N, H, W, 3); got {images.shape}')
         keras = self.variant == 'keras'
-        mean = jnp.asarray(self.input_mean, jnp.float32)
-        std = jnp.asarray(self.input_std, jnp.float32)
-        x = ((images.astype(jnp.float32) - mean) / std).astype(self.dtype)
+        if self.input_norm == 'micrograph':
+            x = flatten_micrograph(images).astype(self.dtype)
+        else:
+            mean = jnp.asarray(self.input_mean, jnp.float32)
+            std = jnp.asarray(self.input_std, jnp.float32)
+            x = ((images.astype(jnp.float32) - mean) / std).astype(self.dtype)
 
         small = self.stem == 'small'
         kernel, stride = (3, 1) if small else (7, 2)

@@ -108,6 +108,7 @@ def _with_defaults(model: dict, source: str) -> dict:
     model.setdefault('dtype', 'float32')
     model.setdefault('input_mean', list(IMAGENET_MEAN))
     model.setdefault('input_std', list(IMAGENET_STD))
+    model.setdefault('input_norm', 'channel')
     return model
 
 
