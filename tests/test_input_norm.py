@@ -68,3 +68,14 @@ def test_micrograph_encoder_sees_inverted_images_alike():
 def test_unknown_input_norm_is_a_config_error():
     with pytest.raises(ConfigError, match='model.input_norm'):
         make_encoder({'depth': 18, 'width': 4, 'input_norm': 'zscore'})
+
+
+def test_micrograph_unet_sees_inverted_images_alike():
+    from fewshot_jax.segment_model import build_unet
+
+    model = build_unet({'depth': 18, 'width': 4, 'input_norm': 'micrograph'}, decoder='unet')
+    x = jnp.asarray(np.repeat(_micrographs(2, 64)[..., None], 3, axis=-1))
+    variables = model.init(jax.random.PRNGKey(0), x)
+    logits = np.asarray(model.apply(variables, x))
+    # Encoder features and the decoder's full-resolution image skip are both normalised.
+    np.testing.assert_allclose(np.asarray(model.apply(variables, 1.0 - x)), logits, atol=1e-4)

@@ -40,6 +40,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fewshot_jax.models.input_norm import flatten_micrograph
+
 SKIP_LAYERS = ('stem', 'stage1', 'stage2', 'stage3', 'stage4')
 DECODERS = ('paper', 'unet')
 DOWNSAMPLING = 32  # stage4 is at H/32: inputs must divide by it
@@ -283,7 +285,10 @@ class UNet(nn.Module):
         _, intermediates = self.encoder(images, train=False)
         check_features(intermediates)
         skips = {name: jax.lax.stop_gradient(intermediates[name]) for name in SKIP_LAYERS}
-        skips['image'] = images  # the full-resolution input, for decoders that use it
+        # The full-resolution input, for decoders that use it — as the encoder sees it when
+        # the encoder normalises micrographs itself (background, contrast, polarity).
+        micrograph = getattr(self.encoder, 'input_norm', 'channel') == 'micrograph'
+        skips['image'] = flatten_micrograph(images) if micrograph else images
         return self.decoder(skips, train=train)
 
 
