@@ -85,6 +85,12 @@ RECIPES: dict[str, tuple[str, dict]] = {
         'barlow_twins',
         {**BEST_GUESS, **MNORM, 'data.source': 'indomain', 'train.num_steps': 1000},
     ),
+    # Large crops only, in-domain, 1000 steps (with --pool_kind=masks: does crop invariance
+    # cost the nanowire classes, which differ in wire count, length and width?).
+    'combo_indomain_area06_1000': (
+        'barlow_twins',
+        {**BEST_GUESS, 'data.source': 'indomain', 'augment.crop_area': (0.6, 1.0), 'train.num_steps': 1000},
+    ),
     'combo_indomain_1000': (
         'barlow_twins',
         {**BEST_GUESS, 'data.source': 'indomain', 'train.num_steps': 1000},
