@@ -166,25 +166,7 @@ def pool_arrays(data, kind: str) -> np.ndarray:
         return data.images
     if kind == 'masks':
         return data.masks.astype(np.float32)
-    if kind == 'flattened':
-        return np.stack([flatten_micrograph(im) for im in data.images])
-    raise ValueError(f"--pool_kind must be 'images', 'masks' or 'flattened', got {kind!r}")
-
-
-def flatten_micrograph(image: np.ndarray) -> np.ndarray:
-    """A nuisance-normalised micrograph in [0, 1] (the diagnostic of kind='flattened').
-
-    Background flattening (minus a Gaussian blur of a sixteenth of the side), unit contrast
-    (divided by the standard deviation) and one polarity (objects are the sparse tail of the
-    intensity distribution: the sign of the skewness makes them bright); +-4 sd map to [0, 1].
-    """
-    from scipy import ndimage
-
-    x = image - ndimage.gaussian_filter(image, image.shape[0] / 16, mode='reflect')
-    x = x / (x.std() + 1e-6)
-    if np.mean(x**3) < 0:
-        x = -x
-    return np.clip(0.5 + x / 8, 0.0, 1.0).astype(np.float32)
+    raise ValueError(f"--pool_kind must be 'images' or 'masks', got {kind!r}")
 
 
 def task_pool(task: str, per_class: int, gen_size: int, image_size: int, kind: str = 'images'):
@@ -463,7 +445,7 @@ def main() -> None:
     parser.add_argument(
         '--pool_kind',
         default='images',
-        choices=('images', 'masks', 'flattened'),
+        choices=('images', 'masks'),
         help="'masks': probe (and pretrain in-domain) on the scenes' masks, no imaging nuisances",
     )
     parser.add_argument('--draws', type=int, default=20)
