@@ -91,6 +91,22 @@ RECIPES: dict[str, tuple[str, dict]] = {
         'barlow_twins',
         {**BEST_GUESS, 'data.source': 'indomain', 'augment.crop_area': (0.6, 1.0), 'train.num_steps': 1000},
     ),
+    # Every imaging condition the augmentations can redraw, at the generator's strengths:
+    # polarity, illumination, blur and shot noise per view, on top of the micrograph norm.
+    'combo_indomain_allnuis_1000': (
+        'barlow_twins',
+        {
+            **BEST_GUESS,
+            **MNORM,
+            **NUISANCE,
+            'augment.noise_prob': 0.8,
+            'augment.noise_std': (0.0, 0.15),
+            'augment.blur_prob': 0.8,
+            'augment.blur_sigma': (0.1, 2.0),
+            'data.source': 'indomain',
+            'train.num_steps': 1000,
+        },
+    ),
     'combo_indomain_1000': (
         'barlow_twins',
         {**BEST_GUESS, 'data.source': 'indomain', 'train.num_steps': 1000},
