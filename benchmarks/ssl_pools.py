@@ -1,0 +1,85 @@
+"""The images benchmarks/ssl_ablation.py probes and pretrains on: the labeled task pools and
+the unlabeled in-domain folder, as micrographs or (the diagnostic view) as the scenes' masks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+TASKS = ('nanowires', 'nanoparticles', 'viruses')
+TASK_SEED = 1000  # the labeled pools; never used for pretraining images
+INDOMAIN_SEED = 7000  # unlabeled in-domain pretraining images (disjoint from the pools)
+
+
+def indomain_folder(out: Path, n: int, size: int, kind: str = 'images') -> Path:
+    """Unlabeled images of the tasks' own kinds (equal shares of the three tasks), as PNGs.
+
+    What a user with a pile of unlabeled micrographs of their own would pretrain on.
+    Drawn from INDOMAIN_SEED, so none of them is in a probe pool. kind='masks' writes the
+    scenes' masks instead (see task_pool).
+    """
+    from PIL import Image
+
+    from fewshot_jax.data import synthetic
+
+    folder = out / f'indomain_{n}_{size}' if kind == 'images' else out / f'indomain_{kind}_{n}_{size}'
+    if folder.exists():
+        return folder
+    # Written aside and renamed: processes sharing `out` never see a half-written folder.
+    final, folder = folder, out / f'.{folder.name}.{os.getpid()}'
+    folder.mkdir(parents=True, exist_ok=True)
+    share = math.ceil(n / len(TASKS))
+    written = 0
+    for t, task in enumerate(TASKS):
+        n_classes = len(getattr(synthetic, task)(1, 32, 0).class_names)
+        data = getattr(synthetic, task)(math.ceil(share / n_classes), size, INDOMAIN_SEED + t)
+        for image in pool_arrays(data, kind)[: min(share, n - written)]:
+            Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)).save(
+                folder / f'{task}_{written:06d}.png'
+            )
+            written += 1
+    try:
+        folder.rename(final)
+    except OSError:  # another process got there first
+        shutil.rmtree(folder)
+    return final
+
+
+_POOLS: dict = {}
+
+
+def pool_arrays(data, kind: str) -> np.ndarray:
+    """float32 (n, S, S) in [0, 1]: the micrographs, or (kind='masks') the scenes' exact masks.
+
+    The masks are the diagnostic view: the same structures with none of the per-image
+    imaging nuisances (polarity, illumination, grain, blur, dose, levels).
+    """
+    if kind == 'images':
+        return data.images
+    if kind == 'masks':
+        return data.masks.astype(np.float32)
+    raise ValueError(f"--pool_kind must be 'images' or 'masks', got {kind!r}")
+
+
+def task_pool(task: str, per_class: int, gen_size: int, image_size: int, kind: str = 'images'):
+    """The labeled pool of `task` as uint8 (n, S, S) at the encoder's size, and labels.
+
+    Generated at `gen_size` (0: at `image_size`, as the calibration draws them) from
+    TASK_SEED, then resized by the pipeline's own resize when the sizes differ.
+    """
+    from fewshot_jax.data import pipeline, synthetic
+
+    gen_size = gen_size or image_size
+    key = (task, per_class, gen_size, image_size, kind)
+    if key not in _POOLS:
+        data = getattr(synthetic, task)(per_class, gen_size, TASK_SEED)
+        images = np.stack(
+            [pipeline.to_uint8_square(im, image_size, 1)[..., 0] for im in pool_arrays(data, kind)]
+        )
+        _POOLS[key] = (images, np.asarray(data.labels))
+    return _POOLS[key]
