@@ -303,9 +303,10 @@ def segment_step_fn(
 
     def step(state: TrainState, batch):
         images, masks = batch['image'], batch['mask']
-        flip_key, intensity_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+        step_key = jax.random.fold_in(state.rng, state.step)
+        flip_key, intensity_key = jax.random.split(step_key)
         # Its own stream, so the flips and jitter draw what they drew before it existed.
-        invert_key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 2)
+        invert_key = jax.random.fold_in(step_key, 2)
         if augment:
             images, masks = flip_rotate(flip_key, images, masks)
         x = model_input(images)

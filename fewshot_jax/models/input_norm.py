@@ -4,10 +4,10 @@
 for torchvision weights). ``'micrograph'`` removes what a transmission micrograph's
 imaging conditions add and the specimen does not: the slowly varying background
 (uneven illumination, film thickness), the overall contrast and the contrast polarity
-(bright-field vs dark-field, positive vs negative stain). Measured on the synthetic
-benchmark (benchmarks/RESULTS.md, "Does pretraining beat random init?"), these per-image
-nuisances are what a self-supervised pretext task latches on to: two views of one
-micrograph share them, so matching views needs nothing else. Being part of the encoder,
+(bright-field vs dark-field, positive vs negative stain). Two views of one micrograph share
+these per-image conditions, so a self-supervised pretext task can match views by them alone
+(benchmarks/RESULTS.md, "Where the gain goes": on the synthetic benchmark this option alone
+did not make pretraining beat random init). Being part of the encoder,
 the normalisation is applied identically in pretraining, probing and segmentation, and
 travels with the saved weights (``model.input_norm`` in the encoder's metadata).
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 INPUT_NORMS = ('channel', 'micrograph')
 
@@ -36,9 +37,12 @@ def _blur(gray: jax.Array, sigma: float) -> jax.Array:
     height, width = gray.shape[1:]
     radius = max(1, min(int(3 * sigma + 0.5), height - 1, width - 1))
     kernel = _gaussian_kernel(sigma, radius)
-    padded = jnp.pad(gray, ((0, 0), (radius, radius), (radius, radius)), mode='symmetric')
-    rows = sum(kernel[i] * padded[:, i : i + height, :] for i in range(2 * radius + 1))
-    return sum(kernel[i] * rows[:, :, i : i + width] for i in range(2 * radius + 1))
+    padded = jnp.pad(gray, ((0, 0), (radius, radius), (radius, radius)), mode='symmetric')[..., None]
+    # Two 1-D convolutions (columns, then rows), NHWC with one channel.
+    dims = ('NHWC', 'HWIO', 'NHWC')
+    x = lax.conv_general_dilated(padded, kernel.reshape(-1, 1, 1, 1), (1, 1), 'VALID', dimension_numbers=dims)
+    x = lax.conv_general_dilated(x, kernel.reshape(1, -1, 1, 1), (1, 1), 'VALID', dimension_numbers=dims)
+    return x[..., 0]
 
 
 def flatten_micrograph(images: jax.Array) -> jax.Array:
