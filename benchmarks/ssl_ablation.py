@@ -108,7 +108,11 @@ def build_config(method: str, preset: str, overrides: dict, seed: int, out: Path
     config.model.stem = 'imagenet'
     for key, value in overrides.items():
         set_dotted(config, key, value)
-    if config.data.source == 'indomain':
+    if config.data.source in ('indomain', 'indomain_paired'):
+        # indomain_paired: every file holds two acquisitions of one specimen (red, green), and
+        # augment.paired_channels draws one view from each (the recipe must set it).
+        if config.data.source == 'indomain_paired':
+            kind, config.data.keep_color = 'paired', True
         config.data.root = str(indomain_folder(out, config.data.num_images, config.data.synthetic_size, kind))
         config.data.source = 'folder'
         config.data.subset = None

@@ -4,6 +4,7 @@ the unlabeled in-domain folder, as micrographs or (the diagnostic view) as the s
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -21,7 +22,8 @@ def indomain_folder(out: Path, n: int, size: int, kind: str = 'images') -> Path:
 
     What a user with a pile of unlabeled micrographs of their own would pretrain on.
     Drawn from INDOMAIN_SEED, so none of them is in a probe pool. kind='masks' writes the
-    scenes' masks instead (see task_pool).
+    scenes' masks instead (see task_pool); kind='paired' writes colour files whose red and
+    green channels are two acquisitions of the same specimen (independent imaging conditions).
     """
     from PIL import Image
 
@@ -37,8 +39,13 @@ def indomain_folder(out: Path, n: int, size: int, kind: str = 'images') -> Path:
     written = 0
     for t, task in enumerate(TASKS):
         n_classes = len(getattr(synthetic, task)(1, 32, 0).class_names)
-        data = getattr(synthetic, task)(math.ceil(share / n_classes), size, INDOMAIN_SEED + t)
-        for image in pool_arrays(data, kind)[: min(share, n - written)]:
+        make = functools.partial(getattr(synthetic, task), math.ceil(share / n_classes), size, INDOMAIN_SEED + t)
+        if kind == 'paired':  # red: the 'images' folder's render; green: a second acquisition
+            first, second = make().images, make(imaging_seed=INDOMAIN_SEED).images
+            arrays = np.stack([first, second, first], axis=-1)
+        else:
+            arrays = pool_arrays(make(), kind)
+        for image in arrays[: min(share, n - written)]:
             Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)).save(
                 folder / f'{task}_{written:06d}.png'
             )

@@ -107,6 +107,17 @@ RECIPES: dict[str, tuple[str, dict]] = {
             'train.num_steps': 1000,
         },
     ),
+    # The direct test of the imaging-conditions reading: the two views are two acquisitions of
+    # one specimen (independent polarity, contrast, illumination, grain, blur, dose, levels),
+    # then augmented as usual; the red channel is exactly combo_indomain's image.
+    'combo_indomain_paired': (
+        'barlow_twins',
+        {**BEST_GUESS, 'data.source': 'indomain_paired', 'augment.paired_channels': True},
+    ),
+    'combo_indomain_paired_1000': (
+        'barlow_twins',
+        {**BEST_GUESS, 'data.source': 'indomain_paired', 'augment.paired_channels': True, 'train.num_steps': 1000},
+    ),
     'combo_indomain_1000': (
         'barlow_twins',
         {**BEST_GUESS, 'data.source': 'indomain', 'train.num_steps': 1000},

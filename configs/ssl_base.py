@@ -91,6 +91,8 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
     c.augment.noise_prob = 0.0
     c.augment.noise_std = (0.0, 0.05)
     c.augment.illumination = 0.0  # max amplitude of a smooth random illumination field
+    # True: colour files hold two acquisitions of one field (red, green); one view from each.
+    c.augment.paired_channels = False
 
     c.data = ml_collections.ConfigDict()
     c.data.source = 'folder'

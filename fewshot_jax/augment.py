@@ -247,14 +247,26 @@ def two_views(key, images, cfg: AugmentConfig) -> tuple[jax.Array, jax.Array]:
 
     Args:
         key: a JAX PRNG key, split into one key per view.
-        images: (N, H, W, C) uint8 or float batch.
+        images: (N, H, W, C) uint8 or float batch; with `cfg.paired_channels`, C = 3
+            and channels 0 and 1 are two acquisitions of each example's field.
         cfg: augmentation settings.
 
     Returns:
         Two float32 (N, S, S, 3) arrays in [0, 1].
+
+    Raises:
+        AugmentInputError: with `cfg.paired_channels` on images of fewer than 3 channels.
     """
     key_a, key_b = jax.random.split(key)
-    return augment_batch(key_a, images, cfg), augment_batch(key_b, images, cfg)
+    images_a = images_b = images
+    if cfg.paired_channels:
+        if jnp.ndim(images) != 4 or images.shape[-1] != 3:
+            raise AugmentInputError(
+                'augment.paired_channels expects (N, H, W, 3) batches holding two acquisitions '
+                f'in channels 0 and 1 (set data.keep_color=True), got shape {jnp.shape(images)}'
+            )
+        images_a, images_b = images[..., 0:1], images[..., 1:2]
+    return augment_batch(key_a, images_a, cfg), augment_batch(key_b, images_b, cfg)
 
 
 def resize_batch(images, output_size: int) -> jax.Array:

@@ -99,6 +99,11 @@ class AugmentConfig:
             standard normals resized smoothly to the image; 0 disables the op. Uneven
             illumination identifies a micrograph without saying anything about its
             content, a shortcut this takes away from the pretext task.
+        paired_channels: each example holds two acquisitions of one field in channels 0
+            and 1 (e.g. a colour file with red = first, green = second: a defocus pair,
+            two detectors, two exposures); `two_views` then draws view 1 from channel 0
+            and view 2 from channel 1, each as a grayscale image. The two views then
+            differ in every imaging condition, which no augmentation can redraw.
     """
 
     output_size: int
@@ -119,6 +124,7 @@ class AugmentConfig:
     noise_prob: float = 0.0
     noise_std: tuple[float, float] = (0.0, 0.05)
     illumination: float = 0.0
+    paired_channels: bool = False
 
     def __post_init__(self):
         # Configs hand over lists; tuples keep the dataclass hashable for jit.
@@ -171,6 +177,10 @@ class AugmentConfig:
             raise AugmentConfigError(
                 f'augment.illumination must be a max amplitude in [0, 1], got {self.illumination!r}'
             )
+        if not isinstance(self.paired_channels, bool):
+            raise AugmentConfigError(
+                f'augment.paired_channels must be True or False, got {self.paired_channels!r}'
+            )
         # A shift of 0.5 already reaches the opposite colour; more just wraps.
         if not _is_number(self.hue) or not 0.0 <= self.hue <= 0.5:
             raise AugmentConfigError(
@@ -201,8 +211,8 @@ def augment_config_from(cfg: Mapping, output_size: int) -> AugmentConfig:
         cfg: an ml_collections ConfigDict (or any mapping) with any of the keys
             crop, crop_range, crop_area, crop_ratio, flip_prob, jitter_prob,
             brightness, contrast, saturation, hue, gamma, invert_prob, blur_prob,
-            blur_sigma, noise_prob, noise_std, illumination. Missing keys take the
-            `AugmentConfig` defaults, which leave the new ops off.
+            blur_sigma, noise_prob, noise_std, illumination, paired_channels. Missing
+            keys take the `AugmentConfig` defaults, which leave the new ops off.
         output_size: side of the output views, in pixels (the model's input size).
 
     Returns:

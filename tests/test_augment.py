@@ -140,6 +140,22 @@ def test_two_views_are_independent_draws():
         assert np.abs(a - b).max() > 1e-3
 
 
+def test_paired_channels_draw_each_view_from_its_own_acquisition():
+    first, second = random_uint8((3, 48, 48, 1), seed=4), random_uint8((3, 48, 48, 1), seed=5)
+    pairs = np.concatenate([first, second, first], axis=-1)
+    cfg = AugmentConfig(output_size=32, paired_channels=True)
+    view_a, view_b = views_fn(jax.random.key(2), pairs, cfg)
+    # The same keys two_views splits: view 1 is channel 0 augmented, view 2 channel 1.
+    key_a, key_b = jax.random.split(jax.random.key(2))
+    plain = dataclasses.replace(cfg, paired_channels=False)
+    np.testing.assert_array_equal(view_a, batch_fn(key_a, first, plain))
+    np.testing.assert_array_equal(view_b, batch_fn(key_b, second, plain))
+    with pytest.raises(augment.AugmentInputError, match='paired_channels expects'):
+        augment.two_views(jax.random.key(0), first, cfg)
+    with pytest.raises(augment.AugmentConfigError, match='paired_channels must be True or False'):
+        AugmentConfig(output_size=32, paired_channels=1)
+
+
 # --- shapes, dtypes, channels --------------------------------------------------------------
 
 

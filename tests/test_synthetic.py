@@ -65,6 +65,25 @@ def test_bad_arguments_raise(kwargs, match):
         synthetic.nanowires(kwargs['n'], kwargs['size'], kwargs['seed'])
 
 
+@pytest.mark.parametrize('name', ['generic', *sorted(LABELED)])
+def test_imaging_seed_images_the_same_specimens_again(name):
+    make = getattr(synthetic, name)
+    default, first, second = make(2, 48, 5), make(2, 48, 5, imaging_seed=0), make(2, 48, 5, imaging_seed=1)
+    again = make(2, 48, 5, imaging_seed=0)
+    if name != 'generic':
+        # The same scenes (exact masks, labels), under other imaging conditions.
+        np.testing.assert_array_equal(first.masks, default.masks)
+        np.testing.assert_array_equal(second.masks, default.masks)
+        np.testing.assert_array_equal(first.labels, default.labels)
+        default, first, second, again = default.images, first.images, second.images, again.images
+    np.testing.assert_array_equal(first, again)
+    for a, b in ((default, first), (first, second)):
+        for x, y in zip(a, b, strict=True):
+            assert np.abs(x - y).mean() > 0.02
+    with pytest.raises(synthetic.SyntheticSpecError, match='imaging_seed must be'):
+        make(1, 48, 5, imaging_seed=-1)
+
+
 @pytest.mark.parametrize('name', sorted(LABELED))
 def test_labeled_set_structure(labeled_sets, name):
     ds = labeled_sets[name]

@@ -16,6 +16,10 @@ Stand-ins for the paper's data so that every experiment runs offline:
 Every function is deterministic in its arguments. Image i of an unlabeled
 set depends only on (seed, task, i), and image k of a class only on
 (seed, task, class, k), so asking for more images extends a smaller set.
+The labeled tasks and `generic` take an optional `imaging_seed`: the imaging
+conditions (polarity, contrast, illumination, grain, blur, dose, levels) then come
+from a stream of their own, so two calls that differ only in `imaging_seed` image
+the same specimens twice (paired acquisitions of one field).
 A labeled scene that cannot be drawn as its class demands (never seen in
 practice) raises `GenerationError`. Example::
 
@@ -99,24 +103,37 @@ def _image_rng(seed: int, stream: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream, index])
 
 
-def generic(n: int, size: int, seed: int) -> np.ndarray:
+_IMAGING_STREAM = 1  # marks the imaging generators' seed sequences (one entry longer)
+
+
+def _imaging_rng(imaging_seed, *key: int) -> np.random.Generator | None:
+    """The imaging-conditions generator of one image, or None (draw them from the scene's)."""
+    if imaging_seed is None:
+        return None
+    return np.random.default_rng([_check_count('imaging_seed', imaging_seed), _IMAGING_STREAM, *key])
+
+
+def generic(n: int, size: int, seed: int, imaging_seed: int | None = None) -> np.ndarray:
     """Unlabeled TEM-like images for self-supervised pretraining.
 
     Args:
       n: number of images.
       size: side of the square images in pixels (>= 16).
       seed: non-negative integer seed.
+      imaging_seed: None (default): imaging conditions drawn with the scene; a
+        non-negative int: from their own stream (the same scenes, other acquisitions).
 
     Returns:
       float32 (n, size, size) array in [0, 1].
 
     Raises:
-      SyntheticSpecError: on a negative or non-integer n or seed, or a size below 16.
+      SyntheticSpecError: on a negative or non-integer n, seed or imaging_seed, or a size below 16.
     """
     n, size, seed = _check_args('n', n, size, seed)
     out = np.empty((n, size, size), dtype=np.float32)
     for i in range(n):
-        out[i] = generic_scene(_image_rng(seed, _STREAM_GENERIC, i), size)
+        imaging = _imaging_rng(imaging_seed, _STREAM_GENERIC, i)
+        out[i] = generic_scene(_image_rng(seed, _STREAM_GENERIC, i), size, imaging)
     return out
 
 
@@ -140,7 +157,7 @@ def everyday(n: int, size: int, seed: int) -> np.ndarray:
     return out
 
 
-def _labeled(scene_fn, class_names, stream, n_per_class, size, seed) -> SyntheticSet:
+def _labeled(scene_fn, class_names, stream, n_per_class, size, seed, imaging_seed) -> SyntheticSet:
     """Draws n_per_class images of every class; image i of class c uses its own stream."""
     n_per_class, size, seed = _check_args('n_per_class', n_per_class, size, seed)
     n = n_per_class * len(class_names)
@@ -149,11 +166,12 @@ def _labeled(scene_fn, class_names, stream, n_per_class, size, seed) -> Syntheti
     labels = np.repeat(np.arange(len(class_names), dtype=np.int32), n_per_class)
     for i, label in enumerate(labels):
         rng = np.random.default_rng([seed, stream, int(label), i % n_per_class])
-        images[i], masks[i] = scene_fn(rng, size, int(label))
+        imaging = _imaging_rng(imaging_seed, stream, int(label), i % n_per_class)
+        images[i], masks[i] = scene_fn(rng, size, int(label), imaging)
     return SyntheticSet(images, labels, tuple(class_names), masks)
 
 
-def nanowires(n_per_class: int, size: int, seed: int) -> SyntheticSet:
+def nanowires(n_per_class: int, size: int, seed: int, imaging_seed: int | None = None) -> SyntheticSet:
     """Nanowire morphologies: singular, dispersed, network, bundle, with exact masks.
 
     Images are grouped by class (labels 0,0,…,1,1,…). The mask of every
@@ -164,6 +182,7 @@ def nanowires(n_per_class: int, size: int, seed: int) -> SyntheticSet:
       n_per_class: images per class.
       size: side of the square images in pixels (>= 16).
       seed: non-negative integer seed.
+      imaging_seed: None (default) or a non-negative int: see `generic`.
 
     Returns:
       SyntheticSet with masks (1 on nanowire pixels).
@@ -175,10 +194,11 @@ def nanowires(n_per_class: int, size: int, seed: int) -> SyntheticSet:
         n_per_class,
         size,
         seed,
+        imaging_seed,
     )
 
 
-def nanoparticles(n_per_class: int, size: int, seed: int) -> SyntheticSet:
+def nanoparticles(n_per_class: int, size: int, seed: int, imaging_seed: int | None = None) -> SyntheticSet:
     """Nanoparticle assemblies: dispersed, separate_clusters, percolating_cluster, with masks.
 
     Spheres, rods or triangles (one family per image, drawn independently of
@@ -189,6 +209,7 @@ def nanoparticles(n_per_class: int, size: int, seed: int) -> SyntheticSet:
       n_per_class: images per class.
       size: side of the square images in pixels (>= 16).
       seed: non-negative integer seed.
+      imaging_seed: None (default) or a non-negative int: see `generic`.
 
     Returns:
       SyntheticSet with masks (1 on particle pixels), images grouped by class.
@@ -200,10 +221,11 @@ def nanoparticles(n_per_class: int, size: int, seed: int) -> SyntheticSet:
         n_per_class,
         size,
         seed,
+        imaging_seed,
     )
 
 
-def viruses(n_per_class: int, size: int, seed: int) -> SyntheticSet:
+def viruses(n_per_class: int, size: int, seed: int, imaging_seed: int | None = None) -> SyntheticSet:
     """Virus-like particles of five architectures, with particle masks.
 
     Classes: icosahedral, enveloped_spiky, brick, filamentous, ovoid_striated
@@ -213,6 +235,7 @@ def viruses(n_per_class: int, size: int, seed: int) -> SyntheticSet:
       n_per_class: images per class.
       size: side of the square images in pixels (>= 16; the real set is 256 px).
       seed: non-negative integer seed.
+      imaging_seed: None (default) or a non-negative int: see `generic`.
 
     Returns:
       SyntheticSet with masks (1 on virus pixels), images grouped by class.
@@ -224,4 +247,5 @@ def viruses(n_per_class: int, size: int, seed: int) -> SyntheticSet:
         n_per_class,
         size,
         seed,
+        imaging_seed,
     )

@@ -120,6 +120,36 @@ def form_image(rng: np.random.Generator, density: np.ndarray, knobs: Knobs) -> n
     return _rescale(counts, knobs.black, knobs.white)
 
 
+def image_specimen(
+    scene_rng: np.random.Generator,
+    imaging_rng: np.random.Generator | None,
+    density: np.ndarray,
+    mag: float,
+    **knob_ranges,
+) -> np.ndarray:
+    """Images a specimen: draws the imaging conditions, then forms the micrograph.
+
+    Every scene generator ends here, after its structure (and clutter) is drawn, so the
+    imaging conditions can come from a stream of their own: the same specimen imaged
+    twice with two imaging generators is a pair of acquisitions of one field (other
+    polarity, contrast, illumination, grain, blur, dose and levels; the same objects).
+
+    Args:
+      scene_rng: the scene's generator; used when imaging_rng is None (the default
+        stream, unchanged from drawing everything from one generator).
+      imaging_rng: generator for the imaging conditions, or None.
+      density: the specimen's density map (see `form_image`).
+      mag: magnification factor (see `draw_knobs`).
+      **knob_ranges: further `draw_knobs` arguments (max_illumination, illumination_scales).
+
+    Returns:
+      float32 (H, W) image in [0, 1].
+    """
+    rng = scene_rng if imaging_rng is None else imaging_rng
+    knobs = draw_knobs(rng, density.shape[0], mag, **knob_ranges)
+    return form_image(rng, density, knobs)
+
+
 def _illumination_field(rng: np.random.Generator, size: int, scale: float) -> np.ndarray:
     """Slow illumination falloff: a random tilt plus very low-frequency noise."""
     ramp = np.linspace(-1.0, 1.0, size, dtype=np.float32)

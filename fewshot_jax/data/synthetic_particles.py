@@ -164,8 +164,11 @@ def _percolating(rng, p: _Particles) -> list[np.ndarray]:
     return groups
 
 
-def nanoparticle_scene(rng: np.random.Generator, size: int, label: int):
+def nanoparticle_scene(rng: np.random.Generator, size: int, label: int, imaging_rng=None):
     """Draws one nanoparticle micrograph of class `CLASS_NAMES[label]`.
+
+    imaging_rng, when given, draws the imaging conditions instead of `rng` (same scene,
+    independent acquisition; see `synthetic_microscope.image_specimen`).
 
     Returns:
       (image float32 (size, size) in [0, 1], mask uint8 (size, size) in {0, 1}).
@@ -186,8 +189,8 @@ def nanoparticle_scene(rng: np.random.Generator, size: int, label: int):
             clutter = Canvas(size)
             background_clutter(clutter, rng, p.u * 0.5)
             density = canvas.density + 0.5 * clutter.density
-            knobs = microscope.draw_knobs(
-                rng, size, p.mag, max_illumination=0.8, illumination_scales=(0.08, 0.25)
+            image = microscope.image_specimen(
+                rng, imaging_rng, density, p.mag, max_illumination=0.8, illumination_scales=(0.08, 0.25)
             )
-            return microscope.form_image(rng, density, knobs), mask
+            return image, mask
     raise GenerationError(f'could not draw a {CLASS_NAMES[label]!r} scene at size {size}')

@@ -83,12 +83,14 @@ def _texture(rng: np.random.Generator, size: int, u: float) -> np.ndarray:
 _ELEMENTS = (_membranes, _vesicles, _particles, _fibres, None)  # None: texture
 
 
-def generic_scene(rng: np.random.Generator, size: int) -> np.ndarray:
+def generic_scene(rng: np.random.Generator, size: int, imaging_rng=None) -> np.ndarray:
     """Draws one unlabeled TEM-like micrograph.
 
     Args:
-      rng: random generator (the only source of randomness).
+      rng: random generator (the only source of randomness unless imaging_rng is given).
       size: image side in pixels.
+      imaging_rng: generator for the imaging conditions (None: `rng`); see
+        `synthetic_microscope.image_specimen`.
 
     Returns:
       float32 (size, size) image in [0, 1].
@@ -107,7 +109,7 @@ def generic_scene(rng: np.random.Generator, size: int) -> np.ndarray:
     density = canvas.density
     if texture is not None:
         density += texture
-    return microscope.form_image(rng, density, microscope.draw_knobs(rng, size, mag))
+    return microscope.image_specimen(rng, imaging_rng, density, mag)
 
 
 def background_clutter(canvas: Canvas, rng: np.random.Generator, u: float) -> None:
