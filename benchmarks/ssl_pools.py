@@ -39,7 +39,8 @@ def indomain_folder(out: Path, n: int, size: int, kind: str = 'images') -> Path:
     written = 0
     for t, task in enumerate(TASKS):
         n_classes = len(getattr(synthetic, task)(1, 32, 0).class_names)
-        make = functools.partial(getattr(synthetic, task), math.ceil(share / n_classes), size, INDOMAIN_SEED + t)
+        per_class = math.ceil(share / n_classes)
+        make = functools.partial(getattr(synthetic, task), per_class, size, INDOMAIN_SEED + t)
         if kind == 'paired':  # red: the 'images' folder's render; green: a second acquisition
             first, second = make().images, make(imaging_seed=INDOMAIN_SEED).images
             arrays = np.stack([first, second, first], axis=-1)

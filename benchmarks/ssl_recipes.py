@@ -25,6 +25,7 @@ STRONG = {'augment.crop_area': (0.08, 1.0), 'augment.blur_prob': 0.8, 'augment.b
 ADAM = {'optim.name': 'adam', 'optim.lr': 1e-3, 'optim.warmup_steps': 0.1}
 MNORM = {'model.input_norm': 'micrograph'}
 NUISANCE = {'augment.invert_prob': 0.5, 'augment.illumination': 0.5}
+PAIRED = {'data.source': 'indomain_paired', 'augment.paired_channels': True}
 BEST_GUESS = {**AREA02, **GRAY, **WIDE, 'data.num_images': 2048, 'optim.lr': 0.3, 'optim.warmup_steps': 0.1}
 
 # name -> (method, overrides). Each changes one thing from the shipped :demo recipe,
@@ -110,14 +111,8 @@ RECIPES: dict[str, tuple[str, dict]] = {
     # The direct test of the imaging-conditions reading: the two views are two acquisitions of
     # one specimen (independent polarity, contrast, illumination, grain, blur, dose, levels),
     # then augmented as usual; the red channel is exactly combo_indomain's image.
-    'combo_indomain_paired': (
-        'barlow_twins',
-        {**BEST_GUESS, 'data.source': 'indomain_paired', 'augment.paired_channels': True},
-    ),
-    'combo_indomain_paired_1000': (
-        'barlow_twins',
-        {**BEST_GUESS, 'data.source': 'indomain_paired', 'augment.paired_channels': True, 'train.num_steps': 1000},
-    ),
+    'combo_indomain_paired': ('barlow_twins', {**BEST_GUESS, **PAIRED}),
+    'combo_indomain_paired_1000': ('barlow_twins', {**BEST_GUESS, **PAIRED, 'train.num_steps': 1000}),
     'combo_indomain_1000': (
         'barlow_twins',
         {**BEST_GUESS, 'data.source': 'indomain', 'train.num_steps': 1000},
