@@ -92,6 +92,15 @@ def ensure_stem_wiring() -> None:
     encoder_module.make_encoder = make_encoder
 
 
+# Pretraining folders of unlabeled in-domain scenes: data.source -> what the files hold.
+INDOMAIN_KINDS = {
+    'indomain': None,
+    'indomain_images': 'images',
+    'indomain_masks': 'masks',
+    'indomain_paired': 'paired',
+}
+
+
 def build_config(method: str, preset: str, overrides: dict, seed: int, out: Path, kind: str = 'images'):
     from configs.ssl_base import ssl_config
 
@@ -108,11 +117,12 @@ def build_config(method: str, preset: str, overrides: dict, seed: int, out: Path
     config.model.stem = 'imagenet'
     for key, value in overrides.items():
         set_dotted(config, key, value)
-    if config.data.source in ('indomain', 'indomain_paired'):
-        # indomain_paired: every file holds two acquisitions of one specimen (red, green), and
+    if config.data.source in INDOMAIN_KINDS:
+        # 'indomain' pretrains on what the probe sees (--pool_kind); the others fix the kind:
+        # indomain_paired files hold two acquisitions of one specimen (red, green), and
         # augment.paired_channels draws one view from each (the recipe must set it).
-        if config.data.source == 'indomain_paired':
-            kind, config.data.keep_color = 'paired', True
+        kind = INDOMAIN_KINDS[config.data.source] or kind
+        config.data.keep_color = kind == 'paired'
         config.data.root = str(indomain_folder(out, config.data.num_images, config.data.synthetic_size, kind))
         config.data.source = 'folder'
         config.data.subset = None

@@ -113,6 +113,16 @@ RECIPES: dict[str, tuple[str, dict]] = {
     # then augmented as usual; the red channel is exactly combo_indomain's image.
     'combo_indomain_paired': ('barlow_twins', {**BEST_GUESS, **PAIRED}),
     'combo_indomain_paired_1000': ('barlow_twins', {**BEST_GUESS, **PAIRED, 'train.num_steps': 1000}),
+    # The 2x2 of the diagnostic: pretrain on the masks, probe the micrographs (run with the
+    # default --pool_kind) and pretrain on the micrographs, probe the masks (--pool_kind=masks).
+    'combo_indomain_masks_1000': (
+        'barlow_twins',
+        {**BEST_GUESS, 'data.source': 'indomain_masks', 'train.num_steps': 1000},
+    ),
+    'combo_indomain_images_1000': (
+        'barlow_twins',
+        {**BEST_GUESS, 'data.source': 'indomain_images', 'train.num_steps': 1000},
+    ),
     'combo_indomain_1000': (
         'barlow_twins',
         {**BEST_GUESS, 'data.source': 'indomain', 'train.num_steps': 1000},
