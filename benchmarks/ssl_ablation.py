@@ -254,9 +254,10 @@ def run_one(name: str, method: str, overrides: dict, seed: int, args, out: Path)
     from fewshot_jax.train import total_steps_of, train_ssl
 
     config = build_config(method, args.preset, overrides, seed, out, args.pool_kind)
-    workdir = out / 'runs' / f'{name}_s{seed}'
+    workdir = Path(args.runs_from or out) / 'runs' / f'{name}_s{seed}'
     start = time.perf_counter()
-    summary = train_ssl(config, workdir)
+    # --runs_from probes the encoders an earlier invocation pretrained (other pools).
+    summary = {'final_loss': None} if args.runs_from else train_ssl(config, workdir)
     wall = time.perf_counter() - start
     pretrained = probe_encoder(trained_encoder(workdir), args, config.data.image_size)
     random = random_init_probe(config, args, out)
@@ -386,8 +387,11 @@ def main() -> None:
     parser.add_argument(
         '--pool_kind',
         default='images',
-        choices=('images', 'masks'),
-        help="'masks': probe (and pretrain in-domain) on the scenes' masks, no imaging nuisances",
+        help="'masks': probe (and pretrain in-domain) on the scenes' masks, no imaging nuisances; "
+        "'fixed:KNOB,...' (or 'fixed:all'): probe micrographs with those imaging conditions held fixed",
+    )
+    parser.add_argument(
+        '--runs_from', default='', help='an earlier --out: probe its pretrained encoders, train nothing'
     )
     parser.add_argument('--draws', type=int, default=20)
     parser.add_argument('--threads', type=int, default=2, help='threads for the probe fits')

@@ -84,6 +84,25 @@ def test_imaging_seed_images_the_same_specimens_again(name):
         make(1, 48, 5, imaging_seed=-1)
 
 
+@pytest.mark.parametrize('dark', [True, False])
+def test_fixed_knobs_hold_a_condition_and_leave_the_scenes(dark):
+    drawn = synthetic.viruses(2, 64, 7)
+    held = synthetic.viruses(2, 64, 7, fixed_knobs={'dark_objects': dark, 'contrast': 'typical'})
+    np.testing.assert_array_equal(held.masks, drawn.masks)
+    for image, mask in zip(held.images, held.masks, strict=True):
+        inside, outside = image[mask > 0].mean(), image[mask == 0].mean()
+        assert (inside < outside) == dark, (inside, outside)
+
+
+@pytest.mark.parametrize(
+    'fixed, match',
+    [({'doze': 1.0}, "unknown knob 'doze'"), ({'dark_objects': 1}, 'must be .typical. or a bool')],
+)
+def test_fixed_knobs_errors_name_the_knob(fixed, match):
+    with pytest.raises(synthetic.SyntheticSpecError, match=match):
+        synthetic.nanowires(1, 32, 0, fixed_knobs=fixed)
+
+
 @pytest.mark.parametrize('name', sorted(LABELED))
 def test_labeled_set_structure(labeled_sets, name):
     ds = labeled_sets[name]

@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from collections.abc import Mapping
 
 import numpy as np
 
+from fewshot_jax.data import synthetic_microscope as microscope
 from fewshot_jax.data import synthetic_particles, synthetic_viruses, synthetic_wires
 from fewshot_jax.data.synthetic_everyday import everyday_crop
 from fewshot_jax.data.synthetic_scenes import generic_scene
@@ -106,14 +108,37 @@ def _image_rng(seed: int, stream: int, index: int) -> np.random.Generator:
 _IMAGING_STREAM = 1  # marks the imaging generators' seed sequences (one entry longer)
 
 
-def _imaging_rng(imaging_seed, *key: int) -> np.random.Generator | None:
-    """The imaging-conditions generator of one image, or None (draw them from the scene's)."""
-    if imaging_seed is None:
+def _check_fixed_knobs(fixed_knobs) -> dict:
+    """The validated {Knobs field: value or 'typical'} of a generator call."""
+    fixed = dict(fixed_knobs or {})
+    for name, value in fixed.items():
+        if name not in microscope.KNOB_NAMES:
+            raise SyntheticSpecError(
+                f'fixed_knobs: unknown knob {name!r}; expected some of {list(microscope.KNOB_NAMES)}'
+            )
+        kind = bool if name == 'dark_objects' else numbers.Real
+        if value != 'typical' and (
+            not isinstance(value, kind) or (kind is numbers.Real and isinstance(value, bool))
+        ):
+            raise SyntheticSpecError(
+                f"fixed_knobs[{name!r}] must be 'typical' or a {kind.__name__}, got {value!r}"
+            )
+    return fixed
+
+
+def _imaging(imaging_seed, fixed: dict, *key: int) -> microscope.Imaging | None:
+    """How one image is imaged, or None (the scene's own stream, nothing fixed)."""
+    if imaging_seed is None and not fixed:
         return None
-    return np.random.default_rng([_check_count('imaging_seed', imaging_seed), _IMAGING_STREAM, *key])
+    rng = None
+    if imaging_seed is not None:
+        rng = np.random.default_rng([_check_count('imaging_seed', imaging_seed), _IMAGING_STREAM, *key])
+    return microscope.Imaging(rng, fixed)
 
 
-def generic(n: int, size: int, seed: int, imaging_seed: int | None = None) -> np.ndarray:
+def generic(
+    n: int, size: int, seed: int, imaging_seed: int | None = None, fixed_knobs: Mapping | None = None
+) -> np.ndarray:
     """Unlabeled TEM-like images for self-supervised pretraining.
 
     Args:
@@ -122,17 +147,22 @@ def generic(n: int, size: int, seed: int, imaging_seed: int | None = None) -> np
       seed: non-negative integer seed.
       imaging_seed: None (default): imaging conditions drawn with the scene; a
         non-negative int: from their own stream (the same scenes, other acquisitions).
+      fixed_knobs: imaging conditions held at one value for every image, as
+        {field of `synthetic_microscope.Knobs`: value or 'typical'} (the middle of its
+        range); None: all drawn. For measuring what each condition costs a method.
 
     Returns:
       float32 (n, size, size) array in [0, 1].
 
     Raises:
-      SyntheticSpecError: on a negative or non-integer n, seed or imaging_seed, or a size below 16.
+      SyntheticSpecError: on a negative or non-integer n, seed or imaging_seed, a size below
+        16, or an unknown knob or bad value in fixed_knobs.
     """
     n, size, seed = _check_args('n', n, size, seed)
+    fixed = _check_fixed_knobs(fixed_knobs)
     out = np.empty((n, size, size), dtype=np.float32)
     for i in range(n):
-        imaging = _imaging_rng(imaging_seed, _STREAM_GENERIC, i)
+        imaging = _imaging(imaging_seed, fixed, _STREAM_GENERIC, i)
         out[i] = generic_scene(_image_rng(seed, _STREAM_GENERIC, i), size, imaging)
     return out
 
@@ -157,21 +187,30 @@ def everyday(n: int, size: int, seed: int) -> np.ndarray:
     return out
 
 
-def _labeled(scene_fn, class_names, stream, n_per_class, size, seed, imaging_seed) -> SyntheticSet:
+def _labeled(
+    scene_fn, class_names, stream, n_per_class, size, seed, imaging_seed, fixed_knobs
+) -> SyntheticSet:
     """Draws n_per_class images of every class; image i of class c uses its own stream."""
     n_per_class, size, seed = _check_args('n_per_class', n_per_class, size, seed)
+    fixed = _check_fixed_knobs(fixed_knobs)
     n = n_per_class * len(class_names)
     images = np.empty((n, size, size), dtype=np.float32)
     masks = np.empty((n, size, size), dtype=np.uint8)
     labels = np.repeat(np.arange(len(class_names), dtype=np.int32), n_per_class)
     for i, label in enumerate(labels):
         rng = np.random.default_rng([seed, stream, int(label), i % n_per_class])
-        imaging = _imaging_rng(imaging_seed, stream, int(label), i % n_per_class)
+        imaging = _imaging(imaging_seed, fixed, stream, int(label), i % n_per_class)
         images[i], masks[i] = scene_fn(rng, size, int(label), imaging)
     return SyntheticSet(images, labels, tuple(class_names), masks)
 
 
-def nanowires(n_per_class: int, size: int, seed: int, imaging_seed: int | None = None) -> SyntheticSet:
+def nanowires(
+    n_per_class: int,
+    size: int,
+    seed: int,
+    imaging_seed: int | None = None,
+    fixed_knobs: Mapping | None = None,
+) -> SyntheticSet:
     """Nanowire morphologies: singular, dispersed, network, bundle, with exact masks.
 
     Images are grouped by class (labels 0,0,…,1,1,…). The mask of every
@@ -182,7 +221,7 @@ def nanowires(n_per_class: int, size: int, seed: int, imaging_seed: int | None =
       n_per_class: images per class.
       size: side of the square images in pixels (>= 16).
       seed: non-negative integer seed.
-      imaging_seed: None (default) or a non-negative int: see `generic`.
+      imaging_seed, fixed_knobs: see `generic`.
 
     Returns:
       SyntheticSet with masks (1 on nanowire pixels).
@@ -195,10 +234,17 @@ def nanowires(n_per_class: int, size: int, seed: int, imaging_seed: int | None =
         size,
         seed,
         imaging_seed,
+        fixed_knobs,
     )
 
 
-def nanoparticles(n_per_class: int, size: int, seed: int, imaging_seed: int | None = None) -> SyntheticSet:
+def nanoparticles(
+    n_per_class: int,
+    size: int,
+    seed: int,
+    imaging_seed: int | None = None,
+    fixed_knobs: Mapping | None = None,
+) -> SyntheticSet:
     """Nanoparticle assemblies: dispersed, separate_clusters, percolating_cluster, with masks.
 
     Spheres, rods or triangles (one family per image, drawn independently of
@@ -209,7 +255,7 @@ def nanoparticles(n_per_class: int, size: int, seed: int, imaging_seed: int | No
       n_per_class: images per class.
       size: side of the square images in pixels (>= 16).
       seed: non-negative integer seed.
-      imaging_seed: None (default) or a non-negative int: see `generic`.
+      imaging_seed, fixed_knobs: see `generic`.
 
     Returns:
       SyntheticSet with masks (1 on particle pixels), images grouped by class.
@@ -222,10 +268,17 @@ def nanoparticles(n_per_class: int, size: int, seed: int, imaging_seed: int | No
         size,
         seed,
         imaging_seed,
+        fixed_knobs,
     )
 
 
-def viruses(n_per_class: int, size: int, seed: int, imaging_seed: int | None = None) -> SyntheticSet:
+def viruses(
+    n_per_class: int,
+    size: int,
+    seed: int,
+    imaging_seed: int | None = None,
+    fixed_knobs: Mapping | None = None,
+) -> SyntheticSet:
     """Virus-like particles of five architectures, with particle masks.
 
     Classes: icosahedral, enveloped_spiky, brick, filamentous, ovoid_striated
@@ -235,7 +288,7 @@ def viruses(n_per_class: int, size: int, seed: int, imaging_seed: int | None = N
       n_per_class: images per class.
       size: side of the square images in pixels (>= 16; the real set is 256 px).
       seed: non-negative integer seed.
-      imaging_seed: None (default) or a non-negative int: see `generic`.
+      imaging_seed, fixed_knobs: see `generic`.
 
     Returns:
       SyntheticSet with masks (1 on virus pixels), images grouped by class.
@@ -248,4 +301,5 @@ def viruses(n_per_class: int, size: int, seed: int, imaging_seed: int | None = N
         size,
         seed,
         imaging_seed,
+        fixed_knobs,
     )

@@ -12,11 +12,23 @@ single intensity cue gives a label away.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 from scipy import ndimage
 
 from fewshot_jax.data.synthetic_render import smooth_noise
+
+# The ranges `draw_knobs` draws from (grain scale and blur in pixels at 256 px, dose in
+# counts per background pixel at 256 px; see `draw_knobs` for how they scale with size).
+DARK_OBJECTS_PROB = 0.7
+CONTRAST = (0.5, 1.2)
+GRAIN_AMPLITUDE = (0.05, 0.35)
+GRAIN_SCALE = (0.6, 2.0)
+BLUR = (0.3, 1.6)
+DOSE = (10.0, 300.0)  # drawn log-uniformly
+BLACK = (0.0, 0.2)
+WHITE = (0.8, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +60,49 @@ class Knobs:
     illumination_scale: float = 0.2
 
 
+def _size_factors(size: int) -> tuple[float, float]:
+    """(resolution factor, binning) of a `size` px image against the 256 px reference."""
+    # A small image stands for a binned large one: binning k x k pixels sums
+    # their counts, so the per-pixel dose grows by k^2.
+    return float(np.sqrt(size / 256.0)), max(1.0, 256.0 / size) ** 2
+
+
+def typical_knobs(size: int, mag: float = 1.0, max_illumination: float = 0.35, **_) -> Knobs:
+    """The middle of every range `draw_knobs` draws from (dark objects; dose: geometric mean)."""
+    res, binning = _size_factors(size)
+    return Knobs(
+        dark_objects=True,
+        contrast=float(np.mean(CONTRAST)),
+        illumination=max_illumination / 2,
+        grain_amplitude=float(np.mean(GRAIN_AMPLITUDE)),
+        grain_scale=float(np.mean(GRAIN_SCALE) * res * np.sqrt(mag)),
+        blur=float(np.mean(BLUR) * res),
+        dose=float(np.sqrt(DOSE[0] * DOSE[1]) * binning),
+        black=float(np.mean(BLACK)),
+        white=float(np.mean(WHITE)),
+    )
+
+
+KNOB_NAMES = tuple(f.name for f in dataclasses.fields(Knobs))
+
+
+@dataclasses.dataclass(frozen=True)
+class Imaging:
+    """How a scene's specimen is imaged.
+
+    Attributes:
+      rng: generator for the imaging conditions; None draws them from the scene's own
+        generator (the default stream). A generator of their own images the same specimen
+        under independent conditions (a second acquisition of one field).
+      fixed: `Knobs` fields held at one value for every image instead of drawn: a value,
+        or 'typical' for the middle of the drawn range (`typical_knobs`). The draws still
+        happen, so the other knobs and the noise are those of the unfixed image.
+    """
+
+    rng: np.random.Generator | None = None
+    fixed: Mapping[str, float | bool | str] = dataclasses.field(default_factory=dict)
+
+
 def draw_knobs(
     rng: np.random.Generator,
     size: int,
@@ -70,20 +125,17 @@ def draw_knobs(
     Returns:
       Knobs.
     """
-    res = np.sqrt(size / 256.0)
-    # A small image stands for a binned large one: binning k x k pixels sums
-    # their counts, so the per-pixel dose grows by k^2.
-    binning = max(1.0, 256.0 / size) ** 2
+    res, binning = _size_factors(size)
     knobs = Knobs(
-        dark_objects=bool(rng.random() < 0.7),
-        contrast=float(rng.uniform(0.5, 1.2)),
+        dark_objects=bool(rng.random() < DARK_OBJECTS_PROB),
+        contrast=float(rng.uniform(*CONTRAST)),
         illumination=float(rng.uniform(0.0, max_illumination)),
-        grain_amplitude=float(rng.uniform(0.05, 0.35)),
-        grain_scale=float(rng.uniform(0.6, 2.0) * res * np.sqrt(mag)),
-        blur=float(rng.uniform(0.3, 1.6) * res),
-        dose=float(np.exp(rng.uniform(np.log(10.0), np.log(300.0))) * binning),
-        black=float(rng.uniform(0.0, 0.2)),
-        white=float(rng.uniform(0.8, 1.0)),
+        grain_amplitude=float(rng.uniform(*GRAIN_AMPLITUDE)),
+        grain_scale=float(rng.uniform(*GRAIN_SCALE) * res * np.sqrt(mag)),
+        blur=float(rng.uniform(*BLUR) * res),
+        dose=float(np.exp(rng.uniform(*np.log(DOSE))) * binning),
+        black=float(rng.uniform(*BLACK)),
+        white=float(rng.uniform(*WHITE)),
     )
     if illumination_scales is not None:
         knobs = dataclasses.replace(knobs, illumination_scale=float(rng.uniform(*illumination_scales)))
@@ -122,7 +174,7 @@ def form_image(rng: np.random.Generator, density: np.ndarray, knobs: Knobs) -> n
 
 def image_specimen(
     scene_rng: np.random.Generator,
-    imaging_rng: np.random.Generator | None,
+    imaging: Imaging | None,
     density: np.ndarray,
     mag: float,
     **knob_ranges,
@@ -130,14 +182,11 @@ def image_specimen(
     """Images a specimen: draws the imaging conditions, then forms the micrograph.
 
     Every scene generator ends here, after its structure (and clutter) is drawn, so the
-    imaging conditions can come from a stream of their own: the same specimen imaged
-    twice with two imaging generators is a pair of acquisitions of one field (other
-    polarity, contrast, illumination, grain, blur, dose and levels; the same objects).
+    imaging conditions can come from a stream of their own (see `Imaging`).
 
     Args:
-      scene_rng: the scene's generator; used when imaging_rng is None (the default
-        stream, unchanged from drawing everything from one generator).
-      imaging_rng: generator for the imaging conditions, or None.
+      scene_rng: the scene's generator; draws the conditions unless `imaging.rng` is set.
+      imaging: where the conditions come from and which are fixed; None: the defaults.
       density: the specimen's density map (see `form_image`).
       mag: magnification factor (see `draw_knobs`).
       **knob_ranges: further `draw_knobs` arguments (max_illumination, illumination_scales).
@@ -145,8 +194,16 @@ def image_specimen(
     Returns:
       float32 (H, W) image in [0, 1].
     """
-    rng = scene_rng if imaging_rng is None else imaging_rng
-    knobs = draw_knobs(rng, density.shape[0], mag, **knob_ranges)
+    imaging = imaging or Imaging()
+    rng = scene_rng if imaging.rng is None else imaging.rng
+    size = density.shape[0]
+    knobs = draw_knobs(rng, size, mag, **knob_ranges)
+    if imaging.fixed:
+        typical = typical_knobs(size, mag, **knob_ranges)
+        knobs = dataclasses.replace(
+            knobs,
+            **{k: getattr(typical, k) if v == 'typical' else v for k, v in imaging.fixed.items()},
+        )
     return form_image(rng, density, knobs)
 
 

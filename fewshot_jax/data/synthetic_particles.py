@@ -164,11 +164,10 @@ def _percolating(rng, p: _Particles) -> list[np.ndarray]:
     return groups
 
 
-def nanoparticle_scene(rng: np.random.Generator, size: int, label: int, imaging_rng=None):
+def nanoparticle_scene(rng: np.random.Generator, size: int, label: int, imaging=None):
     """Draws one nanoparticle micrograph of class `CLASS_NAMES[label]`.
 
-    imaging_rng, when given, draws the imaging conditions instead of `rng` (same scene,
-    independent acquisition; see `synthetic_microscope.image_specimen`).
+    imaging: a `synthetic_microscope.Imaging` (None: the conditions are drawn from `rng`).
 
     Returns:
       (image float32 (size, size) in [0, 1], mask uint8 (size, size) in {0, 1}).
@@ -190,7 +189,7 @@ def nanoparticle_scene(rng: np.random.Generator, size: int, label: int, imaging_
             background_clutter(clutter, rng, p.u * 0.5)
             density = canvas.density + 0.5 * clutter.density
             image = microscope.image_specimen(
-                rng, imaging_rng, density, p.mag, max_illumination=0.8, illumination_scales=(0.08, 0.25)
+                rng, imaging, density, p.mag, max_illumination=0.8, illumination_scales=(0.08, 0.25)
             )
             return image, mask
     raise GenerationError(f'could not draw a {CLASS_NAMES[label]!r} scene at size {size}')

@@ -83,14 +83,13 @@ def _texture(rng: np.random.Generator, size: int, u: float) -> np.ndarray:
 _ELEMENTS = (_membranes, _vesicles, _particles, _fibres, None)  # None: texture
 
 
-def generic_scene(rng: np.random.Generator, size: int, imaging_rng=None) -> np.ndarray:
+def generic_scene(rng: np.random.Generator, size: int, imaging=None) -> np.ndarray:
     """Draws one unlabeled TEM-like micrograph.
 
     Args:
-      rng: random generator (the only source of randomness unless imaging_rng is given).
+      rng: random generator (the only source of randomness unless `imaging` has its own).
       size: image side in pixels.
-      imaging_rng: generator for the imaging conditions (None: `rng`); see
-        `synthetic_microscope.image_specimen`.
+      imaging: a `synthetic_microscope.Imaging` (None: the conditions are drawn from `rng`).
 
     Returns:
       float32 (size, size) image in [0, 1].
@@ -109,7 +108,7 @@ def generic_scene(rng: np.random.Generator, size: int, imaging_rng=None) -> np.n
     density = canvas.density
     if texture is not None:
         density += texture
-    return microscope.image_specimen(rng, imaging_rng, density, mag)
+    return microscope.image_specimen(rng, imaging, density, mag)
 
 
 def background_clutter(canvas: Canvas, rng: np.random.Generator, u: float) -> None:

@@ -130,11 +130,10 @@ _COUNTS = ((3, 25), (1, 7), (1, 4), (1, 5), (1, 5))
 _SPACING = (22, 50, 50, 60, 55)  # minimum centre distance in units of u
 
 
-def virus_scene(rng: np.random.Generator, size: int, label: int, imaging_rng=None):
+def virus_scene(rng: np.random.Generator, size: int, label: int, imaging=None):
     """Draws one virus micrograph of class `CLASS_NAMES[label]`.
 
-    imaging_rng, when given, draws the imaging conditions instead of `rng` (same scene,
-    independent acquisition; see `synthetic_microscope.image_specimen`).
+    imaging: a `synthetic_microscope.Imaging` (None: the conditions are drawn from `rng`).
 
     Returns:
       (image float32 (size, size) in [0, 1], mask uint8 (size, size) in {0, 1}).
@@ -155,5 +154,5 @@ def virus_scene(rng: np.random.Generator, size: int, label: int, imaging_rng=Non
     centres = inset + spread_points(rng, size - 2 * inset, count, _SPACING[label] * u)
     for centre in centres:
         _MAKERS[label](canvas, rng, centre, u)
-    image = microscope.image_specimen(rng, imaging_rng, canvas.density, mag, max_illumination=0.8)
+    image = microscope.image_specimen(rng, imaging, canvas.density, mag, max_illumination=0.8)
     return image, canvas.mask

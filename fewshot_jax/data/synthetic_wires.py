@@ -185,15 +185,14 @@ def _bundle(rng, size, style):
 _MAKERS = (_singular, _dispersed, _network, _bundle)
 
 
-def nanowire_scene(rng: np.random.Generator, size: int, label: int, imaging_rng=None):
+def nanowire_scene(rng: np.random.Generator, size: int, label: int, imaging=None):
     """Draws one nanowire micrograph of class `CLASS_NAMES[label]`.
 
     Args:
       rng: random generator.
       size: image side in pixels.
       label: class index.
-      imaging_rng: generator for the imaging conditions (None: `rng`); see
-        `synthetic_microscope.image_specimen`.
+      imaging: a `synthetic_microscope.Imaging` (None: the conditions are drawn from `rng`).
 
     Returns:
       (image float32 (size, size) in [0, 1], mask uint8 (size, size) in {0, 1}).
@@ -205,5 +204,5 @@ def nanowire_scene(rng: np.random.Generator, size: int, label: int, imaging_rng=
     density = wires.density + clutter.density
     if rng.random() < 0.5:  # amorphous stain puddles, independent of the wires
         density += np.maximum(smooth_noise(rng, size, 12 * style.u) - 1.0, 0) * 0.3
-    image = microscope.image_specimen(rng, imaging_rng, density, style.mag, max_illumination=0.8)
+    image = microscope.image_specimen(rng, imaging, density, style.mag, max_illumination=0.8)
     return image, wires.mask
