@@ -26,6 +26,14 @@ ADAM = {'optim.name': 'adam', 'optim.lr': 1e-3, 'optim.warmup_steps': 0.1}
 MNORM = {'model.input_norm': 'micrograph'}
 NUISANCE = {'augment.invert_prob': 0.5, 'augment.illumination': 0.5}
 PAIRED = {'data.source': 'indomain_paired', 'augment.paired_channels': True}
+NO_PHOTOMETRIC = {
+    'augment.jitter_prob': 0.0,
+    'augment.brightness': 0.0,
+    'augment.contrast': (1.0, 1.0),
+    'augment.gamma': (1.0, 1.0),
+    'augment.blur_prob': 0.0,
+    'augment.noise_prob': 0.0,
+}
 BEST_GUESS = {**AREA02, **GRAY, **WIDE, 'data.num_images': 2048, 'optim.lr': 0.3, 'optim.warmup_steps': 0.1}
 
 # name -> (method, overrides). Each changes one thing from the shipped :demo recipe,
@@ -129,6 +137,12 @@ RECIPES: dict[str, tuple[str, dict]] = {
     'combo_indomain_images_1000': (
         'barlow_twins',
         {**BEST_GUESS, 'data.source': 'indomain_images', 'train.num_steps': 1000},
+    ),
+    # Crops and flips only: on micrographs with the imaging knobs held fixed, random init
+    # reads the class from intensity statistics that the photometric invariances may erase.
+    'combo_indomain_geom_1000': (
+        'barlow_twins',
+        {**BEST_GUESS, **NO_PHOTOMETRIC, 'data.source': 'indomain_images', 'train.num_steps': 1000},
     ),
     'combo_indomain_1000': (
         'barlow_twins',
