@@ -67,10 +67,16 @@ def _size_factors(size: int) -> tuple[float, float]:
     return float(np.sqrt(size / 256.0)), max(1.0, 256.0 / size) ** 2
 
 
-def typical_knobs(size: int, mag: float = 1.0, max_illumination: float = 0.35, **_) -> Knobs:
+def typical_knobs(
+    size: int,
+    mag: float = 1.0,
+    max_illumination: float = 0.35,
+    illumination_scales: tuple[float, float] | None = None,
+) -> Knobs:
     """The middle of every range `draw_knobs` draws from (dark objects; dose: geometric mean)."""
     res, binning = _size_factors(size)
     return Knobs(
+        illumination_scale=0.2 if illumination_scales is None else float(np.mean(illumination_scales)),
         dark_objects=True,
         contrast=float(np.mean(CONTRAST)),
         illumination=max_illumination / 2,
