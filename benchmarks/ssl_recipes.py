@@ -144,6 +144,10 @@ RECIPES: dict[str, tuple[str, dict]] = {
         'barlow_twins',
         {**BEST_GUESS, **NO_PHOTOMETRIC, 'data.source': 'indomain_images', 'train.num_steps': 1000},
     ),
+    'combo_indomain_geom_3000': (
+        'barlow_twins',
+        {**BEST_GUESS, **NO_PHOTOMETRIC, 'data.source': 'indomain_images', 'train.num_steps': 3000},
+    ),
     'combo_indomain_geom_mnorm_1000': (
         'barlow_twins',
         {**BEST_GUESS, **NO_PHOTOMETRIC, **MNORM, 'data.source': 'indomain_images', 'train.num_steps': 1000},
