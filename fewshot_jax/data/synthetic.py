@@ -108,8 +108,10 @@ def _image_rng(seed: int, stream: int, index: int) -> np.random.Generator:
 _IMAGING_STREAM = 1  # marks the imaging generators' seed sequences (one entry longer)
 
 
-def _check_fixed_knobs(fixed_knobs) -> dict:
-    """The validated {Knobs field: value or 'typical'} of a generator call."""
+def _check_imaging(imaging_seed, fixed_knobs) -> dict:
+    """Checks a generator call's imaging_seed; returns its validated {Knobs field: value or 'typical'}."""
+    if imaging_seed is not None:
+        _check_count('imaging_seed', imaging_seed)
     fixed = dict(fixed_knobs or {})
     for name, value in fixed.items():
         if name not in microscope.KNOB_NAMES:
@@ -132,7 +134,7 @@ def _imaging(imaging_seed, fixed: dict, *key: int) -> microscope.Imaging | None:
         return None
     rng = None
     if imaging_seed is not None:
-        rng = np.random.default_rng([_check_count('imaging_seed', imaging_seed), _IMAGING_STREAM, *key])
+        rng = np.random.default_rng([int(imaging_seed), _IMAGING_STREAM, *key])
     return microscope.Imaging(rng, fixed)
 
 
@@ -159,7 +161,7 @@ def generic(
         16, or an unknown knob or bad value in fixed_knobs.
     """
     n, size, seed = _check_args('n', n, size, seed)
-    fixed = _check_fixed_knobs(fixed_knobs)
+    fixed = _check_imaging(imaging_seed, fixed_knobs)
     out = np.empty((n, size, size), dtype=np.float32)
     for i in range(n):
         imaging = _imaging(imaging_seed, fixed, _STREAM_GENERIC, i)
@@ -192,7 +194,7 @@ def _labeled(
 ) -> SyntheticSet:
     """Draws n_per_class images of every class; image i of class c uses its own stream."""
     n_per_class, size, seed = _check_args('n_per_class', n_per_class, size, seed)
-    fixed = _check_fixed_knobs(fixed_knobs)
+    fixed = _check_imaging(imaging_seed, fixed_knobs)
     n = n_per_class * len(class_names)
     images = np.empty((n, size, size), dtype=np.float32)
     masks = np.empty((n, size, size), dtype=np.uint8)
