@@ -101,7 +101,10 @@ INDOMAIN_KINDS = {
 }
 
 
-def build_config(method: str, preset: str, overrides: dict, seed: int, out: Path, kind: str = 'images'):
+def build_config(
+    method: str, preset: str, overrides: dict, seed: int, out: Path, kind: str = 'images', folder: bool = True
+):
+    """The recipe's config; folder=False leaves an in-domain folder unwritten (probe-only runs)."""
     from configs.ssl_base import ssl_config
 
     config = ssl_config(method, 'tem', preset)
@@ -121,9 +124,13 @@ def build_config(method: str, preset: str, overrides: dict, seed: int, out: Path
         # 'indomain' pretrains on what the probe sees (--pool_kind); the others fix the kind:
         # indomain_paired files hold two acquisitions of one specimen (red, green), and
         # augment.paired_channels draws one view from each (the recipe must set it).
-        kind = INDOMAIN_KINDS[config.data.source] or kind
+        # A 'fixed:...' probe pool pretrains (source 'indomain') on the drawn micrographs.
+        kind = INDOMAIN_KINDS[config.data.source] or ('images' if kind.startswith('fixed:') else kind)
         config.data.keep_color = kind == 'paired'
-        config.data.root = str(indomain_folder(out, config.data.num_images, config.data.synthetic_size, kind))
+        if folder:
+            config.data.root = str(
+                indomain_folder(out, config.data.num_images, config.data.synthetic_size, kind)
+            )
         config.data.source = 'folder'
         config.data.subset = None
     return config
@@ -253,7 +260,9 @@ def run_one(name: str, method: str, overrides: dict, seed: int, args, out: Path)
 
     from fewshot_jax.train import total_steps_of, train_ssl
 
-    config = build_config(method, args.preset, overrides, seed, out, args.pool_kind)
+    config = build_config(
+        method, args.preset, overrides, seed, out, args.pool_kind, folder=not args.runs_from
+    )
     workdir = Path(args.runs_from or out) / 'runs' / f'{name}_s{seed}'
     start = time.perf_counter()
     # --runs_from probes the encoders an earlier invocation pretrained (other pools).
