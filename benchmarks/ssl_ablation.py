@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ssl_pools import TASKS, indomain_folder, task_pool  # noqa: E402
-from ssl_recipes import RECIPES, TINY  # noqa: E402
+from ssl_recipes import MEASURED_BASE, RECIPES, TINY  # noqa: E402
 
 LAYERS = ('pooled', 'stage2', 'stage3')
 
@@ -108,6 +108,9 @@ def build_config(
     from configs.ssl_base import ssl_config
 
     config = ssl_config(method, 'tem', preset)
+    if preset == 'demo':
+        for key, value in MEASURED_BASE[method].items():
+            set_dotted(config, key, value)
     if preset == '':  # the paper's settings on the synthetic generic images
         config.data.source = 'synthetic'
         config.data.synthetic_size = 256

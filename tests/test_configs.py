@@ -153,3 +153,51 @@ def test_launch_reports_bad_data_root_without_traceback(tmp_path):
     assert result.returncode == 1
     assert f'error: {tmp_path / "missing"}: data folder does not exist' in result.stderr
     assert 'Traceback' not in result.stderr
+
+
+def load_benchmark_recipes():
+    """benchmarks/ssl_recipes.py (not a package: loaded from its file)."""
+    spec = importlib.util.spec_from_file_location('ssl_recipes', REPO / 'benchmarks' / 'ssl_recipes.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def flat_items(config, prefix=''):
+    for key, value in config.items():
+        if hasattr(value, 'items'):
+            yield from flat_items(value, f'{prefix}{key}.')
+        else:
+            yield f'{prefix}{key}', tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+@pytest.mark.parametrize(
+    ('method', 'preset', 'recipe'),
+    [
+        ('barlow_twins', 'demo', 'combo_geom_3000'),
+        ('simclr', 'demo', 'simclr_combo_geom_3000'),
+        ('barlow_twins', 'cpu', 'combo_geom_7000'),
+    ],
+)
+def test_demo_and_cpu_presets_are_the_recipes_the_ablation_measured(method, preset, recipe):
+    """The shipped presets' figures in the configs' docstrings come from benchmarks/ssl_ablation.py:
+    its recipe (overrides on the preset it was measured against) must build the same config."""
+    from configs.ssl_base import ssl_config
+
+    recipes = load_benchmark_recipes()
+    measured = ssl_config(method, 'tem', 'demo')
+    recipe_method, overrides = recipes.RECIPES[recipe]
+    assert recipe_method == method
+    for dotted, value in {**recipes.MEASURED_BASE[method], **overrides}.items():
+        node = measured
+        *parents, leaf = dotted.split('.')
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    # Inert where the recipe turns blur and noise off; checkpoints are the ablation's own.
+    ignored = {'augment.blur_sigma', 'augment.noise_std', 'train.checkpoint_every'}
+    shipped = dict(flat_items(ssl_config(method, 'tem', preset)))
+    differing = {
+        k: (v, shipped.get(k)) for k, v in flat_items(measured) if k not in ignored and shipped.get(k) != v
+    }
+    assert not differing
