@@ -10,10 +10,16 @@ Launch (a folder of images; the paper drew `data.subset=832` of them by seed)::
     python launch.py --config=configs/simclr_tem.py --workdir=runs/simclr_tem \
         --config.data.root=/path/to/images
 
-CPU demo on the built-in synthetic data (ResNet18 at width 16, 64 px, 200 steps;
-a few minutes on 2 cores; the loss falls)::
+CPU demo on the built-in synthetic data: the Barlow Twins demo's recipe (ResNet18 at
+width 16, 64 px, 2048 generic images, area crops and flips without photometric jitter,
+projector 512-512-512, SGD lr 0.3, 3000 steps: about 6 minutes on 2 cores). Measured
+(benchmarks/RESULTS.md, "Crops and flips on generic images"; 3 pretraining seeds against
+random init of the same seeds, 8-shot logistic probe): gap +0.079 +- 0.034 on synthetic
+nanowires (pretrained 0.439), +0.088 +- 0.012 on nanoparticles (0.421), +0.029 +- 0.008 on
+viruses (0.239). ``:cpu`` runs it for 7000 steps::
 
     python launch.py --config=configs/simclr_tem.py:demo --workdir=runs/simclr_tem_demo
+    python launch.py --config=configs/simclr_tem.py:cpu --workdir=runs/simclr_tem_cpu
 
 The finished run leaves `workdir/encoder` (the frozen encoder that the probe and
 U-Net stages load), `metrics.jsonl`, TensorBoard events in `tb/` and the last
