@@ -32,11 +32,13 @@ def predict_folder(
     mode: str = 'tiled',
     save_probabilities: bool = False,
     progress: bool = True,
+    flips: bool = False,
 ) -> list[Path]:
     """Writes a mask PNG (0/255, the image's own size) for every image under ``images``.
 
     Masks mirror the folder layout under ``out`` (``a/b.tif`` → ``out/a/b.png``); with
     ``save_probabilities`` a float32 ``.npy`` of the probabilities goes beside each mask.
+    ``flips`` averages each prediction over the 8 flips and quarter turns of the image.
 
     Raises:
         DataError: the folder holds no images (names it and the accepted extensions).
@@ -53,7 +55,7 @@ def predict_folder(
     root, out = Path(images), Path(out)
     written = []
     for i in tqdm(range(len(source)), desc='predict', unit='img', disable=not progress):
-        prob = segmenter.predict(source[i]['image'], scale=scale, mode=mode)
+        prob = segmenter.predict(source[i]['image'], scale=scale, mode=mode, flips=flips)
         mask = (prob >= segmenter.threshold) if prob.ndim == 2 else np.argmax(prob, -1)
         target = out / source.paths[i].relative_to(root).with_suffix('.png')
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     predict.add_argument('--mode', choices=('tiled', 'whole'), default='tiled')
     predict.add_argument('--probabilities', action='store_true', help='also write .npy maps')
+    predict.add_argument(
+        '--flips', action='store_true', help='average over the 8 flips/quarter turns (8x compute)'
+    )
     args = parser.parse_args(argv)
     from fewshot_jax.data.io import DataError
 
@@ -102,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             scale=args.scale,
             mode=args.mode,
             save_probabilities=args.probabilities,
+            flips=args.flips,
         )
     except (DataError, SegmenterError) as err:
         print(f'error: {err}', file=sys.stderr)

@@ -309,7 +309,9 @@ def _train_and_score(encoder, spec, run_dir: Path, config, *, train, validation,
     )
     seconds = round(time.perf_counter() - t0, 2)
     test_pixels, test_masks, names, classes = test
-    prob = segmenter.predict(test_pixels, scale=1.0, progress=False)
+    prob = segmenter.predict(
+        test_pixels, scale=1.0, progress=False, flips=bool(config.segment.get('test_flips', False))
+    )
     rows = report.score_rows(
         prob,
         test_masks,

@@ -138,6 +138,29 @@ def test_predict_takes_any_size_dtype_and_layout(fitted):
         seg.predict(small, mode='grid')
 
 
+def test_flips_average_the_eight_symmetries_and_make_predictions_equivariant(fitted):
+    seg, _ = fitted
+    image = np.random.default_rng(2).random((70, 96)).astype(np.float32)  # not square
+    averaged = seg.predict(image, flips=True)
+    # Reference: a plain loop over rotations and flips of the image, each undone.
+    reference = np.zeros((70, 96))
+    for turns in range(4):
+        for flip in (False, True):
+            view = np.rot90(image, turns)
+            view = view[:, ::-1] if flip else view
+            prob = seg.predict(np.ascontiguousarray(view))
+            prob = prob[:, ::-1] if flip else prob
+            reference += np.rot90(prob, -turns) / 8
+    np.testing.assert_allclose(averaged, reference, atol=1e-6)
+    # Equivariance: segmenting a turned or mirrored image gives the turned or mirrored map.
+    np.testing.assert_allclose(seg.predict(np.rot90(image).copy(), flips=True), np.rot90(averaged), atol=1e-5)
+    np.testing.assert_allclose(seg.predict(image[::-1].copy(), flips=True), averaged[::-1], atol=1e-5)
+    assert not np.allclose(seg.predict(image), averaged, atol=1e-3)  # without flips: not equivariant
+    batch = seg.predict([image, image[:40]], flips=True)
+    np.testing.assert_allclose(batch[0], averaged, atol=1e-6)
+    assert batch[1].shape == (40, 96)
+
+
 def test_fit_trains_and_saves_a_loadable_segmenter(fitted, wires):
     seg, workdir = fitted
     images, masks = wires
