@@ -131,7 +131,7 @@ def get_config(arg: str = ''):
         c.segment.lr_schedule = 'cosine'
         c.segment.augment = True
         # The mean prediction over the 8 flips/quarter turns: +0.014 to +0.049 median Dice on
-        # five k = 8 / 32 runs of this preset (benchmarks/segment_flips.py, RESULTS.md).
+        # seven k = 8 / 32 runs of this preset (benchmarks/segment_flips.py, RESULTS.md).
         c.segment.test_flips = True
     if arg == 'demo':
         c.segment.resolutions = (128,)
