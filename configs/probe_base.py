@@ -104,7 +104,9 @@ def probe_config(
         c.model.stem = 'imagenet'
     if preset == 'demo':
         c.data.per_class = 50
-        c.data.synthetic_size = 96
+        # Generated at the encoder's input size, as the benchmark was calibrated
+        # (docs/synthetic/README.md) and as benchmarks/ssl_ablation.py probes.
+        c.data.synthetic_size = 64
         c.data.image_size = 64
         c.probe.encoders = DEMO_ENCODERS
         c.probe.shots = (1, 2, 4, 8, 16, 32)

@@ -77,6 +77,7 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
     c.augment.crop = 'random' if method == 'barlow_twins' else 'none'
     c.augment.crop_range = (0.25, 0.5)  # the original code's Randcrop side fraction
     c.augment.flip_prob = 0.5
+    c.augment.rotate90 = False  # also rotate by k * 90 degrees (all 8 symmetries with flips)
     c.augment.jitter_prob = 0.8
     c.augment.brightness = 0.0
     c.augment.contrast = (0.2, 1.8)

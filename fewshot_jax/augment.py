@@ -3,7 +3,8 @@
 The Grain pipeline delivers uint8 batches at a base size; this module turns
 them into float32 views in [0, 1] at the model's input size: a crop (a square
 of random side, or a SimCLR-style rectangle of random area and aspect ratio),
-resized with `jax.image.scale_and_translate`, a horizontal flip, colour jitter
+resized with `jax.image.scale_and_translate`, a horizontal flip, an optional
+rotation by a multiple of 90 degrees, colour jitter
 in a random order (brightness, contrast, saturation, hue, gamma), then the
 micrograph ops: intensity inversion, Gaussian blur and Gaussian noise. Every
 draw comes from the key alone, so a view is a pure function of (key, image):
@@ -186,7 +187,7 @@ def area_crop_window(key, height: int, width: int, cfg: AugmentConfig):
 
 
 def augment_image(key, image, cfg: AugmentConfig) -> jax.Array:
-    """Augments one image: crop-resize, horizontal flip, colour jitter, micrograph ops.
+    """Augments one image: crop-resize, flip, 90-degree rotation, colour jitter, micrograph ops.
 
     Args:
         key: a JAX PRNG key; the output is a pure function of (key, image).
@@ -215,6 +216,10 @@ def augment_image(key, image, cfg: AugmentConfig) -> jax.Array:
     if cfg.flip_prob > 0:
         flip = jax.random.bernoulli(flip_key, cfg.flip_prob)
         view = jnp.where(flip, view[:, ::-1], view)
+    if cfg.rotate90:
+        # Folded from the view's key (not a 4th split) for the same reason as below.
+        turns = jax.random.randint(jax.random.fold_in(key, 4), (), 0, 4)
+        view = jax.lax.switch(turns, [lambda v, k=k: jnp.rot90(v, k) for k in range(4)], view)
     view = color_jitter(jitter_key, view, cfg)
     # A key folded from the view's key (not a 4th split) keeps the crop, flip and
     # jitter draws of configs that predate these ops bit-identical.

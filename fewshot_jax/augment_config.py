@@ -79,6 +79,9 @@ class AugmentConfig:
         crop_ratio: (lo, hi) width/height ratios for crop='area', drawn
             log-uniformly; must contain 1. Narrowed where needed so the box fits.
         flip_prob: probability of a horizontal (left-right) flip.
+        rotate90: rotate each view by k * 90 degrees, k uniform in {0, 1, 2, 3}; with
+            `flip_prob=0.5` every view is one of the square's 8 symmetries, drawn
+            uniformly. Label-preserving for micrographs, which have no up or left.
         jitter_prob: probability that each colour-jitter op is applied.
         brightness: max additive brightness delta; 0 disables the op.
         contrast: (lo, hi) contrast factor range; (1, 1) disables the op.
@@ -110,6 +113,7 @@ class AugmentConfig:
     crop: str | float = 'random'
     crop_range: tuple[float, float] = (0.25, 0.5)
     flip_prob: float = 0.5
+    rotate90: bool = False
     jitter_prob: float = 0.8
     brightness: float = 0.0
     contrast: tuple[float, float] = (0.2, 1.8)
@@ -177,6 +181,8 @@ class AugmentConfig:
             raise AugmentConfigError(
                 f'augment.illumination must be a max amplitude in [0, 1], got {self.illumination!r}'
             )
+        if not isinstance(self.rotate90, bool):
+            raise AugmentConfigError(f'augment.rotate90 must be True or False, got {self.rotate90!r}')
         if not isinstance(self.paired_channels, bool):
             raise AugmentConfigError(
                 f'augment.paired_channels must be True or False, got {self.paired_channels!r}'
@@ -209,7 +215,7 @@ def augment_config_from(cfg: Mapping, output_size: int) -> AugmentConfig:
 
     Args:
         cfg: an ml_collections ConfigDict (or any mapping) with any of the keys
-            crop, crop_range, crop_area, crop_ratio, flip_prob, jitter_prob,
+            crop, crop_range, crop_area, crop_ratio, flip_prob, rotate90, jitter_prob,
             brightness, contrast, saturation, hue, gamma, invert_prob, blur_prob,
             blur_sigma, noise_prob, noise_std, illumination, paired_channels. Missing
             keys take the `AugmentConfig` defaults, which leave the new ops off.

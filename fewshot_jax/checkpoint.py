@@ -43,6 +43,9 @@ import fewshot_jax.sharding as sharding
 log = logging.getLogger(__name__)
 
 ENCODER_DIR = 'encoder'
+# The encoder weights pretraining started from (step 0): the random-init baseline of the same
+# seed, read back with the weight spec 'checkpoint:WORKDIR@0'.
+INIT_ENCODER_DIR = 'encoder_init'
 ENCODER_META = 'encoder.json'
 CHECKPOINT_DIR = 'checkpoints'
 
@@ -237,21 +240,24 @@ def _own_data_state(saved: dict, step: int) -> dict:
     )
 
 
-def save_encoder(workdir: str | os.PathLike, variables, model_config: dict, step: int) -> Path:
-    """Writes the encoder's variables and how to rebuild it to ``workdir/encoder``.
+def save_encoder(
+    workdir: str | os.PathLike, variables, model_config: dict, step: int, folder: str = ENCODER_DIR
+) -> Path:
+    """Writes the encoder's variables and how to rebuild it to ``workdir/<folder>``.
 
     Args:
         variables: ``{'params': ..., 'batch_stats': ...}`` of the ResNet alone.
         model_config: ``config.model`` as a dict (depth, width, variant, …).
         step: the training step these weights come from.
+        folder: ``ENCODER_DIR`` (the finished encoder) or ``INIT_ENCODER_DIR`` (step 0).
     """
-    path = Path(workdir).absolute() / ENCODER_DIR
+    path = Path(workdir).absolute() / folder
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(encoder_variables_path(workdir), variables, force=True)
+    checkpointer.save(encoder_variables_path(workdir, folder), variables, force=True)
     checkpointer.wait_until_finished()
     if jax.process_index() == 0:
         meta = {'model': model_config, 'step': int(step)}
-        encoder_meta_path(workdir).write_text(json.dumps(meta, indent=2))
+        encoder_meta_path(workdir, folder).write_text(json.dumps(meta, indent=2))
         log.info('exported the encoder of step %d to %s', step, path)
     return path
 
@@ -294,14 +300,14 @@ def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def encoder_meta_path(workdir: str | os.PathLike) -> Path:
+def encoder_meta_path(workdir: str | os.PathLike, folder: str = ENCODER_DIR) -> Path:
     """``workdir/encoder/encoder.json``: the finished encoder's model config and step."""
-    return Path(workdir) / ENCODER_DIR / ENCODER_META
+    return Path(workdir) / folder / ENCODER_META
 
 
-def encoder_variables_path(workdir: str | os.PathLike) -> Path:
+def encoder_variables_path(workdir: str | os.PathLike, folder: str = ENCODER_DIR) -> Path:
     """Where :func:`save_encoder` writes the finished encoder's arrays."""
-    return Path(workdir).absolute() / ENCODER_DIR / 'variables'
+    return Path(workdir).absolute() / folder / 'variables'
 
 
 def checkpoint_item_path(workdir: str | os.PathLike, step: int, item: str) -> Path:

@@ -157,9 +157,19 @@ def train_ssl(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
     total = total_steps_of(config.train, len(source), config.data.batch_size)
     build = build_ssl(config, mesh, total)
 
+    def encoder_of(state: TrainState) -> dict:
+        return {'params': state.params['encoder'], 'batch_stats': state.batch_stats['encoder']}
+
+    if not checkpoint.encoder_meta_path(workdir, checkpoint.INIT_ENCODER_DIR).is_file():
+        # The weights this run starts from (also when resuming: the build re-creates them from
+        # the seed). They are the random-init baseline of the same seed, 'checkpoint:WORKDIR@0',
+        # which a comparison of pretrained against random init needs to be like for like.
+        checkpoint.save_encoder(
+            workdir, encoder_of(build.state), config.model.to_dict(), 0, checkpoint.INIT_ENCODER_DIR
+        )
+
     def export(state: TrainState) -> dict:
-        encoder_vars = {'params': state.params['encoder'], 'batch_stats': state.batch_stats['encoder']}
-        path = checkpoint.save_encoder(workdir, encoder_vars, config.model.to_dict(), total)
+        path = checkpoint.save_encoder(workdir, encoder_of(state), config.model.to_dict(), total)
         return {
             'encoder': str(path),
             'next': f"load_encoder('{workdir}') in Python, or name 'checkpoint:{workdir}' "

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import ml_collections
 
+from fewshot_jax import features as features_lib
 from fewshot_jax import tasks
 from fewshot_jax.checkpoint import WorkdirLock
 from fewshot_jax.errors import ConfigError
@@ -116,20 +117,31 @@ def stage_units(stage: str, config, workdir: Path):
         f'{display}=checkpoint:{workdir / "pretrain" / name}' for name, display in pretrained
     )
     base_model = config.pretrain[pretrained[0][0]] if pretrained else None
+    # The random-init baselines are the weights the first encoder's pretraining started from
+    # (step 0 of its run), so "pretrained vs random init" compares one init before and after.
+    start = f'checkpoint:{workdir / "pretrain" / pretrained[0][0]}@0' if pretrained else None
     if stage == 'pretrain':
         for name, _ in pretrained:
             yield name, 'pretrain', config.pretrain[name]
     elif stage == 'probe':
         for task in config.probe.keys():
             sub = _matched(config.probe[task], base_model)
-            sub.probe.encoders = encoder_specs + tuple(sub.probe.encoders)
+            baselines = tuple(
+                f'{features_lib.RANDOM_INIT}={start}' if start and e == features_lib.RANDOM_INIT else e
+                for e in sub.probe.encoders
+            )
+            sub.probe.encoders = encoder_specs + baselines
             yield task, 'probe', sub
     elif stage == 'segment':
         for task in config.segment.keys():
             sub = _matched(config.segment[task], base_model, resolution=False)
             # Segmentation names folders after its encoders: the short unit names.
             specs = tuple(f'{name}=checkpoint:{workdir / "pretrain" / name}' for name, _ in pretrained)
-            sub.segment.encoders = specs + tuple(sub.segment.encoders)
+            baselines = tuple(
+                f'{e.partition("=")[0]}={start}' if start and e.partition('=')[2] == 'random' else e
+                for e in sub.segment.encoders
+            )
+            sub.segment.encoders = specs + baselines
             yield task, 'segment', sub
     elif stage == 'grid':
         yield from grid_units(config, workdir)

@@ -92,6 +92,25 @@ def test_steps_and_checkpoint_fallbacks(workdir, tmp_path):
         load_encoder(killed, step=6)
 
 
+def test_step_zero_is_the_random_init_the_run_started_from(workdir):
+    from fewshot_jax import sharding
+    from fewshot_jax.train import build_ssl
+
+    # The builder re-creates the initial state from the config's seed; its encoder is what
+    # pretraining started from, and what 'checkpoint:WORKDIR@0' must give back.
+    config = tiny_ssl_config()
+    start = build_ssl(config, sharding.make_mesh(None), 6).state
+    init = load_encoder(f'checkpoint:{workdir}@0')
+    assert init.step == 0 and init.name == f'{workdir.name}@0'
+    expected = {'params': start.params['encoder'], 'batch_stats': start.batch_stats['encoder']}
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(init.variables), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    final = load_encoder(workdir)
+    assert not np.array_equal(
+        init.variables['params']['conv1']['kernel'], final.variables['params']['conv1']['kernel']
+    )
+
+
 def test_workdirs_without_weights_or_step_are_clear_errors(workdir, tmp_path):
     with pytest.raises(WeightsError, match='neither encoder/encoder.json .* nor checkpoints'):
         load_encoder(f'checkpoint:{tmp_path}')

@@ -43,6 +43,11 @@ def test_tiny_workflow_runs_every_stage_then_skips_them(tmp_path, capsys):
     names = {e['name'] for e in probe['encoders']}
     assert {'Barlow Twins TEM', 'SimCLR TEM', 'random-init', 'raw pixels', 'texture'} <= names
     assert {e['dim'] for e in probe['encoders'] if e['name'] != 'raw pixels'} == {32}
+    # Random init is the weights the first encoder's pretraining started from.
+    specs = {e['name']: e['spec'] for e in probe['encoders']}
+    assert specs['random-init'] == f'checkpoint:{tmp_path / "pretrain" / "bt_tem"}@0'
+    segmented = json.loads((tmp_path / 'segment/nanowires/segment/summary.json').read_text())
+    assert {g['encoder'] for g in segmented['groups']} >= {'bt_tem', 'random'}
 
     report_mtime = (tmp_path / 'report.html').stat().st_mtime
     capsys.readouterr()
@@ -56,6 +61,16 @@ def test_tiny_workflow_runs_every_stage_then_skips_them(tmp_path, capsys):
     forced.stages = ('probe', 'report')
     tasks.run('workflow', forced, tmp_path)
     assert 'probe/nanowires: nanowires' in capsys.readouterr().out
+
+
+def test_random_init_baselines_are_the_starting_weights_of_the_first_encoder(tmp_path):
+    config = tiny()
+    start = f'checkpoint:{tmp_path / "pretrain" / "bt_tem"}@0'
+    ((_, _, probe),) = workflow.stage_units('probe', config, tmp_path)
+    assert f'random-init={start}' in probe.probe.encoders
+    ((_, _, segment),) = workflow.stage_units('segment', config, tmp_path)
+    assert f'random={start}' in segment.segment.encoders
+    assert not [e for e in segment.segment.encoders if e.endswith('=random')]
 
 
 def test_killed_during_probe_resumes_without_redoing_pretraining(tmp_path):

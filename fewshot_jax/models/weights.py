@@ -15,7 +15,9 @@ A *weight spec* names where an encoder's weights come from; configs
   :data:`NORMALIZATIONS`).
 * ``'checkpoint:/path/workdir'``: the encoder of a pretraining workdir: its
   final ``encoder/`` or, if newer, its latest checkpoint; append ``@<step>``
-  (``'checkpoint:/path/workdir@500'``) for a given checkpoint step.
+  (``'checkpoint:/path/workdir@500'``) for a given checkpoint step; ``@0`` is
+  the weights the run started from (its random init, ``encoder_init/``): the
+  like-for-like random-init baseline of that encoder.
 
 A bare path works too: a folder is a workdir, ``.h5``/``.hdf5`` is Keras, and
 ``.pth``/``.pt``/``.safetensors``/``.npz`` is torchvision. Nothing is ever

@@ -1,7 +1,9 @@
 """The encoder of a pretraining workdir: its final ``encoder/`` or a checkpoint step.
 
 A finished run leaves ``workdir/encoder/`` (variables + ``encoder.json`` with
-the model config and step); every run leaves ``workdir/checkpoints/<step>/``
+the model config and step); every run leaves ``workdir/encoder_init/`` (the same,
+for the weights it started from: step 0, the random init of its seed) and
+``workdir/checkpoints/<step>/``
 with the full train state, whose ``params``/``batch_stats`` hold the encoder
 under ``'encoder'``. Only the encoder's arrays are read from a checkpoint (a
 partial orbax restore into numpy), never the optimizer state.
@@ -49,12 +51,15 @@ def read_workdir(workdir: Path, step: int | None = None) -> LoadedWeights:
 
     Without a step, the final ``encoder/`` is used unless a checkpoint is newer
     (a run resumed with more steps and still going, or killed); an unreadable
-    newest checkpoint falls back to the previous one with a warning.
+    newest checkpoint falls back to the previous one with a warning. Step 0 is
+    ``encoder_init/``, the weights the run started from.
 
     Raises:
         WeightsError: no encoder and no checkpoints, an unknown step, or no
             readable checkpoint.
     """
+    if step == 0 and checkpoint.encoder_meta_path(workdir, checkpoint.INIT_ENCODER_DIR).is_file():
+        return _read_final(workdir, 0, checkpoint.INIT_ENCODER_DIR)
     steps = checkpoint.checkpoint_steps(workdir)
     final = final_encoder_step(workdir)
     if final is None and not steps:
@@ -112,13 +117,18 @@ def _with_defaults(model: dict, source: str) -> dict:
     return model
 
 
-def _read_final(workdir: Path, step: int) -> LoadedWeights:
-    meta_path = checkpoint.encoder_meta_path(workdir)
+def _read_final(workdir: Path, step: int, folder: str = checkpoint.ENCODER_DIR) -> LoadedWeights:
+    meta_path = checkpoint.encoder_meta_path(workdir, folder)
     model = _with_defaults(read_json(meta_path).get('model') or {}, str(meta_path))
-    variables = _restore_numpy(checkpoint.encoder_variables_path(workdir), prefix=None)
+    variables = _restore_numpy(checkpoint.encoder_variables_path(workdir, folder), prefix=None)
     _check(variables, model, str(meta_path.parent))
+    suffix = '@0' if folder == checkpoint.INIT_ENCODER_DIR else ''
     return LoadedWeights(
-        variables=variables, model=model, name=workdir.name, source=f'checkpoint:{workdir}', step=step
+        variables=variables,
+        model=model,
+        name=workdir.name + suffix,
+        source=f'checkpoint:{workdir}{suffix}',
+        step=step,
     )
 
 
