@@ -286,6 +286,21 @@ def test_flip_prob_one_flips_exactly():
     np.testing.assert_array_equal(b, a[:, :, ::-1])
 
 
+def test_rotate90_turns_each_view_by_a_uniform_quarter_turn_and_leaves_other_draws():
+    images = random_uint8((48, 40, 40, 3), seed=9)
+    plain = AugmentConfig(output_size=32, crop=0.5, flip_prob=0.5, jitter_prob=0.0)
+    turned = dataclasses.replace(plain, rotate90=True)
+    a = np.asarray(batch_fn(jax.random.key(7), images, plain))
+    b = np.asarray(batch_fn(jax.random.key(7), images, turned))
+    turns = []
+    for view, rotated in zip(a, b, strict=True):
+        # The same crop and flip, then exactly one of the four quarter turns.
+        matches = [k for k in range(4) if np.array_equal(rotated, np.rot90(view, k))]
+        assert len(matches) == 1
+        turns.append(matches[0])
+    assert sorted(set(turns)) == [0, 1, 2, 3]
+
+
 def test_jitter_prob_zero_is_identity():
     image = jnp.asarray(np.random.default_rng(1).random((16, 16, 3)), jnp.float32)
     cfg = AugmentConfig(output_size=16, jitter_prob=0.0, brightness=0.4)
@@ -361,6 +376,7 @@ def test_sharded_batch_on_eight_devices_matches_unsharded():
         ('crop_range', (0.25,)),
         ('flip_prob', 1.2),
         ('flip_prob', True),
+        ('rotate90', 1),
         ('jitter_prob', -0.1),
         ('brightness', -0.1),
         ('contrast', (1.8, 0.2)),
