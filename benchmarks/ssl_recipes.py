@@ -45,6 +45,7 @@ MEASURED_BASE: dict[str, dict] = {
         **BEST_GUESS,
         'augment.jitter_prob': 0.8,
         'augment.contrast': (0.2, 1.8),
+        'augment.rotate90': False,
         'train.num_steps': 200,
     },
     'simclr': {
@@ -54,6 +55,7 @@ MEASURED_BASE: dict[str, dict] = {
         'augment.contrast': (0.2, 1.8),
         'augment.saturation': (0.2, 1.8),
         'augment.hue': 0.2,
+        'augment.rotate90': False,
         'model.projector': (64, 64, 128),
         'data.num_images': 256,
         'optim.lr': 0.1,

@@ -13,7 +13,7 @@ PAPER_SHOTS = (1, 2, 4, 8, 16, 32, 80)
 # The paper's encoders (published Keras .h5 files) as weight specs with display names;
 # the random-init and encoder-free baselines are added to every list.
 BASELINE_ENCODERS = ('random-init', 'raw pixels=raw-pixels', 'texture=texture')
-DEMO_ENCODERS = ('Barlow Twins demo=checkpoint:runs/demo/pretrain/bt_tem',) + BASELINE_ENCODERS
+DEMO_ENCODERS = ('SimCLR demo=checkpoint:runs/demo/pretrain/simclr_tem',) + BASELINE_ENCODERS
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

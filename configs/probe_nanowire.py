@@ -14,7 +14,7 @@ encoders, or your own pretraining workdirs as ``checkpoint:runs/...``)::
         --config.data.root=/data/nanowires
 
 CPU demo on the synthetic nanowires (run ``make demo`` first: it pretrains the
-encoder in ``runs/demo/pretrain/bt_tem``; a few minutes on 2 cores)::
+encoder in ``runs/demo/pretrain/simclr_tem``; a few minutes on 2 cores)::
 
     python launch.py --config=configs/probe_nanowire.py:demo --workdir=runs/probe_nw_demo
 

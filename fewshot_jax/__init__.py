@@ -3,7 +3,7 @@
 The public entry point for using a trained or published encoder::
 
     from fewshot_jax import load_encoder
-    features = load_encoder('runs/demo/pretrain/bt_tem').encode(images)
+    features = load_encoder('runs/demo/pretrain/simclr_tem').encode(images)
 
 Attributes are imported on first use, so ``import fewshot_jax`` stays cheap
 (no JAX import) for tools that only need a submodule.
