@@ -175,7 +175,7 @@ def flat_items(config, prefix=''):
     ('method', 'preset', 'recipe'),
     [
         ('barlow_twins', 'demo', 'combo_geom_3000'),
-        ('simclr', 'demo', 'simclr_combo_geom_rot_3000'),
+        ('simclr', 'demo', 'simclr_combo_geom_rot_2000'),
         ('barlow_twins', 'cpu', 'combo_geom_7000'),
     ],
 )
