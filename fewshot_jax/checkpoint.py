@@ -301,7 +301,8 @@ def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
 
 
 def encoder_meta_path(workdir: str | os.PathLike, folder: str = ENCODER_DIR) -> Path:
-    """``workdir/encoder/encoder.json``: the finished encoder's model config and step."""
+    """``workdir/<folder>/encoder.json``: the encoder's model config and step (``encoder/``: the
+    finished encoder; ``encoder_init/``: the weights the run started from)."""
     return Path(workdir) / folder / ENCODER_META
 
 
