@@ -197,6 +197,10 @@ RECIPES: dict[str, tuple[str, dict]] = {
         'simclr',
         {**BEST_GUESS, **NO_PHOTOMETRIC, 'augment.rotate90': True, 'train.num_steps': 3000},
     ),
+    'simclr_combo_geom_rot_5000': (
+        'simclr',
+        {**BEST_GUESS, **NO_PHOTOMETRIC, 'augment.rotate90': True, 'train.num_steps': 5000},
+    ),
     'simclr_combo_geom_rot_2000': (
         'simclr',
         {**BEST_GUESS, **NO_PHOTOMETRIC, 'augment.rotate90': True, 'train.num_steps': 2000},
