@@ -19,7 +19,8 @@ logistic probe): gap +0.116 +- 0.044 on synthetic nanowires (pretrained 0.475, t
 features 0.450), +0.088 +- 0.037 on nanoparticles (0.421; texture 0.492), +0.053 +- 0.031
 on viruses (0.263; texture 0.425). 3000 steps: +0.108 / +0.099 / +0.043; 3000 steps
 without the turns: +0.079 / +0.088 / +0.029.
-``:cpu`` runs it for 7000 steps (not measured for SimCLR)::
+``:cpu`` runs it for 5000 steps (11-12 minutes): +0.123 +- 0.035 / +0.138 +- 0.029 /
++0.052 +- 0.009 (pretrained 0.482 / 0.471 / 0.262)::
 
     python launch.py --config=configs/simclr_tem.py:demo --workdir=runs/simclr_tem_demo
     python launch.py --config=configs/simclr_tem.py:cpu --workdir=runs/simclr_tem_cpu

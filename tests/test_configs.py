@@ -177,6 +177,7 @@ def flat_items(config, prefix=''):
         ('barlow_twins', 'demo', 'combo_geom_3000'),
         ('simclr', 'demo', 'simclr_combo_geom_rot_2000'),
         ('barlow_twins', 'cpu', 'combo_geom_7000'),
+        ('simclr', 'cpu', 'simclr_combo_geom_rot_5000'),
     ],
 )
 def test_demo_and_cpu_presets_are_the_recipes_the_ablation_measured(method, preset, recipe, tmp_path):
