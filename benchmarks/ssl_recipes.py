@@ -190,6 +190,10 @@ RECIPES: dict[str, tuple[str, dict]] = {
     'simclr_combo_geom_rot_2000': ('simclr', {**GEOM_ROT, 'train.num_steps': 2000}),
     'simclr_combo_geom_rot_3000': ('simclr', {**GEOM_ROT, 'train.num_steps': 3000}),
     'simclr_combo_geom_rot_5000': ('simclr', {**GEOM_ROT, 'train.num_steps': 5000}),
+    # Variations of the SimCLR :demo recipe aimed at the virus task (shape at random
+    # magnification): zoomed-in crops down to 8 % of the area, a softer temperature.
+    'simclr_rot_area008_2000': ('simclr', {**GEOM_ROT, **AREA008, 'train.num_steps': 2000}),
+    'simclr_rot_tau02_2000': ('simclr', {**GEOM_ROT, 'loss.temperature': 0.2, 'train.num_steps': 2000}),
     'combo_indomain_geom_mnorm_1000': (
         'barlow_twins',
         {**BEST_GUESS, **NO_PHOTOMETRIC, **MNORM, 'data.source': 'indomain_images', 'train.num_steps': 1000},
