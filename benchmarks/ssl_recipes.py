@@ -194,6 +194,8 @@ RECIPES: dict[str, tuple[str, dict]] = {
     # magnification): zoomed-in crops down to 8 % of the area, a softer temperature.
     'simclr_rot_area008_2000': ('simclr', {**GEOM_ROT, **AREA008, 'train.num_steps': 2000}),
     'simclr_rot_tau02_2000': ('simclr', {**GEOM_ROT, 'loss.temperature': 0.2, 'train.num_steps': 2000}),
+    # Twice the negatives per step, half the steps (the same images seen).
+    'simclr_rot_b64_1000': ('simclr', {**GEOM_ROT, 'data.batch_size': 64, 'train.num_steps': 1000}),
     'combo_indomain_geom_mnorm_1000': (
         'barlow_twins',
         {**BEST_GUESS, **NO_PHOTOMETRIC, **MNORM, 'data.source': 'indomain_images', 'train.num_steps': 1000},
