@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo demo-cpu test bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +17,10 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python launch.py --config=configs/workflow.py:demo --workdir=runs/demo
+
+# The smallest whole study on 2 CPU cores whose U-Net reaches median Dice 0.80 at 8 masks/class.
+demo-cpu: $(STAMP)
+	$(BIN)/python launch.py --config=configs/workflow.py:cpu --workdir=runs/cpu
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q tests
