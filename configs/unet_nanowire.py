@@ -30,10 +30,12 @@ Presets:
 * ``:cpu`` — the science check of issue 13 on 2 CPU cores: the demo's data and
   training recipe at 256 px (the images' own size), 150 epochs (75–600 steps), and the
   paper's loss (1 − soft Dice): median Dice 0.804 at k = 8 with the SimCLR ``:cpu``
-  encoder on this data, 0.812 on another draw of it (``data.seed=1``)::
+  encoder on this data, 0.812 on another draw of it (``data.seed=1``). With the encoder of
+  ``launch.py --config=configs/simclr_tem.py:cpu --workdir=runs/simclr_cpu``::
 
       python launch.py --config=configs/unet_nanowire.py:cpu --workdir=runs/seg_cpu \
-          --config.segment.encoders="('pretrained=checkpoint:runs/simclr_cpu', 'random=checkpoint:runs/simclr_cpu@0')"
+          --config.segment.encoders="('pretrained=checkpoint:runs/simclr_cpu', \
+                                      'random=checkpoint:runs/simclr_cpu@0')"
 
   Measured figures of both are in benchmarks/RESULTS.md ("U-Net segmentation").
 * ``:tiny`` — seconds on a CPU: a width-4 ResNet18 random encoder at 64 px, k = 1, 2,
