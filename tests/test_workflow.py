@@ -73,6 +73,25 @@ def test_random_init_baselines_are_the_starting_weights_of_the_first_encoder(tmp
     assert not [e for e in segment.segment.encoders if e.endswith('=random')]
 
 
+def test_cpu_preset_is_the_measured_pretraining_and_unet(tmp_path):
+    """:cpu = SimCLR's :cpu pretraining, the demo's probes, and the :cpu U-Net at k = 8 only."""
+    config = importlib.import_module('configs.workflow').get_config('cpu')
+    ssl = importlib.import_module('configs.ssl_base').ssl_config('simclr', 'tem', 'cpu')
+    unet = importlib.import_module('configs.unet_nanowire').get_config('cpu')
+    assert list(config.pretrain) == ['simclr_tem']
+    assert config.pretrain.simclr_tem.to_dict() == ssl.to_dict()
+    ((_, _, segment),) = workflow.stage_units('segment', config, tmp_path)
+    assert segment.segment.shots == (8,)
+    assert segment.segment.loss == unet.segment.loss == 'dice'
+    for key in ('resolutions', 'epochs', 'decoder', 'decoder_width', 'test_flips'):
+        assert segment.segment[key] == unet.segment[key], key
+    start = f'checkpoint:{tmp_path / "pretrain" / "simclr_tem"}'
+    assert segment.segment.encoders == (f'simclr_tem={start}', f'random={start}@0')
+    probes = list(workflow.stage_units('probe', config, tmp_path))
+    assert sorted(task for task, _, _ in probes) == ['nanoparticles', 'nanowires', 'viruses']
+    assert all(p.probe.shots == (1, 2, 4, 8, 16) and p.probe.split_seeds == 20 for _, _, p in probes)
+
+
 def test_killed_during_probe_resumes_without_redoing_pretraining(tmp_path):
     args = [
         sys.executable,
