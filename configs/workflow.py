@@ -23,7 +23,7 @@ starts. The CPU demo on the built-in synthetic data (what ``make demo`` runs)::
 ``:cpu`` is the smallest run of the whole study on 2 CPU cores whose U-Net reaches median
 Dice 0.80 at 8 masks per class (benchmarks/RESULTS.md, "make demo"): SimCLR's ``:cpu``
 pretraining (5000 steps, 11-12 min), the demo's probes, and the ``:cpu`` U-Net (256 px,
-k = 8 only, 600 steps, ~6 min per encoder) — about half an hour::
+k = 8 only, 600 steps, ~6 min per encoder) — 21 min (``make demo-cpu``)::
 
     python launch.py --config=configs/workflow.py:cpu --workdir=runs/cpu
 
