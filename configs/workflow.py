@@ -22,9 +22,9 @@ starts. The CPU demo on the built-in synthetic data (what ``make demo`` runs)::
 
 ``:cpu`` is the smallest run of the whole study on 2 CPU cores at the size of issue 13's bar,
 median Dice 0.80 at 8 masks per class (0.796-0.812 measured; benchmarks/RESULTS.md,
-"make demo-cpu"): SimCLR's ``:cpu``
-pretraining (5000 steps, 11-12 min), the demo's probes, and the ``:cpu`` U-Net (256 px,
-k = 8 only, 600 steps, ~6 min per encoder) — 21 min (``make demo-cpu``)::
+"make demo-cpu"): SimCLR's ``:cpu`` pretraining (5000 steps, 11-12 min), the demo's probes,
+and the ``:cpu`` U-Net (256 px, k = 8 only, 600 steps, ~6 min per encoder) — 21 min
+(``make demo-cpu``)::
 
     python launch.py --config=configs/workflow.py:cpu --workdir=runs/cpu
 
