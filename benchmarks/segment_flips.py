@@ -7,6 +7,10 @@ prediction and for ``Segmenter.predict(flips=True)`` (the mean over the 8 flips 
 turns). No training: a few seconds per run on a CPU.
 
     python benchmarks/segment_flips.py --stage=runs/seg_cpu/segment --preset=cpu
+
+``--modes=tiled,whole`` scores each run both ways: in tiles of its training window (the
+stage's way; the same as the whole image when the run trained on whole images) and in one
+pass over the whole image — the question for runs trained on crops (``segment.crop``).
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--stage', required=True, help='a segmentation stage folder (WORKDIR/segment)')
     parser.add_argument('--preset', default='cpu', help='the configs/unet_nanowire.py preset it ran')
+    parser.add_argument('--modes', default='tiled', help="comma-separated: 'tiled', 'whole'")
     args = parser.parse_args()
+    modes = args.modes.split(',')
 
     from fewshot_jax.segment_report import score_rows
     from fewshot_jax.segmenter import load_segmenter
@@ -49,33 +55,33 @@ def main() -> None:
     runs = sorted(p.parent.parent for p in Path(args.stage).glob('runs/*/model/segmenter.json'))
     if not runs:
         raise SystemExit(f'{args.stage}: no finished runs (runs/*/model/segmenter.json)')
-    print('| run | median Dice | median Dice, flips | median IoU | median IoU, flips |')
-    print('|---|---|---|---|---|')
+    cases = [(mode, flips) for mode in modes for flips in (False, True)]
+    names = [f'{mode}{", flips" if flips else ""}' for mode, flips in cases]
+    print('| run | ' + ' | '.join(f'median Dice, {n}' for n in names) + ' | median IoU, ' + names[-1] + ' |')
+    print('|---' * (len(cases) + 2) + '|')
     cached = {}
     for run in runs:
         seg = load_segmenter(run / 'model')
-        if seg.resolution not in cached:
-            cached[seg.resolution] = test_set(args.preset, seg.resolution)
-        pixels, masks = cached[seg.resolution]
-        cells = {}
-        for flips in (False, True):
-            prob = seg.predict(pixels, scale=1.0, progress=False, flips=flips)
+        resolution = seg.info.get('resolution', seg.resolution)  # the stage's, not the crop's
+        if resolution not in cached:
+            cached[resolution] = test_set(args.preset, resolution)
+        pixels, masks = cached[resolution]
+        cells = []
+        for mode, flips in cases:
+            prob = seg.predict(pixels, scale=1.0, progress=False, flips=flips, mode=mode)
             rows = score_rows(
                 prob,
                 masks,
                 encoder='',
-                resolution=seg.resolution,
+                resolution=resolution,
                 k=0,
                 names=[''] * len(masks),
                 classes=[''] * len(masks),
                 threshold=seg.threshold,
             )  # the stage's scoring
-            cells[flips] = np.median([[r['dice'], r['iou']] for r in rows], axis=0)
-        print(
-            f'| {run.name} | {cells[False][0]:.3f} | {cells[True][0]:.3f} | '
-            f'{cells[False][1]:.3f} | {cells[True][1]:.3f} |',
-            flush=True,
-        )
+            cells.append(np.median([[r['dice'], r['iou']] for r in rows], axis=0))
+        dice = ' | '.join(f'{c[0]:.3f}' for c in cells)
+        print(f'| {run.name} | {dice} | {cells[-1][1]:.3f} |', flush=True)
 
 
 if __name__ == '__main__':

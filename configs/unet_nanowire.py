@@ -106,6 +106,9 @@ def get_config(arg: str = ''):
     c.segment.validation_fraction = 0.0  # >0: keep the best step on a split of the k images
     c.segment.validation_every = 0.1
     c.segment.tile_overlap = 0.25
+    # Train on random crop-px windows of the resolution-px images (None: whole images);
+    # test images are then predicted in crop-px tiles.
+    c.segment.crop = _optional(None)
     # Test-time augmentation: average the predictions of the 8 flips/quarter turns (8x compute).
     c.segment.test_flips = False
     c.segment.num_classes = 1

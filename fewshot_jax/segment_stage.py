@@ -147,6 +147,7 @@ def _spec_for(config, resolution: int, steps: int, pixel_scale: float) -> TrainS
         pixel_scale=pixel_scale,
         decoder_width=seg.get('decoder_width'),
         bn_momentum=seg.get('bn_momentum'),
+        crop=seg.get('crop'),
     )
 
 

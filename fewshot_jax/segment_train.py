@@ -79,6 +79,9 @@ class TrainSpec:
         bn_momentum: the decoder's BatchNorm momentum; None: the decoder's default.
         decoder_width: the decoder's filters scale as ``decoder_width / 64``; None: the
             encoder's width.
+        crop: train on random ``crop``-px windows of the ``resolution``-px images (one per
+            example and presentation, the same for image and mask); the segmenter then
+            predicts with ``crop``-px tiles. None: whole images.
     """
 
     resolution: int
@@ -100,6 +103,12 @@ class TrainSpec:
     pixel_scale: float = 1.0
     bn_momentum: float | None = None
     decoder_width: int | None = None
+    crop: int | None = None
+
+    @property
+    def window(self) -> int:
+        """The side of the training windows (and of the segmenter's prediction tiles)."""
+        return self.crop or self.resolution
 
     def validate(self, prefix: str = '') -> None:
         """Raises SegmentConfigError naming ``prefix + field`` for an unusable value."""
@@ -107,6 +116,13 @@ class TrainSpec:
         for name in ('steps', 'batch_size', 'num_classes'):
             check_positive_int(getattr(self, name), f'{prefix}{name}')
         check_positive_int(self.decoder_width, f'{prefix}decoder_width', optional=True)
+        if self.crop is not None:
+            check_resolution(self.crop, f'{prefix}crop')
+            if self.crop > self.resolution:
+                raise SegmentConfigError(
+                    f'{prefix}crop={self.crop}: larger than the training resolution '
+                    f'{self.resolution}; expected a window of at most {self.resolution} px (or None)'
+                )
         if self.decoder not in DECODERS:
             raise SegmentConfigError(f'{prefix}decoder={self.decoder!r}: expected one of {DECODERS}')
         if self.loss not in LOSSES:
@@ -155,6 +171,10 @@ class BatchStream:
     """Resumable, shuffled batches of in-memory arrays: one permutation per epoch from
     ``(seed, epoch)``, batches running on across epochs (a 2-image set fills a batch of 4).
 
+    With ``crop``, each example is a ``crop``-px window of its image and mask whose
+    corner is drawn from ``(seed, epoch, position in the epoch)``, so a resumed stream
+    cuts the same windows.
+
     ``get_state()`` is ``{'epoch', 'offset'}``; the loop saves it with checkpoints.
     """
 
@@ -166,8 +186,10 @@ class BatchStream:
         seed: int,
         mesh,
         state: Mapping | None = None,
+        crop: int | None = None,
     ):
         self.images, self.masks = images, masks
+        self.crop = crop
         self.batch_size, self.seed, self.mesh = batch_size, seed, mesh
         self.epoch = int(state['epoch']) if state else 0
         self.offset = int(state['offset']) if state else 0
@@ -181,17 +203,30 @@ class BatchStream:
     def __iter__(self):
         return self
 
+    def _window(self, epoch: int, position: int) -> tuple[int, int]:
+        """Top-left corner of the crop of the example at ``position`` of ``epoch``."""
+        room = np.asarray(self.images.shape[1:3]) - self.crop + 1
+        corner = np.random.default_rng((self.seed, epoch, position, 1)).integers(0, room)
+        return int(corner[0]), int(corner[1])
+
     def __next__(self):
-        picked = []
+        picked = []  # (image index, epoch, position in the epoch)
         while len(picked) < self.batch_size:
             order = self._order(self.epoch)
             take = order[self.offset : self.offset + self.batch_size - len(picked)]
-            picked.extend(take.tolist())
+            picked.extend((int(i), self.epoch, self.offset + j) for j, i in enumerate(take))
             self.offset += len(take)
             if self.offset >= len(order):
                 self.epoch, self.offset = self.epoch + 1, 0
-        rows = np.asarray(picked)[self._rows]
-        return sharding.to_global({'image': self.images[rows], 'mask': self.masks[rows]}, self.mesh)
+        mine = picked[self._rows]
+        rows = np.asarray([i for i, _, _ in mine])
+        images, masks = self.images[rows], self.masks[rows]
+        if self.crop:
+            corners = [self._window(epoch, position) for _, epoch, position in mine]
+            windows = [(slice(y, y + self.crop), slice(x, x + self.crop)) for y, x in corners]
+            images = np.stack([im[w] for im, w in zip(images, windows, strict=True)])
+            masks = np.stack([m[w] for m, w in zip(masks, windows, strict=True)])
+        return sharding.to_global({'image': images, 'mask': masks}, self.mesh)
 
     def get_state(self) -> dict:
         return {'epoch': self.epoch, 'offset': self.offset}
@@ -291,14 +326,14 @@ def train_segmenter(
         encoder.config,
         decoder=spec.decoder,
         num_classes=spec.num_classes,
-        resolution=spec.resolution,
+        resolution=spec.window,
         channels=images.shape[-1],
         pixel_scale=spec.pixel_scale,
         threshold=spec.threshold,
         tile_overlap=spec.tile_overlap,
         dtype=spec.dtype,
         decoder_width=spec.decoder_width,
-        info={**(info or {}), 'steps': spec.steps},
+        info={**(info or {}), 'steps': spec.steps, 'crop': spec.crop},
     )
     hooks = ()
     if validation is not None and len(validation[0]):
@@ -327,7 +362,9 @@ def train_segmenter(
     result = loop.run(
         step_fn,
         state,
-        lambda data_state: BatchStream(images, masks, spec.batch_size, spec.seed, mesh, data_state),
+        lambda data_state: BatchStream(
+            images, masks, spec.batch_size, spec.seed, mesh, data_state, crop=spec.crop
+        ),
         total_steps=spec.steps,
         workdir=run_dir,
         config=config,

@@ -217,6 +217,45 @@ def test_schedule_mesh_and_batch_stream():
     assert firsts(resumed, 2) == rest
 
 
+def test_crop_stream_cuts_aligned_windows_and_resumes_the_same_ones():
+    mesh = make_mesh_for(4, num_devices=1)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 96, 64, 1), dtype=np.uint8)
+    masks = rng.integers(0, 2, (5, 96, 64), dtype=np.uint8)
+
+    def find(window, mask_window):
+        # A plain search: the image, row and column the window was cut from.
+        hits = []
+        for i in range(len(images)):
+            for y in range(96 - 32 + 1):
+                for x in range(64 - 32 + 1):
+                    if np.array_equal(images[i, y : y + 32, x : x + 32], window):
+                        hits.append((i, y, x))
+        assert len(hits) == 1
+        i, y, x = hits[0]
+        assert np.array_equal(masks[i, y : y + 32, x : x + 32], mask_window)
+        return hits[0]
+
+    stream = BatchStream(images, masks, 4, seed=3, mesh=mesh, crop=32)
+    whole = BatchStream(images, masks, 4, seed=3, mesh=mesh)
+    cuts = []
+    for _ in range(3):
+        batch, full = next(stream), next(whole)
+        assert batch['image'].shape == (4, 32, 32, 1) and batch['mask'].shape == (4, 32, 32)
+        windows, mask_windows = np.asarray(batch['image']), np.asarray(batch['mask'])
+        picks = [find(w, m) for w, m in zip(windows, mask_windows, strict=True)]
+        # The same images, in the same order, as the uncropped stream.
+        order = [int(np.argmax((images == f).all((1, 2, 3)))) for f in np.asarray(full['image'])]
+        assert [i for i, _, _ in picks] == order
+        cuts += picks
+    assert len({(y, x) for _, y, x in cuts}) > 6  # corners vary over presentations
+    state = stream.get_state()
+    rest = [np.asarray(next(stream)['image']) for _ in range(2)]
+    resumed = BatchStream(images, masks, 4, seed=3, mesh=mesh, state=json.loads(json.dumps(state)), crop=32)
+    for expected in rest:
+        assert np.array_equal(np.asarray(next(resumed)['image']), expected)
+
+
 def test_stage_runs_through_the_task_registry_and_skips_finished_runs(tmp_path):
     config = get_config('tiny')
     summary = tasks.run('segment', config, tmp_path)
@@ -254,6 +293,18 @@ def test_stage_runs_through_the_task_registry_and_skips_finished_runs(tmp_path):
         load_segmenter(stage, run='nope')
 
 
+def test_stage_trained_on_crops_predicts_whole_test_images_in_crop_tiles(tmp_path):
+    config = get_config('tiny')
+    config.segment.shots = (1,)
+    config.segment.crop = 32
+    summary = tasks.run('segment', config, tmp_path)
+    seg = load_segmenter(tmp_path / 'segment')
+    assert seg.resolution == 32 and seg.info['resolution'] == 64  # tiles of 32 on 64-px images
+    assert seg.info['crop'] == 32
+    # Every test image is scored at the stage's resolution, by U-Net and by Otsu.
+    assert {(g['encoder'], g['resolution']) for g in summary['groups']} == {('random', 64), ('otsu', 64)}
+
+
 @pytest.mark.parametrize(
     ('key', 'value', 'message'),
     [
@@ -267,6 +318,8 @@ def test_stage_runs_through_the_task_registry_and_skips_finished_runs(tmp_path):
         ('segment.num_classes', 3, 'segment.num_classes=3: the stage scores binary masks'),
         ('data.test_fraction', 0.0, r'data.test_fraction=0.0: expected a number in \(0, 1\)'),
         ('data.source', 'web', "data.source='web'"),
+        ('segment.crop', 48, 'segment.crop: resolution 48 must be a multiple'),
+        ('segment.crop', 128, 'segment.crop=128: larger than the training resolution 64'),
     ],
 )
 def test_stage_config_errors_name_the_key_before_any_work(key, value, message, tmp_path):
