@@ -4,8 +4,11 @@ Every stage runs a registered task in its own sub-workdir; later stages name the
 encoders of earlier ones by weight spec (``checkpoint:WORKDIR/pretrain/<name>``).
 A stage's unit of work (one encoder's pretraining, one probe task, …) is done
 when its ``DONE.json`` exists; rerunning skips it, ``config.force`` redoes whole
-stages. ``WORKDIR/workflow.json`` records the environment and each unit's wall
-time and summary; the report reads it with the other workdir files.
+stages. Each finished unit keeps the config it ran with (``unit_config.json``): a rerun
+whose config differs for that unit stops with the differing fields rather than reuse
+results of another config (e.g. a workdir of an older demo preset).
+``WORKDIR/workflow.json`` records the environment and each unit's wall time and
+summary; the report reads it with the other workdir files.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 
 STAGES = ('pretrain', 'probe', 'segment', 'grid', 'report')
 DONE = 'DONE.json'
+UNIT_CONFIG = 'unit_config.json'
 
 # Where the paper's data sets are published (also in docs/datasets.md).
 DATASETS = {
@@ -46,6 +50,10 @@ DATASETS = {
 
 class WorkflowDataError(ConfigError):
     """The paper preset names data folders that do not exist."""
+
+
+class WorkflowStaleUnitError(ConfigError):
+    """A finished unit of the workdir ran with another config than the one given now."""
 
 
 def run_workflow(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -87,7 +95,9 @@ def _run_stages(config, workdir: Path, stages, forced) -> dict:
             unit_dir = workdir / stage / unit
             done = unit_dir / DONE
             key = f'{stage}/{unit}'
+            unit_config = _portable_config(sub_config, workdir)
             if done.is_file():
+                _check_unchanged(unit_dir, key, unit_config)
                 result = json.loads(done.read_text())
                 print(f'{key}: done earlier (skipped)')
             else:
@@ -95,6 +105,7 @@ def _run_stages(config, workdir: Path, stages, forced) -> dict:
                 result = tasks.run(task, sub_config, unit_dir)
                 seconds = round(time.time() - started, 1)
                 result = _jsonable(result)
+                (unit_dir / UNIT_CONFIG).write_text(json.dumps(unit_config, indent=1))
                 done.write_text(json.dumps(result, indent=1))
                 record['units'][key] = {'seconds': seconds, 'task': task}
                 record_path.write_text(json.dumps(record, indent=1))
@@ -108,6 +119,41 @@ def _run_stages(config, workdir: Path, stages, forced) -> dict:
         summary['report'] = str(path)
         summary['next'] = f'open {path} in a browser'
     return summary
+
+
+def _portable_config(sub_config, workdir: Path) -> dict:
+    """A unit's config as plain JSON values, the workdir written ``{workdir}`` (a moved
+    workdir still matches its own finished units)."""
+    text = json.dumps(sub_config.to_dict(), sort_keys=True, default=str)
+    return json.loads(text.replace(json.dumps(str(workdir))[1:-1], '{workdir}'))
+
+
+def _flat(tree, prefix: str = '') -> dict:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for name, value in tree.items():
+        out.update(_flat(value, f'{prefix}.{name}' if prefix else name))
+    return out
+
+
+def _check_unchanged(unit_dir: Path, key: str, current: dict) -> None:
+    """Raises WorkflowStaleUnitError when the finished unit's recorded config differs."""
+    recorded_path = unit_dir / UNIT_CONFIG
+    if not recorded_path.is_file():
+        log.warning('%s: finished before units recorded their config; not checked', key)
+        return
+    before, now = _flat(json.loads(recorded_path.read_text())), _flat(current)
+    unset = '(unset)'
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k, unset) != now.get(k, unset))
+    if changed:
+        shown = '; '.join(f'{k}: {before.get(k, unset)!r} -> {now.get(k, unset)!r}' for k in changed[:5])
+        more = f' and {len(changed) - 5} more' if len(changed) > 5 else ''
+        stage = key.split('/')[0]
+        raise WorkflowStaleUnitError(
+            f'{unit_dir} was finished with another config ({len(changed)} fields differ: {shown}{more}); '
+            f'rerun with --config.force={stage} to redo the stage, or give a new --workdir'
+        )
 
 
 def stage_units(stage: str, config, workdir: Path):

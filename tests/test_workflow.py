@@ -56,6 +56,14 @@ def test_tiny_workflow_runs_every_stage_then_skips_them(tmp_path, capsys):
     assert out.count('done earlier (skipped)') == 4
     assert (tmp_path / 'report.html').stat().st_mtime >= report_mtime  # rewritten
 
+    # A finished unit is not reused under another config: the run stops, naming the fields.
+    changed = tiny()
+    changed.segment.nanowires.segment.shots = (1,)
+    stale = r'segment/nanowires was finished.*segment\.shots'
+    with pytest.raises(workflow.WorkflowStaleUnitError, match=stale):
+        tasks.run('workflow', changed, tmp_path)
+    assert (tmp_path / 'segment' / 'nanowires' / workflow.DONE).is_file()  # nothing removed
+
     forced = tiny()
     forced.force = 'probe'
     forced.stages = ('probe', 'report')
@@ -73,9 +81,9 @@ def test_random_init_baselines_are_the_starting_weights_of_the_first_encoder(tmp
     assert not [e for e in segment.segment.encoders if e.endswith('=random')]
 
 
-def test_cpu_preset_is_the_measured_pretraining_and_unet(tmp_path):
-    """:cpu = SimCLR's :cpu pretraining, the demo's probes, and the :cpu U-Net at k = 8 only."""
-    config = importlib.import_module('configs.workflow').get_config('cpu')
+def test_demo_preset_is_the_measured_pretraining_and_unet(tmp_path):
+    """:demo = SimCLR's :cpu pretraining, the probes' :demo presets, the :cpu U-Net at k = 8 only."""
+    config = importlib.import_module('configs.workflow').get_config('demo')
     ssl = importlib.import_module('configs.ssl_base').ssl_config('simclr', 'tem', 'cpu')
     unet = importlib.import_module('configs.unet_nanowire').get_config('cpu')
     assert list(config.pretrain) == ['simclr_tem']
@@ -83,13 +91,28 @@ def test_cpu_preset_is_the_measured_pretraining_and_unet(tmp_path):
     ((_, _, segment),) = workflow.stage_units('segment', config, tmp_path)
     assert segment.segment.shots == (8,)
     assert segment.segment.loss == unet.segment.loss == 'dice'
-    for key in ('resolutions', 'epochs', 'decoder', 'decoder_width', 'test_flips'):
+    for key in ('resolutions', 'epochs', 'num_steps', 'crop', 'decoder', 'decoder_width', 'test_flips'):
         assert segment.segment[key] == unet.segment[key], key
     start = f'checkpoint:{tmp_path / "pretrain" / "simclr_tem"}'
     assert segment.segment.encoders == (f'simclr_tem={start}', f'random={start}@0')
     probes = list(workflow.stage_units('probe', config, tmp_path))
     assert sorted(task for task, _, _ in probes) == ['nanoparticles', 'nanowires', 'viruses']
     assert all(p.probe.shots == (1, 2, 4, 8, 16) and p.probe.split_seeds == 20 for _, _, p in probes)
+
+
+def test_quick_preset_is_the_demo_sized_pretraining_and_unet(tmp_path):
+    """:quick = SimCLR's :demo pretraining, the same probes, the :demo U-Net at k = 2, 4, 8."""
+    config = importlib.import_module('configs.workflow').get_config('quick')
+    ssl = importlib.import_module('configs.ssl_base').ssl_config('simclr', 'tem', 'demo')
+    unet = importlib.import_module('configs.unet_nanowire').get_config('demo')
+    assert config.pretrain.to_dict() == {'simclr_tem': ssl.to_dict()}
+    ((_, _, segment),) = workflow.stage_units('segment', config, tmp_path)
+    assert segment.segment.shots == (2, 4, 8) and segment.segment.resolutions == (128,)
+    for key in ('epochs', 'loss', 'decoder', 'decoder_width', 'test_flips'):
+        assert segment.segment[key] == unet.segment[key], key
+    probes = {task: p.to_dict() for task, _, p in workflow.stage_units('probe', config, tmp_path)}
+    demo = importlib.import_module('configs.workflow').get_config('demo')
+    assert probes == {task: p.to_dict() for task, _, p in workflow.stage_units('probe', demo, tmp_path)}
 
 
 def test_killed_during_probe_resumes_without_redoing_pretraining(tmp_path):
