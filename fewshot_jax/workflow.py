@@ -97,9 +97,10 @@ def _run_stages(config, workdir: Path, stages, forced) -> dict:
             key = f'{stage}/{unit}'
             unit_config = _portable_config(sub_config, workdir)
             if done.is_file():
-                _check_unchanged(unit_dir, key, unit_config)
+                checked = _check_unchanged(unit_dir, key, unit_config)
                 result = json.loads(done.read_text())
-                print(f'{key}: done earlier (skipped)')
+                unchecked = '' if checked else '; its config was not recorded, so not compared'
+                print(f'{key}: done earlier (skipped{unchecked})')
             else:
                 started = time.time()
                 result = tasks.run(task, sub_config, unit_dir)
@@ -137,12 +138,16 @@ def _flat(tree, prefix: str = '') -> dict:
     return out
 
 
-def _check_unchanged(unit_dir: Path, key: str, current: dict) -> None:
-    """Raises WorkflowStaleUnitError when the finished unit's recorded config differs."""
+def _check_unchanged(unit_dir: Path, key: str, current: dict) -> bool:
+    """Raises WorkflowStaleUnitError when the finished unit's recorded config differs.
+
+    Returns:
+        False when the unit has no recorded config (finished by an older version), True
+        when it was checked and matches.
+    """
     recorded_path = unit_dir / UNIT_CONFIG
     if not recorded_path.is_file():
-        log.warning('%s: finished before units recorded their config; not checked', key)
-        return
+        return False
     before, now = _flat(json.loads(recorded_path.read_text())), _flat(current)
     unset = '(unset)'
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k, unset) != now.get(k, unset))
@@ -154,6 +159,7 @@ def _check_unchanged(unit_dir: Path, key: str, current: dict) -> None:
             f'{unit_dir} was finished with another config ({len(changed)} fields differ: {shown}{more}); '
             f'rerun with --config.force={stage} to redo the stage, or give a new --workdir'
         )
+    return True
 
 
 def stage_units(stage: str, config, workdir: Path):

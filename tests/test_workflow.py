@@ -63,6 +63,11 @@ def test_tiny_workflow_runs_every_stage_then_skips_them(tmp_path, capsys):
     with pytest.raises(workflow.WorkflowStaleUnitError, match=stale):
         tasks.run('workflow', changed, tmp_path)
     assert (tmp_path / 'segment' / 'nanowires' / workflow.DONE).is_file()  # nothing removed
+    # A unit finished before configs were recorded is reused, and the terminal says it was not compared.
+    (tmp_path / 'segment' / 'nanowires' / workflow.UNIT_CONFIG).unlink()
+    capsys.readouterr()
+    tasks.run('workflow', changed, tmp_path)
+    assert 'segment/nanowires: done earlier (skipped; its config was not recorded' in capsys.readouterr().out
 
     forced = tiny()
     forced.force = 'probe'
