@@ -159,7 +159,7 @@ def get_config(arg: str = ''):
         c.segment.loss = 'dice'
         # Whole images, not random windows (segment.crop): 128-px windows with a 1.5x wider
         # decoder and twice the steps, in the same ~5 min, gave the same mean over two draws
-        # of the data (0.819 / 0.793 against 0.796 / 0.812; RESULTS.md, "Training on crops").
+        # of the data (0.819 / 0.793 against 0.796 / 0.812; RESULTS.md, "Training on random windows").
     elif arg == 'tiny':
         c.model.depth = 18
         c.model.width = 4

@@ -89,6 +89,7 @@ def fit(
     threshold: float = 0.5,
     decoder_width: int | None = None,
     bn_momentum: float | None = None,
+    crop: int | None = None,
     workdir: str | os.PathLike | None = None,
     num_devices: int | None = None,
     progress: bool = True,
@@ -122,6 +123,9 @@ def fit(
         decoder_width: scale the decoder's filters by ``decoder_width / 64`` (None: the
             encoder's width).
         bn_momentum: the decoder's BatchNorm momentum (None: paper 0.99, unet 0.9).
+        crop: train on random ``crop``-px windows of the ``resolution``-px images (a multiple
+            of 32, at most ``resolution``); the segmenter then predicts in ``crop``-px tiles.
+            For large micrographs, where a whole image per example does not fit a step.
         workdir: where the run's checkpoints and metrics go (resumable); None uses a temporary
             folder removed afterwards.
         num_devices: cap on the devices to train on.
@@ -184,6 +188,7 @@ def fit(
         pixel_scale=pixel_scale_of(floats, resolution),
         decoder_width=decoder_width,
         bn_momentum=bn_momentum,
+        crop=crop,
     )
     train_cfg = {'log_every': 10, 'checkpoint_every': 0.5, 'keep_checkpoints': 1, 'progress': progress}
     info = {'name': encoder.name, 'encoder': encoder.source or encoder.name, 'train_images': len(pixels)}

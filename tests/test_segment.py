@@ -193,6 +193,8 @@ def test_fit_rejects_bad_masks_and_settings(wires):
         fit(encoder, images[:2], masks[:1], steps=1)
     with pytest.raises(SegmentDataError, match=r'image 0: float values over .*; expected \[0, 1\]'):
         fit(encoder, images[:2] * 255, masks[:2], steps=1)
+    with pytest.raises(SegmentConfigError, match='crop=96: larger than the training resolution 64'):
+        fit(encoder, images[:2], masks[:2], crop=96, steps=1)
 
 
 def test_schedule_mesh_and_batch_stream():
