@@ -319,7 +319,10 @@ def headline(stage: str, unit: str, result: dict) -> str:
         k = 8 if any(g['k'] == 8 for g in groups) else max(g['k'] for g in groups)
         res = max(g['resolution'] for g in groups)
         parts = [
-            f'{g["encoder"]} {g["median_dice"]:.2f}' for g in groups if g['k'] == k and g['resolution'] == res
+            # Three decimals: the bar is 0.80, and 0.796 must not read as 0.80.
+            f'{g["encoder"]} {g["median_dice"]:.3f}'
+            for g in groups
+            if g['k'] == k and g['resolution'] == res
         ]
         return f'{unit} median Dice, k={k}, {res} px: ' + '; '.join(parts)
     return 'done'

@@ -203,3 +203,12 @@ def test_browser_check_counts_figures_that_do_not_render(tmp_path):
     assert browser_check.check_report(page) == {'images': 2, 'broken': 1, 'browser': ANY}
     with pytest.raises(FileNotFoundError, match='no such report file'):
         browser_check.check_report(tmp_path / 'missing.html')
+
+
+def test_segment_headline_keeps_three_decimals_of_the_median_dice():
+    groups = [
+        {'encoder': enc, 'k': k, 'resolution': 256, 'median_dice': dice}
+        for enc, k, dice in [('simclr_tem', 8, 0.7964), ('random', 8, 0.7541), ('simclr_tem', 2, 0.5)]
+    ]
+    line = workflow.headline('segment', 'nanowires', {'groups': groups})
+    assert line == 'nanowires median Dice, k=8, 256 px: simclr_tem 0.796; random 0.754'
