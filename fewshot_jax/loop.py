@@ -130,6 +130,26 @@ def _flat(tree, prefix=''):
     return out
 
 
+UNSET = '(unset)'  # the value shown for a field that only one of two configs has
+
+
+def config_changes(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
+    """Every field that differs between two nested configs, sorted by dotted name.
+
+    Tuples and lists compare equal (a config restored from JSON has lists).
+
+    Returns:
+        ``(dotted name, saved value, current value)`` per differing field; ``UNSET`` stands
+        for a field that only one of them has.
+    """
+    old, new = _flat(saved), _flat(current)
+    return [
+        (k, old.get(k, UNSET), new.get(k, UNSET))
+        for k in sorted(old.keys() | new.keys())
+        if old.get(k, UNSET) != new.get(k, UNSET)
+    ]
+
+
 def warn_config_changes(saved: dict, current: dict) -> list[str]:
     """Logs a warning for every config field that differs from the checkpoint's.
 
@@ -140,15 +160,14 @@ def warn_config_changes(saved: dict, current: dict) -> list[str]:
     Returns:
         The dotted names of the fields that differ.
     """
-    old, new = _flat(saved), _flat(current)
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    changed = config_changes(saved, current)
     if changed:
         log.warning(
             'resuming with a config that differs from the checkpoint in %s: %s',
             len(changed),
-            ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in changed),
+            ', '.join(f'{k}: {old!r} -> {new!r}' for k, old, new in changed),
         )
-    return changed
+    return [k for k, _, _ in changed]
 
 
 def _mean_metrics(host_metrics: list[tuple[int, dict]]) -> dict:

@@ -25,7 +25,7 @@ from pathlib import Path
 import ml_collections
 
 from fewshot_jax import features as features_lib
-from fewshot_jax import tasks
+from fewshot_jax import loop, tasks
 from fewshot_jax.checkpoint import WorkdirLock
 from fewshot_jax.errors import ConfigError
 
@@ -129,15 +129,6 @@ def _portable_config(sub_config, workdir: Path) -> dict:
     return json.loads(text.replace(json.dumps(str(workdir))[1:-1], '{workdir}'))
 
 
-def _flat(tree, prefix: str = '') -> dict:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out = {}
-    for name, value in tree.items():
-        out.update(_flat(value, f'{prefix}.{name}' if prefix else name))
-    return out
-
-
 def _check_unchanged(unit_dir: Path, key: str, current: dict) -> bool:
     """Raises WorkflowStaleUnitError when the finished unit's recorded config differs.
 
@@ -148,11 +139,9 @@ def _check_unchanged(unit_dir: Path, key: str, current: dict) -> bool:
     recorded_path = unit_dir / UNIT_CONFIG
     if not recorded_path.is_file():
         return False
-    before, now = _flat(json.loads(recorded_path.read_text())), _flat(current)
-    unset = '(unset)'
-    changed = sorted(k for k in before.keys() | now.keys() if before.get(k, unset) != now.get(k, unset))
+    changed = loop.config_changes(json.loads(recorded_path.read_text()), current)
     if changed:
-        shown = '; '.join(f'{k}: {before.get(k, unset)!r} -> {now.get(k, unset)!r}' for k in changed[:5])
+        shown = '; '.join(f'{k}: {old!r} -> {new!r}' for k, old, new in changed[:5])
         more = f' and {len(changed) - 5} more' if len(changed) > 5 else ''
         stage = key.split('/')[0]
         raise WorkflowStaleUnitError(
