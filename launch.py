@@ -20,7 +20,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from fewshot_jax.xla_setup import prefer_eigen_convolutions_on_cpu
+from fewshot_jax.train_lib.xla_setup import prefer_eigen_convolutions_on_cpu
 
 # Before any jax import (XLA reads XLA_FLAGS once): on CPU, Eigen's weight-gradient
 # convolutions make a training step ~0.7x as long (benchmarks/RESULTS.md); a user's own
@@ -134,7 +134,7 @@ def _check_job(config) -> None:
     """Every process got the same config and workdir; one line on each process's stderr."""
     import jax
 
-    from fewshot_jax import sharding
+    from fewshot_jax.train_lib import sharding
 
     sharding.check_same_on_all_processes(
         {'config': config.to_dict(), 'workdir': str(Path(_WORKDIR.value).absolute())}

@@ -22,7 +22,7 @@ import statistics
 import sys
 import time
 
-from fewshot_jax.xla_setup import prefer_eigen_convolutions_on_cpu
+from fewshot_jax.train_lib.xla_setup import prefer_eigen_convolutions_on_cpu
 
 prefer_eigen_convolutions_on_cpu()  # the project's CPU setting (before jax starts)
 

@@ -8,7 +8,7 @@ of the current backend, with the same builders the training loop uses.
         --loss=barlow_twins --dtype=bfloat16 --steps=20
 
 Prints one human-readable line and one JSON line per run. On the CPU it appends the
-project's Eigen-convolution flag to XLA_FLAGS (fewshot_jax/xla_setup.py) unless XLA_FLAGS
+project's Eigen-convolution flag to XLA_FLAGS (fewshot_jax/train_lib/xla_setup.py) unless XLA_FLAGS
 already names --xla_cpu_experimental_ynn_fusion_type; benchmarks/step_vs_torch.py times
 XLA's default convolutions next to it (variant jax_default).
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's configs/
 
-from fewshot_jax.xla_setup import prefer_eigen_convolutions_on_cpu  # noqa: E402
+from fewshot_jax.train_lib.xla_setup import prefer_eigen_convolutions_on_cpu  # noqa: E402
 
 # Before jax starts (XLA reads XLA_FLAGS once): Eigen convolutions on XLA:CPU, as launch.py
 # uses; a user's own --xla_cpu_experimental_ynn_fusion_type in XLA_FLAGS wins.
@@ -34,8 +34,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from configs.ssl_base import ssl_config  # noqa: E402
-from fewshot_jax import sharding  # noqa: E402
-from fewshot_jax.train import build_ssl  # noqa: E402
+from fewshot_jax.pretrain.task import build_ssl  # noqa: E402
+from fewshot_jax.train_lib import sharding  # noqa: E402
 
 _DEPTH = flags.DEFINE_integer('depth', 50, 'ResNet depth.')
 _WIDTH = flags.DEFINE_integer('width', 64, 'ResNet width (64 = standard).')

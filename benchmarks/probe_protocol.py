@@ -43,9 +43,9 @@ def encode(specs, per_class: int, size: int, cache: str | None):
     if cache and os.path.exists(cache):
         stored = np.load(cache)
         return stored['features'], stored['labels'], list(stored['names'])
-    from fewshot_jax import features as features_lib
     from fewshot_jax.data import synthetic
     from fewshot_jax.models.weights import model_config
+    from fewshot_jax.probe import features as features_lib
 
     data = synthetic.nanowires(per_class, size, seed=0)
     images = np.clip(np.rint(data.images * 255), 0, 255).astype(np.uint8)
@@ -122,7 +122,7 @@ def main() -> None:
 
     import jax
 
-    from fewshot_jax import probe_grid
+    from fewshot_jax.probe import grid as probe_grid
 
     print(f'# load average before: {_load_average()}; devices: {jax.devices()}', flush=True)
     feats, labels, names = encode(args.encoders.split(','), args.per_class, args.size, args.cache)

@@ -28,7 +28,7 @@ def test_set(preset: str, resolution: int):
     """The stage's test images and masks at ``resolution`` (its split, its resizing)."""
     from configs.unet_nanowire import get_config
     from fewshot_jax.data.splits import stratified_split
-    from fewshot_jax.segment_data import load_mask_set, resize_set
+    from fewshot_jax.segment.data import load_mask_set, resize_set
 
     config = get_config(preset)
     data = load_mask_set(config.data)
@@ -49,8 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     modes = args.modes.split(',')
 
-    from fewshot_jax.segment_report import score_rows
-    from fewshot_jax.segmenter import load_segmenter
+    from fewshot_jax.segment.report import score_rows
+    from fewshot_jax.segment.segmenter import load_segmenter
 
     runs = sorted(p.parent.parent for p in Path(args.stage).glob('runs/*/model/segmenter.json'))
     if not runs:

@@ -31,16 +31,11 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fewshot_jax import sharding, steps  # noqa: E402
-from fewshot_jax.optim import make_optimizer  # noqa: E402
-from fewshot_jax.segment_model import (  # noqa: E402
-    FROZEN,
-    build_unet,
-    init_variables,
-    make_loss,
-    segment_step_fn,
-)
-from fewshot_jax.state import TrainState  # noqa: E402
+from fewshot_jax.pretrain import steps  # noqa: E402
+from fewshot_jax.segment.model import FROZEN, build_unet, init_variables, make_loss, segment_step_fn
+from fewshot_jax.train_lib import sharding
+from fewshot_jax.train_lib.optim import make_optimizer  # noqa: E402
+from fewshot_jax.train_lib.state import TrainState  # noqa: E402
 
 _SIZES = flags.DEFINE_list('sizes', ['512', '1024'], 'Image sides in px (multiples of 32).')
 _DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes.')

@@ -1,7 +1,7 @@
 """Does self-supervised pretraining beat random init? Recipes x pretraining seeds, measured.
 
 For each recipe (config overrides on top of ``configs/ssl_base.ssl_config(method, 'tem',
-preset)``) and each pretraining seed this pretrains with ``fewshot_jax.train.train_ssl``,
+preset)``) and each pretraining seed this pretrains with ``fewshot_jax.pretrain.task.train_ssl``,
 loads the encoder with ``fewshot_jax.encoder.load_encoder`` and probes it on the labeled
 synthetic tasks (nanowires, nanoparticles, viruses): scikit-learn LogisticRegression on
 standardised features, ``--shots`` labeled images per class, the rest of a ``--pool``
@@ -186,10 +186,10 @@ def random_init_probe(config, args, out: Path) -> dict:
     import jax
     import optax
 
-    from fewshot_jax import sharding
     from fewshot_jax.encoder import Encoder
     from fewshot_jax.models import make_ssl_model
-    from fewshot_jax.state import init_state
+    from fewshot_jax.train_lib import sharding
+    from fewshot_jax.train_lib.state import init_state
 
     model_cfg = {k: v for k, v in config.model.to_dict().items() if k not in ('projector', 'init')}
     ident = json.dumps(
@@ -226,8 +226,8 @@ def texture_probe(args, image_size: int) -> dict:
     if (image_size, args.pool_kind) in _TEXTURE:
         return _TEXTURE[image_size, args.pool_kind]
     try:
-        from fewshot_jax.baselines import texture_features
-    except ImportError:  # before fewshot_jax/baselines.py existed
+        from fewshot_jax.probe.baselines import texture_features
+    except ImportError:  # before fewshot_jax/probe/baselines.py existed
         from synthetic_calibration import texture_features
     out = {}
     for task in TASKS:
@@ -242,9 +242,9 @@ def texture_probe(args, image_size: int) -> dict:
 def trained_encoder(workdir: Path):
     """``load_encoder(workdir)``; for a 'small' stem, read the saved encoder directly as long
     as ``models.weights_common.encoder_shapes`` checks against the 'imagenet' stem's shapes."""
-    from fewshot_jax import checkpoint
     from fewshot_jax.encoder import Encoder, load_encoder
-    from fewshot_jax.models.weights_common import WeightsError
+    from fewshot_jax.models.weights.common import WeightsError
+    from fewshot_jax.train_lib import checkpoint
 
     try:
         return load_encoder(str(workdir))
@@ -261,7 +261,7 @@ def trained_encoder(workdir: Path):
 def run_one(name: str, method: str, overrides: dict, seed: int, args, out: Path) -> dict:
     import jax
 
-    from fewshot_jax.train import total_steps_of, train_ssl
+    from fewshot_jax.pretrain.task import total_steps_of, train_ssl
 
     config = build_config(
         method, args.preset, overrides, seed, out, args.pool_kind, folder=not args.runs_from

@@ -78,7 +78,7 @@ def fixed_knobs_of(kind: str) -> dict | None:
     """'fixed:contrast,dose=1e6' -> {contrast: middle of its range, dose: 1e6}; 'fixed:all': every knob."""
     if not kind.startswith('fixed:'):
         return None
-    from fewshot_jax.data.synthetic_microscope import KNOB_NAMES
+    from fewshot_jax.data.synthetic.microscope import KNOB_NAMES
 
     fixed = {}
     for item in kind.split(':', 1)[1].split(','):

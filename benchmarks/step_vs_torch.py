@@ -4,11 +4,11 @@ The step: ResNet50 (v1.5, ImageNet stem) + projector 128-64-1024 (Dense-BN-ReLU,
 Dense-BN-ReLU, Dense-BN), float32, a batch of 8 image pairs, the Barlow Twins loss,
 one SGD-momentum update.
 
-- ours: built with ``fewshot_jax.train.build_ssl`` from ``configs/ssl_base.ssl_config``
+- ours: built with ``fewshot_jax.pretrain.task.build_ssl`` from ``configs/ssl_base.ssl_config``
   exactly as pretraining builds it, with augmentation off (the views are the images)
   and on (the config's two-view augmentation, run inside the step), under XLA's
   default convolutions and under the project's Eigen-convolution flag
-  (``fewshot_jax.xla_setup``).
+  (``fewshot_jax.train_lib.xla_setup``).
 - PyTorch (the optional ``torch`` extra): torchvision's ResNet50 architecture, written
   out below with torch.nn (torchvision is not a project dependency, and its wheels
   must match the torch build exactly), + the same projector + a Barlow Twins loss,
@@ -49,7 +49,7 @@ LAMBD = 0.005
 # name -> (kind, extra environment)
 # jax_default: XLA's own choices (YNNPACK convolutions, select-and-scatter max-pool gradient);
 # jax_eigen: + Eigen convolutions; jax_project: + the dense max-pool gradient, the project's CPU
-# defaults (fewshot_jax/xla_setup.py, model.max_pool_grad='auto').
+# defaults (fewshot_jax/train_lib/xla_setup.py, model.max_pool_grad='auto').
 VARIANTS = {
     'jax_default': ('jax', {'XLA_FLAGS': '', 'MAX_POOL_GRAD': 'xla'}),
     'jax_eigen': ('jax', {'XLA_FLAGS': EIGEN_FLAG, 'MAX_POOL_GRAD': 'xla'}),
@@ -78,8 +78,8 @@ def jax_worker() -> None:
 
     sys.path.insert(0, str(REPO))
     from configs.ssl_base import ssl_config
-    from fewshot_jax import sharding
-    from fewshot_jax.train import build_ssl
+    from fewshot_jax.pretrain.task import build_ssl
+    from fewshot_jax.train_lib import sharding
 
     built = {}
 

@@ -14,7 +14,7 @@ only show label efficiency if this ceiling is high (the calibration target is
 set (training accuracy 1.000); 1000 steps gave test accuracies 0.01-0.05 lower
 and 400 steps far lower (viruses 0.58-0.68, training accuracy below 0.9).
 One run takes about 2 minutes on a GPU and 15-20 minutes on a busy 2-core
-CPU. The Eigen-convolution XLA flag (`fewshot_jax.xla_setup`) is applied
+CPU. The Eigen-convolution XLA flag (`fewshot_jax.train_lib.xla_setup`) is applied
 before JAX starts.
 """
 
@@ -25,7 +25,7 @@ import dataclasses
 import functools
 import time
 
-from fewshot_jax.xla_setup import prefer_eigen_convolutions_on_cpu
+from fewshot_jax.train_lib.xla_setup import prefer_eigen_convolutions_on_cpu
 
 prefer_eigen_convolutions_on_cpu()  # before JAX starts: faster convolutions on a CPU
 

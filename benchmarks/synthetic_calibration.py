@@ -8,7 +8,7 @@ labeled synthetic task:
   per class, tested on the rest of the pool; median and quartiles over seeds.
   A linear model on pixels must not solve a task (target <= 0.40 for 4
   classes, about chance + 0.07 otherwise).
-* texture features (`fewshot_jax.baselines.texture_features`), same protocol:
+* texture features (`fewshot_jax.probe.baselines.texture_features`), same protocol:
   the bar an encoder has to clear (target <= 0.60).
 * the supervised ceiling: the demo architecture (ResNet18 at width 16)
   trained from scratch on 200 labeled images per class and tested on 100 per
@@ -32,9 +32,9 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from fewshot_jax.baselines import raw_pixels, texture_features
 from fewshot_jax.data import synthetic
 from fewshot_jax.masks import pixel_density
+from fewshot_jax.probe.baselines import raw_pixels, texture_features
 
 TASKS = ('nanowires', 'nanoparticles', 'viruses')
 TEXTURE_TARGET = 0.60

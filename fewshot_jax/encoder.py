@@ -16,7 +16,7 @@ It runs with BatchNorm in inference mode, so each image's features are
 independent of the batch it is in; batches are split over every local device
 (a 1-D ``('data',)`` mesh, params replicated) when there are several, so one
 host's GPUs encode together. A short last batch is padded to the compiled shape
-and its padding rows are dropped. ``fewshot_jax.features`` caches these
+and its padding rows are dropped. ``fewshot_jax.probe.features`` caches these
 features per (encoder, data set, size, layer) for the probes.
 """
 
@@ -31,10 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-import fewshot_jax.sharding as sharding
 from fewshot_jax.models import compute_dtype, make_encoder
 from fewshot_jax.models.resnet import LAYER_NAMES, feature_dim
 from fewshot_jax.models.weights import export_torchvision, load_weights, normalization_values
+from fewshot_jax.train_lib import sharding
 
 __all__ = ['Encoder', 'EncoderInputError', 'load_encoder']
 

@@ -18,9 +18,9 @@ class UnknownTaskError(ValueError):
 
 
 _TASKS: dict[str, str] = {
-    'pretrain': 'fewshot_jax.train:train_ssl',
-    'probe': 'fewshot_jax.probe_task:run_probe',
-    'segment': 'fewshot_jax.segment:run_segment',
+    'pretrain': 'fewshot_jax.pretrain.task:train_ssl',
+    'probe': 'fewshot_jax.probe.task:run_probe',
+    'segment': 'fewshot_jax.segment.task:run_segment',
     'workflow': 'fewshot_jax.workflow:run_workflow',
 }
 
@@ -44,7 +44,7 @@ def run(name: str, config, workdir: str | os.PathLike) -> dict:
     Log records of INFO and above also go to ``workdir/log.txt`` while it runs.
     """
     task = get(name)
-    from fewshot_jax.run_log import log_to_file  # imports jax: only when a task runs
+    from fewshot_jax.train_lib.run_log import log_to_file  # imports jax: only when a task runs
 
     with log_to_file(workdir):
         return task(config, workdir)

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import ml_collections
 
-from fewshot_jax import features as features_lib
-from fewshot_jax import loop, tasks
-from fewshot_jax.checkpoint import WorkdirLock
+from fewshot_jax import tasks
 from fewshot_jax.errors import ConfigError
+from fewshot_jax.probe import features as features_lib
+from fewshot_jax.train_lib import loop
+from fewshot_jax.train_lib.checkpoint import WorkdirLock
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 # Eigen rather than YNNPACK convolutions on XLA:CPU (faster backward pass; see xla_setup).
-from fewshot_jax.xla_setup import prefer_eigen_convolutions_on_cpu  # noqa: E402
+from fewshot_jax.train_lib.xla_setup import prefer_eigen_convolutions_on_cpu  # noqa: E402
 
 prefer_eigen_convolutions_on_cpu()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
@@ -39,7 +39,7 @@ def restore_saved_encoder(workdir, target):
     import jax
     import orbax.checkpoint as ocp
 
-    from fewshot_jax import checkpoint
+    from fewshot_jax.train_lib import checkpoint
 
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     return ocp.StandardCheckpointer().restore(checkpoint.encoder_variables_path(workdir), abstract)

@@ -10,7 +10,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from fewshot_jax import tasks
-from fewshot_jax.train import check_config
+from fewshot_jax.pretrain.task import check_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,8 +118,8 @@ def test_documented_override_parses_and_validates(where, key, value):
     ],
 )
 def test_bad_values_are_project_errors_naming_the_key(override, message):
-    from fewshot_jax.augment import AugmentConfigError
     from fewshot_jax.errors import ConfigError
+    from fewshot_jax.pretrain.augment.views import AugmentConfigError
 
     with pytest.raises((ConfigError, AugmentConfigError)) as err:
         check_config(parse('barlow_tem.py', override))

@@ -20,7 +20,7 @@ def tiny_trained_workdir(tmp_path_factory):
 
     It lives in the session's base temp folder so that test_notebook.py reuses it.
     """
-    from fewshot_jax.train import train_ssl
+    from fewshot_jax.pretrain.task import train_ssl
 
     workdir = tmp_path_factory.getbasetemp() / 'tiny_pretrained_run'
     if not (workdir / 'encoder' / 'encoder.json').exists():
@@ -93,8 +93,8 @@ def test_steps_and_checkpoint_fallbacks(workdir, tmp_path):
 
 
 def test_step_zero_is_the_random_init_the_run_started_from(workdir):
-    from fewshot_jax import sharding
-    from fewshot_jax.train import build_ssl
+    from fewshot_jax.pretrain.task import build_ssl
+    from fewshot_jax.train_lib import sharding
 
     # The builder re-creates the initial state from the config's seed; its encoder is what
     # pretraining started from, and what 'checkpoint:WORKDIR@0' must give back.

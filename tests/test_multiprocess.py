@@ -1,7 +1,7 @@
 """Multi-host pretraining on one machine: 2 processes x 2 CPU devices vs 1 process x 4.
 
 Real ``jax.distributed`` jobs (a coordinator on 127.0.0.1, gloo collectives) run
-``launch.py`` in subprocesses (tests/multihost_harness.py). They must train exactly
+``launch.py`` in subprocesses (tests/helpers/multihost_harness.py). They must train exactly
 like one process with the same global batch, write every file once, resume after
 their processes die, read disjoint shares of the data, and stop with a clear
 error on bad starts (a busy workdir, differing configs, no coordinator).
@@ -18,9 +18,9 @@ import jax
 import numpy as np
 import pytest
 
-from fewshot_jax import checkpoint
 from fewshot_jax.data import pipeline
-from tests.multihost_harness import (
+from fewshot_jax.train_lib import checkpoint
+from tests.helpers.multihost_harness import (
     DATA_BATCH,
     DATA_IMAGES,
     REPO,
@@ -35,7 +35,7 @@ from tests.multihost_harness import (
 # of chaos. Measured in one process (4 vs 2 devices, same batches): the tiny ResNet's training
 # amplifies float32 reduction-order differences (~1e-6) to ~1e-2 in the loss within 4-6 steps
 # even at lr 1e-4 (1e-5 for SimCLR). At lr 1e-6 both runs stay within the 8-vs-1 tolerance
-# (1e-5, as in tests/test_steps.py) at every step; each step's loss fingerprints its global
+# (1e-5, as in tests/pretrain/test_steps.py) at every step; each step's loss fingerprints its global
 # batch, and the params' updates (~1e-4) are compared to 1% of their size.
 LR = 1e-6
 CONFIGS = {'barlow_twins': 'configs/barlow_tem.py:tiny', 'simclr': 'configs/simclr_tem.py:tiny'}
@@ -197,7 +197,7 @@ def test_bad_starts_stop_every_process_with_a_clear_error(tmp_path):
             '-c',
             (
                 'import sys, time; sys.path.insert(0, %r);'
-                'from fewshot_jax.checkpoint import WorkdirLock;'
+                'from fewshot_jax.train_lib.checkpoint import WorkdirLock;'
                 'WorkdirLock(%r).acquire(); print("locked", flush=True); time.sleep(600)'
             )
             % (str(REPO), str(busy)),

@@ -1,0 +1,182 @@
+"""The probe's compiled fits and scores: one jit-compiled program per head and shape.
+
+``probe.py`` pads and checks the inputs and calls these. Grid runs (row
+indices into one feature matrix, :func:`fit_rows`) and stacked runs
+(:func:`fit_arrays`) go through the same compiled pieces, so a run fitted in a
+grid equals the run fitted alone. ``static`` holds the options that change the
+program (shapes, loop lengths, branches), ``dynamic`` the others.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from fewshot_jax.probe.heads import adam as probe_adam
+from fewshot_jax.probe.heads import closed_form as probe_solvers
+from fewshot_jax.probe.heads import logistic as probe_logistic
+
+
+def _fit_core(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_classes, static, dynamic):
+    """The vmapped fit of the other heads, shared by fit_many and fit_indexed."""
+    static = dict(static)
+    if head == 'ridge':
+        fn = functools.partial(probe_solvers.ridge_regression, num_classes=num_classes, **static)
+        return jax.vmap(fn)(x, y, valid)
+    if head == 'knn':
+        return {'train_x': x.astype(jnp.float32), 'train_y': y, 'valid': valid}
+    # Every run draws from the same stream (its data makes it differ): a run's
+    # initialisation and shuffles do not depend on where it sits in a batch.
+    keys = jnp.broadcast_to(jax.random.key(dynamic['seed']), (x.shape[0],))
+    fn = functools.partial(
+        probe_adam.adam_classifier,
+        num_classes=num_classes,
+        lr=dynamic['lr'],
+        patience=dynamic['patience'],
+        **static,
+    )
+    return jax.vmap(fn)(x, y, valid, holdout_x, holdout_y, holdout_valid, keys)
+
+
+def fit_arrays(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_classes, static, dynamic):
+    """Fits stacked runs (fit_many); the same compiled pieces as :func:`fit_rows`."""
+    if head == 'logistic':
+        prepared = _logistic_prepare(x, valid)
+        return _logistic(prepared, y, valid, num_classes=num_classes, static=static, dynamic=dynamic)
+    return _fit_core_jit(
+        head,
+        x,
+        y,
+        valid,
+        holdout_x,
+        holdout_y,
+        holdout_valid,
+        num_classes=num_classes,
+        static=static,
+        dynamic=dynamic,
+    )
+
+
+def fit_rows(
+    head,
+    features,
+    labels,
+    train_index,
+    train_valid,
+    holdout_index,
+    holdout_valid,
+    *,
+    num_classes,
+    static,
+    dynamic,
+):
+    """Fits runs given as row indices into one feature matrix (fit_indexed, the grid)."""
+    if head == 'logistic':
+        prepared, y = _logistic_prepare_indexed(features, labels, train_index, train_valid)
+        return _logistic(prepared, y, train_valid, num_classes=num_classes, static=static, dynamic=dynamic)
+    return _fit_core_indexed_jit(
+        head,
+        features,
+        labels,
+        train_index,
+        train_valid,
+        holdout_index,
+        holdout_valid,
+        num_classes=num_classes,
+        static=static,
+        dynamic=dynamic,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
+def _fit_core_jit(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_classes, static, dynamic):
+    return _fit_core(
+        head,
+        x,
+        y,
+        valid,
+        holdout_x,
+        holdout_y,
+        holdout_valid,
+        num_classes=num_classes,
+        static=static,
+        dynamic=dynamic,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
+def _fit_core_indexed_jit(
+    head,
+    features,
+    labels,
+    train_index,
+    train_valid,
+    holdout_index,
+    holdout_valid,
+    *,
+    num_classes,
+    static,
+    dynamic,
+):
+    return _fit_core(
+        head,
+        features[train_index],
+        labels[train_index],
+        train_valid,
+        features[holdout_index],
+        labels[holdout_index],
+        holdout_valid,
+        num_classes=num_classes,
+        static=static,
+        dynamic=dynamic,
+    )
+
+
+# The logistic head compiles in three pieces: only the small ones depend on the
+# feature width, so the L-BFGS solver (the costly compilation) is shared by
+# encoders of different widths (e.g. a CNN's 2048 and raw pixels) at equal
+# (runs, rows, classes).
+@jax.jit
+def _logistic_prepare(x, valid):
+    return probe_logistic.prepare(x, valid)
+
+
+@jax.jit
+def _logistic_prepare_indexed(features, labels, train_index, train_valid):
+    return probe_logistic.prepare(features[train_index], train_valid), labels[train_index]
+
+
+@functools.partial(jax.jit, static_argnames=('num_classes', 'static'))
+def _logistic_solve(g, y, valid, *, num_classes, static, dynamic):
+    return probe_logistic.solve(
+        g, y, valid, num_classes=num_classes, C=dynamic['C'], tol=dynamic['tol'], **dict(static)
+    )
+
+
+_logistic_finish = jax.jit(probe_logistic.finish)
+
+
+def _logistic(prepared, y, valid, *, num_classes, static, dynamic):
+    x_std, mean, scale, g = prepared
+    solved = _logistic_solve(g, y, valid, num_classes=num_classes, static=static, dynamic=dynamic)
+    return _logistic_finish(x_std, mean, scale, solved)
+
+
+@functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
+def scores(head, params, x, num_classes, *, static, dynamic):
+    if head == 'knn':
+        fn = functools.partial(
+            probe_solvers.knn_scores,
+            num_classes=num_classes,
+            neighbors=dict(static)['neighbors'],
+            temperature=dynamic['temperature'],
+        )
+        return jax.vmap(fn)(params['train_x'], params['train_y'], params['valid'], x)
+    return jax.vmap(probe_solvers.linear_logits)(params, x)
+
+
+@functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
+def scores_indexed(head, params, features, index, num_classes, *, static, dynamic):
+    return scores(head, params, features[index], num_classes, static=static, dynamic=dynamic)

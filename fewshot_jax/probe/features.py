@@ -1,0 +1,341 @@
+"""Frozen features of a labeled image set, computed once and cached in the workdir.
+
+An *extractor* turns images into one feature vector each. The probe's encoder
+lists name them by weight spec, with an optional display name before ``=``::
+
+    'Barlow-Twins TEM=checkpoint:runs/bt_tem'   # a pretraining workdir (newest weights)
+    'checkpoint:runs/bt_tem@1300'               # a checkpoint step (name: the spec)
+    'keras:/models/Barlow-Twins_TEM.h5', 'torchvision:/models/resnet50.pth'
+    'random-init'            # a randomly initialised ResNet (see below), same forward path
+    'raw-pixels', 'texture'  # encoder-free baselines (``fewshot_jax.probe.baselines``)
+
+``random-init`` is the baseline every pretrained encoder must beat: the same
+architecture (depth, width, variant, stem, input normalisation) with the
+weights Flax's initialisers draw from a seed, BatchNorm statistics at their
+initial values (mean 0, variance 1), run through the same ``Encoder.encode``.
+Its architecture is the ``model`` the caller passes (the probe task passes the
+first pretrained encoder's, so the comparison is like for like).
+
+Encoders run through ``Encoder.encode`` (BatchNorm in inference mode, every
+batch split over all local devices). :func:`compute_features` caches each result
+as ``cache_dir/<name>-<key>.npz``; the key hashes the extractor's *content*
+(the weights themselves, so a changed checkpoint or file is a new key; the
+baseline's name and arguments), the data set's fingerprint (image bytes,
+labels, class names), the image size and the layer. A repeated probe reads the
+cache; anything changed re-encodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RANDOM_INIT = 'random-init'
+BASELINES = ('raw-pixels', 'texture')
+_CACHE_VERSION = 1
+
+
+class FeatureError(ValueError):
+    """An encoder spec, feature cache or feature set that cannot be used."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Extractor:
+    """Something that maps images (N, H, W[, C]) to features (N, D).
+
+    Attributes:
+        name: display name (figure legends, CSV rows).
+        spec: the weight spec or baseline name it came from.
+        fingerprint: a hash of everything that determines its output.
+        extract: ``images -> (N, D) float32``.
+        model: the encoder's model config (None for baselines).
+    """
+
+    name: str
+    spec: str
+    fingerprint: str
+    extract: Callable[[np.ndarray], np.ndarray]
+    model: dict | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSet:
+    """The features of one extractor on one data set.
+
+    Attributes:
+        name, spec: of the extractor.
+        features: (N, D) float32.
+        dataset: the data set's fingerprint (:func:`dataset_fingerprint`).
+        class_names: the data set's class names.
+        path: the cache file (None when not cached).
+        cached: True when read from the cache rather than computed.
+    """
+
+    name: str
+    spec: str
+    features: np.ndarray
+    dataset: str
+    class_names: tuple[str, ...]
+    path: Path | None = None
+    cached: bool = False
+
+
+def parse_entry(entry: str) -> tuple[str, str]:
+    """``'Name=spec'`` → ``(name, spec)``; a bare spec is its own name."""
+    text = str(entry).strip()
+    name, sep, spec = text.partition('=')
+    if not sep:
+        return text, text
+    if not name.strip() or not spec.strip():
+        raise FeatureError(f'encoder entry {entry!r}: expected "display name=spec" or a spec')
+    return name.strip(), spec.strip()
+
+
+def make_extractor(
+    spec: str,
+    *,
+    name: str | None = None,
+    model: Mapping | None = None,
+    seed: int = 0,
+    layer: str = 'pooled',
+    batch_size: int = 64,
+    raw_pixel_side: int = 32,
+) -> Extractor:
+    """Builds the extractor a spec names.
+
+    Args:
+        spec: a weight spec (``checkpoint:``, ``keras:``, ``torchvision:`` or a
+            path), ``'random-init'``, ``'raw-pixels'`` or ``'texture'``.
+        name: display name; default the spec.
+        model: the architecture of ``'random-init'`` (``depth``, ``width``,
+            ``variant``, ``input_mean``, ``input_std`` …).
+        seed: the seed of ``'random-init'``'s weights.
+        layer: encoder layer ('pooled' by default; feature maps are average
+            pooled to one vector).
+        batch_size: images per encoder call.
+        raw_pixel_side: side of the block-mean image of ``'raw-pixels'``.
+
+    Raises:
+        FeatureError: an unknown spec, or 'random-init' without a model.
+        fewshot_jax.models.weights.WeightsError: a weight spec naming no usable encoder.
+    """
+    name = name or spec
+    if spec in BASELINES:
+        from fewshot_jax.probe import baselines
+
+        def extract_baseline(images):
+            if spec == 'raw-pixels':
+                return baselines.raw_pixels(_grayscale(images), side=raw_pixel_side)
+            return baselines.texture_features(_grayscale(images))
+
+        key = (
+            f'raw-pixels/side={raw_pixel_side}'
+            if spec == 'raw-pixels'
+            else f'texture/dim={baselines.TEXTURE_DIM}'
+        )
+        return Extractor(name, spec, _hash(key.encode()), extract_baseline)
+    from fewshot_jax.encoder import Encoder, load_encoder
+
+    if spec == RANDOM_INIT:
+        if model is None:
+            raise FeatureError(
+                f"encoder {name!r}: 'random-init' needs a model architecture "
+                '(config.model, or a pretrained encoder in the same list)'
+            )
+        encoder = _random_encoder(Encoder, dict(model), seed, name)
+    else:
+        encoder = load_encoder(spec)
+    fingerprint = _encoder_fingerprint(encoder, layer)
+
+    def extract(images):
+        out = encoder.encode(images, layer=layer, batch_size=batch_size, num_devices=None)
+        return out if out.ndim == 2 else out.mean(axis=(1, 2))
+
+    return Extractor(name, spec, fingerprint, extract, dict(encoder.config))
+
+
+def _random_encoder(encoder_cls, model: dict, seed: int, name: str):
+    import jax
+
+    from fewshot_jax.models import make_encoder
+
+    module = make_encoder(model)
+    # One compiled init: eager init dispatches (and compiles) every layer's ops one by one.
+    init = jax.jit(lambda key: module.init(key, np.zeros((1, 32, 32, 3), np.float32), train=False))
+    variables = init(jax.random.key(seed))
+    return encoder_cls(variables, model, name=name, source=f'{RANDOM_INIT}@seed={seed}')
+
+
+def _encoder_fingerprint(encoder, layer: str) -> str:
+    import jax
+
+    digest = hashlib.sha256()
+    config = {k: v for k, v in encoder.config.items() if k != 'init'}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    digest.update(layer.encode())
+    leaves = jax.tree_util.tree_leaves_with_path(encoder.variables)
+    for path, leaf in sorted(leaves, key=lambda item: jax.tree_util.keystr(item[0])):
+        digest.update(jax.tree_util.keystr(path).encode())
+        digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return digest.hexdigest()
+
+
+def _grayscale(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / 255.0
+    if images.ndim == 4 and images.shape[-1] == 3:
+        images = images @ np.asarray([0.299, 0.587, 0.114], np.float32)
+    elif images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    return images
+
+
+def _hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def dataset_fingerprint(images, labels, class_names: Sequence[str]) -> str:
+    """A hash of the images' bytes, shape and dtype, the labels and the class names."""
+    digest = hashlib.sha256()
+    images = np.ascontiguousarray(images)
+    digest.update(f'{images.shape}{images.dtype}'.encode())
+    digest.update(images.tobytes())
+    digest.update(np.asarray(labels, np.int64).tobytes())
+    digest.update(json.dumps(list(class_names)).encode())
+    return digest.hexdigest()
+
+
+def _slug(name: str) -> str:
+    return re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_')[:60] or 'encoder'
+
+
+def compute_features(
+    extractor: Extractor,
+    images,
+    labels,
+    class_names: Sequence[str],
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    layer: str = 'pooled',
+    dataset: str | None = None,
+) -> FeatureSet:
+    """The extractor's features of ``images``, from the cache when it holds them.
+
+    Args:
+        extractor: from :func:`make_extractor`.
+        images: (N, H, W[, C]) uint8 or float in [0, 1], already at the probe's size.
+        labels, class_names: the data set's labels (kept with the features).
+        cache_dir: where cached features live (``workdir/features``); None: no cache.
+        layer: recorded in the key (the extractor already applies it).
+        dataset: the data set's fingerprint, if already computed.
+
+    Raises:
+        FeatureError: the extractor returned an unusable array.
+    """
+    images = np.asarray(images)
+    dataset = dataset or dataset_fingerprint(images, labels, class_names)
+    size = images.shape[1:3]
+    key = _hash(json.dumps([_CACHE_VERSION, extractor.fingerprint, dataset, list(size), layer]).encode())[:16]
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f'{_slug(extractor.name)}-{key}.npz'
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as stored:
+                    meta = json.loads(str(stored['meta']))
+                    features = stored['features']
+                if meta.get('key') == key and features.shape[0] == len(images):
+                    log.info('features of %s: read from %s', extractor.name, path)
+                    return FeatureSet(
+                        extractor.name,
+                        extractor.spec,
+                        features,
+                        dataset,
+                        tuple(meta['class_names']),
+                        path,
+                        cached=True,
+                    )
+                log.warning('%s does not match this request; recomputing', path)
+            except (OSError, ValueError, KeyError) as err:
+                log.warning('%s is unreadable (%s); recomputing', path, err)
+    features = np.asarray(extractor.extract(images), np.float32)
+    if features.ndim != 2 or features.shape[0] != len(images):
+        raise FeatureError(
+            f'encoder {extractor.name!r} returned features of shape '
+            f'{features.shape} for {len(images)} images; expected (N, D)'
+        )
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            'key': key,
+            'name': extractor.name,
+            'spec': extractor.spec,
+            'fingerprint': extractor.fingerprint,
+            'dataset': dataset,
+            'image_size': list(size),
+            'layer': layer,
+            'class_names': list(class_names),
+            'shape': list(features.shape),
+        }
+        temporary = path.with_suffix('.tmp.npz')
+        np.savez(
+            temporary,
+            features=features,
+            labels=np.asarray(labels, np.int64),
+            meta=np.asarray(json.dumps(meta)),
+        )
+        os.replace(temporary, path)
+    return FeatureSet(
+        extractor.name, extractor.spec, features, dataset, tuple(class_names), path, cached=False
+    )
+
+
+def check_feature_sets(sets: Sequence[FeatureSet], image_names: Sequence[str] | None = None) -> None:
+    """Raises FeatureError unless every set covers the same images and classes, all finite.
+
+    Args:
+        sets: the feature sets of one probe.
+        image_names: names (file paths) of the images, for error messages.
+    """
+    if not sets:
+        raise FeatureError('no encoders: the probe needs at least one feature set')
+    first = sets[0]
+    names = [s.name for s in sets]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise FeatureError(
+            f'encoder display name(s) {duplicates} used twice; give each encoder its own name ("name=spec")'
+        )
+    for s in sets:
+        if s.dataset != first.dataset or s.features.shape[0] != first.features.shape[0]:
+            raise FeatureError(
+                f'encoder {s.name!r}: its features cover other images '
+                f'({s.features.shape[0]} images, data set {s.dataset[:12]}) '
+                f"than encoder {first.name!r}'s ({first.features.shape[0]} "
+                f'images, data set {first.dataset[:12]})'
+            )
+        if s.class_names != first.class_names:
+            raise FeatureError(
+                f'encoder {s.name!r}: class names {list(s.class_names)} differ '
+                f"from encoder {first.name!r}'s {list(first.class_names)}"
+            )
+        finite = np.isfinite(s.features).all(axis=1)
+        if not finite.all():
+            row = int(np.flatnonzero(~finite)[0])
+            where = f' ({image_names[row]})' if image_names is not None else ''
+            raise FeatureError(
+                f'encoder {s.name!r}: features of image {row}{where} are NaN or '
+                f'infinite ({int((~finite).sum())} images in all)'
+                + (f'; cache file {s.path}' if s.path else '')
+            )
