@@ -38,12 +38,15 @@ from fewshot_jax.segment.task import check_config, random_encoder, run_segment
 from fewshot_jax.segment.train import TrainSpec, steps_for, train_segmenter
 
 __all__ = [
+    'RECIPES',
     'Segmenter',
     'SegmentConfigError',
     'SegmentDataError',
     'SegmenterError',
     'check_config',
     'fit',
+    'recipe_settings',
+    'recipe_steps',
     'load_segmenter',
     'load_segmenter_path',
     'main',
@@ -51,6 +54,48 @@ __all__ = [
     'random_encoder',
     'run_segment',
 ]
+
+
+# The settings ``fit`` takes when its arguments are left at None.
+RECIPES = {
+    # Measured on few masks (benchmarks/RESULTS.md, U-Net): the paper's decoder with constant
+    # Adam 1e-3 barely moves in the few dozen steps that 60 epochs of a handful of images
+    # give; the classic decoder with augmentation and a cosine schedule trains.
+    'small-data': {
+        'decoder': 'unet',
+        'epochs': 60,
+        'lr': 3e-3,
+        'lr_schedule': 'cosine',
+        'augment': True,
+        'min_steps': 400,
+    },
+    # The original notebooks' settings, for a faithful reproduction.
+    'paper': {
+        'decoder': 'paper',
+        'epochs': 60,
+        'lr': 1e-3,
+        'lr_schedule': 'constant',
+        'augment': False,
+        'min_steps': 1,
+    },
+}
+
+
+def recipe_settings(recipe: str, **given) -> dict:
+    """The settings of ``recipe`` (a key of :data:`RECIPES`), with the non-None ``given``
+    values in their place.
+
+    Raises:
+        SegmentConfigError: an unknown recipe.
+    """
+    if recipe not in RECIPES:
+        raise SegmentConfigError(f'recipe={recipe!r}: expected one of {sorted(RECIPES)}')
+    return {**RECIPES[recipe], **{k: v for k, v in given.items() if v is not None}}
+
+
+def recipe_steps(settings: dict, num_images: int, batch_size: int) -> int:
+    """Optimizer steps of a recipe: its epochs over ``num_images``, at least its minimum."""
+    return max(settings['min_steps'], steps_for(settings['epochs'], num_images, batch_size))
 
 
 def _as_encoder(encoder) -> Encoder:
@@ -69,15 +114,16 @@ def fit(
     images,
     masks,
     *,
+    recipe: str = 'small-data',
     resolution: int | None = None,
-    decoder: str = 'paper',
+    decoder: str | None = None,
     loss: str = 'dice',
-    epochs: int = 60,
+    epochs: int | None = None,
     steps: int | None = None,
     batch_size: int = 4,
-    lr: float = 1e-3,
-    lr_schedule: str = 'constant',
-    augment: bool = False,
+    lr: float | None = None,
+    lr_schedule: str | None = None,
+    augment: bool | None = None,
     intensity_augment: bool = False,
     invert_prob: float = 0.0,
     dtype: str | None = None,
@@ -100,13 +146,20 @@ def fit(
         images: (N, H, W[, 1|3]) array or a list of (H, W[, 1|3]) arrays; uint8 or float in
             [0, 1]. Resized (shorter side, centre square) to ``resolution``.
         masks: matching (H, W) masks: {0, 1} (binary) or class ids < ``num_classes``.
+        recipe: where the settings left at None come from (:data:`RECIPES`).
+            'small-data' (the default) is the recipe measured to train from a handful of
+            masks: the classic U-Net decoder, flips and quarter turns, Adam 3e-3 with a cosine
+            to 0, and at least 400 steps however few the images (60 epochs of 4 images are 60
+            steps, too few for a decoder trained from scratch; benchmarks/RESULTS.md, U-Net).
+            'paper' is the original notebooks': their decoder, 60 epochs, constant Adam 1e-3,
+            no augmentation.
         resolution: training side in px, a multiple of 32; None takes the images' side when
             they are all square and of one such size.
-        decoder: 'paper' (the original notebooks') or 'unet' (classic).
+        decoder: 'paper' (the original notebooks') or 'unet' (classic); None: the recipe's.
         loss: 'dice' (1 − soft Dice, the paper's) or 'dice_bce'.
-        epochs: passes over the images (ignored when ``steps`` is given).
-        steps: optimizer steps.
-        batch_size, lr: Adam's batch and learning rate (paper: 4, 1e-3).
+        epochs: passes over the images (ignored when ``steps`` is given); None: the recipe's.
+        steps: optimizer steps; None: from ``epochs``, and at least the recipe's minimum.
+        batch_size, lr: Adam's batch and learning rate (paper: 4, 1e-3; lr None: the recipe's).
         lr_schedule: 'constant' (the paper's) or 'cosine' (to 0 at the last step).
         augment: random flips and quarter turns applied identically to image and mask.
         intensity_augment: random contrast, brightness, gamma, illumination gradient and noise.
@@ -137,6 +190,11 @@ def fit(
         SegmentDataError: masks that do not fit their images or the task (names the index).
         SegmentConfigError: a bad resolution, loss, decoder or count.
     """
+    chosen = recipe_settings(
+        recipe, decoder=decoder, epochs=epochs, lr=lr, lr_schedule=lr_schedule, augment=augment
+    )
+    decoder, epochs, lr = chosen['decoder'], chosen['epochs'], chosen['lr']
+    lr_schedule, augment = chosen['lr_schedule'], chosen['augment']
     encoder = _as_encoder(encoder)
     image_list = [np.asarray(i) for i in images]
     mask_list = [np.asarray(m) for m in masks]
@@ -173,7 +231,7 @@ def fit(
         decoder=decoder,
         loss=loss,
         num_classes=num_classes,
-        steps=steps if steps is not None else steps_for(epochs, len(pixels), batch_size),
+        steps=steps if steps is not None else recipe_steps(chosen, len(pixels), batch_size),
         batch_size=batch_size,
         lr=lr,
         lr_schedule=lr_schedule,
