@@ -1,0 +1,1 @@
+"""Tests of the held-out benchmark families (fewshot_jax.data.heldout)."""
