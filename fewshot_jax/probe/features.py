@@ -121,7 +121,8 @@ def make_extractor(
             ``variant``, ``input_mean``, ``input_std`` …).
         seed: the seed of ``'random-init'``'s weights.
         layer: encoder layer ('pooled' by default; feature maps are average
-            pooled to one vector).
+            pooled to one vector), or several joined by '+' ('stage2+stage3+pooled'):
+            each pooled, then concatenated (see :func:`layer_names`).
         batch_size: images per encoder call.
         raw_pixel_side: side of the block-mean image of ``'raw-pixels'``.
 
@@ -155,13 +156,37 @@ def make_extractor(
         encoder = _random_encoder(Encoder, dict(model), seed, name)
     else:
         encoder = load_encoder(spec)
+    layers = layer_names(layer)
     fingerprint = _encoder_fingerprint(encoder, layer)
 
     def extract(images):
-        out = encoder.encode(images, layer=layer, batch_size=batch_size, num_devices=None)
-        return out if out.ndim == 2 else out.mean(axis=(1, 2))
+        out = encoder.encode(images, layer=layers, batch_size=batch_size, num_devices=None)
+        pooled = [out[n] if out[n].ndim == 2 else out[n].mean(axis=(1, 2)) for n in layers]
+        return np.concatenate(pooled, axis=1)
 
     return Extractor(name, spec, fingerprint, extract, dict(encoder.config))
+
+
+def layer_names(layer: str) -> tuple[str, ...]:
+    """The encoder layers a probe ``layer`` setting names: one, or several joined by '+'.
+
+    Several layers are each global-average pooled and concatenated: the pooled maps of
+    earlier stages are first-order statistics of local filter responses, a learned texture
+    descriptor at the scale of the structures, where the last stage of a small image is a
+    2 x 2 map. Which one a probe should use is measured (benchmarks/RESULTS.md).
+
+    Raises:
+        FeatureError: an empty, unknown or repeated layer name.
+    """
+    from fewshot_jax.models.resnet import LAYER_NAMES
+
+    names = tuple(part.strip() for part in str(layer).split('+'))
+    if not all(names) or any(n not in LAYER_NAMES for n in names) or len(set(names)) != len(names):
+        raise FeatureError(
+            f'probe.layer={layer!r}: expected one of {LAYER_NAMES}, or several distinct ones '
+            "joined by '+' (e.g. 'stage2+stage3+pooled')"
+        )
+    return names
 
 
 def _random_encoder(encoder_cls, model: dict, seed: int, name: str):

@@ -123,3 +123,29 @@ def test_feature_sets_must_agree_and_be_finite():
         features.check_feature_sets([good, not_finite], [f'img{i}.png' for i in range(4)])
     with pytest.raises(features.FeatureError, match='used twice'):
         features.check_feature_sets([good, good])
+
+
+def test_several_layers_are_pooled_and_concatenated_in_order(images):
+    extractor = features.make_extractor('random-init', model=TINY, seed=3, layer='stage2+pooled')
+    got = extractor.extract(images)
+    encoder = Encoder(
+        make_encoder(TINY).init(jax.random.key(3), np.zeros((1, 32, 32, 3), np.float32), train=False), TINY
+    )
+    maps = encoder.encode(images, layer=('stage2', 'pooled'))
+    want = []
+    for i in range(len(images)):
+        stage2 = maps['stage2'][i]
+        # A plain loop over positions: the mean of the stage2 map, then the pooled vector.
+        total = np.zeros(stage2.shape[-1], np.float64)
+        for y in range(stage2.shape[0]):
+            for x in range(stage2.shape[1]):
+                total += stage2[y, x]
+        want.append(np.concatenate([total / (stage2.shape[0] * stage2.shape[1]), maps['pooled'][i]]))
+    np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-6)
+    assert extractor.fingerprint != features.make_extractor('random-init', model=TINY, seed=3).fingerprint
+
+
+@pytest.mark.parametrize('layer', ['', 'stage9', 'pooled+pooled', 'stage2+'])
+def test_bad_layer_settings_are_named(layer):
+    with pytest.raises(features.FeatureError, match='probe.layer='):
+        features.layer_names(layer)
