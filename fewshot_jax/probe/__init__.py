@@ -106,21 +106,13 @@ class ProbeBatch:
     def decision_function(self, x) -> np.ndarray:
         """Scores (R, m, K) of features x (R, m, d): logits, or kNN vote shares."""
         x = as_batch_features(x, len(self), self.params)
-        params, x = _run_tile(self.params, x)
-        scores = probe_compiled.scores(
-            self.head,
-            params,
-            jnp.asarray(x),
-            self.num_classes,
-            **_static(self.head, self.options),
-            **_dynamic(self.head, self.options),
-        )
-        return np.asarray(scores)[: len(self)]
+        features, (index,) = _flatten_runs(x)
+        return self.decision_indexed(features, index)
 
     def decision_indexed(self, features, index) -> np.ndarray:
         """Scores (R, m, K) of rows ``index`` (R, m) of one feature matrix (N, d)."""
         params, index = _run_tile(self.params, np.asarray(index))
-        scores = probe_compiled.scores_indexed(
+        scores = probe_compiled.scores(
             self.head,
             params,
             jnp.asarray(features),
@@ -249,19 +241,24 @@ def fit_many(
     valid = np.ones(y.shape, bool) if valid is None else np.asarray(valid, bool)
     num_classes = check_training(x, y, valid, num_classes, 'train_x')
     options = head_options(head, opts)
-    holdout = holdout_arrays(head, options, x, holdout_x, holdout_y, holdout_valid, num_classes)
-    x, y, valid = _pad_rows(x, ROW_TILE), _pad_rows(y, ROW_TILE), _pad_rows(valid, ROW_TILE)
-    arrays = _run_tile(x, y, valid, *holdout)
-    with _single_threaded_lapack():
-        params = probe_compiled.fit_arrays(
-            head,
-            *(jnp.asarray(a) for a in arrays),
-            num_classes=num_classes,
-            **_static(head, options),
-            **_dynamic(head, options),
-        )
-        params = jax.block_until_ready(params)
-    return ProbeBatch(head, num_classes, _first(params, len(x)), options)
+    hx, hy, hv = (
+        np.asarray(a)
+        for a in holdout_arrays(head, options, x, holdout_x, holdout_y, holdout_valid, num_classes)
+    )
+    # One feature matrix for every run's training and holdout rows: the grid's path.
+    features, (train_index, holdout_index) = _flatten_runs(x, hx)
+    labels = np.concatenate([y.reshape(-1), hy.reshape(-1)])
+    return fit_indexed(
+        features,
+        labels,
+        train_index,
+        valid,
+        head,
+        num_classes=num_classes,
+        holdout_index=holdout_index,
+        holdout_valid=hv,
+        **options,
+    )
 
 
 def fit_indexed(
@@ -300,7 +297,7 @@ def fit_indexed(
         holdout_valid = np.zeros(holdout_index.shape, bool)
     arrays = _run_tile(train_index, train_valid, holdout_index, holdout_valid)
     with _single_threaded_lapack():
-        params = probe_compiled.fit_rows(
+        params = probe_compiled.fit(
             head,
             features,
             labels,
@@ -345,6 +342,17 @@ def _run_tile(*trees):
         return np.concatenate([a, np.repeat(a[:1], extra, axis=0)])
 
     return tuple(jax.tree.map(grow, tree) for tree in trees)
+
+
+def _flatten_runs(*stacks):
+    """Stacks (R, n_i, d) as one (sum R n_i, d) matrix, and each stack's (R, n_i) row indices."""
+    rows, indices, start = [], [], 0
+    for stack in stacks:
+        runs, n, d = stack.shape
+        rows.append(stack.reshape(runs * n, d))
+        indices.append(start + np.arange(runs * n, dtype=np.int32).reshape(runs, n))
+        start += runs * n
+    return np.concatenate(rows), indices
 
 
 def _first(params, runs: int):

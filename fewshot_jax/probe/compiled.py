@@ -1,10 +1,11 @@
 """The probe's compiled fits and scores: one jit-compiled program per head and shape.
 
-``probe.py`` pads and checks the inputs and calls these. Grid runs (row
-indices into one feature matrix, :func:`fit_rows`) and stacked runs
-(:func:`fit_arrays`) go through the same compiled pieces, so a run fitted in a
-grid equals the run fitted alone. ``static`` holds the options that change the
-program (shapes, loop lengths, branches), ``dynamic`` the others.
+``fewshot_jax.probe`` pads and checks the inputs and calls these. Every run is
+given as row indices into one feature matrix: the grid's runs index the whole
+data set's features, and stacked runs (``fit_many``) are flattened into one
+matrix first, so there is one compiled path and a run fitted in a grid equals
+the run fitted alone. ``static`` holds the options that change the program
+(shapes, loop lengths, branches), ``dynamic`` the others.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from fewshot_jax.probe.heads import logistic as probe_logistic
 
 
 def _fit_core(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_classes, static, dynamic):
-    """The vmapped fit of the other heads, shared by fit_many and fit_indexed."""
+    """The vmapped fit of the heads other than logistic, on gathered rows."""
     static = dict(static)
     if head == 'ridge':
         fn = functools.partial(probe_solvers.ridge_regression, num_classes=num_classes, **static)
@@ -40,26 +41,7 @@ def _fit_core(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_cla
     return jax.vmap(fn)(x, y, valid, holdout_x, holdout_y, holdout_valid, keys)
 
 
-def fit_arrays(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_classes, static, dynamic):
-    """Fits stacked runs (fit_many); the same compiled pieces as :func:`fit_rows`."""
-    if head == 'logistic':
-        prepared = _logistic_prepare(x, valid)
-        return _logistic(prepared, y, valid, num_classes=num_classes, static=static, dynamic=dynamic)
-    return _fit_core_jit(
-        head,
-        x,
-        y,
-        valid,
-        holdout_x,
-        holdout_y,
-        holdout_valid,
-        num_classes=num_classes,
-        static=static,
-        dynamic=dynamic,
-    )
-
-
-def fit_rows(
+def fit(
     head,
     features,
     labels,
@@ -72,11 +54,11 @@ def fit_rows(
     static,
     dynamic,
 ):
-    """Fits runs given as row indices into one feature matrix (fit_indexed, the grid)."""
+    """Fits runs given as row indices ``train_index`` (R, n) into one feature matrix (N, d)."""
     if head == 'logistic':
-        prepared, y = _logistic_prepare_indexed(features, labels, train_index, train_valid)
+        prepared, y = _logistic_prepare(features, labels, train_index, train_valid)
         return _logistic(prepared, y, train_valid, num_classes=num_classes, static=static, dynamic=dynamic)
-    return _fit_core_indexed_jit(
+    return _fit_core_jit(
         head,
         features,
         labels,
@@ -91,23 +73,7 @@ def fit_rows(
 
 
 @functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
-def _fit_core_jit(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_classes, static, dynamic):
-    return _fit_core(
-        head,
-        x,
-        y,
-        valid,
-        holdout_x,
-        holdout_y,
-        holdout_valid,
-        num_classes=num_classes,
-        static=static,
-        dynamic=dynamic,
-    )
-
-
-@functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
-def _fit_core_indexed_jit(
+def _fit_core_jit(
     head,
     features,
     labels,
@@ -139,12 +105,7 @@ def _fit_core_indexed_jit(
 # encoders of different widths (e.g. a CNN's 2048 and raw pixels) at equal
 # (runs, rows, classes).
 @jax.jit
-def _logistic_prepare(x, valid):
-    return probe_logistic.prepare(x, valid)
-
-
-@jax.jit
-def _logistic_prepare_indexed(features, labels, train_index, train_valid):
+def _logistic_prepare(features, labels, train_index, train_valid):
     return probe_logistic.prepare(features[train_index], train_valid), labels[train_index]
 
 
@@ -165,7 +126,9 @@ def _logistic(prepared, y, valid, *, num_classes, static, dynamic):
 
 
 @functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
-def scores(head, params, x, num_classes, *, static, dynamic):
+def scores(head, params, features, index, num_classes, *, static, dynamic):
+    """Scores (R, m, K) of rows ``index`` (R, m) of one feature matrix (N, d)."""
+    x = features[index]
     if head == 'knn':
         fn = functools.partial(
             probe_solvers.knn_scores,
@@ -175,8 +138,3 @@ def scores(head, params, x, num_classes, *, static, dynamic):
         )
         return jax.vmap(fn)(params['train_x'], params['train_y'], params['valid'], x)
     return jax.vmap(probe_solvers.linear_logits)(params, x)
-
-
-@functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
-def scores_indexed(head, params, features, index, num_classes, *, static, dynamic):
-    return scores(head, params, features[index], num_classes, static=static, dynamic=dynamic)

@@ -96,22 +96,6 @@ def write_csv(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     return path
 
 
-def read_csv(path: str | os.PathLike) -> list[dict]:
-    """Reads ``results.csv`` back with numbers and booleans typed."""
-    typed = []
-    with Path(path).open(newline='') as f:
-        for row in csv.DictReader(f):
-            out = dict(row)
-            for key in ('resolution', 'k'):
-                out[key] = int(row[key])
-            for key in ('dice', 'iou', 'soft_dice', 'soft_iou', 'density_true', 'density_pred'):
-                out[key] = float(row[key])
-            for key in ('percolates_true', 'percolates_pred'):
-                out[key] = row[key] == 'True'
-            typed.append(out)
-    return typed
-
-
 def summarize(rows: Sequence[dict]) -> list[dict]:
     """Per (encoder, resolution, k): median Dice and IoU, percolation agreement, density error."""
     groups = defaultdict(list)

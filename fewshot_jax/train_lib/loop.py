@@ -22,7 +22,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import ml_collections
@@ -38,14 +38,6 @@ log = logging.getLogger(__name__)
 
 class LoopConfigError(ConfigError):
     """A cadence or loop setting that cannot be used."""
-
-
-class BatchIterator(Protocol):
-    """What ``make_batches`` returns: device-ready batches plus a resumable position."""
-
-    def __next__(self) -> Any: ...
-
-    def get_state(self) -> dict: ...
 
 
 def every_steps(every: int | float | None, total_steps: int, *, name: str = 'every') -> int | None:
