@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,8 @@ from fewshot_jax.pretrain import augment, steps
 from fewshot_jax.train_lib import checkpoint, loop, sharding
 from fewshot_jax.train_lib.optim import make_optimizer, make_schedule
 from fewshot_jax.train_lib.state import TrainState, init_state
+
+log = logging.getLogger(__name__)
 
 
 def total_steps_of(train_cfg: ml_collections.ConfigDict, num_images: int, batch: int) -> int:
@@ -196,6 +199,22 @@ def _monitor_hooks(config: ml_collections.ConfigDict, mesh: Mesh) -> list[loop.H
     monitor_cfg = config.get('monitor')
     if not monitor_cfg or not monitor_cfg.get('tasks'):
         return []
+    tasks = tuple(monitor_cfg.tasks)
+    if not str(config.data.source).startswith('synthetic'):
+        # Synthetic probe tasks say nothing about an encoder of someone's own micrographs
+        # and cost minutes; only labeled folders are followed on real data.
+        kept = tuple(t for t in tasks if str(t).startswith('folder:'))
+        if kept != tasks:
+            log.warning(
+                'monitor: data.source=%r is not synthetic, so the synthetic monitor tasks %s are '
+                'off; follow a labeled folder with --config.monitor.tasks="(\'folder:/path\',)"',
+                config.data.source,
+                [t for t in tasks if t not in kept],
+            )
+        if not kept:
+            return []
+        monitor_cfg = monitor_cfg.copy_and_resolve_references()
+        monitor_cfg.tasks = kept
     from fewshot_jax.pretrain import monitor  # builds labeled sets; only when asked
 
     return [monitor.make_probe_hook(monitor_cfg, config.model, mesh)]

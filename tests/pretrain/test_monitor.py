@@ -77,3 +77,25 @@ def test_monitor_images_never_enter_the_pretraining_batches():
             seen.add(image.tobytes())
     assert len(seen) == len(source)  # one epoch covers the whole source
     assert not monitor_u8 & seen
+
+
+def test_real_data_runs_follow_only_labeled_folders(tmp_path, caplog):
+    from fewshot_jax.pretrain.task import _monitor_hooks
+
+    mesh = sharding.make_mesh(1)
+    synthetic = tiny_ssl_config(**{'monitor.tasks': ('nanowires',)})
+    assert len(_monitor_hooks(synthetic, mesh)) == 1
+    folder = tiny_ssl_config(**{'monitor.tasks': ('nanowires',), 'data.source': 'folder'})
+    with caplog.at_level('WARNING'):
+        assert _monitor_hooks(folder, mesh) == []
+    assert "the synthetic monitor tasks ['nanowires'] are off" in caplog.text
+    from PIL import Image
+
+    labeled = tmp_path / 'labeled'
+    rng = np.random.default_rng(0)
+    for name in ('a', 'b'):
+        (labeled / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(labeled / name / f'{i}.png')
+    both = tiny_ssl_config(**{'monitor.tasks': ('nanowires', f'folder:{labeled}'), 'data.source': 'folder'})
+    assert len(_monitor_hooks(both, mesh)) == 1  # the labeled folder, not the synthetic task
