@@ -187,6 +187,8 @@ def pool_folder(data_cfg, workdir: Path) -> Path:
     )
     folder = workdir / 'pool'
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob('*.png'):  # a rerun with fewer images must not keep the old ones
+        stale.unlink()
     # Shuffled file names: the folder must not reveal the classes by their order.
     order = np.random.default_rng(int(data_cfg.get('seed', 0))).permutation(len(generated.images))
     for name, i in enumerate(order):

@@ -145,6 +145,8 @@ def test_synthetic_pool_is_written_without_labels(tmp_path):
     folder = select_task.pool_folder(config.data, tmp_path)
     names = sorted(p.name for p in folder.iterdir())
     assert names == [f'{i:05d}.png' for i in range(4 * config.data.per_class)]
+    config.data.per_class = 2  # a rerun with fewer images leaves no stale file behind
+    assert len(list(select_task.pool_folder(config.data, tmp_path).iterdir())) == 8
 
 
 def test_nearest_pick_matches_a_loop():
