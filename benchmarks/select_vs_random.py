@@ -12,9 +12,10 @@ pretrained workdir given with ``--encoders`` (``runs/demo/pretrain/simclr_tem``
 is added when it exists).
 
 Prints one row per task × encoder × k × strategy: the median accuracy of the
-strategy's runs and of the random draws on the same splits, and the paired gap
-(strategy − random, per split) with its 95 % t-interval over splits and the
-splits won / lost.
+strategy's runs and of the random draws on the same splits, the paired gap
+(strategy − random, per split) with its 95 % t-interval over splits, the splits
+won / lost, and how many classes the chosen sets hold on average (random draws
+hold all: a set missing a class can never predict it).
 
     python benchmarks/select_vs_random.py
     python benchmarks/select_vs_random.py --tasks=nanowires --splits=30 --shots=1,2,4,8
@@ -58,6 +59,40 @@ def run_task(task: str, args, workdir: Path) -> dict:
     return tasks.run('probe', config, workdir / task)
 
 
+def class_coverage(workdir: Path, args, draws: tuple[str, ...]) -> dict:
+    """{(encoder, strategy, k): mean number of classes in the chosen sets}, from the cached features."""
+    import json
+
+    import numpy as np
+
+    from fewshot_jax.probe import draws as draw_lib
+    from fewshot_jax.probe import grid as probe_grid
+
+    shots = [int(k) for k in args.shots.split(',')]
+    out = {}
+    for path in sorted((workdir / 'features').glob('*.npz')):
+        with np.load(path, allow_pickle=False) as stored:
+            name, features, labels = (
+                json.loads(str(stored['meta']))['name'],
+                stored['features'],
+                stored['labels'],
+            )
+        classes = int(labels.max()) + 1
+        for method in draws[1:]:
+            plan = probe_grid.protocol_plan(
+                labels,
+                shots=shots,
+                split_seeds=range(args.splits),
+                draws=1,
+                choose=draw_lib.chooser(features, shots, classes, method, 42),
+                method=method,
+            )
+            for k in shots:
+                held = [np.unique(labels[run.train]).size for run in plan if run.k == k]
+                out[(name, method, k)] = f'{np.mean(held):.1f}/{classes}'
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--tasks', default='nanowires,nanoparticles,viruses')
@@ -81,7 +116,7 @@ def main() -> None:
         flush=True,
     )
     header = f'{"task":<14}{"encoder":<22}{"k":>3}  {"strategy":<9}{"median":>8}{"random":>8}'
-    header += f'{"gap":>8}  {"95 % interval":<17}{"won/lost":>9}'
+    header += f'{"gap":>8}  {"95 % interval":<17}{"won/lost":>9}{"classes":>9}'
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.workdir or scratch)
         lines = [header]
@@ -89,6 +124,7 @@ def main() -> None:
             start = time.perf_counter()
             summary = run_task(task, args, root)
             print(f'# {task}: {time.perf_counter() - start:.0f} s', flush=True)
+            held = class_coverage(root / task, args, tuple(summary['draws']))
             for encoder, by_strategy in summary['selection'][args.head].items():
                 shots = sorted({int(k) for by_k in by_strategy.values() for k in by_k})
                 for k in shots:
@@ -99,6 +135,7 @@ def main() -> None:
                             f'{task:<14}{encoder[:21]:<22}{k:>3}  {strategy:<9}{g["median"]:>8.3f}'
                             f'{g["random_median"]:>8.3f}{g["gap_mean"]:>+8.3f}  '
                             f'[{low:+.3f}, {high:+.3f}]  {g["wins"]:>3}/{g["losses"]:<3}'
+                            f'{held[(encoder, strategy, k)]:>9}'
                         )
             print('\n'.join(lines), flush=True)
             lines = []

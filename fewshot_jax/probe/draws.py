@@ -145,8 +145,36 @@ def evaluate_selected(
     )
 
 
-def merge(results: Sequence[grid.GridResult]) -> grid.GridResult:
-    """One GridResult of several (rows in order; predictions padded to the widest test part)."""
+def merge(results: Sequence[grid.GridResult], encoders: Sequence[str]) -> grid.GridResult:
+    """One GridResult of several, each encoder's strategies right after its random draws.
+
+    Args:
+        results: the random draws' result and the selected runs' results.
+        encoders: the encoders' display names in the order to report them.
+
+    Returns:
+        The rows grouped by encoder (in ``encoders`` order), in their given order within
+        an encoder; predictions and scores padded to the widest test part.
+    """
+    merged = _concatenate(results)
+    base = [_base(name, run.method) for name, run in zip(merged.encoders, merged.runs, strict=True)]
+    order = sorted(range(len(base)), key=lambda i: list(encoders).index(base[i]))
+    return grid.GridResult(
+        [merged.encoders[i] for i in order],
+        [merged.runs[i] for i in order],
+        merged.predictions[order],
+        [merged.metrics[i] for i in order],
+        [merged.diagnostics[i] for i in order],
+        merged.scores[order],
+    )
+
+
+def _base(name: str, method: str) -> str:
+    """The encoder of a row labelled by :func:`label`."""
+    return name if method == 'random' else name[: -len(f' ({method})')]
+
+
+def _concatenate(results: Sequence[grid.GridResult]) -> grid.GridResult:
     m = max(r.predictions.shape[1] for r in results)
     k = results[0].scores.shape[2]
     predictions = np.concatenate(
@@ -202,7 +230,7 @@ def paired_gaps(rows: Sequence[Mapping], level: float = 0.95) -> dict:
     accuracy: dict = {}
     for row in rows:
         method = row.get('selection', 'random')
-        base = row['encoder'] if method == 'random' else row['encoder'][: -len(f' ({method})')]
+        base = _base(row['encoder'], method)
         per_split = accuracy.setdefault((row['head'], base, method, int(row['k'])), {})
         per_split.setdefault(row['split_seed'], []).append(float(row['accuracy']))
     out: dict = {}

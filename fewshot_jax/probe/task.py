@@ -173,7 +173,8 @@ def run_probe(config, workdir) -> dict:
                             chunk_values=int(cfg.get('chunk_values', probe_grid.DEFAULT_CHUNK_VALUES)),
                         )
                         for (name, _), runs in selected.items()
-                    ]
+                    ],
+                    list(matrices),
                 )
             timings[f'{head}_s'] = round(time.perf_counter() - t, 3)
             log.info(

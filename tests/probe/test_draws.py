@@ -165,20 +165,31 @@ def tiny(**probe_values):
 
 
 def test_the_probe_reports_strategies_beside_random_draws(tmp_path):
-    config = tiny(draw='kmeans,coreset', head='ridge')
+    config = tiny(draw='kmeans,coreset', head='ridge', encoders=('texture=texture', 'raw pixels=raw-pixels'))
     summary = tasks.run('probe', config, tmp_path)
     with open(tmp_path / 'probe' / 'results.csv') as handle:
         rows = list(csv.DictReader(handle))
-    labels = {(r['encoder'], r['selection']) for r in rows}
-    assert labels == {('texture', 'random'), ('texture (kmeans)', 'kmeans'), ('texture (coreset)', 'coreset')}
-    assert len(rows) == 3 * 3 * 2 == summary['runs_per_head']
+    # Each encoder's strategies come right after its random draws (the figures' box order).
+    labels = list(dict.fromkeys((r['encoder'], r['selection']) for r in rows))
+    assert labels == [
+        ('texture', 'random'),
+        ('texture (kmeans)', 'kmeans'),
+        ('texture (coreset)', 'coreset'),
+        ('raw pixels', 'random'),
+        ('raw pixels (kmeans)', 'kmeans'),
+        ('raw pixels (coreset)', 'coreset'),
+    ]
+    assert len(rows) == 2 * 3 * 3 * 2 == summary['runs_per_head']
     for r in rows:
         assert int(r['n_train']) == int(r['k']) * 4
     assert summary['draws'] == ['random', 'kmeans', 'coreset']
     gaps = summary['selection']['ridge']['texture']
     assert set(gaps) == {'kmeans', 'coreset'} and set(gaps['kmeans']) == {'1', '2'}
     assert gaps['kmeans']['1']['splits'] == 3
-    assert set(summary['accuracy']['ridge']) == {'texture', 'texture (kmeans)', 'texture (coreset)'}
+    assert len(summary['accuracy']['ridge']) == 6 and set(summary['selection']['ridge']) == {
+        'texture',
+        'raw pixels',
+    }
     assert (tmp_path / 'figures' / 'selection_gap_ridge.png').is_file()
     assert json.loads((tmp_path / 'probe' / 'summary.json').read_text())['selection'] == summary['selection']
 
