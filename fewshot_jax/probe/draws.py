@@ -14,7 +14,9 @@ draw always runs and is the reference every strategy is paired with:
 
 Label blindness: a strategy is given the training part's indices and the
 encoder's features, never the labels; labels are read after the selection, to
-fit and to score. The strategies' seed is ``probe.shot_seed + draw``.
+fit and to score. The strategies' seed is drawn from (``probe.shot_seed``, split
+seed, draw) (:func:`selection_seed`): one seed for every split would give, e.g., the
+uniform draw the same positions within every split's training part.
 
 A selected set may miss classes. The classifier is then fitted on the classes it
 has and never predicts the others, whose test images count as errors: what a
@@ -60,32 +62,43 @@ def label(encoder: str, method: str) -> str:
 
 
 def chooser(features, shots: Sequence[int], num_classes: int, method: str, seed: int):
-    """The ``choose(train_part, draw) -> {k: indices}`` of ``grid.protocol_plan`` for a strategy.
+    """The ``choose(train_part, split_seed, draw) -> {k: indices}`` of ``grid.protocol_plan``.
 
     Args:
         features: (N, D) features of every labeled image (one encoder's).
         shots: the k values; the budget of k is k × ``num_classes``.
         num_classes: classes of the data set (the budget's unit, not a label).
         method: a strategy of :data:`DRAWS` other than ``'random'``.
-        seed: ``probe.shot_seed``; draw j selects with seed ``seed + j``.
+        seed: ``probe.shot_seed``; each split and draw selects with :func:`selection_seed`.
 
     Raises:
         ConfigError: a budget above the distinct training images.
     """
     features = np.asarray(features)
 
-    def choose(train_part, draw):
+    def choose(train_part, split_seed, draw):
         pool = features[train_part]
         sets = {}
         for k in shots:
             try:
-                picks = select(pool, int(k) * num_classes, _STRATEGY[method], seed=seed + int(draw))
+                picks = select(
+                    pool,
+                    int(k) * num_classes,
+                    _STRATEGY[method],
+                    seed=selection_seed(seed, split_seed, draw),
+                )
             except ConfigError as err:
                 raise ConfigError(f'probe.draw={method!r} at k={k}: {err}') from None
             sets[int(k)] = np.sort(np.asarray(train_part)[picks.indices]).astype(np.int64)
         return sets
 
     return choose
+
+
+def selection_seed(shot_seed: int, split_seed: int, draw: int) -> int:
+    """The strategies' seed for one split (-1: the data set's own split) and draw."""
+    sequence = np.random.SeedSequence([int(shot_seed), int(split_seed) + 1, int(draw)])
+    return int(sequence.generate_state(1)[0])
 
 
 def evaluate_selected(

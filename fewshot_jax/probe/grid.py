@@ -77,7 +77,7 @@ def protocol_plan(
     holdout_per_class: int = 0,
     fixed_split: Mapping[str, np.ndarray] | None = None,
     class_names: Sequence[str] | None = None,
-    choose: Callable[[np.ndarray, int], Mapping[int, np.ndarray]] | None = None,
+    choose: Callable[[np.ndarray, int, int], Mapping[int, np.ndarray]] | None = None,
     method: str = 'random',
 ) -> list[RunSpec]:
     """The paper's few-shot protocol as a list of runs.
@@ -94,9 +94,9 @@ def protocol_plan(
         fixed_split: the data set's own split, ``{'train', 'test'}`` and
             optionally ``'validation'`` (then the holdout comes from it).
         class_names: for error messages.
-        choose: ``(training part, draw) -> {k: indices}``, the training sets of a
-            selection strategy in place of the k-per-class draws; it is not given
-            the labels (``probe/draws.py``).
+        choose: ``(training part, split seed, draw) -> {k: indices}``, the training
+            sets of a selection strategy in place of the k-per-class draws; it is
+            not given the labels (``probe/draws.py``).
         method: recorded in each RunSpec (the strategy ``choose`` implements).
 
     Raises:
@@ -118,7 +118,7 @@ def protocol_plan(
         check_test_classes(labels, test_part, class_names)
         for draw in range(int(draws)):
             if choose is not None:
-                sets = choose(train_part, draw)
+                sets = choose(train_part, seed, draw)
             else:
                 sets = splits.k_shot_indices(
                     labels, train_part, shots, seed=shot_seed + draw, class_names=class_names

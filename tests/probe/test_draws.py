@@ -58,7 +58,10 @@ def test_chosen_sets_are_the_strategy_on_the_training_part(method):
     for run in selected_plan(features, labels, method):
         train_part = np.setdiff1d(np.arange(len(labels)), run.test)
         picks = select(
-            features[train_part], run.k * 4, 'random' if method == 'uniform' else method, seed=42 + run.draw
+            features[train_part],
+            run.k * 4,
+            'random' if method == 'uniform' else method,
+            seed=draws.selection_seed(42, run.split_seed, run.draw),
         )
         np.testing.assert_array_equal(run.train, np.sort(train_part[picks.indices]))
         assert not set(run.train) & set(run.test)
@@ -206,3 +209,9 @@ def test_draws_need_the_protocol_mode(tmp_path):
         ConfigError, match=r"probe.draw='kmeans' applies to probe.mode=protocol, not 'tuning'"
     ):
         tasks.run('probe', tiny(draw='kmeans', mode='tuning'), tmp_path)
+
+
+def test_every_split_and_draw_selects_with_its_own_seed():
+    seeds = {draws.selection_seed(42, split, draw) for split in range(-1, 20) for draw in range(3)}
+    assert len(seeds) == 21 * 3
+    assert draws.selection_seed(42, 3, 1) == draws.selection_seed(42, 3, 1)
