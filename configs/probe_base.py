@@ -73,6 +73,10 @@ def probe_config(
     c.probe.split_seeds = 20
     c.probe.draws = 1
     c.probe.shot_seed = 42
+    # How the k-shot training sets are drawn: 'random' (k per class, the paper) and, beside
+    # it, any of 'uniform', 'kmeans', 'typical', 'coreset' (comma-separated): k × classes
+    # images chosen from the training part's unlabeled features (fewshot_jax/probe/draws.py).
+    c.probe.draw = 'random'
     c.probe.test_fraction = 0.2
     c.probe.tuning_splits = 5
     c.probe.tuning_folds = 4

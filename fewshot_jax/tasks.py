@@ -21,6 +21,7 @@ _TASKS: dict[str, str] = {
     'pretrain': 'fewshot_jax.pretrain.task:train_ssl',
     'probe': 'fewshot_jax.probe.task:run_probe',
     'segment': 'fewshot_jax.segment.task:run_segment',
+    'select': 'fewshot_jax.select.task:run_select',
     'workflow': 'fewshot_jax.workflow:run_workflow',
 }
 

@@ -11,6 +11,7 @@ TINY_CONFIGS = {
     'pretrain': 'barlow_tem',
     'probe': 'probe_nanowire',
     'segment': 'unet_nanowire',
+    'select': 'select',
     'workflow': 'workflow',
 }
 # The workflow's ':tiny' preset runs every other task; tests/test_workflow.py runs it through

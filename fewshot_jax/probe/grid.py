@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -47,6 +47,8 @@ class RunSpec:
         k: labeled images per class (0 in tuning mode: the whole fold).
         fold: cross-validation fold (-1 in protocol mode).
         train, test, holdout: sorted image indices.
+        method: how the training set was drawn: ``'random'`` (k per class, the
+            protocol's draw) or a selection strategy (``probe/draws.py``).
     """
 
     split_seed: int
@@ -56,6 +58,7 @@ class RunSpec:
     train: np.ndarray
     test: np.ndarray
     holdout: np.ndarray
+    method: str = 'random'
 
     @property
     def train_hash(self) -> str:
@@ -74,6 +77,8 @@ def protocol_plan(
     holdout_per_class: int = 0,
     fixed_split: Mapping[str, np.ndarray] | None = None,
     class_names: Sequence[str] | None = None,
+    choose: Callable[[np.ndarray, int, int], Mapping[int, np.ndarray]] | None = None,
+    method: str = 'random',
 ) -> list[RunSpec]:
     """The paper's few-shot protocol as a list of runs.
 
@@ -89,6 +94,10 @@ def protocol_plan(
         fixed_split: the data set's own split, ``{'train', 'test'}`` and
             optionally ``'validation'`` (then the holdout comes from it).
         class_names: for error messages.
+        choose: ``(training part, split seed, draw) -> {k: indices}``, the training
+            sets of a selection strategy in place of the k-per-class draws; it is
+            not given the labels (``probe/draws.py``).
+        method: recorded in each RunSpec (the strategy ``choose`` implements).
 
     Raises:
         DataError: a k (plus holdout) beyond a class's training images, or a
@@ -108,9 +117,12 @@ def protocol_plan(
             validation = None
         check_test_classes(labels, test_part, class_names)
         for draw in range(int(draws)):
-            sets = splits.k_shot_indices(
-                labels, train_part, shots, seed=shot_seed + draw, class_names=class_names
-            )
+            if choose is not None:
+                sets = choose(train_part, seed, draw)
+            else:
+                sets = splits.k_shot_indices(
+                    labels, train_part, shots, seed=shot_seed + draw, class_names=class_names
+                )
             for k in shots:
                 holdout = _holdout(
                     labels,
@@ -123,7 +135,7 @@ def protocol_plan(
                     class_names=class_names,
                 )
                 splits.check_disjoint(train=sets[k], test=test_part, holdout=holdout)
-                runs.append(RunSpec(seed, draw, int(k), -1, sets[k], test_part, holdout))
+                runs.append(RunSpec(seed, draw, int(k), -1, sets[k], test_part, holdout, method))
     return runs
 
 

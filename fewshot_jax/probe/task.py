@@ -16,6 +16,11 @@
    confusion matrices, t-SNE of the best and worst runs, the one-shot anchor
    analysis when the data have masks).
 
+``probe.draw`` adds training sets chosen from each encoder's unlabeled features by a
+selection strategy beside the random draws (``probe/draws.py``): rows
+``'<encoder> (<strategy>)'`` and, in the summary and ``figures/selection_gap_<head>.png``,
+each strategy's paired gap to random draws with a 95 % interval over splits.
+
 Re-running with the same config finds ``summary.json`` and returns it.
 """
 
@@ -35,6 +40,7 @@ from fewshot_jax import probe
 from fewshot_jax.errors import ConfigError
 from fewshot_jax.models.weights import WeightsError
 from fewshot_jax.probe import data as probe_data
+from fewshot_jax.probe import draws as draw_lib
 from fewshot_jax.probe import features as features_lib
 from fewshot_jax.probe import grid as probe_grid
 from fewshot_jax.train_lib.checkpoint import WorkdirLock
@@ -49,6 +55,7 @@ _CSV_FIELDS = (
     'spec',
     'split_seed',
     'draw',
+    'selection',
     'k',
     'fold',
     'n_train',
@@ -83,6 +90,9 @@ def run_probe(config, workdir) -> dict:
     if mode not in MODES:
         raise ConfigError(f'probe.mode={mode!r}: expected one of {MODES}')
     heads = _heads(cfg.get('head', 'logistic'))
+    draws = draw_lib.parse_draws(cfg.get('draw', 'random'))
+    if len(draws) > 1 and mode != 'protocol':
+        raise ConfigError(f'probe.draw={cfg.draw!r} applies to probe.mode=protocol, not {mode!r}')
     config_hash = hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()
     summary_path = workdir / 'probe' / 'summary.json'
     with WorkdirLock(workdir):
@@ -123,6 +133,20 @@ def run_probe(config, workdir) -> dict:
         encoded = time.perf_counter()
         matrices = {s.name: s.features for s in feature_sets}
         results, timings = {}, {'features_s': round(encoded - started, 3)}
+        # Per encoder and strategy: training sets chosen from that encoder's features.
+        selected = {
+            (name, method): make_plan(
+                cfg,
+                mode,
+                data,
+                choose=draw_lib.chooser(
+                    matrix, [int(k) for k in cfg.shots], num_classes, method, int(cfg.get('shot_seed', 42))
+                ),
+                method=method,
+            )
+            for name, matrix in matrices.items()
+            for method in draws[1:]
+        }
         for head in heads:
             t = time.perf_counter()
             results[head] = probe_grid.evaluate_grid(
@@ -134,11 +158,29 @@ def run_probe(config, workdir) -> dict:
                 options=head_options(config, head),
                 chunk_values=int(cfg.get('chunk_values', probe_grid.DEFAULT_CHUNK_VALUES)),
             )
+            if selected:
+                results[head] = draw_lib.merge(
+                    [results[head]]
+                    + [
+                        draw_lib.evaluate_selected(
+                            matrices[name],
+                            data.labels,
+                            runs,
+                            name=name,
+                            num_classes=num_classes,
+                            head=head,
+                            options=head_options(config, head),
+                            chunk_values=int(cfg.get('chunk_values', probe_grid.DEFAULT_CHUNK_VALUES)),
+                        )
+                        for (name, _), runs in selected.items()
+                    ],
+                    list(matrices),
+                )
             timings[f'{head}_s'] = round(time.perf_counter() - t, 3)
             log.info(
                 'probe: %d %s classifiers in %.1f s', len(results[head].runs), head, timings[f'{head}_s']
             )
-        specs = {s.name: s.spec for s in feature_sets}
+        specs = {draw_lib.label(s.name, m): s.spec for s in feature_sets for m in draws}
         rows = [row for head in heads for row in result_rows(mode, head, results[head], specs)]
         out = workdir / 'probe'
         out.mkdir(parents=True, exist_ok=True)
@@ -157,13 +199,20 @@ def run_probe(config, workdir) -> dict:
                 {'name': s.name, 'spec': s.spec, 'dim': int(s.features.shape[1]), 'cached': s.cached}
                 for s in feature_sets
             ],
-            'runs_per_head': len(plan) * len(feature_sets),
+            'runs_per_head': len(plan) * len(feature_sets) * len(draws),
             'accuracy': summarize_rows(rows),
             'timings': timings,
         }
         summary['figures'], summary['anchors'] = make_figures(
             config, workdir / 'figures', mode, heads, results, rows, data, feature_sets
         )
+        if selected:
+            summary['draws'] = list(draws)
+            summary['selection'] = draw_lib.paired_gaps(rows)
+            summary['figures'] += [
+                str(draw_lib.gap_figure(gaps, workdir / 'figures' / f'selection_gap_{head}.png', title=head))
+                for head, gaps in summary['selection'].items()
+            ]
         summary['timings']['total_s'] = round(time.perf_counter() - started, 3)
         summary_path.write_text(json.dumps(summary, indent=1))
     return summary
@@ -252,8 +301,10 @@ def build_extractors(config) -> list[features_lib.Extractor]:
     return [built[name] for name, _ in parsed]
 
 
-def make_plan(cfg, mode: str, data: probe_data.LabeledImages) -> list[probe_grid.RunSpec]:
-    """The runs of the protocol or of tuning mode for ``data``."""
+def make_plan(
+    cfg, mode: str, data: probe_data.LabeledImages, *, choose=None, method: str = 'random'
+) -> list[probe_grid.RunSpec]:
+    """The runs of the protocol or of tuning mode for ``data`` (``choose``: ``protocol_plan``'s)."""
     seeds = cfg.split_seeds
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if mode == 'tuning':
@@ -278,6 +329,8 @@ def make_plan(cfg, mode: str, data: probe_data.LabeledImages) -> list[probe_grid
         holdout_per_class=int(cfg.adam.holdout_per_class) if early else 0,
         fixed_split=data.fixed_split,
         class_names=data.class_names,
+        choose=choose,
+        method=method,
     )
 
 
@@ -295,6 +348,7 @@ def result_rows(mode: str, head: str, result: probe_grid.GridResult, specs) -> l
                 'spec': specs[name],
                 'split_seed': run.split_seed,
                 'draw': run.draw,
+                'selection': run.method,
                 'k': run.k,
                 'fold': run.fold,
                 'n_train': len(run.train),

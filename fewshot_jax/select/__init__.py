@@ -11,6 +11,11 @@ Given the features of an unlabeled pool (one row per image, e.g. from
 ``METHODS`` lists the strategies (``'random'``, ``'kmeans'``, ``'typical'``,
 ``'coreset'``); ``strategies`` describes each. Attributes are imported on first
 use, so ``import fewshot_jax.select`` stays cheap (no JAX import).
+
+The ``select`` task (``task.py``, ``configs/select.py``) runs this on a folder of
+unlabeled images and writes ``to_label.csv`` and its contact sheet ``to_label.png``;
+``probe.draw`` (``fewshot_jax/probe/draws.py``) measures the strategies against random
+k-shot draws in the probe protocol.
 """
 
 from __future__ import annotations
