@@ -1,0 +1,166 @@
+"""Transfer to the held-out physical families: the user's path, paired against the own init.
+
+For each family × method × pretraining seed: pretrain the method's ``:demo`` preset on the
+family's unlabeled folder (``--config.data.source=folder``), then run the nanowire probe's
+``:demo`` preset on the family's labeled folder with the pretrained encoder, the weights it
+started from (``@0``), raw pixels and texture. Prints, at each k, the median accuracies and
+the paired gaps (pretrained − own init, pretrained − texture): per split within a seed, then
+the mean over seeds with a 95 % interval (a t-interval over the seeds' mean gaps; with one
+seed, over its splits, and the table says so).
+
+Write the families first (docs/heldout.md)::
+
+    python -m fewshot_jax.data.heldout.write --family=crystals --out=/data/crystals --seed=0
+
+    python benchmarks/heldout_transfer.py --root=/data --families=crystals --methods=simclr \
+        --seeds=0 --runs=/tmp/transfer [--layer=pooled] [--k=8]
+
+Pretraining and probe workdirs are reused when finished, so a table can be extended with
+more seeds later. Figures in benchmarks/RESULTS.md, "Transfer to held-out families".
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(args: list[str], log: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with log.open('w') as out:
+        done = subprocess.run(
+            [sys.executable, str(REPO / 'launch.py'), *args], stdout=out, stderr=out, env=env
+        )
+    if done.returncode:
+        sys.exit(f'failed: launch.py {" ".join(args)} (see {log})')
+
+
+def pretrain(root: Path, family: str, method: str, seed: int, runs: Path) -> Path:
+    workdir = runs / f'{family}_{method}_s{seed}'
+    if not (workdir / 'encoder').is_dir():
+        run(
+            [
+                f'--config=configs/{method}_tem.py:demo',
+                f'--workdir={workdir}',
+                '--config.data.source=folder',
+                f'--config.data.root={root / family / "unlabeled"}',
+                f'--config.seed={seed}',
+            ],
+            runs / f'{workdir.name}.pretrain.log',
+        )
+    return workdir
+
+
+def probe(root: Path, family: str, encoder: Path, layer: str, size: int, runs: Path) -> Path:
+    workdir = runs / f'probe_{encoder.name}_{layer.replace("+", "_")}_{size}'
+    if not (workdir / 'probe' / 'results.csv').is_file():
+        encoders = f"('pretrained=checkpoint:{encoder}','init=checkpoint:{encoder}@0',"
+        encoders += "'raw pixels=raw-pixels','texture=texture')"
+        run(
+            [
+                '--config=configs/probe_nanowire.py:demo',
+                f'--workdir={workdir}',
+                '--config.data.source=folder',
+                f'--config.data.root={root / family / "labeled"}',
+                f'--config.data.image_size={size}',
+                f'--config.probe.layer={layer}',
+                f'--config.probe.encoders={encoders}',
+                '--config.probe.shots=(1,2,4,8,16,32)',
+            ],
+            runs / f'{workdir.name}.log',
+        )
+    return workdir / 'probe' / 'results.csv'
+
+
+def accuracies(results: Path) -> dict:
+    """{encoder: {k: {split_seed: accuracy}}} of the logistic head's protocol runs."""
+    table = defaultdict(lambda: defaultdict(dict))
+    with results.open() as f:
+        for row in csv.DictReader(f):
+            if row['head'] == 'logistic' and row['mode'] == 'protocol':
+                table[row['encoder']][int(row['k'])][int(row['split_seed'])] = float(row['accuracy'])
+    return table
+
+
+def interval(values) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval of ``values`` (NaN bounds for a single value)."""
+    values = np.asarray(values, float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float('nan'), float('nan')
+    half = scipy_stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def paired(tables: list[dict], a: str, b: str, k: int) -> tuple[str, tuple[float, float, float]]:
+    """The gap a − b at k: over seeds of per-seed mean gaps, or over splits for one seed."""
+    per_seed = []
+    for table in tables:
+        splits = sorted(table[a][k])
+        per_seed.append([table[a][k][s] - table[b][k][s] for s in splits])
+    if len(per_seed) == 1:
+        return f'1 seed × {len(per_seed[0])} splits', interval(per_seed[0])
+    return f'{len(per_seed)} seeds', interval([np.mean(g) for g in per_seed])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--root', type=Path, required=True, help='folder holding one folder per family')
+    parser.add_argument('--families', default='crystals')
+    parser.add_argument('--methods', default='simclr,barlow')
+    parser.add_argument('--seeds', default='0')
+    parser.add_argument('--runs', type=Path, default=Path('/tmp/heldout_transfer'))
+    parser.add_argument('--layer', default='pooled')
+    parser.add_argument('--size', type=int, default=64)
+    parser.add_argument('--k', default='1,2,4,8,16,32')
+    args = parser.parse_args()
+    args.runs.mkdir(parents=True, exist_ok=True)
+    ks = [int(k) for k in args.k.split(',')]
+    summary = {}
+    for family in args.families.split(','):
+        for method in args.methods.split(','):
+            tables = []
+            for seed in (int(s) for s in args.seeds.split(',')):
+                encoder = pretrain(args.root, family, method, seed, args.runs)
+                tables.append(accuracies(probe(args.root, family, encoder, args.layer, args.size, args.runs)))
+            print(f'\n{family} · {method} :demo · probe.layer={args.layer} · {args.size} px')
+            print(
+                f'{"k":>3} {"pretrained":>10} {"init":>6} {"texture":>7} {"raw":>6}   '
+                'gap vs init [95 %]          gap vs texture [95 %]'
+            )
+            for k in ks:
+                medians = [
+                    np.median([v for t in tables for v in t[name][k].values()])
+                    for name in ('pretrained', 'init', 'texture', 'raw pixels')
+                ]
+                over, init_gap = paired(tables, 'pretrained', 'init', k)
+                _, texture_gap = paired(tables, 'pretrained', 'texture', k)
+                print(
+                    f'{k:>3} {medians[0]:>10.3f} {medians[1]:>6.3f} {medians[2]:>7.3f} {medians[3]:>6.3f}   '
+                    f'{init_gap[0]:+.3f} [{init_gap[1]:+.3f}, {init_gap[2]:+.3f}]   '
+                    f'{texture_gap[0]:+.3f} [{texture_gap[1]:+.3f}, {texture_gap[2]:+.3f}]   ({over})'
+                )
+                summary[f'{family}/{method}/{k}'] = {
+                    'medians': dict(zip(('pretrained', 'init', 'texture', 'raw'), medians, strict=True)),
+                    'gap_init': init_gap,
+                    'gap_texture': texture_gap,
+                    'over': over,
+                }
+    (args.runs / f'summary_{args.layer.replace("+", "_")}_{args.size}.json').write_text(
+        json.dumps(summary, indent=1)
+    )
+
+
+if __name__ == '__main__':
+    main()
