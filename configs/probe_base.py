@@ -11,8 +11,9 @@ import ml_collections
 PRESETS = ('', 'demo', 'tiny')
 PAPER_SHOTS = (1, 2, 4, 8, 16, 32, 80)
 # The paper's encoders (published Keras .h5 files) as weight specs with display names;
-# the random-init and encoder-free baselines are added to every list.
-BASELINE_ENCODERS = ('random-init', 'raw pixels=raw-pixels', 'texture=texture')
+# the random-init and encoder-free baselines (raw pixels, texture, grey-level statistics)
+# are added to every list.
+BASELINE_ENCODERS = ('random-init', 'raw pixels=raw-pixels', 'texture=texture', 'intensity=intensity')
 DEMO_ENCODERS = ('SimCLR demo=checkpoint:runs/demo/pretrain/simclr_tem',) + BASELINE_ENCODERS
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -99,7 +99,7 @@ def get_config(arg: str = ''):
     c.probe = ml_collections.ConfigDict()
     for task in probe_tasks:
         # Encoders are filled in by the workflow: every pretrained encoder, then the
-        # baselines already listed by the probe config (random init, raw pixels, texture).
+        # baselines already listed by the probe config (random init, raw pixels, texture, intensity).
         # The probe has no :cpu preset: the demo's is already the benchmark's protocol size.
         probe_preset = 'demo' if arg in STAGE_PRESETS else arg
         p = probe_base.probe_config(PROBE_TASKS[task], task, probe_preset, ())

@@ -7,7 +7,7 @@ lists name them by weight spec, with an optional display name before ``=``::
     'checkpoint:runs/bt_tem@1300'               # a checkpoint step (name: the spec)
     'keras:/models/Barlow-Twins_TEM.h5', 'torchvision:/models/resnet50.pth'
     'random-init'            # a randomly initialised ResNet (see below), same forward path
-    'raw-pixels', 'texture'  # encoder-free baselines (``fewshot_jax.probe.baselines``)
+    'raw-pixels', 'texture', 'intensity'  # encoder-free baselines (``probe.baselines``)
 
 ``random-init`` is the baseline every pretrained encoder must beat: the same
 architecture (depth, width, variant, stem, input normalisation) with the
@@ -41,7 +41,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 RANDOM_INIT = 'random-init'
-BASELINES = ('raw-pixels', 'texture')
+BASELINES = ('raw-pixels', 'texture', 'intensity')
 _CACHE_VERSION = 1
 
 
@@ -115,7 +115,7 @@ def make_extractor(
 
     Args:
         spec: a weight spec (``checkpoint:``, ``keras:``, ``torchvision:`` or a
-            path), ``'random-init'``, ``'raw-pixels'`` or ``'texture'``.
+            path), ``'random-init'``, ``'raw-pixels'``, ``'texture'`` or ``'intensity'``.
         name: display name; default the spec.
         model: the architecture of ``'random-init'`` (``depth``, ``width``,
             ``variant``, ``input_mean``, ``input_std`` …).
@@ -136,13 +136,15 @@ def make_extractor(
         def extract_baseline(images):
             if spec == 'raw-pixels':
                 return baselines.raw_pixels(_grayscale(images), side=raw_pixel_side)
+            if spec == 'intensity':
+                return baselines.intensity_features(_grayscale(images))
             return baselines.texture_features(_grayscale(images))
 
-        key = (
-            f'raw-pixels/side={raw_pixel_side}'
-            if spec == 'raw-pixels'
-            else f'texture/dim={baselines.TEXTURE_DIM}'
-        )
+        key = {
+            'raw-pixels': f'raw-pixels/side={raw_pixel_side}',
+            'texture': f'texture/dim={baselines.TEXTURE_DIM}',
+            'intensity': f'intensity/quantiles={baselines.INTENSITY_QUANTILES}',
+        }[spec]
         return Extractor(name, spec, _hash(key.encode()), extract_baseline)
     from fewshot_jax.encoder import Encoder, load_encoder
 
