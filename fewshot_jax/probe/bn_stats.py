@@ -60,7 +60,8 @@ def _unit_float(images) -> np.ndarray:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3) or len(x) == 0:
         raise BatchStatsError(
-            f'images of shape {np.shape(images)}: expected a non-empty (N, H, W), (N, H, W, 1) or (N, H, W, 3)'
+            f'images of shape {np.shape(images)}: expected a non-empty (N, H, W), (N, H, W, 1) '
+            'or (N, H, W, 3)'
         )
     scale = _INTEGER_SCALES.get(x.dtype)
     if scale is None and not np.issubdtype(x.dtype, np.floating):

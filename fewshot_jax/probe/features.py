@@ -124,7 +124,8 @@ def make_extractor(
 
     Args:
         spec: a weight spec (``checkpoint:``, ``keras:``, ``torchvision:`` or a
-            path), ``'bn-stats:'`` and a weight spec, ``'random-init'``, ``'raw-pixels'``, ``'texture'`` or ``'intensity'``.
+            path), ``'bn-stats:'`` and a weight spec, ``'random-init'``,
+            ``'raw-pixels'``, ``'texture'`` or ``'intensity'``.
         name: display name; default the spec.
         model: the architecture of ``'random-init'`` (``depth``, ``width``,
             ``variant``, ``input_mean``, ``input_std`` …).
