@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 STAGES = ('pretrain', 'probe', 'segment', 'grid', 'report')
 DONE = 'DONE.json'
 UNIT_CONFIG = 'unit_config.json'
+# Display name of the BatchNorm-statistics-only control beside the probe's random init.
+BN_STATS_NAME = 'BN stats only'
 
 # Where the paper's data sets are published (also in docs/datasets.md).
 DATASETS = {
@@ -168,11 +170,15 @@ def stage_units(stage: str, config, workdir: Path):
     elif stage == 'probe':
         for task in config.probe.keys():
             sub = _matched(config.probe[task], base_model)
-            baselines = tuple(
-                f'{features_lib.RANDOM_INIT}={start}' if start and e == features_lib.RANDOM_INIT else e
-                for e in sub.probe.encoders
-            )
-            sub.probe.encoders = encoder_specs + baselines
+            baselines = []
+            for e in sub.probe.encoders:
+                if start and e == features_lib.RANDOM_INIT:
+                    # The init, then the same weights with BatchNorm statistics of the probe's
+                    # images: what pretraining at learning rate 0 would have given.
+                    baselines += [f'{features_lib.RANDOM_INIT}={start}', f'{BN_STATS_NAME}=bn-stats:{start}']
+                else:
+                    baselines.append(e)
+            sub.probe.encoders = encoder_specs + tuple(baselines)
             yield task, 'probe', sub
     elif stage == 'segment':
         for task in config.segment.keys():
