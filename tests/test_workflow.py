@@ -41,11 +41,18 @@ def test_tiny_workflow_runs_every_stage_then_skips_them(tmp_path, capsys):
     # The probe table holds the pretrained encoders beside the baselines, same architecture.
     probe = json.loads((tmp_path / 'probe/nanowires/probe/summary.json').read_text())
     names = {e['name'] for e in probe['encoders']}
-    assert {'Barlow Twins TEM', 'SimCLR TEM', 'random-init', 'raw pixels', 'texture'} <= names
-    assert {e['dim'] for e in probe['encoders'] if e['name'] != 'raw pixels'} == {32}
-    # Random init is the weights the first encoder's pretraining started from.
+    baselines = {'random-init', 'BN stats only', 'raw pixels', 'texture', 'intensity'}
+    assert {'Barlow Twins TEM', 'SimCLR TEM'} | baselines <= names
+    assert {e['dim'] for e in probe['encoders'] if e['name'] not in ('raw pixels', 'intensity')} == {32}
+    # Random init is the weights the first encoder's pretraining started from; the BN-statistics
+    # control is the same weights with statistics of the probe's images.
     specs = {e['name']: e['spec'] for e in probe['encoders']}
     assert specs['random-init'] == f'checkpoint:{tmp_path / "pretrain" / "bt_tem"}@0'
+    assert specs['BN stats only'] == f'bn-stats:checkpoint:{tmp_path / "pretrain" / "bt_tem"}@0'
+    # The gap table pairs the first encoder (whose init is listed) and the control with that init.
+    gap_rows = {row['encoder'] for row in probe['gaps']['logistic']}
+    assert gap_rows == {'Barlow Twins TEM', 'BN stats only'}
+    assert 'paired gap over each encoder' in page and 'BN stats only (init weights' in page
     segmented = json.loads((tmp_path / 'segment/nanowires/segment/summary.json').read_text())
     assert {g['encoder'] for g in segmented['groups']} >= {'bt_tem', 'random'}
 

@@ -189,11 +189,42 @@ def _probe(workdir: Path) -> Section | None:
             f'{task} ({summary["data"]["description"]}, {summary["data"]["images"]} images, {head} head):'
         )
         section.table(['encoder'] + [f'k={k}' for k in ks], rows)
+        gaps = summary.get('gaps', {}).get(head)
+        if gaps:
+            section.text(
+                f"{task}: paired gap over each encoder's own @0 init (same draws), mean accuracy "
+                'difference [95 % t-interval]; over pretraining seeds where several are listed, '
+                'otherwise over the draws of one seed (split-to-split noise only).'
+            )
+            section.table(
+                ['encoder − its @0 init'] + [f'k={k}' for k in ks] + ['interval over'], _gap_rows(gaps, ks)
+            )
         for png in sorted((path.parent.parent / 'figures').glob('*.png')):
             section.figure(
                 png.read_bytes(), f'{task}: {png.stem.replace("_", " ")}', str(png.relative_to(workdir))
             )
     return section
+
+
+def _gap_rows(gaps: list[dict], ks: list[str]) -> list[list]:
+    """One row per encoder group: 'mean [low, high]' per k, then what the interval is over."""
+    rows = []
+    for row in gaps:
+        bn = ' (init weights, BatchNorm statistics of these images)' if row.get('kind') == 'bn-stats' else ''
+        name = row['encoder'] + bn
+        cells = []
+        for k in ks:
+            cell = row['by_k'].get(k)
+            if cell is None:
+                cells.append('')
+                continue
+            low, high = cell['ci95']
+            interval = '' if low is None or high is None else f' [{low:+.3f}, {high:+.3f}]'
+            cells.append(f'{cell["mean"]:+.3f}{interval}')
+        first = next(iter(row['by_k'].values()), None)
+        over = f'{first["seeds"]} seeds, {first["draws"]} draws ({first["over"]})' if first else ''
+        rows.append([name, *cells, over])
+    return rows
 
 
 def _segmentation(workdir: Path) -> Section | None:
