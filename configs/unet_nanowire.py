@@ -6,7 +6,11 @@ nested); epochs 120, 120, 120, 60, 40, 30, 20 by k; Adam 1e-3 (constant), batch
 4, loss 1 − soft Dice; the paper's transposed-conv decoder; resolutions 224, 384,
 512, 768, 1024; final epoch (no test-set model selection). Every encoder is
 reported beside a random-init encoder of the same architecture and an Otsu
-threshold, on the same test images.
+threshold (a weak baseline: one threshold per image), on the same test images; the
+classic-decoder presets (``:demo``, ``:cpu``) add the decoder with no encoder
+features (``'none=none'``: zeros for the encoder's maps, the image skip its only
+input), the control for what the encoder adds. The paper's decoder has no image
+skip, so it has no such control.
 
 Launch (the published nanowire set; the encoder of a pretraining workdir)::
 
@@ -131,6 +135,7 @@ def get_config(arg: str = ''):
         c.segment.encoders = (
             'pretrained=checkpoint:runs/demo/pretrain/simclr_tem',
             'random=checkpoint:runs/demo/pretrain/simclr_tem@0',
+            'none=none',
         )
         c.segment.shots = (1, 2, 4, 8)
         # Measured on 2 CPU cores (benchmarks/RESULTS.md, "U-Net segmentation"): the paper's

@@ -111,7 +111,9 @@ def get_config(arg: str = ''):
 
     c.segment = ml_collections.ConfigDict()
     s = unet_nanowire.get_config(stage_preset)
-    s.segment.encoders = ('random=random',)  # plus every pretrained encoder, by the workflow
+    # Plus every pretrained encoder, by the workflow; the no-encoder control where the decoder
+    # has the image skip it learns from (the classic decoder of the CPU-sized presets).
+    s.segment.encoders = ('random=random',) + (('none=none',) if s.segment.decoder == 'unet' else ())
     if arg == 'quick':
         # k = 1 is left out: its 30 steps (60 epochs of 2 images) do not train a U-Net (median
         # Dice 0.02-0.05 in the last demo runs), and the 10-minute budget is spent elsewhere.

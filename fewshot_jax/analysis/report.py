@@ -235,8 +235,9 @@ def _segmentation(workdir: Path) -> Section | None:
     section.text(
         'Per encoder, resolution and labeled images per class: median test Dice '
         '[interquartile range], median IoU, agreement of the percolation of predicted '
-        'and true masks, and the mean error in pixel density. Otsu is the '
-        'encoder-free baseline.'
+        'and true masks, and the mean error in pixel density. "none" is the same decoder '
+        'trained without encoder features (the image alone): the gap over it is what the '
+        'encoder adds. Otsu (one threshold per image, untrained) is a weak baseline.'
     )
     for path in summaries:
         task = path.parent.parent.name
