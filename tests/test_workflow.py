@@ -93,9 +93,9 @@ def test_random_init_baselines_are_the_starting_weights_of_the_first_encoder(tmp
     assert not [e for e in segment.segment.encoders if e.endswith('=random')]
 
 
-def test_demo_preset_is_the_measured_pretraining_and_unet(tmp_path):
-    """:demo = SimCLR's :cpu pretraining, the probes' :demo presets, the :cpu U-Net at k = 8 only."""
-    config = importlib.import_module('configs.workflow').get_config('demo')
+def test_demo_full_preset_is_the_measured_pretraining_and_unet(tmp_path):
+    """:demo-full = SimCLR's :cpu pretraining, the probes' :demo presets, the :cpu U-Net at k = 8."""
+    config = importlib.import_module('configs.workflow').get_config('demo-full')
     ssl = importlib.import_module('configs.ssl_base').ssl_config('simclr', 'tem', 'cpu')
     unet = importlib.import_module('configs.unet_nanowire').get_config('cpu')
     assert list(config.pretrain) == ['simclr_tem']
@@ -106,15 +106,15 @@ def test_demo_preset_is_the_measured_pretraining_and_unet(tmp_path):
     for key in ('resolutions', 'epochs', 'num_steps', 'crop', 'decoder', 'decoder_width', 'test_flips'):
         assert segment.segment[key] == unet.segment[key], key
     start = f'checkpoint:{tmp_path / "pretrain" / "simclr_tem"}'
-    assert segment.segment.encoders == (f'simclr_tem={start}', f'random={start}@0')
+    assert segment.segment.encoders == (f'simclr_tem={start}', f'random={start}@0', 'none=none')
     probes = list(workflow.stage_units('probe', config, tmp_path))
     assert sorted(task for task, _, _ in probes) == ['nanoparticles', 'nanowires', 'viruses']
     assert all(p.probe.shots == (1, 2, 4, 8, 16) and p.probe.split_seeds == 20 for _, _, p in probes)
 
 
-def test_quick_preset_is_the_demo_sized_pretraining_and_unet(tmp_path):
-    """:quick = SimCLR's :demo pretraining, the same probes, the :demo U-Net at k = 2, 4, 8."""
-    config = importlib.import_module('configs.workflow').get_config('quick')
+def test_demo_preset_is_the_demo_sized_pretraining_and_unet(tmp_path):
+    """:demo = SimCLR's :demo pretraining, the same probes, the :demo U-Net at k = 2, 4, 8."""
+    config = importlib.import_module('configs.workflow').get_config('demo')
     ssl = importlib.import_module('configs.ssl_base').ssl_config('simclr', 'tem', 'demo')
     unet = importlib.import_module('configs.unet_nanowire').get_config('demo')
     assert config.pretrain.to_dict() == {'simclr_tem': ssl.to_dict()}
@@ -123,8 +123,14 @@ def test_quick_preset_is_the_demo_sized_pretraining_and_unet(tmp_path):
     for key in ('epochs', 'loss', 'decoder', 'decoder_width', 'test_flips'):
         assert segment.segment[key] == unet.segment[key], key
     probes = {task: p.to_dict() for task, _, p in workflow.stage_units('probe', config, tmp_path)}
-    demo = importlib.import_module('configs.workflow').get_config('demo')
-    assert probes == {task: p.to_dict() for task, _, p in workflow.stage_units('probe', demo, tmp_path)}
+    full = importlib.import_module('configs.workflow').get_config('demo-full')
+    assert probes == {task: p.to_dict() for task, _, p in workflow.stage_units('probe', full, tmp_path)}
+    start = f'checkpoint:{tmp_path / "pretrain" / "simclr_tem"}@0'
+    for p in probes.values():
+        assert f'random-init={start}' in p['probe']['encoders']
+        assert f'BN stats only=bn-stats:{start}' in p['probe']['encoders']
+        assert 'intensity=intensity' in p['probe']['encoders']
+    assert 'none=none' in segment.segment.encoders
 
 
 def test_killed_during_probe_resumes_without_redoing_pretraining(tmp_path):
