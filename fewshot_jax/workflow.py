@@ -338,7 +338,14 @@ def _probe_headline(unit: str, result: dict) -> str:
             low, high = cell['ci95']
             parts.append(f'{encoder} {cell["median"]:.2f} [{low:.2f}, {high:.2f}]')
     label = 'cross-validated' if k == 'cv' else f'{k}-shot'
-    return f'{unit} {label} median accuracy: ' + '; '.join(parts)
+    line = f'{unit} {label} median accuracy: ' + '; '.join(parts)
+    # The paired gap of the first pretrained encoder over its own init, where the list has one.
+    for row in result.get('gaps', {}).get(head, []):
+        cell = row['by_k'].get(k)
+        if row['kind'] == 'pretrained' and cell and None not in cell['ci95']:
+            low, high = cell['ci95']
+            return line + f'; gap {row["encoder"]} − init {cell["mean"]:+.2f} [{low:+.2f}, {high:+.2f}]'
+    return line
 
 
 def environment() -> dict:

@@ -225,3 +225,20 @@ def test_segment_headline_keeps_three_decimals_of_the_median_dice():
     ]
     line = workflow.headline('segment', 'nanowires', {'groups': groups})
     assert line == 'nanowires median Dice, k=8, 256 px: simclr_tem 0.796; random 0.754'
+
+
+def test_probe_headline_ends_with_the_gap_over_the_init():
+    cell = {'median': 0.5, 'ci95': [0.4, 0.6], 'mean': 0.5, 'runs': 20}
+    accuracy = {'logistic': {'SimCLR TEM': {'8': cell}, 'random-init': {'8': cell}}}
+    gap = {'mean': 0.123, 'ci95': [0.05, 0.2], 'seeds': 1, 'draws': 20, 'over': 'draws'}
+    gaps = {
+        'logistic': [
+            {'encoder': 'BN stats only', 'kind': 'bn-stats', 'by_k': {'8': gap}},
+            {'encoder': 'SimCLR TEM', 'kind': 'pretrained', 'by_k': {'8': gap}},
+        ]
+    }
+    line = workflow.headline(
+        'probe', 'nanowires', {'heads': ['logistic'], 'accuracy': accuracy, 'gaps': gaps}
+    )
+    assert line.endswith('; gap SimCLR TEM − init +0.12 [+0.05, +0.20]')
+    assert 'gap' not in workflow.headline('probe', 'nanowires', {'heads': ['logistic'], 'accuracy': accuracy})
