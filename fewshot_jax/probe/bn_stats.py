@@ -98,7 +98,8 @@ def reestimate_batch_stats(module, variables, images, *, batch_size: int = 64) -
     params = variables['params']
     old_stats = variables['batch_stats']
 
-    def moments(batch_stats, batch):
+    # Weights are arguments, not closed-over constants: a ResNet50's would be baked into the program.
+    def moments(params, batch_stats, batch):
         captured = {}
 
         def capture(next_fun, args, kwargs, context):
@@ -121,7 +122,7 @@ def reestimate_batch_stats(module, variables, images, *, batch_size: int = 64) -
     # Near-equal batches (at most two shapes to compile) so no batch is a lone image whose
     # train-mode statistics would be degenerate.
     for index in np.array_split(np.arange(len(x)), count):
-        for path, (mean, var) in moments(old_stats, jnp.asarray(x[index])).items():
+        for path, (mean, var) in moments(params, old_stats, jnp.asarray(x[index])).items():
             totals.setdefault(path, []).append(
                 (len(index), np.asarray(mean, np.float64), np.asarray(var, np.float64))
             )
