@@ -31,7 +31,7 @@ Presets:
   3e-3 with a cosine, 60 epochs (30–240 steps),
   test predictions averaged over the 8 flips/turns (``segment.test_flips``):
   the smallest run that still separates pretrained, random init and Otsu (what
-  ``make demo`` runs at k = 2, 4, 8).
+  ``make demo`` runs at k = 8).
 * ``:cpu`` — the science check of issue 13 on 2 CPU cores, what ``make demo-full`` runs at
   k = 8: the demo's data and training recipe at 256 px (the images' own size), 150 epochs
   (75–600 steps), and the paper's loss (1 − soft Dice): median Dice 0.804 at k = 8 with the

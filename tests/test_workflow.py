@@ -113,13 +113,13 @@ def test_demo_full_preset_is_the_measured_pretraining_and_unet(tmp_path):
 
 
 def test_demo_preset_is_the_demo_sized_pretraining_and_unet(tmp_path):
-    """:demo = SimCLR's :demo pretraining, the same probes, the :demo U-Net at k = 2, 4, 8."""
+    """:demo = SimCLR's :demo pretraining, the same probes, the :demo U-Net at k = 8."""
     config = importlib.import_module('configs.workflow').get_config('demo')
     ssl = importlib.import_module('configs.ssl_base').ssl_config('simclr', 'tem', 'demo')
     unet = importlib.import_module('configs.unet_nanowire').get_config('demo')
     assert config.pretrain.to_dict() == {'simclr_tem': ssl.to_dict()}
     ((_, _, segment),) = workflow.stage_units('segment', config, tmp_path)
-    assert segment.segment.shots == (2, 4, 8) and segment.segment.resolutions == (128,)
+    assert segment.segment.shots == (8,) and segment.segment.resolutions == (128,)
     for key in ('epochs', 'loss', 'decoder', 'decoder_width', 'test_flips'):
         assert segment.segment[key] == unet.segment[key], key
     probes = {task: p.to_dict() for task, _, p in workflow.stage_units('probe', config, tmp_path)}
