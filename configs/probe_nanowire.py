@@ -19,7 +19,8 @@ encoder in ``runs/demo/pretrain/simclr_tem``; a few minutes on 2 cores)::
     python launch.py --config=configs/probe_nanowire.py:demo --workdir=runs/probe_nw_demo
 
 Outputs: ``probe/results.csv`` (one row per run), ``probe/summary.json`` (median
-accuracy and its 95 % CI per encoder and k), ``figures/*.png``. The ``:tiny``
+accuracy and its 95 % CI per encoder and k; the paired gap of each encoder over its own
+``@0`` init in the list, with its 95 % interval), ``figures/*.png``. The ``:tiny``
 preset (baselines only, 32 px, seconds) is what the tests run.
 """
 

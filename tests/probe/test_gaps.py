@@ -115,3 +115,15 @@ def test_the_probe_summary_holds_the_gaps_of_the_encoder_and_the_bn_control(tmp_
             assert cell['mean'] == pytest.approx(sum(diffs) / len(diffs))
             assert (cell['seeds'], cell['draws'], cell['over']) == (1, 3, 'draws')
     json.dumps(summary)  # the summary stays plain JSON
+
+
+def test_the_demo_probe_lists_its_init_and_the_bn_control():
+    from fewshot_jax.probe import features
+
+    specs = dict(features.parse_entry(e) for e in probe_nanowire.get_config('demo').probe.encoders)
+    pairs = gaps.init_pairs(specs)
+    assert {(p['name'], p['init']) for p in pairs} == {
+        ('SimCLR demo', 'random-init'),
+        ('BN stats only', 'random-init'),
+    }
+    assert 'intensity' in specs
