@@ -139,13 +139,9 @@ class Segmenter:
         self.decoder_width = decoder_width
         self.encoder_features = bool(encoder_features)
         self.info = dict(info or {})
+        # Positional: (config, decoder, classes, dtype, bn_momentum, decoder_width, encoder_features).
         self.module = build_unet(
-            self.encoder_config,
-            decoder,
-            self.num_classes,
-            dtype,
-            decoder_width=decoder_width,
-            encoder_features=self.encoder_features,
+            self.encoder_config, decoder, self.num_classes, dtype, None, decoder_width, self.encoder_features
         )
         self.variables = {'params': variables['params'], 'batch_stats': variables['batch_stats']}
         module = self.module
