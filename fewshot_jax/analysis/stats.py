@@ -126,11 +126,19 @@ def hierarchical_bootstrap(
         raise StatsInputError(f'resamples={resamples!r}: expected a positive integer')
     rng = np.random.default_rng(seed)
     n_groups = len(groups)
-    statistics = np.empty(resamples)
-    for r in range(resamples):
-        picked = rng.integers(0, n_groups, n_groups) if n_groups > 1 else np.zeros(1, np.int64)
-        means = [groups[g][rng.integers(0, groups[g].size, groups[g].size)].mean() for g in picked]
-        statistics[r] = np.mean(means)
+    # Which groups each resample draws (row r: its n_groups picks); then, group by group, the
+    # members of every pick of that group, in row-major order of the picks: one block of draws
+    # per group instead of one small draw per pick.
+    picked = (
+        rng.integers(0, n_groups, (resamples, n_groups)) if n_groups > 1 else np.zeros((resamples, 1), int)
+    )
+    sums = np.zeros(resamples)
+    for g, members in enumerate(groups):
+        rows, _ = np.nonzero(picked == g)
+        if rows.size:
+            means = members[rng.integers(0, members.size, (rows.size, members.size))].mean(axis=1)
+            np.add.at(sums, rows, means)
+    statistics = sums / picked.shape[1]
     low, high = np.quantile(statistics, [0.5 - level / 2, 0.5 + level / 2])
     return float(low), float(high)
 

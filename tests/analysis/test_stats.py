@@ -33,24 +33,27 @@ def test_t_interval_of_one_value_has_no_width():
 
 
 def _loop_bootstrap(groups, confidence, resamples, seed):
-    """The same resampling written out with loops (the same random stream, drawn in the same order)."""
+    """The resampling written out with loops, drawing from the same random stream in the same
+    order: every resample's group picks first, then group by group the members of each of its
+    picks (resample by resample), one draw of len(group) indices per pick."""
     rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(resamples):
-        if len(groups) > 1:
-            picked = list(rng.integers(0, len(groups), len(groups)))
-        else:
-            picked = [0]
-        means = []
-        for g in picked:
-            members = groups[g]
-            idx = rng.integers(0, len(members), len(members))
-            total = 0.0
-            for i in idx:
-                total += members[i]
-            means.append(total / len(members))
-        out.append(sum(means) / len(means))
-    out.sort()
+    n = len(groups)
+    if n > 1:
+        picks = [[int(g) for g in row] for row in rng.integers(0, n, (resamples, n))]
+    else:
+        picks = [[0] for _ in range(resamples)]
+    sums = [0.0] * resamples
+    for g, members in enumerate(groups):
+        for r in range(resamples):
+            for pick in picks[r]:
+                if pick != g:
+                    continue
+                idx = rng.integers(0, len(members), len(members))
+                total = 0.0
+                for i in idx:
+                    total += members[i]
+                sums[r] += total / len(members)
+    out = [total / len(picks[0]) for total in sums]
     return np.quantile(out, [0.5 - confidence / 2, 0.5 + confidence / 2])
 
 
