@@ -38,7 +38,8 @@ U-Net (256 px, k = 8 only, ~5 min per encoder) — about 20 min::
 ``--config.grid.sweep="('data.batch_size=16,32,64', 'augment.crop=random,none')"``
 pretrains one encoder per listed value (one setting varied at a time, the others as in
 ``grid.base``) for each of ``grid.seeds`` and compares them with the probe's tuning
-protocol (4-fold cross-validation inside the training part).
+protocol (4-fold cross-validation inside the training part), each run beside its own ``@0``
+init: the report gives every setting's gap over its inits with a t-interval over the seeds.
 """
 
 import ml_collections

@@ -37,6 +37,9 @@ DONE = 'DONE.json'
 UNIT_CONFIG = 'unit_config.json'
 # Display name of the BatchNorm-statistics-only control beside the probe's random init.
 BN_STATS_NAME = 'BN stats only'
+# Display-name prefix of a grid run's @0 init in the tuning probe (the report leaves them out of
+# the settings table and shows their gaps instead).
+GRID_INIT_PREFIX = '@0 of '
 
 # Where the paper's data sets are published (also in docs/datasets.md).
 DATASETS = {
@@ -201,7 +204,7 @@ def grid_units(config, workdir: Path):
     if not grid.sweep:
         return
     base = config.pretrain[grid.base]
-    specs = []
+    specs, inits = [], []
     for entry in grid.sweep:
         field, values = _parse_sweep(entry)
         for value in values:
@@ -215,10 +218,14 @@ def grid_units(config, workdir: Path):
                 # The probe's display name: the setting, then ' seed<s>' (the report groups
                 # the seeds of one setting by it).
                 specs.append(f'{field} {shown} seed{seed}=checkpoint:{workdir / "grid" / unit}')
+                # Each run's own start, so the probe pairs every setting and seed with its init.
+                inits.append(
+                    f'{GRID_INIT_PREFIX}{field} {shown} seed{seed}=checkpoint:{workdir / "grid" / unit}@0'
+                )
                 yield unit, 'pretrain', sub
     probe = _matched(config.probe[grid.probe_task], base)
     probe.probe.mode = 'tuning'
-    probe.probe.encoders = tuple(specs)
+    probe.probe.encoders = tuple(specs) + tuple(inits)
     yield 'tuning', 'probe', probe
 
 

@@ -167,15 +167,26 @@ def test_grid_pretrains_each_setting_and_compares_them_by_cross_validation(tmp_p
     c.stages = ('grid', 'report')
     c.pretrain = {'bt_tem': c.pretrain.bt_tem}
     c.grid.sweep = ('data.batch_size=8,16',)
+    c.grid.seeds = (0, 1)
     tasks.run('workflow', c, tmp_path)
     assert sorted(p.name for p in (tmp_path / 'grid').iterdir()) == [
         'data.batch_size-16-seed0',
+        'data.batch_size-16-seed1',
         'data.batch_size-8-seed0',
+        'data.batch_size-8-seed1',
         'tuning',
     ]
     tuning = json.loads((tmp_path / 'grid/tuning/probe/summary.json').read_text())
     assert tuning['mode'] == 'tuning'
-    assert 'Pretraining settings' in (tmp_path / 'report.html').read_text()
+    # Every setting beside its runs' own inits: one gap row per setting, over its two seeds.
+    gaps = {row['encoder']: row for row in tuning['gaps']['logistic']}
+    assert set(gaps) == {'data.batch_size 8', 'data.batch_size 16'}
+    assert {(row['by_k']['cv']['seeds'], row['by_k']['cv']['over']) for row in gaps.values()} == {
+        (2, 'seeds')
+    }
+    page = (tmp_path / 'report.html').read_text()
+    assert 'Pretraining settings' in page and 'setting − its @0 init' in page
+    assert page.count('@0 of ') == 0  # the inits are not settings
 
 
 def test_paper_preset_lists_missing_data_before_any_stage(tmp_path):
