@@ -36,7 +36,7 @@ Presets:
   k = 8: the demo's data and training recipe at 256 px (the images' own size), 150 epochs
   (75–600 steps), and the paper's loss (1 − soft Dice): median Dice 0.804 at k = 8 with the
   SimCLR ``:cpu`` encoder on this data, 0.812 on another draw of it (``data.seed=1``), and
-  0.796 in ``make demo``'s own run, ~5-6 min per encoder. With the encoder of
+  0.796 in ``make demo-full``'s own run, ~5-6 min per encoder. With the encoder of
   ``launch.py --config=configs/simclr_tem.py:cpu --workdir=runs/simclr_cpu``::
 
       python launch.py --config=configs/unet_nanowire.py:cpu --workdir=runs/seg_cpu \
