@@ -11,9 +11,17 @@ import ml_collections
 PRESETS = ('', 'demo', 'tiny')
 PAPER_SHOTS = (1, 2, 4, 8, 16, 32, 80)
 # The paper's encoders (published Keras .h5 files) as weight specs with display names;
-# the random-init and encoder-free baselines are added to every list.
-BASELINE_ENCODERS = ('random-init', 'raw pixels=raw-pixels', 'texture=texture')
-DEMO_ENCODERS = ('SimCLR demo=checkpoint:runs/demo/pretrain/simclr_tem',) + BASELINE_ENCODERS
+# the random-init and encoder-free baselines (raw pixels, texture, grey-level statistics)
+# are added to every list.
+BASELINE_ENCODERS = ('random-init', 'raw pixels=raw-pixels', 'texture=texture', 'intensity=intensity')
+# The demo's encoder beside the weights its pretraining started from and those weights with
+# BatchNorm statistics of the probe's images: the probe's gap table pairs both with the init.
+_DEMO_RUN = 'checkpoint:runs/demo/pretrain/simclr_tem'
+DEMO_ENCODERS = (
+    f'SimCLR demo={_DEMO_RUN}',
+    f'random-init={_DEMO_RUN}@0',
+    f'BN stats only=bn-stats:{_DEMO_RUN}@0',
+) + BASELINE_ENCODERS[1:]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

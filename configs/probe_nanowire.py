@@ -5,7 +5,7 @@ pool), 20 stratified 80/20 splits, 1, 2, 4, 8, 16, 32 and 80 labeled images per
 class drawn from the training part, a linear classifier per run, accuracy on the
 test part; plus the one-shot anchor analysis (dispersed vs network pixel
 density, from the masks beside the images). Every result stands beside a
-random-init ResNet50 and the raw-pixel and texture baselines.
+random-init ResNet50 and the raw-pixel, texture and intensity-statistics baselines.
 
 Launch (the Zenodo release, 10.5281/zenodo.6377140; the paper's published
 encoders, or your own pretraining workdirs as ``checkpoint:runs/...``)::
@@ -19,7 +19,8 @@ encoder in ``runs/demo/pretrain/simclr_tem``; a few minutes on 2 cores)::
     python launch.py --config=configs/probe_nanowire.py:demo --workdir=runs/probe_nw_demo
 
 Outputs: ``probe/results.csv`` (one row per run), ``probe/summary.json`` (median
-accuracy and its 95 % CI per encoder and k), ``figures/*.png``. The ``:tiny``
+accuracy and its 95 % CI per encoder and k; the paired gap of each encoder over its own
+``@0`` init in the list, with its 95 % interval), ``figures/*.png``. The ``:tiny``
 preset (baselines only, 32 px, seconds) is what the tests run.
 """
 

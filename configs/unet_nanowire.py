@@ -6,7 +6,11 @@ nested); epochs 120, 120, 120, 60, 40, 30, 20 by k; Adam 1e-3 (constant), batch
 4, loss 1 − soft Dice; the paper's transposed-conv decoder; resolutions 224, 384,
 512, 768, 1024; final epoch (no test-set model selection). Every encoder is
 reported beside a random-init encoder of the same architecture and an Otsu
-threshold, on the same test images.
+threshold (a weak baseline: one threshold per image), on the same test images; the
+classic-decoder presets (``:demo``, ``:cpu``) add the decoder with no encoder
+features (``'none=none'``: zeros for the encoder's maps, the image skip its only
+input), the control for what the encoder adds. The paper's decoder has no image
+skip, so it has no such control.
 
 Launch (the published nanowire set; the encoder of a pretraining workdir)::
 
@@ -27,12 +31,12 @@ Presets:
   3e-3 with a cosine, 60 epochs (30–240 steps),
   test predictions averaged over the 8 flips/turns (``segment.test_flips``):
   the smallest run that still separates pretrained, random init and Otsu (what
-  ``make demo-quick`` runs at k = 2, 4, 8).
-* ``:cpu`` — the science check of issue 13 on 2 CPU cores, what ``make demo`` runs at
+  ``make demo`` runs at k = 8).
+* ``:cpu`` — the science check of issue 13 on 2 CPU cores, what ``make demo-full`` runs at
   k = 8: the demo's data and training recipe at 256 px (the images' own size), 150 epochs
   (75–600 steps), and the paper's loss (1 − soft Dice): median Dice 0.804 at k = 8 with the
   SimCLR ``:cpu`` encoder on this data, 0.812 on another draw of it (``data.seed=1``), and
-  0.796 in ``make demo``'s own run, ~5-6 min per encoder. With the encoder of
+  0.796 in ``make demo-full``'s own run, ~5-6 min per encoder. With the encoder of
   ``launch.py --config=configs/simclr_tem.py:cpu --workdir=runs/simclr_cpu``::
 
       python launch.py --config=configs/unet_nanowire.py:cpu --workdir=runs/seg_cpu \
@@ -131,6 +135,7 @@ def get_config(arg: str = ''):
         c.segment.encoders = (
             'pretrained=checkpoint:runs/demo/pretrain/simclr_tem',
             'random=checkpoint:runs/demo/pretrain/simclr_tem@0',
+            'none=none',
         )
         c.segment.shots = (1, 2, 4, 8)
         # Measured on 2 CPU cores (benchmarks/RESULTS.md, "U-Net segmentation"): the paper's

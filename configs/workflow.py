@@ -16,36 +16,40 @@ The paper's study on the real data sets (see docs/datasets.md for the layouts)::
         --config.roots.viruses=/data/tem_virus
 
 Missing folders are listed, with where each data set is published, before any stage
-starts. ``:demo`` (what ``make demo`` runs) is the smallest run of the whole study on the
-built-in synthetic data that reaches this project's two bars on 2 CPU cores: the pretrained
-encoder's 8-shot nanowire accuracy ≥ 0.10 above its random init, and median U-Net Dice ≥ 0.80
-at 8 masks per class (benchmarks/RESULTS.md, "make demo"). It is SimCLR's ``:cpu``
-pretraining (5000 steps, 11-12 min), the probes of the stages' ``:demo`` presets, and the
-``:cpu`` U-Net (256 px, k = 8 only, ~5 min per encoder) — about 20 min::
+starts. Two presets run the whole study on the built-in synthetic data on 2 CPU cores:
+
+``:demo`` (``make demo``) is the 10-minute first contact: SimCLR's ``:demo`` pretraining
+(2000 steps), the probes of the stages' ``:demo`` presets with every control (random init,
+BatchNorm statistics only, raw pixels, texture, intensity statistics) and the gap table, and
+the U-Net's ``:demo`` preset at k = 8 (128 px, beside random init, the no-encoder decoder
+and Otsu). It passes the probe bar (the pretrained encoder's 8-shot nanowire accuracy ≥ 0.10
+above its random init) but not the Dice bar (median Dice 0.74 at k = 8)::
 
     python launch.py --config=configs/workflow.py:demo --workdir=runs/demo
 
-``:quick`` (``make demo-quick``) is the 10-minute first look: SimCLR's ``:demo`` pretraining
-(2000 steps), the same probes, and the U-Net's ``:demo`` preset (128 px, k = 2, 4, 8). It
-passes the probe bar but not the Dice bar (median Dice 0.74 at k = 8)::
+``:demo-full`` (``make demo-full``) is the smallest run that reaches both bars, the Dice one
+being median U-Net Dice ≥ 0.80 at 8 masks per class (benchmarks/RESULTS.md, "make demo"):
+SimCLR's ``:cpu`` pretraining (5000 steps, 11-12 min), the same probes, and the ``:cpu``
+U-Net (256 px, k = 8 only, ~5 min per encoder) — about 20 min::
 
-    python launch.py --config=configs/workflow.py:quick --workdir=runs/quick
+    python launch.py --config=configs/workflow.py:demo-full --workdir=runs/demo-full
 
 ``:tiny`` runs every stage in seconds (tests). Hyperparameter sweeps (paper Fig. 8, 9):
 ``--config.grid.sweep="('data.batch_size=16,32,64', 'augment.crop=random,none')"``
 pretrains one encoder per listed value (one setting varied at a time, the others as in
 ``grid.base``) for each of ``grid.seeds`` and compares them with the probe's tuning
-protocol (4-fold cross-validation inside the training part).
+protocol (4-fold cross-validation inside the training part), each run beside its own ``@0``
+init: the report gives every setting's gap over its inits with a t-interval over the seeds.
 """
 
 import ml_collections
 
 from configs import probe_base, ssl_base, unet_nanowire
 
-PRESETS = ('', 'demo', 'quick', 'tiny')
+PRESETS = ('', 'demo', 'demo-full', 'tiny')
 # The preset of each stage's own config that a workflow preset uses (the same name otherwise):
-# the whole-study demo is the stages' CPU-sized runs; the quick look, their demo-sized ones.
-STAGE_PRESETS = {'demo': 'cpu', 'quick': 'demo'}
+# the 10-minute demo runs the stages' demo-sized presets; the full demo, their CPU-sized ones.
+STAGE_PRESETS = {'demo': 'demo', 'demo-full': 'cpu'}
 
 # name → (method, dataset, display name). The paper's four encoders; the demo pretrains
 # the first two on synthetic generic micrographs.
@@ -62,7 +66,7 @@ def get_config(arg: str = ''):
     if arg not in PRESETS:
         raise ValueError(
             f'unknown preset {arg!r}: expected one of {PRESETS} '
-            '(--config=configs/workflow.py, :demo, :quick or :tiny)'
+            '(--config=configs/workflow.py, :demo, :demo-full or :tiny)'
         )
     c = ml_collections.ConfigDict()
     c.task = 'workflow'
@@ -85,7 +89,7 @@ def get_config(arg: str = ''):
     names = {
         '': tuple(PAPER_ENCODERS),
         'demo': one_simclr,
-        'quick': one_simclr,
+        'demo-full': one_simclr,
         'tiny': ('bt_tem', 'simclr_tem'),
     }[arg]
     c.display_names = ml_collections.ConfigDict({n: PAPER_ENCODERS[n][2] for n in names})
@@ -99,7 +103,7 @@ def get_config(arg: str = ''):
     c.probe = ml_collections.ConfigDict()
     for task in probe_tasks:
         # Encoders are filled in by the workflow: every pretrained encoder, then the
-        # baselines already listed by the probe config (random init, raw pixels, texture).
+        # baselines already listed by the probe config (random init, raw pixels, texture, intensity).
         # The probe has no :cpu preset: the demo's is already the benchmark's protocol size.
         probe_preset = 'demo' if arg in STAGE_PRESETS else arg
         p = probe_base.probe_config(PROBE_TASKS[task], task, probe_preset, ())
@@ -111,12 +115,15 @@ def get_config(arg: str = ''):
 
     c.segment = ml_collections.ConfigDict()
     s = unet_nanowire.get_config(stage_preset)
-    s.segment.encoders = ('random=random',)  # plus every pretrained encoder, by the workflow
-    if arg == 'quick':
-        # k = 1 is left out: its 30 steps (60 epochs of 2 images) do not train a U-Net (median
-        # Dice 0.02-0.05 in the last demo runs), and the 10-minute budget is spent elsewhere.
-        s.segment.shots = (2, 4, 8)
-    if arg == 'demo':
+    # Plus every pretrained encoder, by the workflow; the no-encoder control where the decoder
+    # has the image skip it learns from (the classic decoder of the CPU-sized presets).
+    s.segment.encoders = ('random=random',) + (('none=none',) if s.segment.decoder == 'unet' else ())
+    if arg == 'demo':  # the 10-minute first contact
+        # k = 8 only: three U-Nets (pretrained, its init, no encoder) at k = 8 are 720 steps,
+        # less than two at k = 2, 4, 8 (840 steps, ~250 s of the former 9.5-min study), so the
+        # no-encoder control fits the 10 minutes; k = 1 does not train a U-Net in 30 steps.
+        s.segment.shots = (8,)
+    if arg == 'demo-full':
         s.segment.shots = (8,)  # the Dice bar's k; each k costs its own U-Net per encoder
     c.segment.nanowires = s
 

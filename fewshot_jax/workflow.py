@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 STAGES = ('pretrain', 'probe', 'segment', 'grid', 'report')
 DONE = 'DONE.json'
 UNIT_CONFIG = 'unit_config.json'
+# Display name of the BatchNorm-statistics-only control beside the probe's random init.
+BN_STATS_NAME = 'BN stats only'
+# Display-name prefix of a grid run's @0 init in the tuning probe (the report leaves them out of
+# the settings table and shows their gaps instead).
+GRID_INIT_PREFIX = '@0 of '
 
 # Where the paper's data sets are published (also in docs/datasets.md).
 DATASETS = {
@@ -168,11 +173,15 @@ def stage_units(stage: str, config, workdir: Path):
     elif stage == 'probe':
         for task in config.probe.keys():
             sub = _matched(config.probe[task], base_model)
-            baselines = tuple(
-                f'{features_lib.RANDOM_INIT}={start}' if start and e == features_lib.RANDOM_INIT else e
-                for e in sub.probe.encoders
-            )
-            sub.probe.encoders = encoder_specs + baselines
+            baselines = []
+            for e in sub.probe.encoders:
+                if start and e == features_lib.RANDOM_INIT:
+                    # The init, then the same weights with BatchNorm statistics of the probe's
+                    # images: what pretraining at learning rate 0 would have given.
+                    baselines += [f'{features_lib.RANDOM_INIT}={start}', f'{BN_STATS_NAME}=bn-stats:{start}']
+                else:
+                    baselines.append(e)
+            sub.probe.encoders = encoder_specs + tuple(baselines)
             yield task, 'probe', sub
     elif stage == 'segment':
         for task in config.segment.keys():
@@ -195,7 +204,7 @@ def grid_units(config, workdir: Path):
     if not grid.sweep:
         return
     base = config.pretrain[grid.base]
-    specs = []
+    specs, inits = [], []
     for entry in grid.sweep:
         field, values = _parse_sweep(entry)
         for value in values:
@@ -209,10 +218,14 @@ def grid_units(config, workdir: Path):
                 # The probe's display name: the setting, then ' seed<s>' (the report groups
                 # the seeds of one setting by it).
                 specs.append(f'{field} {shown} seed{seed}=checkpoint:{workdir / "grid" / unit}')
+                # Each run's own start, so the probe pairs every setting and seed with its init.
+                inits.append(
+                    f'{GRID_INIT_PREFIX}{field} {shown} seed{seed}=checkpoint:{workdir / "grid" / unit}@0'
+                )
                 yield unit, 'pretrain', sub
     probe = _matched(config.probe[grid.probe_task], base)
     probe.probe.mode = 'tuning'
-    probe.probe.encoders = tuple(specs)
+    probe.probe.encoders = tuple(specs) + tuple(inits)
     yield 'tuning', 'probe', probe
 
 
@@ -332,7 +345,14 @@ def _probe_headline(unit: str, result: dict) -> str:
             low, high = cell['ci95']
             parts.append(f'{encoder} {cell["median"]:.2f} [{low:.2f}, {high:.2f}]')
     label = 'cross-validated' if k == 'cv' else f'{k}-shot'
-    return f'{unit} {label} median accuracy: ' + '; '.join(parts)
+    line = f'{unit} {label} median accuracy: ' + '; '.join(parts)
+    # The paired gap of the first pretrained encoder over its own init, where the list has one.
+    for row in result.get('gaps', {}).get(head, []):
+        cell = row['by_k'].get(k)
+        if row['kind'] == 'pretrained' and cell and None not in cell['ci95']:
+            low, high = cell['ci95']
+            return line + f'; gap {row["encoder"]} − init {cell["mean"]:+.2f} [{low:+.2f}, {high:+.2f}]'
+    return line
 
 
 def environment() -> dict:

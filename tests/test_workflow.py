@@ -41,11 +41,18 @@ def test_tiny_workflow_runs_every_stage_then_skips_them(tmp_path, capsys):
     # The probe table holds the pretrained encoders beside the baselines, same architecture.
     probe = json.loads((tmp_path / 'probe/nanowires/probe/summary.json').read_text())
     names = {e['name'] for e in probe['encoders']}
-    assert {'Barlow Twins TEM', 'SimCLR TEM', 'random-init', 'raw pixels', 'texture'} <= names
-    assert {e['dim'] for e in probe['encoders'] if e['name'] != 'raw pixels'} == {32}
-    # Random init is the weights the first encoder's pretraining started from.
+    baselines = {'random-init', 'BN stats only', 'raw pixels', 'texture', 'intensity'}
+    assert {'Barlow Twins TEM', 'SimCLR TEM'} | baselines <= names
+    assert {e['dim'] for e in probe['encoders'] if e['name'] not in ('raw pixels', 'intensity')} == {32}
+    # Random init is the weights the first encoder's pretraining started from; the BN-statistics
+    # control is the same weights with statistics of the probe's images.
     specs = {e['name']: e['spec'] for e in probe['encoders']}
     assert specs['random-init'] == f'checkpoint:{tmp_path / "pretrain" / "bt_tem"}@0'
+    assert specs['BN stats only'] == f'bn-stats:checkpoint:{tmp_path / "pretrain" / "bt_tem"}@0'
+    # The gap table pairs the first encoder (whose init is listed) and the control with that init.
+    gap_rows = {row['encoder'] for row in probe['gaps']['logistic']}
+    assert gap_rows == {'Barlow Twins TEM', 'BN stats only'}
+    assert 'paired gap over each encoder' in page and 'BN stats only (init weights' in page
     segmented = json.loads((tmp_path / 'segment/nanowires/segment/summary.json').read_text())
     assert {g['encoder'] for g in segmented['groups']} >= {'bt_tem', 'random'}
 
@@ -86,9 +93,9 @@ def test_random_init_baselines_are_the_starting_weights_of_the_first_encoder(tmp
     assert not [e for e in segment.segment.encoders if e.endswith('=random')]
 
 
-def test_demo_preset_is_the_measured_pretraining_and_unet(tmp_path):
-    """:demo = SimCLR's :cpu pretraining, the probes' :demo presets, the :cpu U-Net at k = 8 only."""
-    config = importlib.import_module('configs.workflow').get_config('demo')
+def test_demo_full_preset_is_the_measured_pretraining_and_unet(tmp_path):
+    """:demo-full = SimCLR's :cpu pretraining, the probes' :demo presets, the :cpu U-Net at k = 8."""
+    config = importlib.import_module('configs.workflow').get_config('demo-full')
     ssl = importlib.import_module('configs.ssl_base').ssl_config('simclr', 'tem', 'cpu')
     unet = importlib.import_module('configs.unet_nanowire').get_config('cpu')
     assert list(config.pretrain) == ['simclr_tem']
@@ -99,25 +106,31 @@ def test_demo_preset_is_the_measured_pretraining_and_unet(tmp_path):
     for key in ('resolutions', 'epochs', 'num_steps', 'crop', 'decoder', 'decoder_width', 'test_flips'):
         assert segment.segment[key] == unet.segment[key], key
     start = f'checkpoint:{tmp_path / "pretrain" / "simclr_tem"}'
-    assert segment.segment.encoders == (f'simclr_tem={start}', f'random={start}@0')
+    assert segment.segment.encoders == (f'simclr_tem={start}', f'random={start}@0', 'none=none')
     probes = list(workflow.stage_units('probe', config, tmp_path))
     assert sorted(task for task, _, _ in probes) == ['nanoparticles', 'nanowires', 'viruses']
     assert all(p.probe.shots == (1, 2, 4, 8, 16) and p.probe.split_seeds == 20 for _, _, p in probes)
 
 
-def test_quick_preset_is_the_demo_sized_pretraining_and_unet(tmp_path):
-    """:quick = SimCLR's :demo pretraining, the same probes, the :demo U-Net at k = 2, 4, 8."""
-    config = importlib.import_module('configs.workflow').get_config('quick')
+def test_demo_preset_is_the_demo_sized_pretraining_and_unet(tmp_path):
+    """:demo = SimCLR's :demo pretraining, the same probes, the :demo U-Net at k = 8."""
+    config = importlib.import_module('configs.workflow').get_config('demo')
     ssl = importlib.import_module('configs.ssl_base').ssl_config('simclr', 'tem', 'demo')
     unet = importlib.import_module('configs.unet_nanowire').get_config('demo')
     assert config.pretrain.to_dict() == {'simclr_tem': ssl.to_dict()}
     ((_, _, segment),) = workflow.stage_units('segment', config, tmp_path)
-    assert segment.segment.shots == (2, 4, 8) and segment.segment.resolutions == (128,)
+    assert segment.segment.shots == (8,) and segment.segment.resolutions == (128,)
     for key in ('epochs', 'loss', 'decoder', 'decoder_width', 'test_flips'):
         assert segment.segment[key] == unet.segment[key], key
     probes = {task: p.to_dict() for task, _, p in workflow.stage_units('probe', config, tmp_path)}
-    demo = importlib.import_module('configs.workflow').get_config('demo')
-    assert probes == {task: p.to_dict() for task, _, p in workflow.stage_units('probe', demo, tmp_path)}
+    full = importlib.import_module('configs.workflow').get_config('demo-full')
+    assert probes == {task: p.to_dict() for task, _, p in workflow.stage_units('probe', full, tmp_path)}
+    start = f'checkpoint:{tmp_path / "pretrain" / "simclr_tem"}@0'
+    for p in probes.values():
+        assert f'random-init={start}' in p['probe']['encoders']
+        assert f'BN stats only=bn-stats:{start}' in p['probe']['encoders']
+        assert 'intensity=intensity' in p['probe']['encoders']
+    assert 'none=none' in segment.segment.encoders
 
 
 def test_killed_during_probe_resumes_without_redoing_pretraining(tmp_path):
@@ -154,15 +167,26 @@ def test_grid_pretrains_each_setting_and_compares_them_by_cross_validation(tmp_p
     c.stages = ('grid', 'report')
     c.pretrain = {'bt_tem': c.pretrain.bt_tem}
     c.grid.sweep = ('data.batch_size=8,16',)
+    c.grid.seeds = (0, 1)
     tasks.run('workflow', c, tmp_path)
     assert sorted(p.name for p in (tmp_path / 'grid').iterdir()) == [
         'data.batch_size-16-seed0',
+        'data.batch_size-16-seed1',
         'data.batch_size-8-seed0',
+        'data.batch_size-8-seed1',
         'tuning',
     ]
     tuning = json.loads((tmp_path / 'grid/tuning/probe/summary.json').read_text())
     assert tuning['mode'] == 'tuning'
-    assert 'Pretraining settings' in (tmp_path / 'report.html').read_text()
+    # Every setting beside its runs' own inits: one gap row per setting, over its two seeds.
+    gaps = {row['encoder']: row for row in tuning['gaps']['logistic']}
+    assert set(gaps) == {'data.batch_size 8', 'data.batch_size 16'}
+    assert {(row['by_k']['cv']['seeds'], row['by_k']['cv']['over']) for row in gaps.values()} == {
+        (2, 'seeds')
+    }
+    page = (tmp_path / 'report.html').read_text()
+    assert 'Pretraining settings' in page and 'setting − its @0 init' in page
+    assert page.count('@0 of ') == 0  # the inits are not settings
 
 
 def test_paper_preset_lists_missing_data_before_any_stage(tmp_path):
@@ -212,3 +236,20 @@ def test_segment_headline_keeps_three_decimals_of_the_median_dice():
     ]
     line = workflow.headline('segment', 'nanowires', {'groups': groups})
     assert line == 'nanowires median Dice, k=8, 256 px: simclr_tem 0.796; random 0.754'
+
+
+def test_probe_headline_ends_with_the_gap_over_the_init():
+    cell = {'median': 0.5, 'ci95': [0.4, 0.6], 'mean': 0.5, 'runs': 20}
+    accuracy = {'logistic': {'SimCLR TEM': {'8': cell}, 'random-init': {'8': cell}}}
+    gap = {'mean': 0.123, 'ci95': [0.05, 0.2], 'seeds': 1, 'draws': 20, 'over': 'draws'}
+    gaps = {
+        'logistic': [
+            {'encoder': 'BN stats only', 'kind': 'bn-stats', 'by_k': {'8': gap}},
+            {'encoder': 'SimCLR TEM', 'kind': 'pretrained', 'by_k': {'8': gap}},
+        ]
+    }
+    line = workflow.headline(
+        'probe', 'nanowires', {'heads': ['logistic'], 'accuracy': accuracy, 'gaps': gaps}
+    )
+    assert line.endswith('; gap SimCLR TEM − init +0.12 [+0.05, +0.20]')
+    assert 'gap' not in workflow.headline('probe', 'nanowires', {'heads': ['logistic'], 'accuracy': accuracy})

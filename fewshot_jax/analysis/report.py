@@ -189,11 +189,42 @@ def _probe(workdir: Path) -> Section | None:
             f'{task} ({summary["data"]["description"]}, {summary["data"]["images"]} images, {head} head):'
         )
         section.table(['encoder'] + [f'k={k}' for k in ks], rows)
+        gaps = summary.get('gaps', {}).get(head)
+        if gaps:
+            section.text(
+                f"{task}: paired gap over each encoder's own @0 init (same draws), mean accuracy "
+                'difference [95 % t-interval]; over pretraining seeds where several are listed, '
+                'otherwise over the draws of one seed (split-to-split noise only).'
+            )
+            section.table(
+                ['encoder − its @0 init'] + [f'k={k}' for k in ks] + ['interval over'], _gap_rows(gaps, ks)
+            )
         for png in sorted((path.parent.parent / 'figures').glob('*.png')):
             section.figure(
                 png.read_bytes(), f'{task}: {png.stem.replace("_", " ")}', str(png.relative_to(workdir))
             )
     return section
+
+
+def _gap_rows(gaps: list[dict], ks: list[str]) -> list[list]:
+    """One row per encoder group: 'mean [low, high]' per k, then what the interval is over."""
+    rows = []
+    for row in gaps:
+        bn = ' (init weights, BatchNorm statistics of these images)' if row.get('kind') == 'bn-stats' else ''
+        name = row['encoder'] + bn
+        cells = []
+        for k in ks:
+            cell = row['by_k'].get(k)
+            if cell is None:
+                cells.append('')
+                continue
+            low, high = cell['ci95']
+            interval = '' if low is None or high is None else f' [{low:+.3f}, {high:+.3f}]'
+            cells.append(f'{cell["mean"]:+.3f}{interval}')
+        first = next(iter(row['by_k'].values()), None)
+        over = f'{first["seeds"]} seeds, {first["draws"]} draws ({first["over"]})' if first else ''
+        rows.append([name, *cells, over])
+    return rows
 
 
 def _segmentation(workdir: Path) -> Section | None:
@@ -204,8 +235,9 @@ def _segmentation(workdir: Path) -> Section | None:
     section.text(
         'Per encoder, resolution and labeled images per class: median test Dice '
         '[interquartile range], median IoU, agreement of the percolation of predicted '
-        'and true masks, and the mean error in pixel density. Otsu is the '
-        'encoder-free baseline.'
+        'and true masks, and the mean error in pixel density. "none" is the same decoder '
+        'trained without encoder features (the image alone): the gap over it is what the '
+        'encoder adds. Otsu (one threshold per image, untrained) is a weak baseline.'
     )
     for path in summaries:
         task = path.parent.parent.name
@@ -238,10 +270,15 @@ def _grid(workdir: Path) -> Section | None:
     if not path.is_file():
         return None
     summary = json.loads(path.read_text())
-    table = summary['accuracy'][summary['heads'][0]]
+    head = summary['heads'][0]
+    table = summary['accuracy'][head]
     section = Section('Pretraining settings (probe tuning protocol: cross-validated accuracy)')
+    # The runs' own @0 inits are listed for the gap table, not as settings.
+    inits = {e['name'] for e in summary.get('encoders', []) if str(e.get('spec', '')).endswith('@0')}
     points = {}
     for encoder, by_k in table.items():
+        if encoder in inits:
+            continue
         setting, _, seed = encoder.rpartition(' seed')
         cell = by_k.get('cv') or next(iter(by_k.values()))
         points.setdefault(setting, []).append((seed, cell['median']))
@@ -257,6 +294,14 @@ def _grid(workdir: Path) -> Section | None:
         _png(fig),
         'Probe accuracy per swept pretraining setting (one box per setting, over pretraining seeds)',
     )
+    gaps = summary.get('gaps', {}).get(head)
+    if gaps:
+        section.text(
+            "Each setting minus its runs' own @0 inits, paired per split and fold: mean "
+            'cross-validated accuracy gap [95 % t-interval over pretraining seeds; over folds '
+            'when a setting has one seed].'
+        )
+        section.table(['setting − its @0 init', 'cross-validated', 'interval over'], _gap_rows(gaps, ['cv']))
     return section
 
 

@@ -30,6 +30,13 @@ params and batch statistics cannot change in training (the optimizer's freeze
 mask additionally gives them no update at all). The model returns logits
 (N, H, W, C) in float32: one channel (sigmoid) for a binary task, C ≥ 2
 (softmax) for several classes.
+
+``UNet(encoder_features=False)`` is the no-encoder control: the same decoder, fed
+zeros where the encoder's maps would be, so its only input is the full-resolution
+image skip (the classic decoder's last level: two 3×3 conv + BN + ReLU and the
+1×1 output). It measures what a small convolutional network on the pixels alone
+reaches with the same training; whatever an encoder adds is the gap over it. The
+encoder still runs in the graph for its shapes, and XLA drops it as dead code.
 """
 
 from __future__ import annotations
@@ -269,10 +276,13 @@ class UNet(nn.Module):
     Attributes:
         encoder: a ResNet returning ``(pooled, intermediates)``.
         decoder: ``PaperDecoder`` or ``ClassicDecoder``.
+        encoder_features: False feeds the decoder zeros instead of the encoder's maps
+            (the no-encoder control; only a decoder with the image skip learns anything).
     """
 
     encoder: nn.Module
     decoder: nn.Module
+    encoder_features: bool = True
 
     def __call__(self, images, train: bool = False):
         height, width = images.shape[1:3]
@@ -284,7 +294,11 @@ class UNet(nn.Module):
         # BatchNorm in inference mode whatever `train` says: the encoder stays as pretrained.
         _, intermediates = self.encoder(images, train=False)
         check_features(intermediates)
-        skips = {name: jax.lax.stop_gradient(intermediates[name]) for name in SKIP_LAYERS}
+        if self.encoder_features:
+            skips = {name: jax.lax.stop_gradient(intermediates[name]) for name in SKIP_LAYERS}
+        else:
+            # Zeros of the maps' shapes: the encoder's output is unused, so XLA removes it.
+            skips = {name: jnp.zeros_like(intermediates[name]) for name in SKIP_LAYERS}
         # The full-resolution input, for decoders that use it — as the encoder sees it when
         # the encoder normalises micrographs itself (background, contrast, polarity).
         micrograph = getattr(self.encoder, 'input_norm', 'channel') == 'micrograph'

@@ -1,4 +1,4 @@
-"""Encoder-free baselines for few-shot probes: raw pixels and hand-made texture features.
+"""Encoder-free baselines for few-shot probes: raw pixels, texture and intensity statistics.
 
 A pretrained encoder is only worth its compute if its features beat features
 that need no training at all. These two are the project's references (the
@@ -11,12 +11,18 @@ scikit-learn's LogisticRegression on k labeled images per class):
 * `texture_features`: translation-invariant statistics (log radial power
   spectrum and gradient-orientation histograms). They show that the classes
   differ in morphology, and they are the bar an encoder has to clear.
+* `intensity_features`: the grey-level distribution only (moments and
+  quantiles), blind to where and how pixels are arranged. A class difference it
+  picks up is one of brightness or coverage (how much of the image is
+  particle, say), not of shape; an encoder level with it has learned nothing
+  about morphology that the histogram does not already hold.
 
 numpy / scipy / scikit-image only, no JAX: usable from any layer. Example::
 
     from fewshot_jax.probe import baselines
     x = baselines.raw_pixels(images)          # (n, 1024) float32 for side=32
     t = baselines.texture_features(images)    # (n, 32) float32
+    s = baselines.intensity_features(images)  # (n, 13) float32
 """
 
 from __future__ import annotations
@@ -27,8 +33,11 @@ import numpy as np
 
 __all__ = [
     'BaselineInputError',
+    'INTENSITY_DIM',
+    'INTENSITY_QUANTILES',
     'TEXTURE_DIM',
     'downsample',
+    'intensity_features',
     'raw_pixels',
     'texture_features',
 ]
@@ -38,6 +47,9 @@ _POWER_BINS = 16
 _ORIENTATIONS = 8
 _HOG_CELL = 16
 TEXTURE_DIM = _POWER_BINS + 2 * _ORIENTATIONS
+# Intensity layout: mean, standard deviation, skewness, excess kurtosis, then these quantiles.
+INTENSITY_QUANTILES = (0.01, 0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95, 0.99)
+INTENSITY_DIM = 4 + len(INTENSITY_QUANTILES)
 
 
 class BaselineInputError(ValueError):
@@ -153,3 +165,34 @@ def texture_features(images) -> np.ndarray:
         ).reshape(-1, _ORIENTATIONS)
         out[i] = np.concatenate([np.log(power[1 : _POWER_BINS + 1] + 1e-6), cells.mean(0), cells.std(0)])
     return out
+
+
+def intensity_features(images) -> np.ndarray:
+    """Grey-level statistics per image: four moments and nine histogram quantiles.
+
+    Per image, over all its pixels (as given: [0, 1] floats, or integers as
+    integers): the mean, the standard deviation, the skewness
+    E[(x - m)^3] / s^3, the excess kurtosis E[(x - m)^4] / s^4 - 3 (both 0 for a
+    constant image) and the quantiles of :data:`INTENSITY_QUANTILES` (1 % to
+    99 %, linear interpolation between order statistics, numpy's default).
+
+    Args:
+      images: (n, H, W) or (n, H, W, 1) array.
+
+    Returns:
+      float32 (n, INTENSITY_DIM) = (n, 13).
+
+    Raises:
+      BaselineInputError: on a wrong shape or NaN / infinite pixels.
+    """
+    x = _check_images(images).reshape(len(images), -1).astype(np.float64)
+    mean = x.mean(axis=1, keepdims=True)
+    centred = x - mean
+    std = np.sqrt((centred**2).mean(axis=1))
+    # A constant image has no shape to its histogram: skewness and kurtosis are 0, not NaN.
+    scale = np.where(std > 0, std, 1.0)[:, None]
+    skew = np.where(std > 0, ((centred / scale) ** 3).mean(axis=1), 0.0)
+    kurtosis = np.where(std > 0, ((centred / scale) ** 4).mean(axis=1) - 3.0, 0.0)
+    quantiles = np.quantile(x, INTENSITY_QUANTILES, axis=1).T
+    moments = np.stack([mean[:, 0], std, skew, kurtosis], axis=1)
+    return np.concatenate([moments, quantiles], axis=1).astype(np.float32)

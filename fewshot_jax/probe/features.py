@@ -7,7 +7,8 @@ lists name them by weight spec, with an optional display name before ``=``::
     'checkpoint:runs/bt_tem@1300'               # a checkpoint step (name: the spec)
     'keras:/models/Barlow-Twins_TEM.h5', 'torchvision:/models/resnet50.pth'
     'random-init'            # a randomly initialised ResNet (see below), same forward path
-    'raw-pixels', 'texture'  # encoder-free baselines (``fewshot_jax.probe.baselines``)
+    'bn-stats:checkpoint:runs/bt_tem@0'  # the init's weights, BatchNorm statistics of these images
+    'raw-pixels', 'texture', 'intensity'  # encoder-free baselines (``probe.baselines``)
 
 ``random-init`` is the baseline every pretrained encoder must beat: the same
 architecture (depth, width, variant, stem, input normalisation) with the
@@ -15,6 +16,12 @@ weights Flax's initialisers draw from a seed, BatchNorm statistics at their
 initial values (mean 0, variance 1), run through the same ``Encoder.encode``.
 Its architecture is the ``model`` the caller passes (the probe task passes the
 first pretrained encoder's, so the comparison is like for like).
+
+``bn-stats:<weight spec>`` is the BatchNorm-statistics-only control
+(``fewshot_jax.probe.bn_stats``): the spec's weights unchanged, its BatchNorm running
+statistics re-estimated in train mode on the images being encoded (labels unused),
+then features in inference mode. Paired with the ``@0`` init of a pretraining run it
+measures how much of "pretrained − init" the statistics alone account for.
 
 Encoders run through ``Encoder.encode`` (BatchNorm in inference mode, every
 batch split over all local devices). :func:`compute_features` caches each result
@@ -38,10 +45,12 @@ from pathlib import Path
 
 import numpy as np
 
+from fewshot_jax.probe import bn_stats
+
 log = logging.getLogger(__name__)
 
 RANDOM_INIT = 'random-init'
-BASELINES = ('raw-pixels', 'texture')
+BASELINES = ('raw-pixels', 'texture', 'intensity')
 _CACHE_VERSION = 1
 
 
@@ -115,7 +124,8 @@ def make_extractor(
 
     Args:
         spec: a weight spec (``checkpoint:``, ``keras:``, ``torchvision:`` or a
-            path), ``'random-init'``, ``'raw-pixels'`` or ``'texture'``.
+            path), ``'bn-stats:'`` and a weight spec, ``'random-init'``,
+            ``'raw-pixels'``, ``'texture'`` or ``'intensity'``.
         name: display name; default the spec.
         model: the architecture of ``'random-init'`` (``depth``, ``width``,
             ``variant``, ``input_mean``, ``input_std`` …).
@@ -123,7 +133,7 @@ def make_extractor(
         layer: encoder layer ('pooled' by default; feature maps are average
             pooled to one vector), or several joined by '+' ('stage2+stage3+pooled'):
             each pooled, then concatenated (see :func:`layer_names`).
-        batch_size: images per encoder call.
+        batch_size: images per encoder call (and per train-mode batch of ``bn-stats:``).
         raw_pixel_side: side of the block-mean image of ``'raw-pixels'``.
 
     Raises:
@@ -137,16 +147,22 @@ def make_extractor(
         def extract_baseline(images):
             if spec == 'raw-pixels':
                 return baselines.raw_pixels(_grayscale(images), side=raw_pixel_side)
+            if spec == 'intensity':
+                return baselines.intensity_features(_grayscale(images))
             return baselines.texture_features(_grayscale(images))
 
-        key = (
-            f'raw-pixels/side={raw_pixel_side}'
-            if spec == 'raw-pixels'
-            else f'texture/dim={baselines.TEXTURE_DIM}'
-        )
+        key = {
+            'raw-pixels': f'raw-pixels/side={raw_pixel_side}',
+            'texture': f'texture/dim={baselines.TEXTURE_DIM}',
+            'intensity': f'intensity/quantiles={baselines.INTENSITY_QUANTILES}',
+        }[spec]
         return Extractor(name, spec, _hash(key.encode()), extract_baseline)
     from fewshot_jax.encoder import Encoder, load_encoder
 
+    if bn_stats.base_spec(spec) is not None:
+        return _bn_stats_extractor(
+            Encoder, load_encoder(bn_stats.base_spec(spec)), spec, name, layer, batch_size
+        )
     if spec == RANDOM_INIT:
         if model is None:
             raise FeatureError(
@@ -160,11 +176,15 @@ def make_extractor(
     fingerprint = _encoder_fingerprint(encoder, layer)
 
     def extract(images):
-        out = encoder.encode(images, layer=layers, batch_size=batch_size, num_devices=None)
-        pooled = [out[n] if out[n].ndim == 2 else out[n].mean(axis=(1, 2)) for n in layers]
-        return np.concatenate(pooled, axis=1)
+        return _pooled_features(encoder, images, layers, batch_size)
 
     return Extractor(name, spec, fingerprint, extract, dict(encoder.config))
+
+
+def _pooled_features(encoder, images, layers: tuple[str, ...], batch_size: int) -> np.ndarray:
+    """``layers`` of ``encoder`` on ``images``, each global-average pooled, concatenated."""
+    out = encoder.encode(images, layer=layers, batch_size=batch_size, num_devices=None)
+    return np.concatenate([out[n] if out[n].ndim == 2 else out[n].mean(axis=(1, 2)) for n in layers], axis=1)
 
 
 def layer_names(layer: str) -> tuple[str, ...]:
@@ -187,6 +207,21 @@ def layer_names(layer: str) -> tuple[str, ...]:
             "joined by '+' (e.g. 'stage2+stage3+pooled')"
         )
     return names
+
+
+def _bn_stats_extractor(encoder_cls, init, spec: str, name: str, layer: str, batch_size: int) -> Extractor:
+    # The images are part of the cache key already; the batch size shapes the train-mode
+    # statistics of every layer after the first, so it is part of the extractor.
+    fingerprint = _hash(f'bn-stats/batch={batch_size}/{_encoder_fingerprint(init, layer)}'.encode())
+
+    def extract(images):
+        variables = bn_stats.reestimate_batch_stats(
+            init.module, init.variables, images, batch_size=batch_size
+        )
+        encoder = encoder_cls(variables, init.config, name=name, step=init.step, source=spec)
+        return _pooled_features(encoder, images, layer_names(layer), batch_size)
+
+    return Extractor(name, spec, fingerprint, extract, dict(init.config))
 
 
 def _random_encoder(encoder_cls, model: dict, seed: int, name: str):

@@ -12,7 +12,8 @@
    split (paper Fig. 8), for every head in ``probe.head``;
 4. ``workdir/probe/results.csv`` (one row per run), ``workdir/probe/summary.json``
    (median accuracy and the distribution-free 95 % CI of the median per
-   head × encoder × k) and ``workdir/figures/*.png`` (accuracy boxes, mean
+   head × encoder × k; the paired gap of every encoder over its own ``@0`` init
+   in the list with its 95 % intervals, ``gaps.py``) and ``workdir/figures/*.png`` (accuracy boxes, mean
    confusion matrices, t-SNE of the best and worst runs, the one-shot anchor
    analysis when the data have masks).
 
@@ -42,6 +43,7 @@ from fewshot_jax.models.weights import WeightsError
 from fewshot_jax.probe import data as probe_data
 from fewshot_jax.probe import draws as draw_lib
 from fewshot_jax.probe import features as features_lib
+from fewshot_jax.probe import gaps as gaps_lib
 from fewshot_jax.probe import grid as probe_grid
 from fewshot_jax.train_lib.checkpoint import WorkdirLock
 
@@ -201,6 +203,8 @@ def run_probe(config, workdir) -> dict:
             ],
             'runs_per_head': len(plan) * len(feature_sets) * len(draws),
             'accuracy': summarize_rows(rows),
+            # Each encoder minus its own @0 init, paired per draw (and per seed where listed).
+            'gaps': gaps_lib.gap_table(rows, specs, seed=int(config.get('seed', 0))),
             'timings': timings,
         }
         summary['figures'], summary['anchors'] = make_figures(

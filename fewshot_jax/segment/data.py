@@ -203,6 +203,10 @@ def otsu_masks(images: np.ndarray, bright_foreground: bool | None) -> np.ndarray
     """Encoder-free baseline: the classic micrograph recipe of background flattening and an
     Otsu threshold per image.
 
+    A weak baseline: one threshold per image, no training, no notion of shape. A U-Net
+    beating it shows little; the control for what an encoder adds is the same decoder
+    trained without encoder features (``segment.encoders`` entry ``'none=none'``).
+
     Each image's slowly varying illumination (a Gaussian blur with sigma 1/32 of the image
     side) is subtracted first: a global threshold on uneven illumination splits bright from
     dark regions instead of structure from background. (Chosen as the strongest of sigma =

@@ -85,6 +85,7 @@ def build_unet(
     dtype: str | None = None,
     bn_momentum: float | None = None,
     decoder_width: int | None = None,
+    encoder_features: bool = True,
 ) -> UNet:
     """The U-Net over the encoder described by ``encoder_config`` (a saved model dict).
 
@@ -98,6 +99,8 @@ def build_unet(
         bn_momentum: the decoder's BatchNorm momentum (None: the decoder's default).
         decoder_width: scales the decoder's filters by ``decoder_width / 64``; None follows the
             encoder's width (a width-16 encoder gets a quarter-size decoder).
+        encoder_features: False: the no-encoder control (the decoder sees zeros for the
+            encoder's maps; ``models.unet.UNet``).
     """
     config = dict(encoder_config)
     if dtype is not None:
@@ -108,6 +111,7 @@ def build_unet(
         decoder=make_decoder(
             decoder, int(decoder_width or config['width']), num_classes, compute, bn_momentum
         ),
+        encoder_features=bool(encoder_features),
     )
 
 

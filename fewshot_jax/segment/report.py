@@ -209,7 +209,7 @@ def curve_over_k(summary: Sequence[dict], path: str | os.PathLike) -> Path:
         points = sorted(
             (s['k'], s['median_dice']) for s in summary if s['encoder'] == encoder and s['resolution'] == res
         )
-        style = '--' if encoder == 'otsu' else '-'
+        style = '--' if encoder in ('otsu', 'none') else '-'
         ax.plot(
             [k for k, _ in points], [d for _, d in points], style, marker='o', label=f'{encoder}, {res} px'
         )

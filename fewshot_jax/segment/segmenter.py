@@ -102,6 +102,7 @@ class Segmenter:
         threshold: foreground probability threshold of :meth:`predict_masks`.
         tile_overlap: tile overlap as a fraction of ``resolution``.
         decoder_width: the width the decoder's filters were scaled for (None: the encoder's).
+        encoder_features: False for the no-encoder control (zeros for the encoder's maps).
         info: provenance (encoder name and spec, k, steps, …), saved with the model.
     """
 
@@ -119,6 +120,7 @@ class Segmenter:
         tile_overlap: float = 0.25,
         dtype: str | None = None,
         decoder_width: int | None = None,
+        encoder_features: bool = True,
         info: Mapping | None = None,
     ):
         if resolution % DOWNSAMPLING:
@@ -135,9 +137,11 @@ class Segmenter:
         self.tile_overlap = float(tile_overlap)
         self.dtype = dtype
         self.decoder_width = decoder_width
+        self.encoder_features = bool(encoder_features)
         self.info = dict(info or {})
+        # Positional: (config, decoder, classes, dtype, bn_momentum, decoder_width, encoder_features).
         self.module = build_unet(
-            self.encoder_config, decoder, self.num_classes, dtype, decoder_width=decoder_width
+            self.encoder_config, decoder, self.num_classes, dtype, None, decoder_width, self.encoder_features
         )
         self.variables = {'params': variables['params'], 'batch_stats': variables['batch_stats']}
         module = self.module
@@ -358,6 +362,7 @@ class Segmenter:
             'tile_overlap': self.tile_overlap,
             'dtype': self.dtype,
             'decoder_width': self.decoder_width,
+            'encoder_features': self.encoder_features,
             'info': self.info,
         }
 
@@ -473,6 +478,7 @@ def load_segmenter(path: str | os.PathLike, run: str | None = None) -> Segmenter
         tile_overlap=meta['tile_overlap'],
         dtype=meta.get('dtype'),
         decoder_width=meta.get('decoder_width'),
+        encoder_features=meta.get('encoder_features', True),
         info=meta.get('info'),
     )
 

@@ -5,10 +5,14 @@ segmentation task performance assessment"): an 80/20 class-balanced split (seed
 42), k labeled images per class drawn from the training part (seed 42, nested),
 the paper's epochs per k, Adam 1e-3, batch 4, loss 1 − soft Dice, every
 resolution from one config; each pretrained encoder beside a random-init encoder
-of the same architecture and the encoder-free Otsu threshold, all scored on the
-same held-out images. Outputs in ``workdir/segment``: ``results.csv`` (one row
-per test image × resolution × k × encoder), ``summary.json``, ``figures/``
-(notched box plots, median Dice over k, overlays),
+of the same architecture, the same decoder with no encoder features (entry
+``'none=none'``: zeros for the encoder's maps, the image skip its only input; see
+``models.unet``) and the Otsu threshold, all scored on the same held-out images.
+Otsu (one global threshold after flattening the background) is a weak baseline:
+beating it shows little; the no-encoder decoder, trained exactly like the others,
+is the control that says what the encoder's features add. Outputs in
+``workdir/segment``: ``results.csv`` (one row per test image × resolution × k ×
+encoder), ``summary.json``, ``figures/`` (notched box plots, median Dice over k, overlays),
 ``runs/<encoder>_<px>px_k<k>/`` (each a loop workdir with its ``model/``),
 ``encoders/`` (one copy of each frozen encoder). Finished runs are skipped when
 the stage runs again; an interrupted one resumes.
@@ -18,6 +22,7 @@ The task registry names it as ``fewshot_jax.segment:run_segment`` (re-exported t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -59,6 +64,7 @@ log = logging.getLogger(__name__)
 __all__ = ['check_config', 'random_encoder', 'run_segment']
 
 STAGE_DIR = 'segment'
+NO_ENCODER = 'none'  # the spec of the no-encoder control
 RESULTS_FILE = 'results.json'
 
 
@@ -86,7 +92,7 @@ def _named_specs(entries: Sequence[str], workdir: Path) -> list[tuple[str, str]]
             raise SegmentConfigError(
                 f'segment.encoders entry {entry!r}: expected '
                 f"'display name=weight spec', e.g. 'barlow=checkpoint:"
-                f"{{workdir}}' or 'random=random'"
+                f"{{workdir}}', 'random=random' or 'none=none'"
             )
         if any(c in name for c in '/\\ '):
             raise SegmentConfigError(
@@ -104,13 +110,13 @@ def _named_specs(entries: Sequence[str], workdir: Path) -> list[tuple[str, str]]
 
 def _encoders(config, workdir: Path) -> list[tuple[str, Encoder]]:
     """Loads every encoder of ``segment.encoders``; 'random' copies the first real one's
-    architecture (or ``config.model``'s when there is none)."""
+    architecture (or ``config.model``'s when there is none), and so does 'none', whose
+    encoder only gives the decoder its shapes."""
     specs = _named_specs(config.segment.encoders, workdir)
-    loaded = {name: load_encoder(spec) for name, spec in specs if spec != 'random'}
+    loaded = {name: load_encoder(spec) for name, spec in specs if spec not in ('random', NO_ENCODER)}
     like = next(iter(loaded.values())).config if loaded else config.model.to_dict()
     return [
-        (name, loaded[name] if spec != 'random' else random_encoder(like, config.seed))
-        for name, spec in specs
+        (name, loaded[name] if name in loaded else random_encoder(like, config.seed)) for name, spec in specs
     ]
 
 
@@ -179,8 +185,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         )
     if config.data.source not in SOURCES:
         raise SegmentConfigError(f'data.source={config.data.source!r}: expected one of {SOURCES}')
-    _spec_for(config, int(seg.resolutions[0]), 1, 1.0).validate('segment.')
-    _named_specs(seg.encoders, Path('.'))
+    spec = _spec_for(config, int(seg.resolutions[0]), 1, 1.0)
+    spec.validate('segment.')
+    if any(s == NO_ENCODER for _, s in _named_specs(seg.encoders, Path('.'))):
+        dataclasses.replace(spec, encoder_features=False).validate('segment.')
 
 
 def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -205,6 +213,7 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
         data.labels, train_idx, shots, config.data.shot_seed, class_names=data.class_names
     )
     encoders = _encoders(config, workdir)
+    no_encoder = {name for name, spec in _named_specs(seg.encoders, workdir) if spec == NO_ENCODER}
     shared = {}
     for name, encoder in encoders:
         shared[name] = stage / 'encoders' / name / 'encoder.msgpack'
@@ -248,7 +257,7 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
                 run = f'{name}_{res}px_k{k}'
                 run_rows, seconds, prob = _train_and_score(
                     encoder,
-                    spec,
+                    dataclasses.replace(spec, encoder_features=False) if name in no_encoder else spec,
                     stage / 'runs' / run,
                     config,
                     train=(
@@ -263,7 +272,9 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
                     info={
                         'name': run,
                         'encoder': name,
-                        'encoder_source': encoder.source,
+                        'encoder_source': 'none (decoder on the image alone)'
+                        if name in no_encoder
+                        else encoder.source,
                         'k': k,
                         'resolution': res,
                     },

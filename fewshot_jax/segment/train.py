@@ -83,6 +83,8 @@ class TrainSpec:
         crop: train on random ``crop``-px windows of the ``resolution``-px images (one per
             example and presentation, the same for image and mask); the segmenter then
             predicts with ``crop``-px tiles. None: whole images.
+        encoder_features: False trains the no-encoder control: the decoder sees zeros
+            for the encoder's maps and learns from the image skip alone (``decoder='unet'``).
     """
 
     resolution: int
@@ -105,6 +107,7 @@ class TrainSpec:
     bn_momentum: float | None = None
     decoder_width: int | None = None
     crop: int | None = None
+    encoder_features: bool = True
 
     @property
     def window(self) -> int:
@@ -126,6 +129,11 @@ class TrainSpec:
                 )
         if self.decoder not in DECODERS:
             raise SegmentConfigError(f'{prefix}decoder={self.decoder!r}: expected one of {DECODERS}')
+        if not self.encoder_features and self.decoder != 'unet':
+            raise SegmentConfigError(
+                f"{prefix}decoder={self.decoder!r}: the no-encoder control ('none') needs decoder='unet', "
+                'whose image skip is its only input (the paper decoder would see zeros alone)'
+            )
         if self.loss not in LOSSES:
             raise SegmentConfigError(f'{prefix}loss={self.loss!r}: expected one of {LOSSES}')
         if self.lr_schedule not in LR_SCHEDULES:
@@ -299,7 +307,13 @@ def train_segmenter(
     spec.validate()
     run_dir = Path(run_dir)
     model = build_unet(
-        encoder.config, spec.decoder, spec.num_classes, spec.dtype, spec.bn_momentum, spec.decoder_width
+        encoder.config,
+        spec.decoder,
+        spec.num_classes,
+        spec.dtype,
+        spec.bn_momentum,
+        spec.decoder_width,
+        spec.encoder_features,
     )
     variables = init_variables(model, encoder.variables, spec.seed)
     end_lr = spec.lr if spec.lr_schedule == 'constant' else 0.0  # constant: as Keras' Adam
@@ -334,6 +348,7 @@ def train_segmenter(
         tile_overlap=spec.tile_overlap,
         dtype=spec.dtype,
         decoder_width=spec.decoder_width,
+        encoder_features=spec.encoder_features,
         info={**(info or {}), 'steps': spec.steps, 'crop': spec.crop},
     )
     hooks = ()

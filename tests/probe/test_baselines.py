@@ -110,3 +110,39 @@ def test_texture_features_reject_small_and_nan_images():
     x[0, 0, 0] = np.inf
     with pytest.raises(BaselineInputError, match=r'images\[0\]'):
         baselines.texture_features(x)
+
+
+def _loop_quantile(values, q):
+    """numpy's default ('linear') quantile, written out: interpolate between order statistics."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (position - low) * (ordered[high] - ordered[low])
+
+
+def test_intensity_features_match_a_plain_loop():
+    x = _images(2, 16, seed=3) ** 2  # skewed grey levels
+    feats = baselines.intensity_features(x)
+    assert feats.shape == (2, baselines.INTENSITY_DIM) and feats.dtype == np.float32
+    for i in range(2):
+        pixels = [float(v) for v in x[i].ravel()]
+        n = len(pixels)
+        mean = sum(pixels) / n
+        sd = (sum((p - mean) ** 2 for p in pixels) / n) ** 0.5
+        skew = sum(((p - mean) / sd) ** 3 for p in pixels) / n
+        kurt = sum(((p - mean) / sd) ** 4 for p in pixels) / n - 3
+        want = [mean, sd, skew, kurt] + [_loop_quantile(pixels, q) for q in baselines.INTENSITY_QUANTILES]
+        np.testing.assert_allclose(feats[i], want, rtol=1e-5, atol=1e-6)
+
+
+def test_intensity_features_ignore_arrangement_and_handle_constant_images():
+    x = _images(1, 32, seed=4)
+    shuffled = np.random.default_rng(0).permutation(x.ravel()).reshape(x.shape)
+    np.testing.assert_allclose(
+        baselines.intensity_features(x), baselines.intensity_features(shuffled), atol=1e-6
+    )
+    flat = baselines.intensity_features(np.full((1, 8, 8, 1), 0.25, np.float32))
+    assert np.isfinite(flat).all() and flat[0, 1:4].tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(BaselineInputError, match=r'images\[0\] contains NaN'):
+        baselines.intensity_features(np.full((1, 8, 8), np.nan, np.float32))

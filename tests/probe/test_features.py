@@ -83,6 +83,11 @@ def test_baselines_and_random_init(images):
     )
     texture = features.make_extractor('texture').extract(images)
     assert texture.shape == (13, baselines.TEXTURE_DIM)
+    intensity = features.make_extractor('intensity', name='intensity')
+    np.testing.assert_array_equal(
+        intensity.extract(images), baselines.intensity_features(images.astype(np.float32) / 255.0)
+    )
+    assert intensity.fingerprint != features.make_extractor('texture').fingerprint
     same = features.make_extractor('random-init', model=TINY, seed=3)
     assert same.fingerprint == features.make_extractor('random-init', model=TINY, seed=3).fingerprint
     assert same.fingerprint != features.make_extractor('random-init', model=TINY, seed=4).fingerprint

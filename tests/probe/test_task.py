@@ -111,7 +111,7 @@ def test_tuning_mode_cross_validates_inside_the_training_part(tmp_path):
     summary = tasks.run('probe', config, tmp_path)
     with open(tmp_path / 'probe' / 'results.csv') as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 2 * 4 * 3 * 2  # splits × folds × encoders × heads
+    assert len(rows) == 2 * 4 * 4 * 2  # splits × folds × encoders (random init, 3 baselines) × heads
     assert {r['fold'] for r in rows} == {'0', '1', '2', '3'}
     assert set(summary['accuracy']['knn']['texture']) == {'cv'}
     assert (tmp_path / 'figures' / 'accuracy_knn.png').is_file()
