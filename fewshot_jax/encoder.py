@@ -258,7 +258,7 @@ def load_encoder(
     config = dict(loaded.model)
     if normalization is not None:
         mean, std = normalization_values(normalization)
-        config.update(input_mean=list(mean), input_std=list(std))
+        config.update(input_mean=list(mean), input_std=list(std), normalization=normalization)
     if dtype is not None:
         compute_dtype(dtype)  # validates the name
         config['dtype'] = dtype

@@ -12,6 +12,7 @@ from fewshot_jax.models.heads import LinearClassifier, Projector, SSLModel
 from fewshot_jax.models.input_norm import INPUT_NORMS
 from fewshot_jax.models.max_pool import MAX_POOL_GRADS
 from fewshot_jax.models.resnet import (
+    CHANNEL_ORDERS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     LAYER_NAMES,
@@ -46,10 +47,12 @@ def compute_dtype(name: str):
 
 def make_encoder(model_cfg: Mapping) -> ResNet:
     """Builds the ResNet encoder described by ``config.model`` (a ConfigDict or a plain dict,
-    e.g. a workdir's saved ``encoder.json``), including its input normalisation.
+    e.g. a workdir's saved ``encoder.json``), including its input normalisation and the
+    channel order its stem expects (``input_channels``, default 'rgb').
 
     Raises:
-        ConfigError: an unknown depth, variant or stem, or a width that is not a positive int.
+        ConfigError: an unknown depth, variant, stem or channel order, or a width that is
+            not a positive int.
     """
     checks = (
         ('depth', tuple(STAGE_DEPTHS), None),
@@ -57,6 +60,7 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
         ('stem', STEMS, 'imagenet'),
         ('input_norm', INPUT_NORMS, 'channel'),
         ('max_pool_grad', MAX_POOL_GRADS, 'auto'),
+        ('input_channels', CHANNEL_ORDERS, 'rgb'),
     )
     for key, allowed, default in checks:
         if model_cfg.get(key, default) not in allowed:
@@ -75,6 +79,7 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
         input_std=tuple(model_cfg.get('input_std', IMAGENET_STD)),
         input_norm=model_cfg.get('input_norm', 'channel'),
         zero_init_residual=model_cfg.get('zero_init_residual', False),
+        input_channels=model_cfg.get('input_channels', 'rgb'),
     )
 
 
