@@ -13,11 +13,14 @@ The paper's study on the real data sets (see docs/datasets.md for the layouts)::
     python launch.py --config=configs/workflow.py --workdir=runs/study \
         --config.roots.generic_tem=/data/cem500k_subset --config.roots.everyday=/data/imagenet832 \
         --config.roots.nanowires=/data/nanowires --config.roots.nanoparticles=/data/mnp \
-        --config.roots.viruses=/data/tem_virus
+        --config.roots.viruses=/data/tem_virus \
+        --config.init=keras:/path/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5
 
-Missing folders are listed, with where each data set is published, before any stage
-starts. ``:demo`` (what ``make demo`` runs) is the smallest run of the whole study on the
-built-in synthetic data that reaches this project's two bars on 2 CPU cores: the pretrained
+``init`` is the ImageNet weights every pretraining unit starts from, as in the paper
+(``random`` to start without; docs/paper.md). Missing folders are listed, with where
+each data set is published, before any stage starts. ``:demo`` (what ``make demo`` runs)
+is the smallest run of the whole study on the built-in synthetic data that reaches this
+project's two bars on 2 CPU cores: the pretrained
 encoder's 8-shot nanowire accuracy ≥ 0.10 above its random init, and median U-Net Dice ≥ 0.80
 at 8 masks per class (benchmarks/RESULTS.md, "make demo"). It is SimCLR's ``:cpu``
 pretraining (5000 steps, 11-12 min), the probes of the stages' ``:demo`` presets, and the
@@ -130,6 +133,10 @@ def get_config(arg: str = ''):
         c.grid.sweep = ('data.batch_size=8',)
         c.grid.seeds = (0,)
     if not arg:
+        # The paper's pretraining units all start from the ImageNet weights the user gives.
+        c.init = 'required'
+        for name in names:
+            c.pretrain[name].model.init = c.get_ref('init')
         c.pretrain.bt_tem.data.root = c.roots.get_ref('generic_tem')
         c.pretrain.simclr_tem.data.root = c.roots.get_ref('generic_tem')
         c.pretrain.bt_everyday.data.root = c.roots.get_ref('everyday')

@@ -26,7 +26,13 @@ def test_paper_settings(name):
     c = load(name)
     assert (c.model.depth, c.model.width, tuple(c.model.projector)) == (50, 64, (128, 64, 1024))
     assert (c.data.image_size, c.data.batch_size, c.data.subset) == (224, 64, 832)
-    assert (c.optim.name, c.optim.lr, c.optim.momentum, c.train.epochs) == ('sgd', 0.2, 0.9, 200)
+    # The notebook's run: plain SGD, Keras ResNet50 from ImageNet weights the user gives, fed
+    # RGB in [0, 1], projector Dense -> ReLU -> BN on running statistics (docs/paper.md).
+    assert (c.optim.name, c.optim.lr, c.optim.momentum, c.train.epochs) == ('sgd', 0.2, 0.0, 200)
+    assert c.optim.schedule == 'cosine' and c.optim.decay_steps == 1000  # our fix stays the default
+    assert (c.model.init, c.model.variant, c.model.input_channels) == ('required', 'keras', 'rgb')
+    assert tuple(c.model.input_mean) == (0, 0, 0) and tuple(c.model.input_std) == (1, 1, 1)
+    assert (c.model.projector_order, c.model.projector_bn) == ('paper', 'frozen')
     assert c.data.source == 'folder' and c.data.root == ''
     if name.startswith('barlow'):
         assert c.loss.name == 'barlow_twins' and c.loss.lambd == 0.005
@@ -91,7 +97,9 @@ def test_documented_override_parses_and_validates(where, key, value):
         config_file = 'workflow.py'
     if config_file not in {f'{n}.py' for n in CONFIGS} | {'workflow.py'}:
         pytest.skip(f'{config_file} is not a pretraining or workflow config')
-    config = parse(config_file, f'--config.{key}={value}')
+    # The paper presets need model.init (the ImageNet weights) before anything else runs.
+    init = [] if key == 'model.init' or config_file == 'workflow.py' else ['--config.model.init=random']
+    config = parse(config_file, f'--config.{key}={value}', *init)
     node = config
     for part in key.split('.'):
         node = node[part]
@@ -122,9 +130,44 @@ def test_bad_values_are_project_errors_naming_the_key(override, message):
     from fewshot_jax.pretrain.augment.views import AugmentConfigError
 
     with pytest.raises((ConfigError, AugmentConfigError)) as err:
-        check_config(parse('barlow_tem.py', override))
+        check_config(parse('barlow_tem.py', override, '--config.model.init=random'))
     assert message in str(err.value)
     assert type(err.value).__module__.startswith('fewshot_jax')  # launch.py: one line
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_paper_preset_stops_before_any_work_until_init_is_given(name, tmp_path):
+    from fewshot_jax.errors import ConfigError
+
+    config = load(name)
+    config.data.source = 'synthetic'  # would generate images if the run got that far
+    with pytest.raises(ConfigError) as err:
+        tasks.run('pretrain', config, tmp_path / 'w')
+    message = str(err.value)
+    assert '\n' not in message and "model.init='required'" in message
+    assert '--config.model.init=keras:/path/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5' in message
+    assert 'torchvision:/path.pth' in message and '--config.model.init=random' in message
+    # Nothing but the task log: no data, no checkpoint, no encoder.
+    assert {p.name for p in (tmp_path / 'w').iterdir()} <= {'log.txt'}
+    config.model.init = 'random'
+    check_config(config)
+
+
+def test_paper_preset_refuses_init_weights_of_another_architecture(tmp_path):
+    from fewshot_jax.models.weights import WeightsError
+    from tests.helpers.weights_references import keras_resnet50_arrays, write_keras2_weights
+
+    path = tmp_path / 'narrow.h5'
+    write_keras2_weights(path, keras_resnet50_arrays(4))  # a ResNet50 of width 4, not 64
+    config = load('barlow_tem')
+    config.model.init = f'keras:{path}'
+    with pytest.raises(WeightsError) as err:
+        check_config(config)
+    assert str(path) in str(err.value) and 'set model.width=4' in str(err.value)
+    assert '\n' not in str(err.value)
+    config.model.init = f'keras:{tmp_path / "absent.h5"}'
+    with pytest.raises(WeightsError, match='absent.h5 does not exist'):
+        check_config(config)
 
 
 def test_unknown_preset_is_named():
@@ -144,6 +187,7 @@ def test_launch_reports_bad_data_root_without_traceback(tmp_path):
             '--config=configs/barlow_tem.py',
             f'--workdir={tmp_path / "w"}',
             f'--config.data.root={tmp_path / "missing"}',
+            '--config.model.init=random',
         ],
         cwd=repo,
         capture_output=True,

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewshot_jax.errors import ConfigError
-from fewshot_jax.models.heads import LinearClassifier, Projector, SSLModel
+from fewshot_jax.models.heads import PROJECTOR_BNS, PROJECTOR_ORDERS, LinearClassifier, Projector, SSLModel
 from fewshot_jax.models.input_norm import INPUT_NORMS
 from fewshot_jax.models.max_pool import MAX_POOL_GRADS
 from fewshot_jax.models.resnet import (
@@ -84,11 +84,21 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
 
 
 def make_ssl_model(model_cfg: ml_collections.ConfigDict) -> SSLModel:
-    """Builds encoder + projector for self-supervised pretraining."""
+    """Builds encoder + projector for self-supervised pretraining (``model.projector``,
+    ``projector_order``, ``projector_bn``; see ``fewshot_jax.models.heads``)."""
     sizes = tuple(model_cfg.projector)
     if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
         raise ConfigError(f'model.projector={sizes!r}: expected one or more positive layer sizes')
+    for key, allowed, default in (
+        ('projector_order', PROJECTOR_ORDERS, 'standard'),
+        ('projector_bn', PROJECTOR_BNS, 'batch'),
+    ):
+        if model_cfg.get(key, default) not in allowed:
+            raise ConfigError(f'model.{key}={model_cfg.get(key, default)!r}: expected one of {list(allowed)}')
     projector = Projector(
-        features=tuple(model_cfg.projector), dtype=compute_dtype(model_cfg.get('dtype', 'float32'))
+        features=tuple(model_cfg.projector),
+        dtype=compute_dtype(model_cfg.get('dtype', 'float32')),
+        order=model_cfg.get('projector_order', 'standard'),
+        bn=model_cfg.get('projector_bn', 'batch'),
     )
     return SSLModel(encoder=make_encoder(model_cfg), projector=projector)

@@ -280,6 +280,21 @@ def initial_variables(init_spec: str, model_cfg: Mapping, variables: Mapping) ->
     """
     if is_random(init_spec):
         return variables
+    return _replace_encoder(variables, check_init(init_spec, model_cfg))
+
+
+def check_init(init_spec: str, model_cfg: Mapping) -> LoadedWeights:
+    """Reads the weights ``model.init`` names and checks they fit the configured encoder.
+
+    Cheap enough to run before any data is read or anything compiles (one file read).
+
+    Returns:
+        The loaded weights.
+
+    Raises:
+        WeightsError: a missing or unreadable file, or weights of another depth,
+            width, variant or stem (the message names the file and the setting to change).
+    """
     loaded = load_weights(init_spec)
     defaults = {'variant': 'v1.5', 'stem': 'imagenet'}
     for key in ('depth', 'width', 'variant', 'stem'):
@@ -315,7 +330,7 @@ def initial_variables(init_spec: str, model_cfg: Mapping, variables: Mapping) ->
             configured_channels,
             wanted_channels,
         )
-    return _replace_encoder(variables, loaded)
+    return loaded
 
 
 def _describe(model: Mapping) -> str:
