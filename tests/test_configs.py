@@ -248,3 +248,48 @@ def test_demo_and_cpu_presets_are_the_recipes_the_ablation_measured(method, pres
         k: (v, shipped.get(k)) for k, v in flat_items(measured) if k not in ignored and shipped.get(k) != v
     }
     assert not differing
+
+
+def test_virus_probe_uses_the_papers_nine_viruses():
+    c = load('probe_virus')
+    # The paper's names, as the dataset's class folders spell them (Nairovirus = CCHF).
+    assert c.data.classes == (
+        'Astrovirus',
+        'CCHF',
+        'Cowpox',
+        'Influenza',
+        'Nipah virus',
+        'Norovirus',
+        'Orf',
+        'Papilloma',
+        'Rift Valley',
+    )
+    assert parse('probe_virus.py', '--config.data.classes=None').data.classes is None
+    assert load('probe_virus', 'demo').data.classes is None
+
+
+@pytest.mark.parametrize('name', ['probe_nanowire', 'probe_mnp', 'probe_virus'])
+def test_probe_presets_list_the_papers_encoders_and_baselines(name):
+    encoders = load(name).probe.encoders
+    names = [e.partition('=')[0] for e in encoders]
+    for method in ('Barlow-Twins_TEM', 'SimCLR_TEM', 'Barlow-Twins_ImageNet', 'SimCLR_ImageNet'):
+        replicas = [n for n in names if n.startswith(method + ' ')]
+        assert replicas == [f'{method} seed{s}' for s in range(42, 47)]
+    baselines = {'SimCLR_SotA_ImageNet', 'ImageNet_supervised', 'random-init', 'raw pixels', 'texture'}
+    assert baselines <= set(names)
+    assert 'simclr_resnet_batch64_project128_64_1024_nocrop_seed46.h5' in ' '.join(encoders)
+    assert all('{models}/' in e for e in encoders if ':' in e.partition('=')[2])
+
+
+def test_probe_names_every_missing_encoder_file_before_reading_data(tmp_path):
+    from fewshot_jax.models.weights import WeightsError
+
+    config = load('probe_nanowire')
+    config.data.root = str(tmp_path / 'no_data')  # never reached: the files are checked first
+    config.probe.models_dir = str(tmp_path / 'models')
+    with pytest.raises(WeightsError) as err:
+        tasks.run('probe', config, tmp_path / 'w')
+    message = str(err.value)
+    assert '\n' not in message and '22 weight files do not exist' in message
+    assert str(tmp_path / 'models' / 'barlow_resnet_batch64_project128_64_1024_seed42.h5') in message
+    assert '--config.probe.models_dir=DIR' in message
