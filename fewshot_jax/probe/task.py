@@ -304,6 +304,7 @@ def make_plan(cfg, mode: str, data: probe_data.LabeledImages) -> list[probe_grid
             folds=int(cfg.get('tuning_folds', 4)),
             test_fraction=float(cfg.test_fraction),
             class_names=data.class_names,
+            groups=data.groups,
         )
     heads = _heads(cfg.get('head', 'logistic'))
     early = 'adam' in heads and cfg.adam.early_stopping == 'holdout'
@@ -317,6 +318,7 @@ def make_plan(cfg, mode: str, data: probe_data.LabeledImages) -> list[probe_grid
         holdout_per_class=int(cfg.adam.holdout_per_class) if early else 0,
         fixed_split=data.fixed_split,
         class_names=data.class_names,
+        groups=data.groups,
     )
 
 
