@@ -293,3 +293,13 @@ def test_probe_names_every_missing_encoder_file_before_reading_data(tmp_path):
     assert '\n' not in message and '22 weight files do not exist' in message
     assert str(tmp_path / 'models' / 'barlow_resnet_batch64_project128_64_1024_seed42.h5') in message
     assert '--config.probe.models_dir=DIR' in message
+
+
+def test_gpu_science_paper_part_builds_a_valid_config(tmp_path):
+    """benchmarks/gpu_science.sh runs the paper preset through ssl_ablation.build_config on
+    synthetic images: it must start from random weights rather than stop for model.init."""
+    ablation = load_ablation()
+    for method in ('barlow_twins', 'simclr'):
+        config = ablation.build_config(method, '', {}, seed=0, out=tmp_path)
+        assert config.model.init == 'random' and config.data.source == 'synthetic'
+        check_config(config)
