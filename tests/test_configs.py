@@ -303,3 +303,34 @@ def test_gpu_science_paper_part_builds_a_valid_config(tmp_path):
         config = ablation.build_config(method, '', {}, seed=0, out=tmp_path)
         assert config.model.init == 'random' and config.data.source == 'synthetic'
         check_config(config)
+
+
+def test_first_command_as_typed_explains_itself(tmp_path):
+    """No flags but --config: a default workdir, and no data root stops at once, nothing written."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'launch.py'), f'--config={REPO / "configs" / "barlow_tem.py"}'],
+        cwd=tmp_path,
+        env={**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu'},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert 'workdir: runs/barlow_tem ' in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+    assert len(error) == 1
+    for part in ('--config.data.root=DIR', 'barlow_tem.py:demo', 'synthetic', '--config.model.init=keras:'):
+        assert part in error[0]
+    assert 'no GPU, about 31 h' in error[0] and '1.5 pairs/s' in error[0]
+    assert list(tmp_path.iterdir()) == []  # nothing generated, no workdir
+
+
+def test_default_workdir_names_config_and_preset():
+    from fewshot_jax.first_run import default_workdir
+
+    assert default_workdir('configs/barlow_tem.py') == 'runs/barlow_tem'
+    assert default_workdir('/x/configs/simclr_tem.py:demo') == 'runs/simclr_tem_demo'
