@@ -93,7 +93,7 @@ def test_documented_override_parses_and_validates(where, key, value):
     if value.startswith(('"', "'")):
         pytest.skip('a shell-quoted value spanning spaces; its parse is tested with its config')
     config_file = where if where.endswith('.py') and where != 'ssl_base.py' else 'barlow_tem.py'
-    if where == 'README.md' and key.split('.')[0] in ('force', 'roots', 'grid', 'stages'):
+    if where == 'README.md' and key.split('.')[0] in ('force', 'roots', 'grid', 'stages', 'init'):
         config_file = 'workflow.py'
     if config_file not in {f'{n}.py' for n in CONFIGS} | {'workflow.py'}:
         pytest.skip(f'{config_file} is not a pretraining or workflow config')

@@ -307,11 +307,12 @@ def check_init(init_spec: str, model_cfg: Mapping) -> LoadedWeights:
     wanted_mean = loaded.model['input_mean']
     configured_mean = list(model_cfg.get('input_mean', IMAGENET_MEAN))
     if not np.allclose(configured_mean, wanted_mean):
-        # Not an error: fine-tuning adapts, and the paper's own preprocessing is not recorded.
+        # Not an error: fine-tuning adapts, and the paper's notebook itself fed Keras' ImageNet
+        # weights RGB in [0, 1] (the paper preset does the same, on purpose).
         log.warning(
             'model.init=%r was trained on inputs normalised with mean %s and std %s, but '
             'the config normalises with mean %s; set model.input_mean and '
-            'model.input_std to match for a faithful start',
+            "model.input_std to match the weights rather than the paper's notebook",
             init_spec,
             wanted_mean,
             loaded.model['input_std'],
