@@ -20,6 +20,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from fewshot_jax import first_run
 from fewshot_jax.train_lib.xla_setup import prefer_eigen_convolutions_on_cpu
 
 # Before any jax import (XLA reads XLA_FLAGS once): on CPU, Eigen's weight-gradient
@@ -60,7 +61,8 @@ _HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
 _SHUTDOWN_TIMEOUT = flags.DEFINE_integer(
     'shutdown_timeout', 300, 'Seconds a finishing (or failing) process waits for the others at exit.'
 )
-flags.mark_flags_as_required(['config', 'workdir'])
+# --workdir defaults to runs/<config>[_<preset>] (fewshot_jax/first_run.py).
+flags.mark_flags_as_required(['config'])
 
 # Exit status of a job that did not assemble within --coordinator_timeout.
 EXIT_NO_COORDINATOR = 3
@@ -162,6 +164,7 @@ def main(argv):
         absl_logging.get_absl_handler().setLevel(logging.WARNING)
     config = _CONFIG.value
     try:
+        flags.FLAGS.workdir = first_run.prepare(config, flags.FLAGS['config'].config_filename, _WORKDIR.value)
         if _wants_multihost():
             _start_distributed()
             _check_job(config)

@@ -9,6 +9,11 @@
 #   bash benchmarks/gpu_science.sh            # on the GPU machine (wheels in .whl/ if any)
 #   bash benchmarks/gpu_science.sh --tiny     # the same pipeline at tiny sizes, on any CPU
 #
+# --tiny takes up to GRID_S + PAPER_S seconds of 2 CPU cores (both parts at once; set them
+# lower for a smoke run, e.g. GRID_S=300 PAPER_S=300); it is not part of the test suite.
+# tests/test_configs.py checks that the paper part's config (the paper preset from random
+# init: ssl_ablation.build_config with preset '') passes the pretraining checks.
+#
 # Environment: PY (python, default python3), OUT (default bench_out), WHEELS (folder of
 # wheels to install first, default .whl), GRID_PROCS (processes for the grid, default 10),
 # GRID_S / PAPER_S (time limits in seconds of the two parts).

@@ -114,6 +114,9 @@ def build_config(
     if preset == '':  # the paper's settings on the synthetic generic images
         config.data.source = 'synthetic'
         config.data.synthetic_size = 256
+        # From random weights: the benchmark machines hold no ImageNet weight file (the
+        # paper preset otherwise stops until model.init names one).
+        config.model.init = 'random'
     config.seed = seed
     config.train.progress = False
     config.train.log_every = 50

@@ -86,6 +86,9 @@ def jax_worker() -> None:
     def get(size, augment):
         if (size, augment) not in built:
             config = ssl_config('barlow_twins', 'tem', '')
+            # torchvision's ResNet and the standard projector, as the torch side builds them.
+            config.model.init, config.model.variant, config.optim.momentum = 'random', 'v1.5', 0.9
+            config.model.projector_order, config.model.projector_bn = 'standard', 'batch'
             config.model.depth, config.model.width = 50, 64
             config.model.dtype, config.model.projector = 'float32', PROJECTOR
             config.data.image_size, config.data.batch_size = size, BATCH_PAIRS

@@ -7,11 +7,40 @@ Not an experiment itself: ``probe_nanowire.py``, ``probe_mnp.py`` and
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 PRESETS = ('', 'demo', 'tiny')
 PAPER_SHOTS = (1, 2, 4, 8, 16, 32, 80)
-# The paper's encoders (published Keras .h5 files) as weight specs with display names;
-# the random-init and encoder-free baselines (raw pixels, texture, grey-level statistics)
+# The paper's encoders as weight specs with display names. '{models}' stands for
+# probe.models_dir, a placeholder the user points at their copies of the files.
+# The four self-supervised encoders, five replicas each (pretraining seeds 42-46), under the
+# file names the probe notebooks load (docs/paper.md): Keras files saved by the paper's
+# notebook, read with RGB inputs in [0, 1] as the notebook fed them.
+PAPER_REPLICA_SEEDS = (42, 43, 44, 45, 46)
+PAPER_ENCODER_FILES = (
+    ('Barlow-Twins_TEM', 'barlow_resnet_batch64_project128_64_1024_seed{seed}.h5'),
+    ('SimCLR_TEM', 'simclr_resnet_batch64_project128_64_1024_nocrop_seed{seed}.h5'),
+    ('Barlow-Twins_ImageNet', 'barlow_ImageNet_batch64_project128_64_1024_seed{seed}.h5'),
+    ('SimCLR_ImageNet', 'simclr_ImageNet_batch64_project128_64_1024_nocrop_seed{seed}.h5'),
+)
+# SimCLR_SotA_ImageNet: SimCLRv2 r50_1x_sk0 (official SimCLR repository), a TensorFlow
+# checkpoint the user converts to a torchvision state dict; SimCLR takes RGB in [0, 1].
+SOTA_ENCODER = 'SimCLR_SotA_ImageNet=torchvision:{models}/r50_1x_sk0.pth?input=unit'
+# The supervised ImageNet ResNet50 the paper's pretraining started from (Keras applications
+# file: 'caffe' inputs, read as such), beside random init as a baseline.
+IMAGENET_SUPERVISED = (
+    'ImageNet_supervised=keras:{models}/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5'
+)
+PAPER_ENCODERS = (
+    *(
+        f'{name} seed{seed}=keras:{{models}}/{pattern.format(seed=seed)}'
+        for name, pattern in PAPER_ENCODER_FILES
+        for seed in PAPER_REPLICA_SEEDS
+    ),
+    SOTA_ENCODER,
+    IMAGENET_SUPERVISED,
+)
+# The random-init and encoder-free baselines (raw pixels, texture, grey-level statistics)
 # are added to every list.
 BASELINE_ENCODERS = ('random-init', 'raw pixels=raw-pixels', 'texture=texture', 'intensity=intensity')
 # The demo's encoder beside the weights its pretraining started from and those weights with
@@ -62,7 +91,9 @@ def probe_config(
     c.data = ml_collections.ConfigDict()
     c.data.source = source
     c.data.root = ''
-    c.data.classes = None
+    # Class folders to use, or None for every one (object-typed so that both a tuple and
+    # --config.data.classes=None parse from the command line).
+    c.data.classes = config_dict.FieldReference(None, field_type=object)
     c.data.keep_color = False
     c.data.image_size = 224
     c.data.task = synthetic_task  # synthetic sources only
@@ -72,6 +103,9 @@ def probe_config(
 
     c.probe = ml_collections.ConfigDict()
     c.probe.encoders = tuple(encoders) + BASELINE_ENCODERS
+    # What '{models}' in probe.encoders stands for: a placeholder, point it at your copies
+    # (a missing file stops the probe before any work, naming every missing path).
+    c.probe.models_dir = '/path/to/paper_encoders'
     c.probe.layer = 'pooled'
     c.probe.encode_batch = 64
     c.probe.mode = 'protocol'  # or 'tuning': 4-fold CV inside the training part (Fig. 8)

@@ -20,7 +20,8 @@ Launch (the published nanowire set; the encoder of a pretraining workdir)::
 ``{workdir}`` in ``segment.encoders`` is the launch workdir, so the stage's
 outputs land in ``runs/bt_tem/segment`` beside the encoder it evaluates
 (``results.csv``, ``summary.txt``, ``figures/``, ``runs/*/model``). Other
-encoders: ``--config.segment.encoders="('paper=keras:/m/Barlow-Twins_TEM.h5', 'random=random')"``.
+encoders, e.g. a paper encoder file (read with its own input scale, docs/paper.md):
+``--config.segment.encoders="('paper=keras:/m/encoder.h5', 'random=random')"``.
 
 Presets:
 

@@ -13,10 +13,12 @@ The paper's study on the real data sets (see docs/datasets.md for the layouts)::
     python launch.py --config=configs/workflow.py --workdir=runs/study \
         --config.roots.generic_tem=/data/cem500k_subset --config.roots.everyday=/data/imagenet832 \
         --config.roots.nanowires=/data/nanowires --config.roots.nanoparticles=/data/mnp \
-        --config.roots.viruses=/data/tem_virus
+        --config.roots.viruses=/data/tem_virus \
+        --config.init=keras:/path/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5
 
-Missing folders are listed, with where each data set is published, before any stage
-starts. Two presets run the whole study on the built-in synthetic data on 2 CPU cores:
+``init`` is the ImageNet weights every pretraining unit starts from, as in the paper
+(``random`` to start without; docs/paper.md). Missing folders are listed, with where each
+data set is published, before any stage starts. Two presets run the whole study on the built-in synthetic data on 2 CPU cores:
 
 ``:demo`` (``make demo``) is the 10-minute first contact: SimCLR's ``:demo`` pretraining
 (2000 steps), the probes of the stages' ``:demo`` presets with every control (random init,
@@ -137,6 +139,10 @@ def get_config(arg: str = ''):
         c.grid.sweep = ('data.batch_size=8',)
         c.grid.seeds = (0,)
     if not arg:
+        # The paper's pretraining units all start from the ImageNet weights the user gives.
+        c.init = 'required'
+        for name in names:
+            c.pretrain[name].model.init = c.get_ref('init')
         c.pretrain.bt_tem.data.root = c.roots.get_ref('generic_tem')
         c.pretrain.simclr_tem.data.root = c.roots.get_ref('generic_tem')
         c.pretrain.bt_everyday.data.root = c.roots.get_ref('everyday')

@@ -4,7 +4,7 @@ Example::
 
     from fewshot_jax import load_encoder
     enc = load_encoder('runs/demo/pretrain/simclr_tem')   # a pretraining workdir
-    enc = load_encoder('keras:/models/Barlow-Twins_TEM.h5')  # the paper's encoder
+    enc = load_encoder('keras:/models/barlow_resnet_batch64_project128_64_1024_seed42.h5')
     feats = enc.encode(images)                             # (N, 2048) for a ResNet50
     maps = enc.encode(images, layer='stage3')              # (N, H/16, W/16, 1024)
 
@@ -258,7 +258,7 @@ def load_encoder(
     config = dict(loaded.model)
     if normalization is not None:
         mean, std = normalization_values(normalization)
-        config.update(input_mean=list(mean), input_std=list(std))
+        config.update(input_mean=list(mean), input_std=list(std), normalization=normalization)
     if dtype is not None:
         compute_dtype(dtype)  # validates the name
         config['dtype'] = dtype

@@ -273,7 +273,16 @@ def _matched(sub_config, base_model_config, resolution: bool = True):
     image size) matches the pretrained encoders, so that comparisons are like for like."""
     sub = ml_collections.ConfigDict(sub_config.to_dict())
     if base_model_config is not None:
-        for key in ('depth', 'width', 'variant', 'stem', 'input_mean', 'input_std', 'input_norm'):
+        for key in (
+            'depth',
+            'width',
+            'variant',
+            'stem',
+            'input_mean',
+            'input_std',
+            'input_norm',
+            'input_channels',
+        ):
             if key in base_model_config.model:
                 sub.model[key] = base_model_config.model[key]
         if resolution and 'image_size' in sub.data:

@@ -26,7 +26,13 @@ def test_paper_settings(name):
     c = load(name)
     assert (c.model.depth, c.model.width, tuple(c.model.projector)) == (50, 64, (128, 64, 1024))
     assert (c.data.image_size, c.data.batch_size, c.data.subset) == (224, 64, 832)
-    assert (c.optim.name, c.optim.lr, c.optim.momentum, c.train.epochs) == ('sgd', 0.2, 0.9, 200)
+    # The notebook's run: plain SGD, Keras ResNet50 from ImageNet weights the user gives, fed
+    # RGB in [0, 1], projector Dense -> ReLU -> BN on running statistics (docs/paper.md).
+    assert (c.optim.name, c.optim.lr, c.optim.momentum, c.train.epochs) == ('sgd', 0.2, 0.0, 200)
+    assert c.optim.schedule == 'cosine' and c.optim.decay_steps == 1000  # our fix stays the default
+    assert (c.model.init, c.model.variant, c.model.input_channels) == ('required', 'keras', 'rgb')
+    assert tuple(c.model.input_mean) == (0, 0, 0) and tuple(c.model.input_std) == (1, 1, 1)
+    assert (c.model.projector_order, c.model.projector_bn) == ('paper', 'frozen')
     assert c.data.source == 'folder' and c.data.root == ''
     if name.startswith('barlow'):
         assert c.loss.name == 'barlow_twins' and c.loss.lambd == 0.005
@@ -87,11 +93,13 @@ def test_documented_override_parses_and_validates(where, key, value):
     if value.startswith(('"', "'")):
         pytest.skip('a shell-quoted value spanning spaces; its parse is tested with its config')
     config_file = where if where.endswith('.py') and where != 'ssl_base.py' else 'barlow_tem.py'
-    if where == 'README.md' and key.split('.')[0] in ('force', 'roots', 'grid', 'stages'):
+    if where == 'README.md' and key.split('.')[0] in ('force', 'roots', 'grid', 'stages', 'init'):
         config_file = 'workflow.py'
     if config_file not in {f'{n}.py' for n in CONFIGS} | {'workflow.py'}:
         pytest.skip(f'{config_file} is not a pretraining or workflow config')
-    config = parse(config_file, f'--config.{key}={value}')
+    # The paper presets need model.init (the ImageNet weights) before anything else runs.
+    init = [] if key == 'model.init' or config_file == 'workflow.py' else ['--config.model.init=random']
+    config = parse(config_file, f'--config.{key}={value}', *init)
     node = config
     for part in key.split('.'):
         node = node[part]
@@ -122,9 +130,44 @@ def test_bad_values_are_project_errors_naming_the_key(override, message):
     from fewshot_jax.pretrain.augment.views import AugmentConfigError
 
     with pytest.raises((ConfigError, AugmentConfigError)) as err:
-        check_config(parse('barlow_tem.py', override))
+        check_config(parse('barlow_tem.py', override, '--config.model.init=random'))
     assert message in str(err.value)
     assert type(err.value).__module__.startswith('fewshot_jax')  # launch.py: one line
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_paper_preset_stops_before_any_work_until_init_is_given(name, tmp_path):
+    from fewshot_jax.errors import ConfigError
+
+    config = load(name)
+    config.data.source = 'synthetic'  # would generate images if the run got that far
+    with pytest.raises(ConfigError) as err:
+        tasks.run('pretrain', config, tmp_path / 'w')
+    message = str(err.value)
+    assert '\n' not in message and "model.init='required'" in message
+    assert '--config.model.init=keras:/path/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5' in message
+    assert 'torchvision:/path.pth' in message and '--config.model.init=random' in message
+    # Nothing but the task log: no data, no checkpoint, no encoder.
+    assert {p.name for p in (tmp_path / 'w').iterdir()} <= {'log.txt'}
+    config.model.init = 'random'
+    check_config(config)
+
+
+def test_paper_preset_refuses_init_weights_of_another_architecture(tmp_path):
+    from fewshot_jax.models.weights import WeightsError
+    from tests.helpers.weights_references import keras_resnet50_arrays, write_keras2_weights
+
+    path = tmp_path / 'narrow.h5'
+    write_keras2_weights(path, keras_resnet50_arrays(4))  # a ResNet50 of width 4, not 64
+    config = load('barlow_tem')
+    config.model.init = f'keras:{path}'
+    with pytest.raises(WeightsError) as err:
+        check_config(config)
+    assert str(path) in str(err.value) and 'set model.width=4' in str(err.value)
+    assert '\n' not in str(err.value)
+    config.model.init = f'keras:{tmp_path / "absent.h5"}'
+    with pytest.raises(WeightsError, match='absent.h5 does not exist'):
+        check_config(config)
 
 
 def test_unknown_preset_is_named():
@@ -144,6 +187,7 @@ def test_launch_reports_bad_data_root_without_traceback(tmp_path):
             '--config=configs/barlow_tem.py',
             f'--workdir={tmp_path / "w"}',
             f'--config.data.root={tmp_path / "missing"}',
+            '--config.model.init=random',
         ],
         cwd=repo,
         capture_output=True,
@@ -204,3 +248,89 @@ def test_demo_and_cpu_presets_are_the_recipes_the_ablation_measured(method, pres
         k: (v, shipped.get(k)) for k, v in flat_items(measured) if k not in ignored and shipped.get(k) != v
     }
     assert not differing
+
+
+def test_virus_probe_uses_the_papers_nine_viruses():
+    c = load('probe_virus')
+    # The paper's names, as the dataset's class folders spell them (Nairovirus = CCHF).
+    assert c.data.classes == (
+        'Astrovirus',
+        'CCHF',
+        'Cowpox',
+        'Influenza',
+        'Nipah virus',
+        'Norovirus',
+        'Orf',
+        'Papilloma',
+        'Rift Valley',
+    )
+    assert parse('probe_virus.py', '--config.data.classes=None').data.classes is None
+    assert load('probe_virus', 'demo').data.classes is None
+
+
+@pytest.mark.parametrize('name', ['probe_nanowire', 'probe_mnp', 'probe_virus'])
+def test_probe_presets_list_the_papers_encoders_and_baselines(name):
+    encoders = load(name).probe.encoders
+    names = [e.partition('=')[0] for e in encoders]
+    for method in ('Barlow-Twins_TEM', 'SimCLR_TEM', 'Barlow-Twins_ImageNet', 'SimCLR_ImageNet'):
+        replicas = [n for n in names if n.startswith(method + ' ')]
+        assert replicas == [f'{method} seed{s}' for s in range(42, 47)]
+    baselines = {'SimCLR_SotA_ImageNet', 'ImageNet_supervised', 'random-init', 'raw pixels', 'texture'}
+    assert baselines <= set(names)
+    assert 'simclr_resnet_batch64_project128_64_1024_nocrop_seed46.h5' in ' '.join(encoders)
+    assert all('{models}/' in e for e in encoders if ':' in e.partition('=')[2])
+
+
+def test_probe_names_every_missing_encoder_file_before_reading_data(tmp_path):
+    from fewshot_jax.models.weights import WeightsError
+
+    config = load('probe_nanowire')
+    config.data.root = str(tmp_path / 'no_data')  # never reached: the files are checked first
+    config.probe.models_dir = str(tmp_path / 'models')
+    with pytest.raises(WeightsError) as err:
+        tasks.run('probe', config, tmp_path / 'w')
+    message = str(err.value)
+    assert '\n' not in message and '22 weight files do not exist' in message
+    assert str(tmp_path / 'models' / 'barlow_resnet_batch64_project128_64_1024_seed42.h5') in message
+    assert '--config.probe.models_dir=DIR' in message
+
+
+def test_gpu_science_paper_part_builds_a_valid_config(tmp_path):
+    """benchmarks/gpu_science.sh runs the paper preset through ssl_ablation.build_config on
+    synthetic images: it must start from random weights rather than stop for model.init."""
+    ablation = load_ablation()
+    for method in ('barlow_twins', 'simclr'):
+        config = ablation.build_config(method, '', {}, seed=0, out=tmp_path)
+        assert config.model.init == 'random' and config.data.source == 'synthetic'
+        check_config(config)
+
+
+def test_first_command_as_typed_explains_itself(tmp_path):
+    """No flags but --config: a default workdir, and no data root stops at once, nothing written."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'launch.py'), f'--config={REPO / "configs" / "barlow_tem.py"}'],
+        cwd=tmp_path,
+        env={**os.environ, 'PYTHONPATH': str(REPO), 'JAX_PLATFORMS': 'cpu'},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert 'workdir: runs/barlow_tem ' in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+    assert len(error) == 1
+    for part in ('--config.data.root=DIR', 'barlow_tem.py:demo', 'synthetic', '--config.model.init=keras:'):
+        assert part in error[0]
+    assert 'no GPU, about 31 h' in error[0] and '1.5 pairs/s' in error[0]
+    assert list(tmp_path.iterdir()) == []  # nothing generated, no workdir
+
+
+def test_default_workdir_names_config_and_preset():
+    from fewshot_jax.first_run import default_workdir
+
+    assert default_workdir('configs/barlow_tem.py') == 'runs/barlow_tem'
+    assert default_workdir('/x/configs/simclr_tem.py:demo') == 'runs/simclr_tem_demo'

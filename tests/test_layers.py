@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     (6, ['fewshot_jax']),  # the package's lazy public API (load_encoder, Encoder)
     # The workflow dispatches the stage tasks through the registry (which names them lazily).
-    (5, ['fewshot_jax.tasks', 'fewshot_jax.workflow']),
+    (5, ['fewshot_jax.tasks', 'fewshot_jax.workflow', 'fewshot_jax.first_run']),
     (4, ['fewshot_jax.pretrain.*', 'fewshot_jax.probe.*', 'fewshot_jax.segment.*', 'fewshot_jax.select.*']),
     (3, ['fewshot_jax.encoder']),
     (2, ['fewshot_jax.models.*']),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Sequence
 
+from fewshot_jax.data.groups import rotation_groups
 from fewshot_jax.data.io import IMAGE_EXTENSIONS, MaskEncoding
 from fewshot_jax.data.sources import (
     ClassFolderSource,
@@ -28,9 +29,14 @@ def nanowire_morphology(root: str | pathlib.Path, **kwargs) -> ClassFolderSource
     """The nanowire morphology set (Zenodo 10.5281/zenodo.6377140): 4 classes.
 
     Only the jpg images are read; the png masks beside them are skipped.
-    `kwargs` go to `ClassFolderSource`.
+    `groups` joins each singular image's rotations (`<stem>_1/_2/_3.jpg`) to
+    `<stem>.jpg` (`data/groups.py`), unless a `groups.csv` in `root` says
+    otherwise. `kwargs` go to `ClassFolderSource`.
     """
-    return ClassFolderSource(root, classes=NANOWIRE_CLASSES, extensions=_JPEG, **kwargs)
+    source = ClassFolderSource(root, classes=NANOWIRE_CLASSES, extensions=_JPEG, **kwargs)
+    if source.groups is None:
+        source.groups = rotation_groups(source.root, source.paths)
+    return source
 
 
 def nanowire_segmentation(

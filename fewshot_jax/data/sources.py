@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fewshot_jax.data.groups import GROUPS_FILE, read_groups_csv
 from fewshot_jax.data.io import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_PERCENTILES,
@@ -198,6 +199,9 @@ class ClassFolderSource(_FileSource):
 
     Records: {'image', 'label'}. `labels[i]` indexes `class_names`. Files
     directly in `root` are counted in `skipped` as '(outside class folders)'.
+    `groups` holds, per image, the original it derives from, read from a
+    `groups.csv` in `root` (`data/groups.py`), or is None: splits keep a group
+    on one side.
 
     Args:
       root: The folder holding one folder per class.
@@ -223,7 +227,7 @@ class ClassFolderSource(_FileSource):
         self.extensions, self.recursive = tuple(extensions), recursive
         self.class_names = _class_folders(self.root, classes, extensions)
         paths, labels, skipped = [], [], Counter()
-        loose = _files_in(self.root)
+        loose = [name for name in _files_in(self.root) if name != GROUPS_FILE]
         if loose:
             skipped[OUTSIDE_CLASS_FOLDERS] += len(loose)
         for label, name in enumerate(self.class_names):
@@ -240,6 +244,7 @@ class ClassFolderSource(_FileSource):
         _log_skipped(self.root, self.skipped)
         self.paths = paths
         self.labels = np.asarray(labels, dtype=np.int32)
+        self.groups = read_groups_csv(self.root, paths)
 
     def _scan_folder(self, folder: pathlib.Path) -> tuple[list[pathlib.Path], dict[str, int]]:
         return scan_images(folder, extensions=self.extensions, recursive=self.recursive)

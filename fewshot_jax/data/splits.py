@@ -7,6 +7,13 @@
    training part, for model selection.
 
 The test part is only for final evaluation; `check_disjoint` guards that.
+
+Splits respect groups: given `groups` (one id per image; images derived from one
+original, such as its rotations, share an id), `stratified_split` and
+`stratified_folds` move whole groups, so no group straddles the training and
+test parts (or a fit and validation fold), and `check_disjoint(groups=...)`
+checks it. Without groups every image is its own group and the indices are
+exactly those of the ungrouped functions.
 Datasets that ship their own split (the TEM virus set) are used as shipped:
 `layouts.tem_virus` returns one source per split, and the k-shot sets are
 drawn from the train source's labels with
@@ -38,28 +45,36 @@ def stratified_split(
     seed: int = 0,
     *,
     class_names: Sequence[str] | None = None,
+    groups: Sequence | np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Splits indices into train and test with the same class balance.
 
     Each class contributes round(test_fraction * n_class) images to the test
-    part (at least 1, leaving at least 1 for training).
+    part (at least 1, leaving at least 1 for training). With `groups`, whole
+    groups go to one side: a class's groups are shuffled and moved to the test
+    part while each move brings its size closer to that share (at least one
+    group on each side).
 
     Args:
       labels: (N,) non-negative class ids.
       test_fraction: Share of every class held out, in (0, 1).
       seed: Seed of the draw.
       class_names: Names used in error messages.
+      groups: (N,) group ids (any hashable values), or None (no groups).
 
     Returns:
       (train_indices, test_indices), sorted, disjoint, covering range(N).
 
     Raises:
-      DataError: Bad labels or fraction, or a class with fewer than 2 images.
+      DataError: Bad labels or fraction, a class with fewer than 2 images (2
+        groups), or a group whose images have different labels.
     """
     labels = _check_labels(labels)
     if not 0 < test_fraction < 1:
         raise DataError(f'test_fraction must be in (0, 1), got {test_fraction}')
     rng = np.random.default_rng((seed, _SPLIT_STREAM))
+    if groups is not None:
+        return _grouped_split(labels, test_fraction, rng, group_ids(groups, labels, class_names), class_names)
     train, test = [], []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
@@ -130,6 +145,7 @@ def stratified_folds(
     seed: int = 0,
     *,
     class_names: Sequence[str] | None = None,
+    groups: Sequence | np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified K-fold cross-validation over a subset of the data.
 
@@ -143,13 +159,15 @@ def stratified_folds(
       n_folds: Number of folds, >= 2.
       seed: Seed of the shuffle.
       class_names: Names used in error messages.
+      groups: (N,) group ids, or None. With groups, a class's groups (not its
+        images) are shuffled and dealt, so a group validates in one fold only.
 
     Returns:
       n_folds pairs (fit_indices, validation_indices), sorted and disjoint,
       together covering `indices`; each index validates exactly once.
 
     Raises:
-      DataError: A class has fewer images than folds, or bad arguments.
+      DataError: A class has fewer images (groups) than folds, or bad arguments.
     """
     labels = _check_labels(labels)
     indices = _check_indices(indices, len(labels), 'indices')
@@ -157,16 +175,23 @@ def stratified_folds(
         raise DataError(f'n_folds must be >= 2, got {n_folds}')
     rng = np.random.default_rng((seed, _FOLD_STREAM))
     fold_of = np.empty(len(labels), dtype=np.int64)
+    codes = None if groups is None else group_ids(groups, labels, class_names)
     turn = 0
     for label in np.unique(labels[indices]):
-        members = rng.permutation(indices[labels[indices] == label])
-        if len(members) < n_folds:
+        members = indices[labels[indices] == label]
+        if codes is None:
+            units = [[i] for i in rng.permutation(members)]
+        else:
+            units = [members[codes[members] == g] for g in rng.permutation(np.unique(codes[members]))]
+        if len(units) < n_folds:
+            what = 'image(s)' if codes is None else 'group(s) of images'
             raise DataError(
-                f'{_class_label(label, class_names)} has {len(members)} image(s); '
+                f'{_class_label(label, class_names)} has {len(units)} {what}; '
                 f'{n_folds}-fold cross-validation needs at least {n_folds} per class'
             )
-        fold_of[members] = (turn + np.arange(len(members))) % n_folds
-        turn = (turn + len(members)) % n_folds
+        for j, unit in enumerate(units):
+            fold_of[unit] = (turn + j) % n_folds
+        turn = (turn + len(units)) % n_folds
     folds = []
     for fold in range(n_folds):
         held_out = fold_of[indices] == fold
@@ -174,20 +199,79 @@ def stratified_folds(
     return folds
 
 
-def check_disjoint(**index_sets: Sequence[int] | np.ndarray) -> None:
-    """Raises DataError if two named index sets share an index.
+def check_disjoint(*, groups: np.ndarray | None = None, **index_sets: Sequence[int] | np.ndarray) -> None:
+    """Raises DataError if two named index sets share an index (or, with groups, a group).
 
-    Example: `check_disjoint(train=train_idx, test=test_idx)` before fitting.
+    Example: `check_disjoint(train=train_idx, test=test_idx, groups=codes)` before
+    fitting, `codes` from :func:`group_ids`.
     """
     names = list(index_sets)
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
-            shared = np.intersect1d(index_sets[first], index_sets[second])
+            a, b = np.asarray(index_sets[first], np.int64), np.asarray(index_sets[second], np.int64)
+            shared = np.intersect1d(a, b)
             if shared.size:
                 raise DataError(
                     f'{first} and {second} share {shared.size} index(es), e.g. '
                     f'{shared[:5].tolist()}; expected disjoint sets'
                 )
+            if groups is not None:
+                both = np.intersect1d(groups[a], groups[b])
+                if both.size:
+                    raise DataError(
+                        f'{first} and {second} share {both.size} group(s) of images derived from one '
+                        f'original (e.g. group {both[0]}: indices '
+                        f'{np.flatnonzero(groups == both[0])[:5].tolist()}); expected disjoint groups'
+                    )
+
+
+def group_ids(groups, labels: np.ndarray, class_names: Sequence[str] | None = None) -> np.ndarray:
+    """(N,) int64 codes of group ids of any hashable kind, checked to keep to one class each.
+
+    Raises:
+      DataError: not one id per image, or a group whose images have different labels.
+    """
+    groups = np.asarray(groups)
+    if groups.shape != labels.shape:
+        raise DataError(f'groups: shape {groups.shape}; expected one group id per image, {labels.shape}')
+    _, codes = np.unique(groups, return_inverse=True)
+    codes = codes.astype(np.int64).reshape(-1)
+    first_label = np.full(codes.max() + 1, -1, np.int64)
+    for i, code in enumerate(codes):
+        if first_label[code] < 0:
+            first_label[code] = labels[i]
+        elif first_label[code] != labels[i]:
+            raise DataError(
+                f'group {groups[i]!r} holds images of {_class_label(first_label[code], class_names)} '
+                f'and {_class_label(labels[i], class_names)}; images derived from one original share '
+                'its class'
+            )
+    return codes
+
+
+def _grouped_split(labels, test_fraction, rng, codes, class_names):
+    train, test = [], []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        units = [members[codes[members] == g] for g in rng.permutation(np.unique(codes[members]))]
+        if len(units) < 2:
+            raise DataError(
+                f'{_class_label(label, class_names)} has {len(units)} group of images; a train/test '
+                'split needs at least 2 per class'
+            )
+        n_test = max(int(np.floor(test_fraction * len(members) + 0.5)), 1)
+        taken, count = 0, 0
+        # Whole groups while each brings the test part closer to its share (at least one group
+        # goes to test, at least one stays for training).
+        while taken < len(units) - 1:
+            size = len(units[taken])
+            if count and abs(count + size - n_test) >= abs(count - n_test):
+                break
+            count += size
+            taken += 1
+        test += units[:taken]
+        train += units[taken:]
+    return _sorted(train), _sorted(test)
 
 
 def _check_labels(labels) -> np.ndarray:

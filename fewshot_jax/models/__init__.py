@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from fewshot_jax.errors import ConfigError
-from fewshot_jax.models.heads import LinearClassifier, Projector, SSLModel
+from fewshot_jax.models.heads import PROJECTOR_BNS, PROJECTOR_ORDERS, LinearClassifier, Projector, SSLModel
 from fewshot_jax.models.input_norm import INPUT_NORMS
 from fewshot_jax.models.max_pool import MAX_POOL_GRADS
 from fewshot_jax.models.resnet import (
+    CHANNEL_ORDERS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     LAYER_NAMES,
@@ -46,10 +47,12 @@ def compute_dtype(name: str):
 
 def make_encoder(model_cfg: Mapping) -> ResNet:
     """Builds the ResNet encoder described by ``config.model`` (a ConfigDict or a plain dict,
-    e.g. a workdir's saved ``encoder.json``), including its input normalisation.
+    e.g. a workdir's saved ``encoder.json``), including its input normalisation and the
+    channel order its stem expects (``input_channels``, default 'rgb').
 
     Raises:
-        ConfigError: an unknown depth, variant or stem, or a width that is not a positive int.
+        ConfigError: an unknown depth, variant, stem or channel order, or a width that is
+            not a positive int.
     """
     checks = (
         ('depth', tuple(STAGE_DEPTHS), None),
@@ -57,6 +60,7 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
         ('stem', STEMS, 'imagenet'),
         ('input_norm', INPUT_NORMS, 'channel'),
         ('max_pool_grad', MAX_POOL_GRADS, 'auto'),
+        ('input_channels', CHANNEL_ORDERS, 'rgb'),
     )
     for key, allowed, default in checks:
         if model_cfg.get(key, default) not in allowed:
@@ -75,15 +79,26 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
         input_std=tuple(model_cfg.get('input_std', IMAGENET_STD)),
         input_norm=model_cfg.get('input_norm', 'channel'),
         zero_init_residual=model_cfg.get('zero_init_residual', False),
+        input_channels=model_cfg.get('input_channels', 'rgb'),
     )
 
 
 def make_ssl_model(model_cfg: ml_collections.ConfigDict) -> SSLModel:
-    """Builds encoder + projector for self-supervised pretraining."""
+    """Builds encoder + projector for self-supervised pretraining (``model.projector``,
+    ``projector_order``, ``projector_bn``; see ``fewshot_jax.models.heads``)."""
     sizes = tuple(model_cfg.projector)
     if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
         raise ConfigError(f'model.projector={sizes!r}: expected one or more positive layer sizes')
+    for key, allowed, default in (
+        ('projector_order', PROJECTOR_ORDERS, 'standard'),
+        ('projector_bn', PROJECTOR_BNS, 'batch'),
+    ):
+        if model_cfg.get(key, default) not in allowed:
+            raise ConfigError(f'model.{key}={model_cfg.get(key, default)!r}: expected one of {list(allowed)}')
     projector = Projector(
-        features=tuple(model_cfg.projector), dtype=compute_dtype(model_cfg.get('dtype', 'float32'))
+        features=tuple(model_cfg.projector),
+        dtype=compute_dtype(model_cfg.get('dtype', 'float32')),
+        order=model_cfg.get('projector_order', 'standard'),
+        bn=model_cfg.get('projector_bn', 'batch'),
     )
     return SSLModel(encoder=make_encoder(model_cfg), projector=projector)

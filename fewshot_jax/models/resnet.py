@@ -53,6 +53,9 @@ STAGE_DEPTHS = {
 BOTTLENECK_DEPTHS = frozenset({50, 101})
 VARIANTS = ('v1.5', 'keras')
 STEMS = ('imagenet', 'small')
+# The channel order the stem's kernel was trained on: Keras applications weights
+# were trained on BGR ('caffe') inputs, everything else here on RGB.
+CHANNEL_ORDERS = ('rgb', 'bgr')
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LAYER_NAMES = ('stem', 'stage1', 'stage2', 'stage3', 'stage4', 'pooled')
@@ -128,6 +131,9 @@ class ResNet(nn.Module):
             (3x3 stride-1 convolution, no max-pool; for 32-96 px images).
         max_pool_grad: the stem max-pool's gradient: 'auto', 'xla' or 'dense'
             (models/max_pool.py; the same values, dense is faster on the CPU).
+        input_channels: the channel order the stem expects: 'rgb', or 'bgr'
+            (the normalised RGB input is reversed before the first convolution;
+            Keras applications weights). Images always come in as RGB.
     """
 
     depth: int = 50
@@ -140,6 +146,7 @@ class ResNet(nn.Module):
     zero_init_residual: bool = False
     stem: str = 'imagenet'
     max_pool_grad: str = 'auto'
+    input_channels: str = 'rgb'
 
     def setup_check(self):
         if self.depth not in STAGE_DEPTHS:
@@ -150,6 +157,10 @@ class ResNet(nn.Module):
             raise ValueError(f'model.input_norm={self.input_norm!r}: expected one of {INPUT_NORMS}')
         if self.stem not in STEMS:
             raise ValueError(f'model.stem={self.stem!r}: expected one of {STEMS}')
+        if self.input_channels not in CHANNEL_ORDERS:
+            raise ValueError(
+                f'model.input_channels={self.input_channels!r}: expected one of {CHANNEL_ORDERS}'
+            )
         if self.width < 1:
             raise ValueError(f'model.width={self.width!r}: expected a positive integer')
 
@@ -165,6 +176,8 @@ class ResNet(nn.Module):
             mean = jnp.asarray(self.input_mean, jnp.float32)
             std = jnp.asarray(self.input_std, jnp.float32)
             x = ((images.astype(jnp.float32) - mean) / std).astype(self.dtype)
+        if self.input_channels == 'bgr':
+            x = x[..., ::-1]
 
         small = self.stem == 'small'
         kernel, stride = (3, 1) if small else (7, 2)

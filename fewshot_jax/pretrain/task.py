@@ -31,6 +31,15 @@ from fewshot_jax.train_lib.state import TrainState, init_state
 
 log = logging.getLogger(__name__)
 
+# model.init of the paper presets: the ImageNet weights the paper started from, which only the
+# user can give (nothing is downloaded); the run stops before any work until they do.
+INIT_REQUIRED = 'required'
+INIT_HOW = (
+    '--config.model.init=keras:/path/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 '
+    "(Keras' ImageNet ResNet50, as the paper's notebook) or --config.model.init=torchvision:/path.pth "
+    'with --config.model.variant=v1.5, or --config.model.init=random to start from random weights'
+)
+
 
 def total_steps_of(train_cfg: ml_collections.ConfigDict, num_images: int, batch: int) -> int:
     """``train.num_steps`` if set, else ``train.epochs`` × (images // batch)."""
@@ -71,6 +80,8 @@ def build_ssl(config: ml_collections.ConfigDict, mesh: Mesh, total_steps: int) -
     # Views come out at the pipeline's size, as in the paper (crop, then resize back).
     aug_cfg = augment.augment_config_from(config.augment, config.data.image_size)
     init_spec = config.model.get('init', 'random')
+    if init_spec == INIT_REQUIRED:
+        check_init_spec(config.model)  # raises: callers other than train_ssl skip check_config
     start_from = None
     if not is_random(init_spec):
         from fewshot_jax.models.weights import initial_variables  # file I/O, only when asked
@@ -144,6 +155,26 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             f'train.num_steps={num_steps!r}: expected a positive integer, or None to use train.epochs'
         )
+    check_init_spec(config.model)
+
+
+def check_init_spec(model_cfg: ml_collections.ConfigDict) -> None:
+    """Refuses a ``model.init`` still 'required' (the paper presets) or naming unusable weights.
+
+    Raises:
+        ConfigError: ``model.init='required'``; the message says how to pass the weights.
+        WeightsError: a missing file, or weights of another architecture (naming the file).
+    """
+    spec = model_cfg.get('init', 'random')
+    if spec == INIT_REQUIRED:
+        raise ConfigError(
+            "model.init='required': the paper's run starts from ImageNet weights in a file you "
+            f'give (nothing is downloaded): {INIT_HOW} (docs/paper.md)'
+        )
+    if not is_random(spec):
+        from fewshot_jax.models.weights import check_init  # file I/O, only when asked
+
+        check_init(spec, model_cfg)
 
 
 def train_ssl(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:

@@ -48,6 +48,8 @@ class LabeledImages:
         fixed_split: the data set's own split ({'train', 'validation', 'test'}
             indices), or None (the probe draws stratified splits).
         description: one line for logs and the summary.
+        groups: (N,) the original each image derives from (rotations of one
+            image share it), or None; the probe's splits keep a group on one side.
     """
 
     images: np.ndarray
@@ -58,6 +60,7 @@ class LabeledImages:
     has_mask: np.ndarray | None = None
     fixed_split: dict | None = None
     description: str = ''
+    groups: np.ndarray | None = None
 
 
 def load_labeled(data_cfg) -> LabeledImages:
@@ -114,6 +117,7 @@ def load_labeled(data_cfg) -> LabeledImages:
         masks,
         has_mask,
         description=f'{source} images at {root}',
+        groups=src.groups,
     )
 
 

@@ -5,7 +5,8 @@ lists name them by weight spec, with an optional display name before ``=``::
 
     'Barlow-Twins TEM=checkpoint:runs/bt_tem'   # a pretraining workdir (newest weights)
     'checkpoint:runs/bt_tem@1300'               # a checkpoint step (name: the spec)
-    'keras:/models/Barlow-Twins_TEM.h5', 'torchvision:/models/resnet50.pth'
+    'keras:/models/barlow_resnet_batch64_project128_64_1024_seed42.h5'  # a paper encoder
+    'torchvision:/models/resnet50.pth'
     'random-init'            # a randomly initialised ResNet (see below), same forward path
     'bn-stats:checkpoint:runs/bt_tem@0'  # the init's weights, BatchNorm statistics of these images
     'raw-pixels', 'texture', 'intensity'  # encoder-free baselines (``probe.baselines``)

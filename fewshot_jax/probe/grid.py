@@ -79,6 +79,7 @@ def protocol_plan(
     class_names: Sequence[str] | None = None,
     choose: Callable[[np.ndarray, int, int], Mapping[int, np.ndarray]] | None = None,
     method: str = 'random',
+    groups: Sequence | np.ndarray | None = None,
 ) -> list[RunSpec]:
     """The paper's few-shot protocol as a list of runs.
 
@@ -98,12 +99,16 @@ def protocol_plan(
             sets of a selection strategy in place of the k-per-class draws; it is
             not given the labels (``probe/draws.py``).
         method: recorded in each RunSpec (the strategy ``choose`` implements).
+        groups: (N,) the original each image derives from, or None. A group is never
+            on both sides of a split, nor in both a k-shot set and its holdout;
+            every run is checked.
 
     Raises:
-        DataError: a k (plus holdout) beyond a class's training images, or a
-            class with fewer than 2 test images.
+        DataError: a k (plus holdout) beyond a class's training images, a class
+            with fewer than 2 test images, or a group straddling two sets.
     """
     labels = np.asarray(labels)
+    codes = None if groups is None else splits.group_ids(groups, labels, class_names)
     runs = []
     seeds = [-1] if fixed_split is not None else [int(s) for s in split_seeds]
     for seed in seeds:
@@ -112,7 +117,7 @@ def protocol_plan(
             validation = fixed_split.get('validation')
         else:
             train_part, test_part = splits.stratified_split(
-                labels, test_fraction, seed, class_names=class_names
+                labels, test_fraction, seed, class_names=class_names, groups=codes
             )
             validation = None
         check_test_classes(labels, test_part, class_names)
@@ -133,8 +138,9 @@ def protocol_plan(
                     seed=(seed, draw, k),
                     k=k,
                     class_names=class_names,
+                    codes=codes,
                 )
-                splits.check_disjoint(train=sets[k], test=test_part, holdout=holdout)
+                splits.check_disjoint(train=sets[k], test=test_part, holdout=holdout, groups=codes)
                 runs.append(RunSpec(seed, draw, int(k), -1, sets[k], test_part, holdout, method))
     return runs
 
@@ -146,18 +152,23 @@ def tuning_plan(
     folds: int = 4,
     test_fraction: float = 0.2,
     class_names: Sequence[str] | None = None,
+    groups: Sequence | np.ndarray | None = None,
 ) -> list[RunSpec]:
-    """Cross-validation inside the training part of each split (paper: 5 splits × 4 folds)."""
+    """Cross-validation inside the training part of each split (paper: 5 splits × 4 folds);
+    with ``groups``, whole groups move between parts and folds."""
     labels = np.asarray(labels)
+    codes = None if groups is None else splits.group_ids(groups, labels, class_names)
     runs = []
     for seed in split_seeds:
         train_part, test_part = splits.stratified_split(
-            labels, test_fraction, int(seed), class_names=class_names
+            labels, test_fraction, int(seed), class_names=class_names, groups=codes
         )
         for fold, (fit_part, valid_part) in enumerate(
-            splits.stratified_folds(labels, train_part, folds, seed=int(seed), class_names=class_names)
+            splits.stratified_folds(
+                labels, train_part, folds, seed=int(seed), class_names=class_names, groups=codes
+            )
         ):
-            splits.check_disjoint(train=fit_part, validation=valid_part, test=test_part)
+            splits.check_disjoint(train=fit_part, validation=valid_part, test=test_part, groups=codes)
             runs.append(RunSpec(int(seed), 0, 0, fold, fit_part, valid_part, np.zeros(0, np.int64)))
     return runs
 
@@ -174,10 +185,13 @@ def check_test_classes(labels, test_part, class_names=None) -> None:
             )
 
 
-def _holdout(labels, train_part, shot_set, validation, per_class, *, seed, k, class_names):
+def _holdout(labels, train_part, shot_set, validation, per_class, *, seed, k, class_names, codes=None):
     if per_class <= 0:
         return np.zeros(0, np.int64)
     pool = validation if validation is not None else np.setdiff1d(train_part, shot_set)
+    if codes is not None:
+        # Early stopping on a rotation of a training image would flatter the classifier.
+        pool = pool[~np.isin(codes[pool], codes[shot_set])]
     rng = np.random.default_rng([abs(s) for s in seed] + [7])
     chosen = []
     for label in np.unique(labels):

@@ -39,7 +39,7 @@ import numpy as np
 
 from fewshot_jax import probe
 from fewshot_jax.errors import ConfigError
-from fewshot_jax.models.weights import WeightsError
+from fewshot_jax.models.weights import WeightsError, parse_spec
 from fewshot_jax.probe import data as probe_data
 from fewshot_jax.probe import draws as draw_lib
 from fewshot_jax.probe import features as features_lib
@@ -95,6 +95,7 @@ def run_probe(config, workdir) -> dict:
     draws = draw_lib.parse_draws(cfg.get('draw', 'random'))
     if len(draws) > 1 and mode != 'protocol':
         raise ConfigError(f'probe.draw={cfg.draw!r} applies to probe.mode=protocol, not {mode!r}')
+    check_encoder_files(config)
     config_hash = hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()
     summary_path = workdir / 'probe' / 'summary.json'
     with WorkdirLock(workdir):
@@ -251,6 +252,47 @@ def head_options(config, head: str) -> dict:
     }
 
 
+def encoder_entries(config) -> list[tuple[str, str]]:
+    """``(display name, spec)`` of every ``probe.encoders`` entry, ``{models}`` replaced by
+    ``probe.models_dir``."""
+    entries = config.probe.encoders
+    if isinstance(entries, str):
+        entries = [e for e in entries.split(',') if e.strip()]
+    models_dir = str(config.probe.get('models_dir', '') or '')
+    parsed = [features_lib.parse_entry(e) for e in entries]
+    return [(name, spec.replace('{models}', models_dir.rstrip('/'))) for name, spec in parsed]
+
+
+def check_encoder_files(config) -> None:
+    """Names every weight file or workdir of ``probe.encoders`` that does not exist, at once.
+
+    Runs before the data are read: the paper presets list 22 files under a placeholder
+    folder (``probe.models_dir``), and one error naming them all beats one per run.
+
+    Raises:
+        WeightsError: one line with the missing paths and how to point at them.
+    """
+    missing = []
+    for name, spec in encoder_entries(config):
+        if spec.startswith(features_lib.RANDOM_INIT) or spec in features_lib.BASELINES:
+            continue
+        try:
+            _, path, _ = parse_spec(spec)
+        except WeightsError as err:
+            raise WeightsError(f'encoder {name!r} ({spec}): {err}') from err
+        if path is not None and not path.exists():
+            missing.append(str(path))
+    if missing:
+        shown = ', '.join(missing[:4]) + (f', … ({len(missing)} in all)' if len(missing) > 4 else '')
+        hint = (
+            f'; probe.models_dir={config.probe.models_dir!r} is a placeholder: '
+            '--config.probe.models_dir=DIR (the folder holding the files)'
+            if 'models_dir' in config.probe
+            else ''
+        )
+        raise WeightsError(f'probe.encoders: {len(missing)} weight files do not exist: {shown}{hint}')
+
+
 def build_extractors(config) -> list[features_lib.Extractor]:
     """The extractors of ``config.probe.encoders``, pretrained ones loaded first.
 
@@ -258,10 +300,7 @@ def build_extractors(config) -> list[features_lib.Extractor]:
     the list (``config.model`` when there is none); ``'random-init:<name>'``
     that of the encoder displayed as <name>. Its weights come from ``config.seed``.
     """
-    entries = config.probe.encoders
-    if isinstance(entries, str):
-        entries = [e for e in entries.split(',') if e.strip()]
-    parsed = [features_lib.parse_entry(e) for e in entries]
+    parsed = encoder_entries(config)
     if not parsed:
         raise ConfigError(
             'probe.encoders is empty: list weight specs, e.g. '
@@ -320,6 +359,7 @@ def make_plan(
             folds=int(cfg.get('tuning_folds', 4)),
             test_fraction=float(cfg.test_fraction),
             class_names=data.class_names,
+            groups=data.groups,
         )
     heads = _heads(cfg.get('head', 'logistic'))
     early = 'adam' in heads and cfg.adam.early_stopping == 'holdout'
@@ -335,6 +375,7 @@ def make_plan(
         class_names=data.class_names,
         choose=choose,
         method=method,
+        groups=data.groups,
     )
 
 

@@ -195,11 +195,12 @@ def relu(x):
     return np.maximum(x, 0)
 
 
-def keras_reference_features(arrays, images):
+def keras_reference_features(arrays, images, preprocess='caffe'):
     """What keras.applications.ResNet50 (include_top=False, pooling='avg') computes.
 
-    images: RGB float in [0, 1]; Keras' 'caffe' preprocess_input flips to BGR,
-    scales to 0-255 and subtracts the BGR ImageNet mean.
+    images: RGB float in [0, 1]. preprocess='caffe': Keras' preprocess_input flips
+    to BGR, scales to 0-255 and subtracts the BGR ImageNet mean (applications
+    weights); 'unit': the images as they are (the paper's notebooks).
     """
     a = {k: v.astype(np.float64) for k, v in arrays.items()}
 
@@ -209,7 +210,10 @@ def keras_reference_features(arrays, images):
     def bn(x, layer):
         return np_bn(x, *(a[f'{layer}/{leaf}'] for leaf in KERAS_BN), eps=1.001e-5)
 
-    x = images[..., ::-1].astype(np.float64) * 255.0 - np.array([103.939, 116.779, 123.68])
+    if preprocess == 'caffe':
+        x = images[..., ::-1].astype(np.float64) * 255.0 - np.array([103.939, 116.779, 123.68])
+    else:
+        x = images.astype(np.float64)
     x = relu(bn(conv(x, 'conv1_conv', 2, 3), 'conv1_bn'))  # ZeroPadding2D(3) + 7x7/2
     x = np_max_pool(x, pad_value=0.0)  # ZeroPadding2D(1) + 3x3/2
     for stage, blocks in zip(range(2, 6), BLOCKS[50], strict=True):

@@ -146,14 +146,48 @@ def keras_arrays():
     return keras_resnet50_arrays(4)
 
 
-def test_keras_h5_import_matches_keras_reference_forward(tmp_path, keras_arrays):
-    path = tmp_path / 'Barlow-Twins_TEM.h5'
-    write_keras2_nested_model(path, keras_arrays)
+@pytest.mark.parametrize(
+    ('writer', 'preprocess', 'channels'),
+    [(write_keras2_weights, 'caffe', 'bgr'), (write_keras2_nested_model, 'unit', 'rgb')],
+)
+def test_keras_h5_import_matches_keras_reference_forward(
+    tmp_path, keras_arrays, writer, preprocess, channels
+):
+    """Applications files see 'caffe' BGR inputs; notebook files (nested ResNet) RGB in [0, 1]."""
+    path = tmp_path / 'barlow_resnet_batch64_project128_64_1024_seed42.h5'
+    writer(path, keras_arrays)
     encoder = load_encoder(f'keras:{path}')
     assert encoder.config['variant'] == 'keras' and encoder.config['depth'] == 50
-    assert encoder.name == 'Barlow-Twins_TEM'
+    assert encoder.config['normalization'] == preprocess and encoder.config['input_channels'] == channels
+    assert encoder.name == 'barlow_resnet_batch64_project128_64_1024_seed42'
+    # Channels that differ, so a wrong channel order shows.
     images = np.random.default_rng(1).random((3, 48, 48, 3)).astype(np.float32)
-    close(encoder.encode(images), keras_reference_features(keras_arrays, images))
+    close(encoder.encode(images), keras_reference_features(keras_arrays, images, preprocess))
+
+
+def test_keras_spec_input_option_overrides_the_layout(tmp_path, keras_arrays):
+    path = tmp_path / 'resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5'
+    write_keras2_weights(path, keras_arrays)
+    encoder = load_encoder(f'keras:{path}?input=unit&channels=rgb')
+    assert encoder.config['normalization'] == 'unit' and encoder.config['input_channels'] == 'rgb'
+    assert encoder.source.endswith('?channels=rgb&input=unit')
+    images = np.random.default_rng(2).random((2, 48, 48, 3)).astype(np.float32)
+    close(encoder.encode(images), keras_reference_features(keras_arrays, images, 'unit'))
+    with pytest.raises(WeightsError, match=r"input='rgb' for .*notop.h5; expected one of \['imagenet'"):
+        load_weights(f'keras:{path}?input=rgb')
+    with pytest.raises(WeightsError, match='unknown option'):
+        load_weights(f'keras:{path}?scale=unit')
+
+
+def test_keras_file_of_neither_layout_is_refused(tmp_path, keras_arrays):
+    path = tmp_path / 'odd.h5'
+    with h5py.File(path, 'w') as f:
+        for key, value in keras_arrays.items():
+            # Half the layers at the top level, half inside a sub-model.
+            group = 'resnet50/' if key.startswith(('conv4', 'conv5')) else f'{key.split("/")[0]}/'
+            f.create_dataset(f'{group}{key}:0', data=value)
+    with pytest.raises(WeightsError, match=r'odd.h5: ResNet layers in several groups .*expected a Keras'):
+        load_weights(path)
 
 
 @pytest.mark.parametrize('writer', [write_keras2_weights, write_keras2_nested_model, write_keras3_weights])
@@ -169,8 +203,8 @@ def test_keras_layouts_give_the_same_variables(tmp_path, keras_arrays, writer):
     np.testing.assert_array_equal(
         stats['layer3_5']['bn2']['var'], keras_arrays['conv4_block6_2_bn/moving_variance']
     )
-    # Keras feeds BGR: the stem's input channels are reversed for the RGB encoder.
-    np.testing.assert_array_equal(params['conv1']['kernel'], keras_arrays['conv1_conv/kernel'][:, :, ::-1, :])
+    # Stored as in the file; the channel order is the model's business (input_channels).
+    np.testing.assert_array_equal(params['conv1']['kernel'], keras_arrays['conv1_conv/kernel'])
 
 
 def test_keras_missing_layer_and_wrong_shape_are_reported(tmp_path, keras_arrays):

@@ -112,3 +112,27 @@ def test_trainable_labels_unknown_prefix_is_an_error():
     assert labels['encoder']['bn']['scale'] == 'train'
     with pytest.raises(ValueError, match='decoder'):
         trainable_labels(_params(), ('decoder',))
+
+
+def test_paper_schedule_is_the_notebooks_cosine_decay():
+    """Keras' CosineDecay(0.2, decay_steps=1000): no warm-up, 0 from step 1000 on, whatever the run length."""
+    schedule = make_schedule(cfg(schedule='paper', decay_steps=1000, warmup_steps=0.05), total_steps=2600)
+    for step in (0, 500, 1000, 1500):
+        expected = 0.2 * 0.5 * (1 + math.cos(math.pi * min(step, 1000) / 1000))
+        assert float(schedule(step)) == pytest.approx(expected, abs=1e-7)
+    assert float(schedule(0)) == pytest.approx(0.2) and float(schedule(500)) == pytest.approx(0.1)
+    assert float(schedule(1500)) == 0.0
+
+
+@pytest.mark.parametrize(
+    ('override', 'message'),
+    [
+        ({'schedule': 'step'}, "optim.schedule='step'"),
+        ({'schedule': 'paper', 'decay_steps': 0}, 'decay_steps=0'),
+    ],
+)
+def test_bad_schedule_settings_are_named(override, message):
+    from fewshot_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        make_schedule(cfg(**override), total_steps=100)

@@ -9,10 +9,13 @@ A *weight spec* names where an encoder's weights come from; configs
   (``conv1.weight``, ``bn1.running_mean``, ``layer1.0.conv1.weight`` …; ``fc.*``
   ignored) in ``.pth``/``.pt`` (needs the ``torch`` extra), ``.safetensors`` or
   ``.npz``. Imported as ``variant='v1.5'`` with ImageNet input normalisation.
-* ``'keras:/path/encoder.h5'``: ``keras.applications.ResNet50``/``ResNet101``
-  weights (the paper's published encoders), read with h5py. Imported as
-  ``variant='keras'`` with Keras' 'caffe' input normalisation (see
-  :data:`NORMALIZATIONS`).
+* ``'keras:/path/encoder.h5'``: a Keras ResNet50/ResNet101 ``.h5``, read with
+  h5py, imported as ``variant='keras'``. The file's structure says what inputs
+  its weights were trained on (``weights.keras``): a ``keras.applications``
+  ImageNet file (ResNet layers at the top level) gets 'caffe' normalisation and
+  a BGR stem; an encoder saved by the paper's notebook (the ResNet nested under
+  a ``resnet50`` group) gets 'unit' (RGB in [0, 1], as the notebooks fed it) and
+  an RGB stem.
 * ``'checkpoint:/path/workdir'``: the encoder of a pretraining workdir: its
   final ``encoder/`` or, if newer, its latest checkpoint; append ``@<step>``
   (``'checkpoint:/path/workdir@500'``) for a given checkpoint step; ``@0`` is
@@ -23,6 +26,14 @@ A bare path works too: a folder is a workdir, ``.h5``/``.hdf5`` is Keras, and
 ``.pth``/``.pt``/``.safetensors``/``.npz`` is torchvision. Nothing is ever
 downloaded: every spec names a local file.
 
+Options follow a ``?``, joined by ``&``: ``input=<normalisation>`` (a key of
+:data:`NORMALIZATIONS`: 'imagenet', 'caffe' or 'unit') and ``channels=rgb|bgr``
+(the channel order the stem expects) replace what the file implies, e.g.
+``'keras:/models/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5?input=unit&channels=rgb'``
+is Keras' ImageNet ResNet50 fed as the notebooks fed it. The normalisation and
+channel order end up in the loaded model config (``input_mean``, ``input_std``,
+``input_channels``), which every user of the encoder builds it from.
+
 Variables are Flax's ``{'params': ..., 'batch_stats': ...}`` of the ResNet in
 ``fewshot_jax.models.resnet``; imports are checked key by key and shape by shape
 against the architecture they imply, and every problem is reported at once.
@@ -30,6 +41,7 @@ against the architecture they imply, and every problem is reported at once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -39,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from fewshot_jax.models.resnet import IMAGENET_MEAN, IMAGENET_STD
+from fewshot_jax.models.resnet import CHANNEL_ORDERS, IMAGENET_MEAN, IMAGENET_STD
 from fewshot_jax.models.weights import keras as weights_keras
 from fewshot_jax.models.weights import torchvision as weights_torch
 from fewshot_jax.models.weights import workdir as weights_workdir
@@ -69,8 +81,41 @@ NORMALIZATIONS = {
     'unit': ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
 }
 _DEFAULT_NORMALIZATION = {'v1.5': 'imagenet', 'keras': 'caffe'}
+SPEC_OPTIONS = {'input': tuple(NORMALIZATIONS), 'channels': CHANNEL_ORDERS}
 
 _STEP_SUFFIX = re.compile(r'^(?P<path>.+)@(?P<step>\d+)$')
+
+
+def _split_options(text: str) -> tuple[str, dict[str, str]]:
+    """``'keras:/m/e.h5?input=unit'`` → ``('keras:/m/e.h5', {'input': 'unit'})``."""
+    base, sep, query = text.rpartition('?')
+    # A '?' that is part of an existing file's name is not an option separator.
+    if not sep or Path(text.partition(':')[2] or text).exists():
+        return text, {}
+    options = {}
+    for item in query.split('&'):
+        key, eq, value = item.partition('=')
+        if not eq or key not in SPEC_OPTIONS:
+            raise WeightsError(
+                f'weight spec {text!r}: unknown option {item!r}; expected '
+                + ' or '.join(f'{k}=<{"|".join(v)}>' for k, v in SPEC_OPTIONS.items())
+            )
+        if value not in SPEC_OPTIONS[key]:
+            raise WeightsError(
+                f'weight spec {text!r}: {key}={value!r} for {base.partition(":")[2] or base}; '
+                f'expected one of {list(SPEC_OPTIONS[key])}'
+            )
+        options[key] = value
+    return base, options
+
+
+def spec_options(spec: str | os.PathLike) -> dict[str, str]:
+    """The ``?key=value`` options of a weight spec (``{}`` when there are none).
+
+    Raises:
+        WeightsError: an unknown option or value (the message lists the known ones).
+    """
+    return _split_options(os.fspath(spec).strip())[1]
 
 
 def parse_spec(spec: str | os.PathLike) -> tuple[str, Path | None, int | None]:
@@ -80,8 +125,10 @@ def parse_spec(spec: str | os.PathLike) -> tuple[str, Path | None, int | None]:
         WeightsError: an unknown kind, an empty path, or a bare path whose kind
             cannot be told from its suffix.
     """
-    text = os.fspath(spec).strip()
+    text, options = _split_options(os.fspath(spec).strip())
     if is_random(text):
+        if options:
+            raise WeightsError(f'weight spec {spec!r}: options apply to weight files, not to random')
         return 'random', None, None
     kind, sep, rest = text.partition(':')
     if sep and kind in SPEC_KINDS:
@@ -138,6 +185,7 @@ def load_weights(spec: str | os.PathLike, step: int | None = None) -> LoadedWeig
             extra or misshapen parameters, or a workdir without weights.
     """
     kind, path, spec_step = parse_spec(spec)
+    options = spec_options(spec)
     if kind == 'random':
         raise WeightsError("weight spec 'random' names no weights to load")
     if step is not None and kind != 'checkpoint':
@@ -147,18 +195,30 @@ def load_weights(spec: str | os.PathLike, step: int | None = None) -> LoadedWeig
         raise WeightsError(f'{kind} weights: {path} does not exist')
     path = path.absolute()
     if kind == 'checkpoint':
-        return weights_workdir.read_workdir(path, step)
+        loaded = weights_workdir.read_workdir(path, step)
+        model = dict(loaded.model)
+        if 'input' in options:
+            mean, std = normalization_values(options['input'])
+            model.update(input_mean=list(mean), input_std=list(std), normalization=options['input'])
+        if 'channels' in options:
+            model['input_channels'] = options['channels']
+        return dataclasses.replace(loaded, model=model) if options else loaded
     if kind == 'torchvision':
         variables, depth, width = weights_torch.read_torchvision(path)
-        variant = 'v1.5'
+        variant, (normalization, channels) = 'v1.5', ('imagenet', 'rgb')
     else:
-        variables, depth, width = weights_keras.read_keras(path)
-        variant = 'keras'
+        variables, depth, width, layout = weights_keras.read_keras(path)
+        variant, (normalization, channels) = 'keras', weights_keras.LAYOUTS[layout]
+        log.info('%s: a Keras %s file (%s inputs, %s stem)', path, layout, normalization, channels)
+    normalization = options.get('input', normalization)
+    query = '&'.join(f'{k}={v}' for k, v in sorted(options.items()))
     return LoadedWeights(
         variables=variables,
-        model=model_config(depth, width, variant),
+        model=model_config(
+            depth, width, variant, normalization, input_channels=options.get('channels', channels)
+        ),
         name=path.stem,
-        source=f'{kind}:{path}',
+        source=f'{kind}:{path}' + (f'?{query}' if query else ''),
     )
 
 
@@ -173,7 +233,8 @@ def model_config(
             torchvision, 'caffe' for Keras).
         **extra: further entries (dtype, zero_init_residual, …) kept as given.
     """
-    mean, std = normalization_values(normalization or _DEFAULT_NORMALIZATION[variant])
+    normalization = normalization or _DEFAULT_NORMALIZATION[variant]
+    mean, std = normalization_values(normalization)
     config = {
         'depth': int(depth),
         'width': int(width),
@@ -181,6 +242,9 @@ def model_config(
         'dtype': 'float32',
         'input_mean': list(mean),
         'input_std': list(std),
+        'input_channels': 'rgb',
+        # The name, for people reading encoder.json; the model is built from mean/std.
+        'normalization': normalization,
     }
     config.update(extra)
     return config
@@ -216,6 +280,21 @@ def initial_variables(init_spec: str, model_cfg: Mapping, variables: Mapping) ->
     """
     if is_random(init_spec):
         return variables
+    return _replace_encoder(variables, check_init(init_spec, model_cfg))
+
+
+def check_init(init_spec: str, model_cfg: Mapping) -> LoadedWeights:
+    """Reads the weights ``model.init`` names and checks they fit the configured encoder.
+
+    Cheap enough to run before any data is read or anything compiles (one file read).
+
+    Returns:
+        The loaded weights.
+
+    Raises:
+        WeightsError: a missing or unreadable file, or weights of another depth,
+            width, variant or stem (the message names the file and the setting to change).
+    """
     loaded = load_weights(init_spec)
     defaults = {'variant': 'v1.5', 'stem': 'imagenet'}
     for key in ('depth', 'width', 'variant', 'stem'):
@@ -228,17 +307,31 @@ def initial_variables(init_spec: str, model_cfg: Mapping, variables: Mapping) ->
     wanted_mean = loaded.model['input_mean']
     configured_mean = list(model_cfg.get('input_mean', IMAGENET_MEAN))
     if not np.allclose(configured_mean, wanted_mean):
-        # Not an error: fine-tuning adapts, and the paper's own preprocessing is not recorded.
+        # Not an error: fine-tuning adapts, and the paper's notebook itself fed Keras' ImageNet
+        # weights RGB in [0, 1] (the paper preset does the same, on purpose).
         log.warning(
             'model.init=%r was trained on inputs normalised with mean %s and std %s, but '
             'the config normalises with mean %s; set model.input_mean and '
-            'model.input_std to match for a faithful start',
+            "model.input_std to match the weights rather than the paper's notebook",
             init_spec,
             wanted_mean,
             loaded.model['input_std'],
             configured_mean,
         )
-    return _replace_encoder(variables, loaded)
+    wanted_channels = loaded.model.get('input_channels', 'rgb')
+    configured_channels = model_cfg.get('input_channels', 'rgb')
+    if wanted_channels != configured_channels:
+        # Not an error either: the notebooks fed RGB to Keras' BGR-trained ImageNet weights.
+        log.warning(
+            'model.init=%r was trained with a %s stem but the config feeds it %s '
+            '(model.input_channels=%r); set model.input_channels=%r to match',
+            init_spec,
+            wanted_channels.upper(),
+            configured_channels.upper(),
+            configured_channels,
+            wanted_channels,
+        )
+    return loaded
 
 
 def _describe(model: Mapping) -> str:

@@ -1,4 +1,4 @@
-"""Keras ``applications.ResNet50``/``ResNet101`` weights from an ``.h5`` file, read with h5py.
+"""Keras ResNet50/ResNet101 weights from an ``.h5`` file, read with h5py.
 
 Keras names the layers of its (v1) ResNet ``conv1_conv``/``conv1_bn`` for the
 stem and ``conv{s}_block{b}_{k}_conv``/``..._bn`` for convolution k of block b
@@ -7,20 +7,25 @@ hold ``kernel`` (kh, kw, in, out, as in Flax) and ``bias``; BatchNorms hold
 ``gamma``, ``beta``, ``moving_mean``, ``moving_variance`` (epsilon 1.001e-5).
 This maps onto the encoder's ``variant='keras'`` one-to-one.
 
-The layers are found by name wherever they sit, which covers:
+Two kinds of file are told apart by where the ResNet's layers sit, because they
+were trained on different inputs (:data:`LAYOUTS`):
 
-* Keras 2 ``model.save_weights('w.h5')``: ``/conv1_conv/conv1_conv/kernel:0``;
-* Keras 2 ``model.save('m.h5')``: the same under ``/model_weights/``
-  (``/optimizer_weights/`` is skipped);
-* a ResNet nested as a sub-model of a bigger model (the paper's encoders):
-  ``/model_weights/resnet50/conv1_conv/kernel:0``, other layers ignored;
-* Keras 3 ``model.save_weights('w.weights.h5')``: ``/layers/conv1_conv/vars/0``,
-  variables numbered in creation order.
+* ``'applications'``: ``keras.applications`` ImageNet weights
+  (``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``), written by
+  ``save_weights`` of the bare ResNet: the ResNet layers are the file's top-level
+  groups (``/conv1_conv/conv1_conv/kernel:0``; under ``/model_weights/`` after
+  ``model.save``; Keras 3 ``/layers/conv1_conv/vars/0``). Trained on 'caffe'
+  inputs: BGR, 0-255, ImageNet mean subtracted.
+* ``'notebook'``: an encoder saved by the paper's notebook, ``save_weights`` of
+  the whole self-supervised model: the ResNet is a sub-model one level down
+  (``/resnet50/conv1_conv/kernel:0``, ``/model_weights/resnet50/…`` after
+  ``model.save``), beside the projector's ``dense*`` and ``batch_normalization*``
+  groups (ignored here). The notebooks fed RGB in [0, 1] everywhere (no
+  ``preprocess_input``), so these encoders expect exactly that.
 
-Keras' ResNet expects 'caffe' inputs (BGR, 0-255, ImageNet mean subtracted).
-The stem kernel's input channels are reversed here, so the encoder takes RGB
-and its 'caffe' normalisation (``weights.NORMALIZATIONS``) reproduces Keras'
-``preprocess_input`` exactly.
+The arrays are taken as stored: the stem kernel keeps Keras' channel order, and
+the loaded encoder's metadata records which order it expects
+(``input_channels``, see ``fewshot_jax.models.resnet``).
 """
 
 from __future__ import annotations
@@ -38,6 +43,12 @@ _SKIPPED_GROUPS = ('optimizer_weights', 'optimizer')
 # Keras 3 stores a layer's variables as vars/0, vars/1, … in creation order.
 _NUMBERED = {'conv': ('kernel', 'bias'), 'bn': ('gamma', 'beta', 'moving_mean', 'moving_variance')}
 _KERAS_DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101}
+# Layout → (input normalisation, stem channel order) its weights were trained with.
+LAYOUTS = {'applications': ('caffe', 'bgr'), 'notebook': ('unit', 'rgb')}
+_EXPECTED = (
+    'a Keras applications ResNet (layers such as conv1_conv at the top level of the file) or '
+    "an encoder saved by the paper's notebook (the ResNet nested under a 'resnet50' group)"
+)
 _UNSUPPORTED = {(3, 8, 36, 3): 'ResNet152'}
 
 
@@ -60,16 +71,37 @@ def keras_name(path: tuple[str, ...]) -> str:
     return f'{layer}/{names[leaf]}'
 
 
-def read_keras_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every ResNet weight in a Keras .h5 file as ``{'conv1_conv/kernel': array, …}``.
+def _container(parts: list[str], layer: str, keras3: bool) -> str:
+    """The group a ResNet layer sits in: '' at the top level, else the sub-model's path."""
+    prefix = parts[:-3] if keras3 else parts[:-2]
+    if prefix[:1] == ['model_weights']:
+        prefix = prefix[1:]
+    if keras3:
+        # Keras 3 nests sub-models as layers/<model>/layers/<layer>/vars/<i>.
+        prefix = prefix[:-1] if prefix[-1:] == ['layers'] else prefix
+    elif prefix[-1:] == [layer]:
+        # Keras 2 save_weights stores layer L's weights under /L/L/.
+        prefix = prefix[:-1]
+    return '/'.join(prefix)
+
+
+def read_keras_layout(path: Path) -> tuple[dict[str, np.ndarray], str]:
+    """Every ResNet weight in a Keras .h5 file and the file's kind.
+
+    Returns:
+        ``({'conv1_conv/kernel': array, …}, layout)`` with ``layout`` a key of
+        :data:`LAYOUTS`: 'applications' when the ResNet layers are the file's
+        top-level layers, 'notebook' when they sit in one sub-model group.
 
     Raises:
-        WeightsError: not an HDF5 file, a ResNetV2, no ResNet layers, or the same
-            weight in several places (two ResNets in one file).
+        WeightsError: not an HDF5 file, a ResNetV2, no ResNet layers, the same
+            weight in several places (two ResNets in one file), or ResNet layers
+            spread over several groups (neither layout).
     """
     import h5py
 
     found: dict[str, list[tuple[str, np.ndarray]]] = {}
+    containers: dict[str, set[str]] = {}
     other_layers: set[str] = set()
     v2_layers: set[str] = set()
 
@@ -81,14 +113,17 @@ def read_keras_arrays(path: Path) -> dict[str, np.ndarray]:
         leaf = re.sub(r':\d+$', '', parts[-1])
         if len(parts) >= 2 and _LAYER.fullmatch(parts[-2]):
             layer = parts[-2]
+            container = _container(parts, layer, keras3=False)
         elif len(parts) >= 3 and parts[-2] == 'vars' and _LAYER.fullmatch(parts[-3]) and leaf.isdigit():
             layer = parts[-3]
+            container = _container(parts, layer, keras3=True)
             numbered = _NUMBERED[layer.rsplit('_', 1)[1]]
             leaf = numbered[int(leaf)] if int(leaf) < len(numbered) else f'vars/{leaf}'
         else:
             other_layers.add('/'.join(parts[:-1]) or '/')
             return
         found.setdefault(f'{layer}/{leaf}', []).append((name, np.asarray(obj[()])))
+        containers.setdefault(container, set()).add(name)
 
     try:
         with h5py.File(path, 'r') as f:
@@ -108,8 +143,8 @@ def read_keras_arrays(path: Path) -> dict[str, np.ndarray]:
         )
     if not found:
         raise WeightsError(
-            f'{path}: no Keras ResNet layers (conv1_conv, conv2_block1_1_conv, …) found; '
-            f'top-level groups {top}, weights under {sorted(other_layers)[:10]}'
+            f'{path}: no Keras ResNet layers (conv1_conv, conv2_block1_1_conv, …) found; expected '
+            f'{_EXPECTED}; top-level groups {top}, weights under {sorted(other_layers)[:10]}'
         )
     duplicated = {key: [where for where, _ in hits] for key, hits in found.items() if len(hits) > 1}
     if duplicated:
@@ -117,7 +152,16 @@ def read_keras_arrays(path: Path) -> dict[str, np.ndarray]:
         raise WeightsError(
             f'{path}: holds more than one ResNet ({key} at {wheres}); save the encoder you want on its own'
         )
-    return {key: hits[0][1] for key, hits in found.items()}
+    if len(containers) > 1:
+        where = {group or '/': sorted(names)[0] for group, names in sorted(containers.items())}
+        raise WeightsError(f'{path}: ResNet layers in several groups ({where}); expected {_EXPECTED}')
+    (container,) = containers
+    return {key: hits[0][1] for key, hits in found.items()}, 'notebook' if container else 'applications'
+
+
+def read_keras_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every ResNet weight in a Keras .h5 file as ``{'conv1_conv/kernel': array, …}``."""
+    return read_keras_layout(path)[0]
 
 
 def architecture_of(arrays: dict[str, np.ndarray], source: str) -> tuple[int, int]:
@@ -147,8 +191,8 @@ def variables_from_keras_arrays(arrays: dict[str, np.ndarray], source: str) -> t
     """Converts ``{'conv1_conv/kernel': …}`` into ``variant='keras'`` Flax variables.
 
     Returns:
-        ``(variables, depth, width)`` with float32 numpy arrays; the stem kernel's
-        input channels are reversed (Keras feeds BGR, the encoder RGB).
+        ``(variables, depth, width)`` with float32 numpy arrays, as stored (the stem
+        kernel keeps the channel order of the file).
 
     Raises:
         WeightsError: listing every missing and unexpected weight and every
@@ -169,10 +213,7 @@ def variables_from_keras_arrays(arrays: dict[str, np.ndarray], source: str) -> t
                 f'{name}: file {array.shape}, Keras ResNet{depth} (width {width}) expects {shape}'
             )
             continue
-        array = array.astype(np.float32, copy=False)
-        if path == ('params', 'conv1', 'kernel'):
-            array = np.ascontiguousarray(array[:, :, ::-1, :])
-        flat[path] = array
+        flat[path] = array.astype(np.float32, copy=False)
     extra = sorted(set(arrays) - used)
     problem = mismatch_report(source, missing, extra, misshapen)
     if problem:
@@ -180,6 +221,7 @@ def variables_from_keras_arrays(arrays: dict[str, np.ndarray], source: str) -> t
     return nest(flat), depth, width
 
 
-def read_keras(path: Path) -> tuple[dict, int, int]:
-    """Reads a Keras ResNet ``.h5`` into ``(variables, depth, width)``."""
-    return variables_from_keras_arrays(read_keras_arrays(path), str(path))
+def read_keras(path: Path) -> tuple[dict, int, int, str]:
+    """Reads a Keras ResNet ``.h5`` into ``(variables, depth, width, layout)``."""
+    arrays, layout = read_keras_layout(path)
+    return (*variables_from_keras_arrays(arrays, str(path)), layout)

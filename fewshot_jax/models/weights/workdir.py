@@ -114,6 +114,7 @@ def _with_defaults(model: dict, source: str) -> dict:
     model.setdefault('input_mean', list(IMAGENET_MEAN))
     model.setdefault('input_std', list(IMAGENET_STD))
     model.setdefault('input_norm', 'channel')
+    model.setdefault('input_channels', 'rgb')
     return model
 
 
