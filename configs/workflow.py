@@ -18,7 +18,8 @@ The paper's study on the real data sets (see docs/datasets.md for the layouts)::
 
 ``init`` is the ImageNet weights every pretraining unit starts from, as in the paper
 (``random`` to start without; docs/paper.md). Missing folders are listed, with where each
-data set is published, before any stage starts. Two presets run the whole study on the built-in synthetic data on 2 CPU cores:
+data set is published, before any stage starts. Two presets run the whole study on the
+built-in synthetic data on 2 CPU cores:
 
 ``:demo`` (``make demo``) is the 10-minute first contact: SimCLR's ``:demo`` pretraining
 (2000 steps), the probes of the stages' ``:demo`` presets with every control (random init,
