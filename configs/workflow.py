@@ -114,6 +114,9 @@ def get_config(arg: str = ''):
         if probe_preset == 'demo':
             p.probe.shots = (1, 2, 4, 8, 16)
             p.probe.split_seeds = 20
+            # Which images to label: typicality (the strategy made for tiny budgets) beside
+            # random draws; the report says what it buys (benchmarks/RESULTS.md, label selection).
+            p.probe.draw = 'random,typical'
         c.probe[task] = p
 
     c.segment = ml_collections.ConfigDict()

@@ -199,11 +199,42 @@ def _probe(workdir: Path) -> Section | None:
             section.table(
                 ['encoder − its @0 init'] + [f'k={k}' for k in ks] + ['interval over'], _gap_rows(gaps, ks)
             )
+        selection = summary.get('selection', {}).get(head)
+        if selection:
+            section.text(_selection_sentence(task, selection))
         for png in sorted((path.parent.parent / 'figures').glob('*.png')):
             section.figure(
                 png.read_bytes(), f'{task}: {png.stem.replace("_", " ")}', str(png.relative_to(workdir))
             )
     return section
+
+
+SELECTION_KS = ('1', '2', '4')
+
+
+def _selection_sentence(task: str, selection: dict) -> str:
+    """What label selection buys on ``task``: each strategy's paired gap over random draws
+    (same splits) at 1, 2 and 4 labels per class, for the first encoder with selected runs."""
+    encoder, strategies = next(iter(selection.items()))
+    parts = []
+    for strategy, by_k in strategies.items():
+        cells = []
+        for k in SELECTION_KS:
+            cell = by_k.get(k)
+            if cell is None:
+                continue
+            low, high = cell['ci95']
+            interval = '' if low is None or high is None else f' [{low:+.3f}, {high:+.3f}]'
+            cells.append(f'k={k} {cell["gap_mean"]:+.3f}{interval}')
+        if cells:
+            parts.append(f'{strategy}: ' + ', '.join(cells))
+    if not parts:
+        return f'{task}: no selection strategy was run at k = 1, 2 or 4.'
+    return (
+        f'{task}: choosing which images to label from the {encoder} features (label-blind, '
+        'budget k x classes) against class-balanced random draws on the same splits, mean '
+        'accuracy gap [95 % t-interval over splits]: ' + '; '.join(parts) + '.'
+    )
 
 
 def _gap_rows(gaps: list[dict], ks: list[str]) -> list[list]:
