@@ -18,14 +18,9 @@ ImageNet weights, or ``--config.model.init=random`` to start without)::
 CPU demo on the built-in synthetic data (what ``make demo`` pretrains): the Barlow Twins
 demo's recipe plus quarter turns (ResNet18 at width 16, 64 px, 2048 generic images, area
 crops, flips and 90-degree turns without photometric jitter, projector 512-512-512, SGD lr
-0.3, 2000 steps: about 4.5 minutes on 2 cores). Measured (benchmarks/RESULTS.md, "Crops,
-flips and quarter turns"; 3 pretraining seeds against random init of the same seeds, 8-shot
-logistic probe): gap +0.116 +- 0.044 on synthetic nanowires (pretrained 0.475, texture
-features 0.450), +0.088 +- 0.037 on nanoparticles (0.421; texture 0.492), +0.053 +- 0.031
-on viruses (0.263; texture 0.425). 3000 steps: +0.108 / +0.099 / +0.043; 3000 steps
-without the turns: +0.079 / +0.088 / +0.029.
-``:cpu`` runs it for 5000 steps (11-12 minutes): +0.123 +- 0.035 / +0.138 +- 0.029 /
-+0.052 +- 0.009 (pretrained 0.482 / 0.471 / 0.262)::
+0.3, 2000 steps: about 4.5 minutes on 2 cores). Expected: about +0.12 over random init on
+synthetic nanowires (8-shot probe; benchmarks/RESULTS.md, "Crops, flips and quarter turns").
+``:cpu`` runs it for 5000 steps (11-12 minutes; what ``make demo-full`` pretrains)::
 
     python launch.py --config=configs/simclr_tem.py:demo --workdir=runs/simclr_tem_demo
     python launch.py --config=configs/simclr_tem.py:cpu --workdir=runs/simclr_tem_cpu

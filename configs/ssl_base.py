@@ -34,8 +34,8 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
         dataset: 'tem' (grayscale micrographs; paper: 832 CEM500K images) or
             'imagenet' (colour photographs; paper: 832 ImageNet images).
         preset: '' for the paper's run, 'demo' for a CPU-sized run on the
-            built-in synthetic data (about 6 minutes on 2 cores), 'cpu' for the same
-            recipe for 7000 steps (about 16 minutes), 'tiny' for tests
+            built-in synthetic data (4-7 minutes on 2 cores), 'cpu' for the same
+            recipe run longer (11-16 minutes), 'tiny' for tests
             (a width-4 ResNet18 at 32 px, 6 steps: seconds).
     """
     if preset not in PRESETS:
@@ -155,9 +155,10 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
     c.monitor.seed = 0
 
     if preset in ('demo', 'cpu', 'tiny'):
-        # The small presets keep the recipe the benchmark tuned (benchmarks/RESULTS.md):
-        # torchvision's ResNet from random weights on ImageNet-normalised inputs, the standard
-        # projector and SGD with momentum.
+        # The small presets keep the recipe the benchmark tuned (benchmarks/RESULTS.md,
+        # "Pretraining recipes: does pretraining beat random init?", Protocol): torchvision's
+        # ResNet from random weights on ImageNet-normalised inputs, the standard projector and
+        # SGD with momentum.
         c.model.variant = 'v1.5'
         c.model.init = 'random'
         c.model.input_mean = IMAGENET_MEAN
@@ -178,12 +179,9 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
         c.train.log_every = 10
         c.train.checkpoint_every = 50
     if preset in ('demo', 'cpu'):
-        # The recipe that beats random init on the synthetic benchmark (benchmarks/RESULTS.md,
-        # "Does pretraining beat random init?", recipes combo_geom_3000 and
-        # simclr_combo_geom_3000): area crops of 0.2-1 of the image and flips, and *no*
-        # photometric change between the two views. Brightness, contrast, gamma, blur and noise
-        # jitter teach invariance to the intensity statistics that tell the synthetic classes
-        # apart; without them the encoder keeps them and learns the structures as well.
+        # Area crops and flips with *no* photometric change between the views: jitter teaches
+        # invariance to the intensity statistics that tell the synthetic classes apart
+        # (benchmarks/RESULTS.md, "Pretraining recipes: does pretraining beat random init?").
         # A wide projector, 2048 generic images, SGD lr 0.3 with a 10 % warm-up.
         c.augment.crop = 'area'
         c.augment.crop_area = (0.2, 1.0)
@@ -192,9 +190,8 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
         c.augment.contrast = (1.0, 1.0)
         c.augment.saturation = (1.0, 1.0)
         c.augment.hue = 0.0
-        # SimCLR also turns its views by quarter turns (all 8 symmetries with the flips):
-        # +0.108 / +0.099 / +0.043 over 3 seeds against +0.079 / +0.088 / +0.029 without
-        # (simclr_combo_geom_rot_3000); for Barlow Twins the turns cost 0.007-0.015 on every task.
+        # SimCLR also turns its views by quarter turns (all 8 symmetries with the flips): they
+        # help SimCLR and not Barlow Twins (benchmarks/RESULTS.md, "Crops, flips and quarter turns").
         c.augment.rotate90 = method == 'simclr'
         c.model.projector = (512, 512, 512)
         c.data.num_images = 2048
@@ -203,9 +200,9 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
         c.data.subset = None
         c.optim.lr = 0.3
         c.optim.warmup_steps = 0.1
-        # demo: 6-7 min of steps on 2 cores (SimCLR with the turns: 2000 steps, 4-5 min, as
-        # good as 3000 on the benchmark); cpu: Barlow Twins 16 min, SimCLR 5000 steps, 11-12 min
-        # (issue 12's budget is 15).
+        # SimCLR with the turns needs fewer steps than Barlow Twins for the same gain, and both
+        # :cpu runs stay near 15 CPU-minutes (benchmarks/RESULTS.md, "Crops, flips and quarter
+        # turns" and "Crops and flips on generic images").
         steps = {'demo': (2000, 3000), 'cpu': (5000, 7000)}[preset]
         c.train.num_steps = steps[0] if method == 'simclr' else steps[1]
         c.train.checkpoint_every = 500

@@ -33,11 +33,10 @@ Presets:
   test predictions averaged over the 8 flips/turns (``segment.test_flips``):
   the smallest run that still separates pretrained, random init and Otsu (what
   ``make demo`` runs at k = 8).
-* ``:cpu`` — the science check of issue 13 on 2 CPU cores, what ``make demo-full`` runs at
-  k = 8: the demo's data and training recipe at 256 px (the images' own size), 150 epochs
-  (75–600 steps), and the paper's loss (1 − soft Dice): median Dice 0.804 at k = 8 with the
-  SimCLR ``:cpu`` encoder on this data, 0.812 on another draw of it (``data.seed=1``), and
-  0.796 in ``make demo-full``'s own run, ~5-6 min per encoder. With the encoder of
+* ``:cpu`` — the Dice bar's check on 2 CPU cores, what ``make demo-full`` runs at k = 8: the
+  demo's data and training recipe at 256 px (the images' own size), 150 epochs (75–600
+  steps), and the paper's loss (1 − soft Dice). Expected: median Dice about 0.80 at k = 8
+  with the SimCLR ``:cpu`` encoder, ~5-6 min per encoder. With the encoder of
   ``launch.py --config=configs/simclr_tem.py:cpu --workdir=runs/simclr_cpu``::
 
       python launch.py --config=configs/unet_nanowire.py:cpu --workdir=runs/seg_cpu \
@@ -139,18 +138,16 @@ def get_config(arg: str = ''):
             'none=none',
         )
         c.segment.shots = (1, 2, 4, 8)
-        # Measured on 2 CPU cores (benchmarks/RESULTS.md, "U-Net segmentation"): the paper's
-        # decoder and loss learn too slowly for a few hundred steps on thin wires; the classic
-        # decoder (with the image at full resolution) at twice the encoder's width, Dice + BCE,
-        # flips/turns and Adam 3e-3 with a cosine learn in a few hundred.
+        # The paper's decoder and loss learn too slowly for a few hundred CPU steps on thin wires
+        # (benchmarks/RESULTS.md, Superseded runs, "U-Net: how the :cpu preset was found").
         c.segment.decoder = 'unet'
         c.segment.decoder_width = 32
         c.segment.loss = 'dice_bce'
         c.segment.lr = 3e-3
         c.segment.lr_schedule = 'cosine'
         c.segment.augment = True
-        # The mean prediction over the 8 flips/quarter turns: +0.014 to +0.049 median Dice on
-        # seven k = 8 / 32 runs of this preset (benchmarks/segment_flips.py, RESULTS.md).
+        # The mean prediction over the 8 flips/quarter turns raises the median Dice of every run
+        # measured (benchmarks/RESULTS.md, U-Net segmentation, "Test-time flips").
         c.segment.test_flips = True
     if arg == 'demo':
         c.segment.resolutions = (128,)
@@ -158,14 +155,11 @@ def get_config(arg: str = ''):
     elif arg == 'cpu':
         c.segment.resolutions = (256,)
         c.segment.epochs = 150  # 75, 150, 300, 600 steps at k = 1, 2, 4, 8
-        # The paper's 1 - soft Dice, not Dice + BCE: median Dice at k = 8 with the SimCLR :cpu
-        # encoder 0.804 and 0.812 on two draws of the data, against 0.789 and 0.830 with Dice +
-        # BCE — the same on average, but above 0.80 on both draws (benchmarks/RESULTS.md, "The
-        # SimCLR :cpu encoder in the :cpu U-Net").
+        # The paper's 1 - soft Dice, not Dice + BCE: the same on average, above 0.80 on both draws
+        # (benchmarks/RESULTS.md, "The :cpu preset with the SimCLR :cpu encoder").
         c.segment.loss = 'dice'
-        # Whole images, not random windows (segment.crop): 128-px windows with a 1.5x wider
-        # decoder and twice the steps, in the same ~5 min, gave the same mean over two draws
-        # of the data (0.819 / 0.793 against 0.796 / 0.812; RESULTS.md, "Training on random windows").
+        # Whole images, not random windows (segment.crop): windows are no better per minute
+        # (benchmarks/RESULTS.md, "Training on random windows").
     elif arg == 'tiny':
         c.model.depth = 18
         c.model.width = 4

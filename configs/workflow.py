@@ -84,10 +84,9 @@ def get_config(arg: str = ''):
     c.roots.nanoparticles = ''
     c.roots.viruses = ''
 
-    # The demos pretrain one encoder, SimCLR: of the recipes measured on the benchmark its
-    # :demo (2000 steps, ~4.5 min on 2 cores) and :cpu (5000 steps) presets are the ones whose
-    # nanowire gap over random init is >= 0.10 on every pretraining seed (benchmarks/RESULTS.md);
-    # a second encoder would double the budget.
+    # The demos pretrain one encoder, SimCLR: its :demo and :cpu presets are the ones whose
+    # nanowire gap over random init is >= 0.10 on pretraining seeds 0 and 1 (benchmarks/RESULTS.md,
+    # "Pretraining recipes: does pretraining beat random init?"); a second would double the budget.
     one_simclr = ('simclr_tem',)
     names = {
         '': tuple(PAPER_ENCODERS),
@@ -125,9 +124,8 @@ def get_config(arg: str = ''):
     # has the image skip it learns from (the classic decoder of the CPU-sized presets).
     s.segment.encoders = ('random=random',) + (('none=none',) if s.segment.decoder == 'unet' else ())
     if arg == 'demo':  # the 10-minute first contact
-        # k = 8 only: three U-Nets (pretrained, its init, no encoder) at k = 8 are 720 steps,
-        # less than two at k = 2, 4, 8 (840 steps, ~250 s of the former 9.5-min study), so the
-        # no-encoder control fits the 10 minutes; k = 1 does not train a U-Net in 30 steps.
+        # k = 8 only, so the no-encoder control fits the 10 minutes (benchmarks/RESULTS.md,
+        # "make demo"); k = 1 does not train a U-Net in 30 steps.
         s.segment.shots = (8,)
     if arg == 'demo-full':
         s.segment.shots = (8,)  # the Dice bar's k; each k costs its own U-Net per encoder
