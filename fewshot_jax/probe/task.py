@@ -40,6 +40,7 @@ import numpy as np
 from fewshot_jax import probe
 from fewshot_jax.errors import ConfigError
 from fewshot_jax.models.weights import WeightsError, parse_spec
+from fewshot_jax.probe import bn_stats
 from fewshot_jax.probe import data as probe_data
 from fewshot_jax.probe import draws as draw_lib
 from fewshot_jax.probe import features as features_lib
@@ -276,6 +277,7 @@ def check_encoder_files(config) -> None:
     for name, spec in encoder_entries(config):
         if spec.startswith(features_lib.RANDOM_INIT) or spec in features_lib.BASELINES:
             continue
+        spec = bn_stats.base_spec(spec) or spec  # the BatchNorm-only control reads its base spec
         try:
             _, path, _ = parse_spec(spec)
         except WeightsError as err:
