@@ -271,25 +271,23 @@ def evaluate_grid(
         offsets = {name: i * len(labels) for i, name in enumerate(group)}
         all_labels = np.tile(labels, len(group))
         members = [r for r, (name, _) in enumerate(rows) if name in offsets]
+        grid = _Bucketed(
+            stacked,
+            all_labels,
+            offsets,
+            rows,
+            plan,
+            head,
+            options,
+            num_classes,
+            chunk_values,
+            predictions,
+            scores,
+            diagnostics,
+        )
         sizes = [-(-len(plan[rows[r][1]].train) // probe.ROW_TILE) * probe.ROW_TILE for r in members]
         for n, bucket in _size_buckets(members, sizes):
-            _evaluate_bucket(
-                stacked,
-                all_labels,
-                offsets,
-                rows,
-                plan,
-                bucket,
-                n,
-                m,
-                head,
-                options,
-                num_classes,
-                chunk_values,
-                predictions,
-                scores,
-                diagnostics,
-            )
+            _evaluate_bucket(grid, bucket, n, m)
     metrics = []
     for r, (_, index) in enumerate(rows):
         test = plan[index].test
@@ -326,26 +324,35 @@ def _padded(index_sets, width: int, offset: np.ndarray):
     return out, mask
 
 
-def _evaluate_bucket(
-    stacked,
-    all_labels,
-    offsets,
-    rows,
-    plan,
-    bucket,
-    n,
-    m,
-    head,
-    options,
-    num_classes,
-    chunk_values,
-    predictions,
-    scores,
-    diagnostics,
-):
+@dataclasses.dataclass
+class _Bucketed:
+    """One encoder group's grid evaluation: what every bucket reads, and the arrays it fills.
+
+    ``features`` stacks the group's (N, d) features; ``offsets`` maps an encoder to its first
+    row there; ``rows`` are the (encoder, plan index) pairs of the output arrays.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    offsets: dict
+    rows: list
+    plan: Sequence
+    head: str
+    options: Mapping
+    num_classes: int
+    chunk_values: int
+    predictions: np.ndarray
+    scores: np.ndarray
+    diagnostics: list
+
+
+def _evaluate_bucket(grid: _Bucketed, bucket, n: int, m: int) -> None:
+    """Fits and tests the runs ``bucket`` (rows of ``grid``) padded to ``n`` training and ``m``
+    test rows, in chunks bounded by ``grid.chunk_values``, and fills ``grid``'s outputs."""
+    stacked, offsets, rows, plan = grid.features, grid.offsets, grid.rows, grid.plan
     d = stacked.shape[1]
     # Equal chunks, each a multiple of probe.RUN_TILE (the batch size fit_indexed pads to).
-    largest = max(1, min(len(bucket), chunk_values // max(n * d, 1)))
+    largest = max(1, min(len(bucket), grid.chunk_values // max(n * d, 1)))
     count = -(-len(bucket) // largest)
     chunk = -(-len(bucket) // count)
     chunk = -(-chunk // probe.RUN_TILE) * probe.RUN_TILE
@@ -361,14 +368,14 @@ def _evaluate_bucket(
         holdout, holdout_valid = _padded([s.holdout for s in specs], h, base)
         batch = probe.fit_indexed(
             stacked,
-            all_labels,
+            grid.labels,
             train,
             train_valid,
-            head,
-            num_classes=num_classes,
+            grid.head,
+            num_classes=grid.num_classes,
             holdout_index=holdout,
             holdout_valid=holdout_valid,
-            **options,
+            **grid.options,
         )
         decision = batch.decision_indexed(stacked, test)
         predicted = np.argmax(decision, axis=-1)
@@ -376,9 +383,9 @@ def _evaluate_bucket(
         per_run = {key: np.asarray(value) for key, value in batch.params.items() if np.ndim(value) == 1}
         for i, r in enumerate(part):
             size = len(specs[i].test)
-            predictions[r, :size] = predicted[i, :size]
-            scores[r, :size] = decision[i, :size]
-            diagnostics[r] = {key: value[i].item() for key, value in per_run.items()}
+            grid.predictions[r, :size] = predicted[i, :size]
+            grid.scores[r, :size] = decision[i, :size]
+            grid.diagnostics[r] = {key: value[i].item() for key, value in per_run.items()}
 
 
 def classification_metrics(predicted, truth, num_classes: int) -> dict:
