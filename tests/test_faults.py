@@ -5,6 +5,7 @@
 patches of the code under test.
 """
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,7 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
+
+from fewshot_jax.data import sources
+from fewshot_jax.data.io import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 INJECT = REPO / 'tests' / 'helpers' / 'inject_faults.py'
@@ -89,9 +95,8 @@ def test_full_disk_during_a_checkpoint_names_the_step_and_where_a_rerun_resumes(
     result = launch(
         TINY_PRETRAIN, f'--workdir={tmp_path}', env={'FAULT_ENOSPC': '/checkpoints/4'}, script=INJECT
     )
-    assert one_error_line(result) == (
-        f'error: no space left on device writing {tmp_path}/checkpoints/4; free space and rerun to resume from step 2'
-    )
+    expected = f'error: no space left on device writing {tmp_path}/checkpoints/4; '
+    assert one_error_line(result) == expected + 'free space and rerun to resume from step 2'
     assert result.returncode == 1
     assert 'No space left on device' in (tmp_path / 'log.txt').read_text()  # the traceback
     rerun = launch(TINY_PRETRAIN, f'--workdir={tmp_path}')
@@ -132,3 +137,107 @@ def test_rerun_of_a_finished_pretraining_reports_its_recorded_loss(tmp_path):
     assert loss and loss == [line for line in again.stdout.splitlines() if 'final_loss' in line]
     assert 'nan' not in loss[0]
     assert 'already_finished: True' in again.stdout
+
+
+# --- Folder scans: nothing dropped or unreadable in silence ---
+
+
+def write_png(path: Path, value: int = 128, size=(8, 8), rgb=None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.full(size, value, np.uint8)
+    if rgb is not None:
+        pixels = np.stack([pixels] * 3, axis=-1)
+        pixels[: size[0] // 2] = rgb  # a coloured stroke over the grey image
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.mark.parametrize('layout', ['linked-subfolder', 'linked-class-folder', 'link-loop'])
+def test_symlinked_folders_are_followed_and_loops_counted(tmp_path, layout):
+    root, elsewhere = tmp_path / 'root', tmp_path / 'elsewhere'
+    write_png(root / 'a' / 'x.png')
+    write_png(elsewhere / 'y.png')
+    if layout == 'linked-subfolder':
+        (root / 'a' / 'more').symlink_to(elsewhere, target_is_directory=True)
+        source = sources.UnlabeledFolderSource(root)
+        assert [p.relative_to(root).as_posix() for p in source.paths] == ['a/more/y.png', 'a/x.png']
+        assert source.skipped == {}
+    elif layout == 'linked-class-folder':
+        (root / 'b').symlink_to(elsewhere, target_is_directory=True)
+        (elsewhere / 'deeper').symlink_to(tmp_path / 'third', target_is_directory=True)
+        write_png(tmp_path / 'third' / 'z.png')
+        source = sources.ClassFolderSource(root)
+        assert source.class_names == ('a', 'b') and source.labels.tolist() == [0, 1, 1]
+        assert [p.name for p in source.paths] == ['x.png', 'z.png', 'y.png']
+    else:
+        (root / 'a' / 'loop').symlink_to(root, target_is_directory=True)
+        source = sources.UnlabeledFolderSource(root)
+        assert [p.name for p in source.paths] == ['x.png']
+        assert source.skipped == {sources.LINK_REVISIT: 1}  # counted, and logged as a warning
+
+
+def damaged_folder(root: Path) -> list[str]:
+    """18 png files, 3 of them unreadable in different ways; returns the bad names."""
+    for i in range(15):
+        write_png(root / f'good{i:02d}.png', value=10 * i)
+    (root / 'a.png').write_text('a text file named like an image')
+    truncated = write_png(root / 'b.png', size=(64, 64)).read_bytes()
+    (root / 'b.png').write_bytes(truncated[: len(truncated) // 2])
+    (root / 'c.png').write_bytes(b'')
+    return ['a.png', 'b.png', 'c.png']
+
+
+def test_every_unreadable_file_is_listed_before_training(tmp_path):
+    bad = damaged_folder(tmp_path / 'images')
+    with pytest.raises(DataError) as err:
+        sources.UnlabeledFolderSource(tmp_path / 'images').check_readable('error')
+    message = str(err.value)
+    assert '3 of 18 files unreadable: a.png (not a readable PNG image' in message
+    assert all(f'{name} (' in message for name in bad)
+    assert "data.on_unreadable='skip'" in message and '\n' not in message
+
+
+def test_on_unreadable_skip_counts_and_lists_them_on_the_console(tmp_path, caplog):
+    damaged_folder(tmp_path / 'images')
+    source = sources.UnlabeledFolderSource(tmp_path / 'images')
+    with caplog.at_level(logging.WARNING):
+        skipped = source.check_readable('skip')
+    assert [p.name for p in skipped] == ['a.png', 'b.png', 'c.png']
+    assert len(source) == 15 and source.skipped == {'(unreadable)': 3}
+    assert '3 of 18 files unreadable: a.png' in caplog.text
+
+
+def test_launch_lists_unreadable_files_in_one_line_and_creates_no_checkpoint(tmp_path):
+    damaged_folder(tmp_path / 'images')
+    result = launch(
+        TINY_PRETRAIN,
+        f'--workdir={tmp_path / "w"}',
+        '--config.data.source=folder',
+        f'--config.data.root={tmp_path / "images"}',
+        '--config.data.subset=None',
+    )
+    assert '3 of 18 files unreadable: a.png (' in one_error_line(result)
+    assert not (tmp_path / 'w' / 'checkpoints').exists()
+
+
+@pytest.mark.parametrize('encoding', [None, 'color_overlay'])
+def test_colour_masks_need_the_config_key_the_error_names(tmp_path, encoding):
+    from configs.unet_nanowire import get_config
+    from fewshot_jax.segment import data as segment_data
+
+    for name in ('one', 'two'):
+        write_png(tmp_path / 'wires' / f'{name}.png')
+        write_png(tmp_path / 'wires' / f'{name}_mask.png', rgb=(255, 0, 0))
+    cfg = get_config('tiny').data
+    cfg.source, cfg.root, cfg.classes, cfg.mask_encoding = (
+        'masked_folder',
+        str(tmp_path),
+        ('wires',),
+        encoding,
+    )
+    if encoding is None:
+        with pytest.raises(DataError, match="set data.mask_encoding='color_overlay'"):
+            segment_data.load_mask_set(cfg)
+        return
+    masks = segment_data.load_mask_set(cfg).masks
+    assert [m[:4].min() for m in masks] == [1, 1] and [m[4:].max() for m in masks] == [0, 0]
