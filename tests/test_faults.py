@@ -5,8 +5,10 @@
 patches of the code under test.
 """
 
+import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -241,3 +243,111 @@ def test_colour_masks_need_the_config_key_the_error_names(tmp_path, encoding):
         return
     masks = segment_data.load_mask_set(cfg).masks
     assert [m[:4].min() for m in masks] == [1, 1] and [m[4:].max() for m in masks] == [0, 0]
+
+
+# --- Artefacts written and read back: a damaged file is named, never used ---
+
+
+def flip_bit(path: Path, where: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+DAMAGE = {'bit-flip': flip_bit, 'truncation': truncate}
+
+
+@pytest.fixture(scope='module')
+def saved_segmenter(tmp_path_factory):
+    from fewshot_jax.segment.model import build_unet, init_variables
+    from fewshot_jax.segment.segmenter import Segmenter
+
+    model = {'depth': 18, 'width': 4}
+    variables = init_variables(build_unet(model, 'paper', 1), None, seed=0)
+    return Segmenter(variables, model, resolution=64).save(tmp_path_factory.mktemp('seg') / 'model')
+
+
+@pytest.mark.parametrize('damage', sorted(DAMAGE))
+@pytest.mark.parametrize('name', ['decoder.msgpack', 'encoder.msgpack', 'segmenter.json'])
+def test_a_damaged_segmenter_file_is_named_not_used(saved_segmenter, tmp_path, name, damage):
+    from fewshot_jax.segment.segmenter import load_segmenter
+
+    folder = tmp_path / 'model'
+    shutil.copytree(saved_segmenter, folder)
+    DAMAGE[damage](folder / name)
+    with pytest.raises(Exception) as err:
+        load_segmenter(folder)
+    assert type(err.value).__module__.startswith('fewshot_jax')  # launch.py: one line
+    assert str(folder / name) in str(err.value) and 'rerun the segmentation' in str(err.value)
+
+
+def test_a_segmenter_saved_without_checksums_still_loads_and_says_so(saved_segmenter, tmp_path, caplog):
+    from fewshot_jax.segment.segmenter import load_segmenter
+
+    folder = tmp_path / 'model'
+    shutil.copytree(saved_segmenter, folder)
+    meta = json.loads((folder / 'segmenter.json').read_text())
+    del meta['sha256']
+    (folder / 'segmenter.json').write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING):
+        image = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+        assert load_segmenter(folder).predict(image[None]).shape == (1, 40, 40)
+    assert 'decoder.msgpack has no recorded checksum' in caplog.text
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory):
+    from configs.ssl_base import ssl_config
+    from fewshot_jax import tasks
+
+    workdir = tmp_path_factory.mktemp('pretrained')
+    tasks.run('pretrain', ssl_config('barlow_twins', 'tem', 'tiny'), workdir)
+    return workdir
+
+
+@pytest.mark.parametrize('damage', sorted(DAMAGE))
+@pytest.mark.parametrize('folder', ['encoder', 'encoder_init'])
+def test_a_damaged_encoder_export_is_named_not_used(pretrained, tmp_path, folder, damage):
+    from fewshot_jax import integrity, load_encoder
+
+    workdir = tmp_path / 'w'
+    shutil.copytree(pretrained, workdir)
+    files = sorted(p for p in (workdir / folder / 'variables').rglob('*') if p.is_file())
+    largest = max(files, key=lambda p: p.stat().st_size)  # the array data
+    DAMAGE[damage](largest)
+    spec = f'checkpoint:{workdir}' + ('@0' if folder == 'encoder_init' else '')
+    with pytest.raises(integrity.IntegrityError, match=f'{workdir / folder / "variables"} is damaged'):
+        load_encoder(spec)
+
+
+def test_an_encoder_exported_without_a_checksum_still_loads_and_says_so(pretrained, tmp_path, caplog):
+    from fewshot_jax import load_encoder
+
+    workdir = tmp_path / 'w'
+    shutil.copytree(pretrained, workdir)
+    meta = json.loads((workdir / 'encoder' / 'encoder.json').read_text())
+    del meta['sha256']
+    (workdir / 'encoder' / 'encoder.json').write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING):
+        encoder = load_encoder(f'checkpoint:{workdir}')
+    assert encoder.encode(np.zeros((1, 32, 32), np.float32)).shape[0] == 1
+    assert 'has no recorded checksum' in caplog.text
+
+
+@pytest.mark.parametrize('damage', sorted(DAMAGE))
+def test_a_damaged_feature_cache_is_named_and_recomputed(tmp_path, damage, caplog):
+    from fewshot_jax.probe import features
+
+    images = np.random.default_rng(0).integers(0, 255, (6, 8, 8), np.uint8)
+    extractor = features.Extractor('pixels', 'pixels', 'fp', lambda x: x.reshape(len(x), -1) / 255.0)
+    first = features.compute_features(extractor, images, [0, 1] * 3, ('a', 'b'), cache_dir=tmp_path)
+    flip_bit(first.path, where=0.3) if damage == 'bit-flip' else truncate(first.path)
+    with caplog.at_level(logging.WARNING):
+        again = features.compute_features(extractor, images, [0, 1] * 3, ('a', 'b'), cache_dir=tmp_path)
+    assert not again.cached and np.array_equal(again.features, first.features)
+    assert f'{first.path} is unreadable or damaged' in caplog.text
+    assert features.compute_features(extractor, images, [0, 1] * 3, ('a', 'b'), cache_dir=tmp_path).cached
