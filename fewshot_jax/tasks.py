@@ -42,6 +42,13 @@ def get(name: str) -> Callable[[Any, str | os.PathLike], dict]:
     return getattr(importlib.import_module(module), function)
 
 
+def config_checker(name: str) -> Callable[[Any], None] | None:
+    """The ``check_config(config)`` of task ``name``'s module (cheap, no data, no compiling),
+    or None if it has none."""
+    get(name)
+    return getattr(importlib.import_module(_TASKS[name].split(':')[0]), 'check_config', None)
+
+
 def run(name: str, config, workdir: str | os.PathLike) -> dict:
     """Runs task ``name`` with ``config`` in ``workdir`` and returns its summary.
 

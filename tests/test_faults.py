@@ -351,3 +351,44 @@ def test_a_damaged_feature_cache_is_named_and_recomputed(tmp_path, damage, caplo
     assert not again.cached and np.array_equal(again.features, first.features)
     assert f'{first.path} is unreadable or damaged' in caplog.text
     assert features.compute_features(extractor, images, [0, 1] * 3, ('a', 'b'), cache_dir=tmp_path).cached
+
+
+# --- Errors that say what would fix them ---
+
+
+@pytest.mark.parametrize(
+    'per_class, min_test, needed', [(1, 1, 2), (5, 2, 8), (7, 2, 8)], ids=['one-image', 'probe-5', 'probe-7']
+)
+def test_a_small_class_is_told_how_many_images_the_split_needs(per_class, min_test, needed):
+    from fewshot_jax.data import splits
+
+    labels = np.repeat([0, 1], [per_class, 20])
+    with pytest.raises(
+        DataError, match=f"class 0 \\('a'\\) has {per_class} image.*at least {needed} images per class"
+    ):
+        splits.stratified_split(labels, 0.2, 0, class_names=('a', 'b'), min_test=min_test)
+    assert splits.min_images_per_class(0.2, min_test) == needed
+    full = np.repeat([0, 1], [needed, 20])
+    _, test = splits.stratified_split(full, 0.2, 0, min_test=min_test)
+    assert (full[test] == 0).sum() >= min_test
+
+
+@pytest.mark.parametrize(
+    'override, expected',
+    [
+        (
+            '--config.pretrain.bt_tem.train.num_steps=-1',
+            'error: pretrain.bt_tem.train.num_steps=-1: expected',
+        ),
+        (
+            '--config.segment.nanowires.segment.shots=(0,)',
+            'error: segment.nanowires.segment.shots=0: expected',
+        ),
+    ],
+    ids=['pretrain-unit', 'segment-unit'],
+)
+def test_workflow_config_errors_name_the_full_key_before_any_unit_runs(tmp_path, override, expected):
+    workdir = tmp_path / 'w'
+    result = launch('--config=configs/workflow.py:tiny', f'--workdir={workdir}', override)
+    assert one_error_line(result).startswith(expected)
+    assert not workdir.exists()
