@@ -73,3 +73,28 @@ def verify(path: str | os.PathLike, recorded: str | None, *, what: str, regenera
             f'{path} is damaged ({what}: sha256 {actual[:12]}… differs from the {recorded[:12]}… '
             f'recorded when it was written); {regenerate}'
         )
+
+
+SEAL = 'meta_sha256'
+
+
+def _meta_digest(meta: dict) -> str:
+    import json
+
+    body = {k: v for k, v in meta.items() if k != SEAL}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def seal(meta: dict) -> dict:
+    """``meta`` with the sha256 of its own content, so a changed value in the JSON is seen too."""
+    return {**meta, SEAL: _meta_digest(meta)}
+
+
+def check_seal(meta: dict, path: str | os.PathLike, *, regenerate: str) -> None:
+    """Raises IntegrityError if a JSON metadata file's values differ from those it was sealed with.
+
+    Metadata written before seals were recorded has none and is accepted (the files it
+    names are still checked where it records their checksums).
+    """
+    if SEAL in meta and meta[SEAL] != _meta_digest(meta):
+        raise IntegrityError(f'{path} is damaged (its values differ from those written); {regenerate}')

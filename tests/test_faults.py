@@ -291,7 +291,7 @@ def test_a_segmenter_saved_without_checksums_still_loads_and_says_so(saved_segme
     folder = tmp_path / 'model'
     shutil.copytree(saved_segmenter, folder)
     meta = json.loads((folder / 'segmenter.json').read_text())
-    del meta['sha256']
+    del meta['sha256'], meta['meta_sha256']  # as written before checksums were recorded
     (folder / 'segmenter.json').write_text(json.dumps(meta))
     with caplog.at_level(logging.WARNING):
         image = np.random.default_rng(0).random((40, 40)).astype(np.float32)
@@ -330,7 +330,7 @@ def test_an_encoder_exported_without_a_checksum_still_loads_and_says_so(pretrain
     workdir = tmp_path / 'w'
     shutil.copytree(pretrained, workdir)
     meta = json.loads((workdir / 'encoder' / 'encoder.json').read_text())
-    del meta['sha256']
+    del meta['sha256'], meta['meta_sha256']  # as written before checksums were recorded
     (workdir / 'encoder' / 'encoder.json').write_text(json.dumps(meta))
     with caplog.at_level(logging.WARNING):
         encoder = load_encoder(f'checkpoint:{workdir}')
@@ -392,3 +392,30 @@ def test_workflow_config_errors_name_the_full_key_before_any_unit_runs(tmp_path,
     result = launch('--config=configs/workflow.py:tiny', f'--workdir={workdir}', override)
     assert one_error_line(result).startswith(expected)
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize('artefact', ['segmenter', 'encoder'])
+def test_a_changed_value_in_json_metadata_is_seen(saved_segmenter, pretrained, tmp_path, artefact):
+    """A bit flip that leaves valid JSON (0.5 -> 0.4) changes what is loaded: it is caught too."""
+    from fewshot_jax import integrity, load_encoder
+    from fewshot_jax.segment.segmenter import load_segmenter
+
+    if artefact == 'segmenter':
+        shutil.copytree(saved_segmenter, tmp_path / 'model')
+        path, field, load = (
+            tmp_path / 'model' / 'segmenter.json',
+            'threshold',
+            lambda: load_segmenter(path.parent),
+        )
+    else:
+        shutil.copytree(pretrained, tmp_path / 'w')
+        path = tmp_path / 'w' / 'encoder' / 'encoder.json'
+        load = lambda: load_encoder(f'checkpoint:{tmp_path / "w"}')  # noqa: E731
+    meta = json.loads(path.read_text())
+    if artefact == 'segmenter':
+        meta[field] -= 0.1
+    else:
+        meta['model']['input_norm'] = 'micrograph'  # would normalise inputs another way
+    path.write_text(json.dumps(meta))
+    with pytest.raises(integrity.IntegrityError, match=f'{path} is damaged'):
+        load()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flax import serialization
 
-from fewshot_jax.integrity import IntegrityError, verify
+from fewshot_jax.integrity import IntegrityError, check_seal, verify
 
 # segmenter.json fields every load needs (a truncated or hand-edited file lacks some).
 META_KEYS = ('encoder_file', 'encoder_config', 'decoder', 'num_classes', 'resolution')
@@ -34,6 +34,7 @@ def read_meta(path: Path, redo: str) -> dict:
         raise IntegrityError(f'{path} is damaged (not valid JSON: {err}); {redo}') from None
     if not isinstance(meta, dict):
         raise IntegrityError(f'{path} is damaged (expected a JSON object); {redo}')
+    check_seal(meta, path, regenerate=redo)
     missing = [key for key in META_KEYS if key not in meta]
     if missing and 'format' in meta:
         raise IntegrityError(f'{path} is damaged (no {", ".join(missing)}); {redo}')

@@ -385,7 +385,7 @@ class Segmenter:
             encoder_ref = os.path.relpath(Path(shared_encoder).absolute(), path.absolute())
         # Checked on load: a damaged file is an error naming it, never wrong masks.
         digests = {name: integrity.sha256_file(path / name) for name in (DECODER_FILE, encoder_ref)}
-        meta = {**self.meta(), 'encoder_file': encoder_ref, 'sha256': digests}
+        meta = integrity.seal({**self.meta(), 'encoder_file': encoder_ref, 'sha256': digests})
         _write_atomic(path / META_FILE, json.dumps(meta, indent=2).encode())
         return path
 

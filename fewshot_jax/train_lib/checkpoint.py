@@ -260,7 +260,7 @@ def save_encoder(
         # Checked by every reader (models/weights/workdir.py): a damaged export is an error
         # naming the file, never an encoder with wrong weights.
         digest = integrity.sha256_folder(encoder_variables_path(workdir, folder))
-        meta = {'model': model_config, 'step': int(step), 'sha256': {'variables': digest}}
+        meta = integrity.seal({'model': model_config, 'step': int(step), 'sha256': {'variables': digest}})
         encoder_meta_path(workdir, folder).write_text(json.dumps(meta, indent=2))
         log.info('exported the encoder of step %d to %s', step, path)
     return path

@@ -133,6 +133,7 @@ def _read_final(workdir: Path, step: int, folder: str = checkpoint.ENCODER_DIR) 
             f'rerun the pretraining command on {workdir} to export it again from its last checkpoint '
             '(in a workflow: --config.force=pretrain)'
         )
+    integrity.check_seal(meta, meta_path, regenerate=redo)
     integrity.verify(
         variables_path,
         (meta.get('sha256') or {}).get('variables'),
