@@ -111,10 +111,14 @@ def _exit_with_one_line(err: BaseException, workdir: str, verbose: bool) -> None
     sys.stderr.write(line + '\n')
     sys.stderr.flush()
     sys.stdout.flush()
+    code = EXIT_INTERRUPTED if isinstance(err, KeyboardInterrupt) else 1
+    jax = sys.modules.get('jax')
+    if jax is not None and jax.process_count() > 1:
+        sys.exit(code)  # the other processes of the job learn of the exit at shutdown
     # Background writers of a failed save (orbax's threads) would otherwise print their own
     # errors while the interpreter shuts down; everything this run wrote is closed by now.
     logging.shutdown()
-    os._exit(EXIT_INTERRUPTED if isinstance(err, KeyboardInterrupt) else 1)
+    os._exit(code)
 
 
 def _multihost_environment() -> bool:

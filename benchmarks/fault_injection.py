@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -42,7 +43,8 @@ ARGS = [
 ]
 UNITS = ('pretrain/bt_tem', 'pretrain/simclr_tem', 'probe/nanowires', 'segment/nanowires')
 # Fields of DONE.json that differ between an interrupted and an uninterrupted run by design.
-VOLATILE = {'resumed_from', 'already_finished', 'cached', 'seconds', 'time', 'next'}
+# The probe's config_hash covers its workdir's path, which differs between copies.
+VOLATILE = {'resumed_from', 'already_finished', 'cached', 'seconds', 'time', 'timings', 'next', 'config_hash'}
 
 
 def environment(cache: Path) -> dict:
@@ -66,22 +68,27 @@ def launch(workdir: Path, env: dict, *extra: str, fault: dict | None = None, tim
     )
 
 
-def _normalised(value, workdir: str):
+def _normalised(value, workdirs: re.Pattern):
     if isinstance(value, dict):
-        return {k: _normalised(v, workdir) for k, v in value.items() if k not in VOLATILE}
+        return {k: _normalised(v, workdirs) for k, v in value.items() if k not in VOLATILE}
     if isinstance(value, list):
-        return [_normalised(v, workdir) for v in value]
+        return [_normalised(v, workdirs) for v in value]
     if isinstance(value, str):
-        return value.replace(workdir, '{W}')
+        return workdirs.sub('{W}', value)
     return value
 
 
 def results(workdir: Path) -> dict:
-    """Every unit's DONE.json with paths made relative and the volatile fields left out."""
+    """Every unit's DONE.json with workdir paths as {W} and the volatile fields left out.
+
+    A copied workdir keeps the reference's paths in the units it did not redo: every
+    sibling folder of ``workdir`` counts as a workdir.
+    """
+    workdirs = re.compile(re.escape(str(workdir.parent)) + r'/[^/\s\'"]+')
     out = {}
     for unit in UNITS:
         done = workdir / unit / 'DONE.json'
-        out[unit] = _normalised(json.loads(done.read_text()), str(workdir)) if done.is_file() else None
+        out[unit] = _normalised(json.loads(done.read_text()), workdirs) if done.is_file() else None
     return out
 
 
@@ -102,8 +109,15 @@ def copy_without(reference: Path, target: Path, unit: str | None) -> None:
 
 
 def one_line(stderr: str) -> str | None:
+    """The run's ``error: ...`` line: the last line on stderr, with no traceback above it.
+
+    Warnings the run printed before (``config.force redoes stage probe``) are not errors.
+    """
     lines = [line for line in stderr.splitlines() if line.strip()]
-    return lines[0] if len(lines) == 1 and lines[0].startswith('error: ') else None
+    errors = [line for line in lines if line.startswith('error: ')]
+    if 'Traceback' in stderr or len(errors) != 1 or lines[-1] != errors[0]:
+        return None
+    return errors[0]
 
 
 def flip_bit(path: Path, rng: random.Random) -> str:
@@ -142,7 +156,7 @@ def run_sigkill(rng, reference, work, env, expected) -> tuple[str, str]:
             lines = metrics.read_text().splitlines() if metrics.is_file() else []
             return any(json.loads(line).get('step', 0) >= step for line in lines if line.strip())
     else:
-        delay = rng.uniform(0, 15 if unit.startswith('probe') else 60)
+        delay = rng.uniform(0, 6 if unit.startswith('probe') else 20)
         where = f'{unit} {delay:.0f} s after it started'
         started = []
 
@@ -186,7 +200,10 @@ def _artefacts(work: Path) -> list[tuple[str, Path]]:
 
 def run_bitflip(rng, reference, work, env, expected) -> tuple[str, str]:
     copy_without(reference, work, None)
-    kind, path = rng.choice(_artefacts(work))
+    found = _artefacts(work)
+    # Each kind is drawn equally often: an encoder export alone holds more files than the rest.
+    kind = rng.choice(sorted({k for k, _ in found}))
+    path = rng.choice([p for k, p in found if k == kind])
     where = f'{path.relative_to(work.resolve()) if path.is_relative_to(work.resolve()) else path}: '
     where += flip_bit(path, rng)
     if kind == 'features':
@@ -215,7 +232,11 @@ def run_bitflip(rng, reference, work, env, expected) -> tuple[str, str]:
         return where, 'identical (the damaged bytes were not used)' if not changed else (
             'FAIL: the damaged file was used without an error'
         )
-    named = line is not None and (str(path) in line or str(path.parent) in line)
+    # The file, or the artefact folder holding it (an encoder export is checked as a whole).
+    inside = [p for p in (path, *path.parents) if p.is_relative_to(work.resolve())]
+    named = line is not None and any(
+        str(p) in line for p in inside if len(p.relative_to(work.resolve()).parts) >= 3
+    )
     return (
         where,
         f'one-line error naming it: {line[:90]}…' if named else f'FAIL: {result.stderr.strip()[-300:]}',

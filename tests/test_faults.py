@@ -419,3 +419,12 @@ def test_a_changed_value_in_json_metadata_is_seen(saved_segmenter, pretrained, t
     path.write_text(json.dumps(meta))
     with pytest.raises(integrity.IntegrityError, match=f'{path} is damaged'):
         load()
+
+
+def test_verbosity_1_shows_the_traceback_above_the_error_line(tmp_path):
+    result = launch(
+        TINY_PRETRAIN, f'--workdir={tmp_path / "w"}', '--config.train.num_steps=-1', '--verbosity=1'
+    )
+    assert result.returncode == 1
+    assert 'Traceback (most recent call last)' in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith('error: train.num_steps=-1')
