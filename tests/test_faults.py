@@ -92,6 +92,16 @@ def test_unwritable_workdir_is_one_line(tmp_path, kind):
     assert line.startswith(f'error: workdir {workdir} is not writable')
 
 
+def test_read_only_file_system_is_one_line_also_for_root(tmp_path):
+    workdir = tmp_path / 'w'
+    result = launch(TINY_PRETRAIN, f'--workdir={workdir}', env={'FAULT_EROFS': str(tmp_path)}, script=INJECT)
+    assert (
+        one_error_line(result)
+        == f'error: workdir {workdir} is not writable (Read-only file system: {tmp_path})'
+    )
+    assert not workdir.exists()
+
+
 def test_full_disk_during_a_checkpoint_names_the_step_and_where_a_rerun_resumes(tmp_path):
     # Steps 2, 4, 6 are saved; the disk is "full" for everything under checkpoints/4.
     result = launch(
