@@ -106,7 +106,7 @@ def _run_stages(config, workdir: Path, stages, forced) -> dict:
                 print(f'{key}: done earlier (skipped{unchecked})')
             else:
                 started = time.time()
-                with full_key_paths(stage, unit):
+                with full_key_paths(stage, unit), _says_where_interrupted(key):
                     result = tasks.run(task, sub_config, unit_dir)
                 seconds = round(time.time() - started, 1)
                 result = _jsonable(result)
@@ -124,6 +124,20 @@ def _run_stages(config, workdir: Path, stages, forced) -> dict:
         summary['report'] = str(path)
         summary['next'] = f'open {path} in a browser'
     return summary
+
+
+@contextlib.contextmanager
+def _says_where_interrupted(key: str):
+    """Ctrl-C inside a unit names the unit; the training loop's own message (step, checkpoint)
+    is kept and prefixed."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        if str(err):
+            message = f'{key}: {err} (finished units are kept)'
+        else:
+            message = f'interrupted in {key}; rerunning the same command resumes (finished units are kept)'
+        raise type(err)(message) from None
 
 
 def check_units(config, workdir: Path, stages) -> None:

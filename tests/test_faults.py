@@ -438,3 +438,31 @@ def test_verbosity_1_shows_the_traceback_above_the_error_line(tmp_path):
     assert result.returncode == 1
     assert 'Traceback (most recent call last)' in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith('error: train.num_steps=-1')
+
+
+def test_ctrl_c_in_a_workflow_unit_names_the_unit(tmp_path):
+    args = [
+        sys.executable,
+        str(REPO / 'launch.py'),
+        '--config=configs/workflow.py:tiny',
+        f'--workdir={tmp_path}',
+    ]
+    args += ['--config.stages=("pretrain","probe")', '--config.grid.sweep=()']
+    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+    pipe = subprocess.PIPE
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=pipe, stderr=pipe, text=True)
+    deadline = time.time() + 300
+    try:
+        while not (tmp_path / 'probe' / 'nanowires').exists():
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            assert time.time() < deadline, 'the workflow did not reach the probe in time'
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines == [
+        'error: interrupted in probe/nanowires; rerunning the same command resumes (finished units are kept)'
+    ]
