@@ -463,6 +463,8 @@ def test_ctrl_c_in_a_workflow_unit_names_the_unit(tmp_path):
         proc.kill()
     assert proc.returncode == 130, stderr[-3000:]
     lines = [line for line in stderr.splitlines() if line.strip()]
-    assert lines == [
+    # Warnings of the finished units may come first; the error is the last line, no traceback.
+    assert 'Traceback' not in stderr
+    assert lines[-1] == (
         'error: interrupted in probe/nanowires; rerunning the same command resumes (finished units are kept)'
-    ]
+    )
