@@ -10,7 +10,6 @@ Imports nothing from JAX: launch.py imports this module before XLA is configured
 
 from __future__ import annotations
 
-import difflib
 import errno
 import os
 import re
@@ -138,23 +137,6 @@ def _override_keys(argv: list[str]) -> list[str]:
     return keys
 
 
-def _unknown_key_line(key: str, config) -> str | None:
-    node, walked = config, []
-    for part in key.split('.'):
-        fields = list(node.keys()) if hasattr(node, 'keys') else []
-        if part not in fields:
-            prefix = ''.join(f'{w}.' for w in walked)
-            close = difflib.get_close_matches(part, fields, n=1)
-            if close:
-                hint = f'did you mean {prefix}{close[0]}?'
-            else:
-                hint = f'{prefix.rstrip(".") or "the config"} has {", ".join(sorted(fields)) or "no fields"}'
-            return f'error: unknown config key {key} ({hint})'
-        node = node[part]
-        walked.append(part)
-    return None
-
-
 def _did_you_mean_line(err: BaseException, argv: list[str]) -> str | None:
     """An unknown override key from ml_collections' own message (``'lrr' Did you mean "lr"``)."""
     text = str(err.args[0] if err.args else err)
@@ -168,8 +150,8 @@ def _did_you_mean_line(err: BaseException, argv: list[str]) -> str | None:
             at = parts.index(named['key'])
             hint = ''
             if suggested:
-                hint = f' (did you mean {".".join(parts[:at] + [suggested["close"]])}?)'
-            return f'error: unknown config key {".".join(parts[: at + 1])}{hint}'
+                hint = f' (did you mean {".".join(parts[:at] + [suggested["close"]] + parts[at + 1 :])}?)'
+            return f'error: unknown config key {key}{hint}'
     return None
 
 
@@ -187,20 +169,14 @@ def _config_file_line(text: str) -> str | None:
     return None
 
 
-def flag_error_line(err: BaseException, argv: list[str], config=None) -> str | None:
+def flag_error_line(err: BaseException, argv: list[str]) -> str | None:
     """The one line for a failure inside absl's flag parsing, or None for a bug.
 
     Args:
         err: raised by ``flags.FLAGS(argv)`` or by the first use of the parsed config.
         argv: the command line.
-        config: the ``--config`` flag's value where it is known, to suggest the nearest key.
     """
     if isinstance(err, (KeyError, AttributeError)):
-        if config is not None:
-            for key in _override_keys(argv):
-                line = _unknown_key_line(key, config)
-                if line is not None:
-                    return line
         return _did_you_mean_line(err, argv)
     text = str(err)
     line = _config_file_line(text)

@@ -52,7 +52,7 @@ def one_error_line(result) -> str:
     'args, expected',
     [
         (['--config.optim.lrr=0.1'], 'error: unknown config key optim.lrr (did you mean optim.lr?)'),
-        (['--config.optimm.lr=0.1'], 'error: unknown config key optimm (did you mean optim?)'),
+        (['--config.optimm.lr=0.1'], 'error: unknown config key optimm.lr (did you mean optim.lr?)'),
         (['--config=configs/barlow_tem.py:demoo'], "unknown preset 'demoo'"),
         (['--config=configs/no_such_file.py'], 'config file configs/no_such_file.py: No such file'),
         (['--config.train.num_steps=-1'], 'train.num_steps=-1: expected a positive integer'),
