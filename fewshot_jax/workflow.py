@@ -195,6 +195,12 @@ def _portable_config(sub_config, workdir: Path) -> dict:
     return json.loads(text.replace(json.dumps(str(workdir))[1:-1], '{workdir}'))
 
 
+# Fields whose value here does what a config without the field did: a unit recorded without
+# them still matches (reading a folder stops on an unreadable file; masks use the layout's
+# own encoding).
+NEUTRAL_DEFAULTS = {'data.on_unreadable': 'error', 'data.mask_encoding': None}
+
+
 def _check_unchanged(unit_dir: Path, key: str, current: dict) -> bool:
     """Raises WorkflowStaleUnitError when the finished unit's recorded config differs.
 
@@ -205,7 +211,11 @@ def _check_unchanged(unit_dir: Path, key: str, current: dict) -> bool:
     recorded_path = unit_dir / UNIT_CONFIG
     if not recorded_path.is_file():
         return False
-    changed = loop.config_changes(json.loads(recorded_path.read_text()), current)
+    changed = [
+        (k, old, new)
+        for k, old, new in loop.config_changes(json.loads(recorded_path.read_text()), current)
+        if old != loop.UNSET or NEUTRAL_DEFAULTS.get(k, loop.UNSET) != new
+    ]
     if changed:
         shown = '; '.join(f'{k}: {old!r} -> {new!r}' for k, old, new in changed[:5])
         more = f' and {len(changed) - 5} more' if len(changed) > 5 else ''

@@ -468,3 +468,20 @@ def test_ctrl_c_in_a_workflow_unit_names_the_unit(tmp_path):
     assert lines[-1] == (
         'error: interrupted in probe/nanowires; rerunning the same command resumes (finished units are kept)'
     )
+
+
+def test_a_unit_recorded_without_the_new_data_fields_is_still_reused(tmp_path):
+    import importlib
+
+    from fewshot_jax import workflow
+
+    config = importlib.import_module('configs.workflow').get_config('tiny')
+    ((unit, _, sub),) = workflow.stage_units('segment', config, tmp_path)
+    current = workflow._portable_config(sub, tmp_path)
+    recorded = json.loads(json.dumps(current))
+    del recorded['data']['on_unreadable'], recorded['data']['mask_encoding']
+    (tmp_path / workflow.UNIT_CONFIG).write_text(json.dumps(recorded))
+    assert workflow._check_unchanged(tmp_path, f'segment/{unit}', current)
+    current['data']['on_unreadable'] = 'skip'  # a real change is still one
+    with pytest.raises(workflow.WorkflowStaleUnitError, match='data.on_unreadable'):
+        workflow._check_unchanged(tmp_path, f'segment/{unit}', current)
