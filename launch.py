@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import traceback
 from pathlib import Path
 
 from absl import app, flags
@@ -21,6 +22,12 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from fewshot_jax import first_run
+from fewshot_jax.launch_errors import (
+    DropClosedLoopTracebacks,
+    check_workdir_writable,
+    error_line,
+    flag_error_line,
+)
 from fewshot_jax.train_lib.xla_setup import prefer_eigen_convolutions_on_cpu
 
 # Before any jax import (XLA reads XLA_FLAGS once): on CPU, Eigen's weight-gradient
@@ -66,6 +73,54 @@ flags.mark_flags_as_required(['config'])
 
 # Exit status of a job that did not assemble within --coordinator_timeout.
 EXIT_NO_COORDINATOR = 3
+# Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with an unusable config file, preset or key as one line.
+
+    ``--config=configs/x.py:demoo`` and ``--config.optim.lrr=0.1`` fail inside flag
+    parsing, before ``main``: they get the same ``error: ...`` line and exit status 1.
+    """
+    try:
+        rest = flags.FLAGS(argv)
+        # A config file that failed to load surfaces only on first use of the config.
+        if flags.FLAGS['config'].value is not None:
+            flags.FLAGS['config'].value.get('task')
+        return rest
+    except Exception as err:  # noqa: BLE001 - mapped to one line or re-raised below
+        line = flag_error_line(err, argv)
+        if line is None:
+            raise
+        sys.stderr.write(line + '\n')
+        sys.exit(1)
+
+
+def _exit_with_one_line(err: BaseException, workdir: str, verbose: bool) -> None:
+    """The one error path: a known error becomes one ``error: ...`` line on stderr.
+
+    The project's error types, ``OSError``s of the workdir (full disk, read-only, no
+    permission) and Ctrl-C print one line and exit with 1 (130 for Ctrl-C); the traceback
+    is in ``workdir/log.txt`` (``--verbosity=1`` also prints it). Anything else is a bug
+    and keeps its traceback.
+    """
+    line = error_line(err, workdir)
+    if line is None:
+        raise err
+    if verbose:
+        traceback.print_exception(err, file=sys.stderr)
+    sys.stderr.write(line + '\n')
+    sys.stderr.flush()
+    sys.stdout.flush()
+    code = EXIT_INTERRUPTED if isinstance(err, KeyboardInterrupt) else 1
+    jax = sys.modules.get('jax')
+    if jax is not None and jax.process_count() > 1:
+        sys.exit(code)  # the other processes of the job learn of the exit at shutdown
+    # Background writers of a failed save (orbax's threads) would otherwise print their own
+    # errors while the interpreter shuts down; everything this run wrote is closed by now.
+    logging.shutdown()
+    os._exit(code)
 
 
 def _multihost_environment() -> bool:
@@ -158,13 +213,21 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     logging.getLogger().setLevel(logging.INFO)
-    if not flags.FLAGS['verbosity'].present:
+    verbose = flags.FLAGS['verbosity'].present
+    if not verbose:
         # A quiet console: progress bars, warnings, errors and the summary. Library INFO
         # lines (orbax, absl, grain) still go to workdir/log.txt; --verbosity=1 shows them.
-        absl_logging.get_absl_handler().setLevel(logging.WARNING)
+        console = absl_logging.get_absl_handler()
+        console.setLevel(logging.WARNING)
+        # Libraries logging through absl (orbax above all) report a failed background write
+        # from every thread it touched; the one error that matters reaches main() and is
+        # printed once. Their records still go to log.txt.
+        console.addFilter(lambda record: record.name != 'absl' or record.levelno >= logging.CRITICAL)
+        sys.stderr = DropClosedLoopTracebacks(sys.stderr)
     config = _CONFIG.value
     try:
         flags.FLAGS.workdir = first_run.prepare(config, flags.FLAGS['config'].config_filename, _WORKDIR.value)
+        check_workdir_writable(flags.FLAGS.workdir)
         if _wants_multihost():
             _start_distributed()
             _check_job(config)
@@ -172,13 +235,8 @@ def main(argv):
         from fewshot_jax import tasks
 
         summary = tasks.run(config.task, config, _WORKDIR.value)
-    except Exception as err:
-        # The project's own error types carry a complete message (file, key, value,
-        # what was expected): show it without a traceback. Anything else is a bug
-        # and keeps its traceback.
-        if type(err).__module__.startswith('fewshot_jax'):
-            sys.exit(f'error: {err}')
-        raise
+    except (Exception, KeyboardInterrupt) as err:
+        _exit_with_one_line(err, _WORKDIR.value, verbose)
     _print_summary(config.task, _WORKDIR.value, summary)
 
 
@@ -197,4 +255,4 @@ def _print_summary(task: str, workdir: str, summary: dict) -> None:
 
 
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

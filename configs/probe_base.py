@@ -95,6 +95,9 @@ def probe_config(
     # --config.data.classes=None parse from the command line).
     c.data.classes = config_dict.FieldReference(None, field_type=object)
     c.data.keep_color = False
+    # An unreadable file: 'error' lists them all and stops; 'skip' goes on without them,
+    # listing them on the console.
+    c.data.on_unreadable = 'error'
     c.data.image_size = 224
     c.data.task = synthetic_task  # synthetic sources only
     c.data.per_class = 100

@@ -111,6 +111,9 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
     # The paper drew 832 images per run; --config.data.subset=None uses every image.
     c.data.subset = optional_int(832)
     c.data.keep_color = dataset == 'imagenet'
+    # An unreadable file: 'error' lists them all and stops; 'skip' goes on without them,
+    # listing them on the console.
+    c.data.on_unreadable = 'error'
     c.data.num_images = 832  # synthetic sources only
     c.data.synthetic_size = 256
     c.data.image_size = 224

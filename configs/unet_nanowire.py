@@ -83,6 +83,12 @@ def get_config(arg: str = ''):
     c.data.root = ''
     c.data.classes = ('dispersed', 'network')
     c.data.mask_suffix = '_mask.png'  # masked_folder only
+    # How mask files mark the foreground: 'binary' (one channel, 0/1/255), 'color_overlay'
+    # (colour drawn over a grey image), 'auto'; None: 'auto' for 'nanowire', else 'binary'.
+    c.data.mask_encoding = ml_collections.FieldReference(None, field_type=str)
+    # An unreadable image or mask: 'error' lists them all and stops; 'skip' goes on without
+    # them, listing them on the console.
+    c.data.on_unreadable = 'error'
     c.data.per_class = 100  # synthetic only
     c.data.synthetic_size = 1024  # synthetic only
     c.data.seed = 0  # synthetic only

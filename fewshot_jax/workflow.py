@@ -13,6 +13,7 @@ summary; the report reads it with the other workdir files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -79,6 +80,7 @@ def run_workflow(config: ml_collections.ConfigDict, workdir: str | os.PathLike) 
             f'workflow stages {unknown}: expected some of {STAGES} (config.stages, config.force)'
         )
     check_data_roots(config)
+    check_units(config, workdir, stages)
     workdir.mkdir(parents=True, exist_ok=True)
     with WorkdirLock(workdir):
         return _run_stages(config, workdir, stages, forced)
@@ -109,7 +111,8 @@ def _run_stages(config, workdir: Path, stages, forced) -> dict:
                 print(f'{key}: done earlier (skipped{unchecked})')
             else:
                 started = time.time()
-                result = tasks.run(task, sub_config, unit_dir)
+                with full_key_paths(stage, unit), _says_where_interrupted(key):
+                    result = tasks.run(task, sub_config, unit_dir)
                 seconds = round(time.time() - started, 1)
                 result = _jsonable(result)
                 (unit_dir / UNIT_CONFIG).write_text(json.dumps(unit_config, indent=1))
@@ -128,11 +131,79 @@ def _run_stages(config, workdir: Path, stages, forced) -> dict:
     return summary
 
 
+@contextlib.contextmanager
+def _says_where_interrupted(key: str):
+    """Ctrl-C inside a unit names the unit; the training loop's own message (step, checkpoint)
+    is kept and prefixed."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        if str(err):
+            message = f'{key}: {err} (finished units are kept)'
+        else:
+            message = f'interrupted in {key}; rerunning the same command resumes (finished units are kept)'
+        raise type(err)(message) from None
+
+
+def check_units(config, workdir: Path, stages) -> None:
+    """Runs every unit's cheap config check before any unit starts (or any folder is made).
+
+    A bad value in the last stage's config fails in a second, not after the first
+    pretraining, and leaves no workdir behind.
+    """
+    for stage in stages:
+        if stage in ('report', 'grid'):
+            continue
+        for unit, task, sub_config in stage_units(stage, config, workdir):
+            check = tasks.config_checker(task)
+            if check is not None:
+                with full_key_paths(stage, unit):
+                    check(sub_config)
+
+
+@contextlib.contextmanager
+def full_key_paths(stage: str, unit: str):
+    """Config errors inside a unit name the key as the workflow config spells it.
+
+    A unit runs on its sub-config (``config.pretrain.bt_tem``), whose errors say
+    ``train.num_steps``; the user set ``pretrain.bt_tem.train.num_steps``.
+    """
+    try:
+        yield
+    except Exception as err:
+        if not _is_config_error(err) or getattr(err, 'workflow_prefixed', False):
+            raise
+        prefix = f'{stage}.{unit}.'
+        message = _SECTION_KEY.sub(lambda m: prefix + m.group(0), str(err))
+        try:
+            renamed = type(err)(message)
+        except Exception:  # noqa: BLE001 - an error type with another signature
+            renamed = ConfigError(message)
+        renamed.workflow_prefixed = True
+        raise renamed from err
+
+
+# A dotted config key at a word start (not inside a path): 'train.num_steps', 'data.root'.
+_SECTION_KEY = re.compile(
+    r'(?<![\w./-])(?:train|data|model|optim|augment|loss|monitor|probe|segment|eval)\.[A-Za-z_][\w.]*\w'
+)
+
+
+def _is_config_error(err: Exception) -> bool:
+    return any(c.__name__.endswith('ConfigError') for c in type(err).__mro__)
+
+
 def _portable_config(sub_config, workdir: Path) -> dict:
     """A unit's config as plain JSON values, the workdir written ``{workdir}`` (a moved
     workdir still matches its own finished units)."""
     text = json.dumps(sub_config.to_dict(), sort_keys=True, default=str)
     return json.loads(text.replace(json.dumps(str(workdir))[1:-1], '{workdir}'))
+
+
+# Fields whose value here does what a config without the field did: a unit recorded without
+# them still matches (reading a folder stops on an unreadable file; masks use the layout's
+# own encoding).
+NEUTRAL_DEFAULTS = {'data.on_unreadable': 'error', 'data.mask_encoding': None}
 
 
 def _check_unchanged(unit_dir: Path, key: str, current: dict) -> bool:
@@ -145,7 +216,11 @@ def _check_unchanged(unit_dir: Path, key: str, current: dict) -> bool:
     recorded_path = unit_dir / UNIT_CONFIG
     if not recorded_path.is_file():
         return False
-    changed = loop.config_changes(json.loads(recorded_path.read_text()), current)
+    changed = [
+        (k, old, new)
+        for k, old, new in loop.config_changes(json.loads(recorded_path.read_text()), current)
+        if old != loop.UNSET or NEUTRAL_DEFAULTS.get(k, loop.UNSET) != new
+    ]
     if changed:
         shown = '; '.join(f'{k}: {old!r} -> {new!r}' for k, old, new in changed[:5])
         more = f' and {len(changed) - 5} more' if len(changed) > 5 else ''

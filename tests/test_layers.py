@@ -20,7 +20,16 @@ LAYERS = [
     (3, ['fewshot_jax.encoder']),
     (2, ['fewshot_jax.models.*']),
     (1, ['fewshot_jax.train_lib.*', 'fewshot_jax.analysis.*']),
-    (0, ['fewshot_jax.data.*', 'fewshot_jax.masks', 'fewshot_jax.errors']),
+    (
+        0,
+        [
+            'fewshot_jax.data.*',
+            'fewshot_jax.masks',
+            'fewshot_jax.errors',
+            'fewshot_jax.launch_errors',
+            'fewshot_jax.integrity',
+        ],
+    ),
 ]
 
 

@@ -155,7 +155,8 @@ def read_mask(
         if not channels_equal:
             raise DataError(
                 f'{path}: binary mask has differing colour channels; expected one '
-                "channel with values in {0, 1, 255} (use encoding='color_overlay' "
+                "channel with values in {0, 1, 255} (set data.mask_encoding='color_overlay', or "
+                "encoding='color_overlay' in read_mask, "
                 'for colour annotations drawn over an image)'
             )
         raw = raw[..., 0]

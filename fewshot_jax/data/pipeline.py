@@ -49,12 +49,15 @@ def make_source(data_cfg: ml_collections.ConfigDict):
                 "data.source='folder' needs data.root: a folder of unlabeled images "
                 '(png, jpg, tif, …); pass --config.data.root=/path/to/images'
             )
-        return sources.UnlabeledFolderSource(
+        source = sources.UnlabeledFolderSource(
             data_cfg.root,
             subset=data_cfg.get('subset'),
             seed=data_cfg.seed,
             keep_color=data_cfg.get('keep_color', False),
         )
+        # Every file is read once before training: all unreadable files in one message.
+        source.check_readable(data_cfg.get('on_unreadable', 'error'))
+        return source
     raise ConfigError(f'data.source={name!r}: expected one of {SOURCES}')
 
 

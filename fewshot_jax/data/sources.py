@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fewshot_jax.data import readable
 from fewshot_jax.data.groups import GROUPS_FILE, read_groups_csv
 from fewshot_jax.data.io import (
     DEFAULT_MAX_PIXELS,
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 HIDDEN = '(hidden)'
 NO_EXTENSION = '(no extension)'
 OUTSIDE_CLASS_FOLDERS = '(outside class folders)'
+LINK_REVISIT = '(link to a folder read already)'
 
 
 class _FileSource:
@@ -81,17 +83,21 @@ class _FileSource:
 
     def validate(self) -> None:
         """Reads every record once; raises DataError listing every bad file."""
-        problems = []
-        for index in range(len(self)):
-            try:
-                self[index]
-            except DataError as err:
-                problems.append(str(err))
-        if problems:
-            raise DataError(
-                f'{len(problems)} of {len(self)} records in {self.root} are unreadable:\n'
-                + '\n'.join(problems)
-            )
+        self.check_readable('error')
+
+    def check_readable(self, on_unreadable: str = 'error') -> list[pathlib.Path]:
+        """Reads every record once, before any training; see `readable.check_readable`."""
+        return readable.check_readable(self, on_unreadable)
+
+    def drop(self, indices: list[int]) -> None:
+        """Removes records by index from every per-record list the source keeps."""
+        gone = set(indices)
+        keep = [i for i in range(len(self.paths)) if i not in gone]
+        self.paths = [self.paths[i] for i in keep]
+        if getattr(self, 'labels', None) is not None:
+            self.labels = self.labels[keep]
+        if getattr(self, 'mask_paths', None) is not None:
+            self.mask_paths = [self.mask_paths[i] for i in keep]
 
 
 def scan_images(
@@ -105,8 +111,9 @@ def scan_images(
     Args:
       folder: The folder to scan; must exist.
       extensions: Accepted lower-case extensions; matching ignores case.
-      recursive: Also scan sub-folders (symbolic links to folders are not
-        followed, so a link cycle cannot loop).
+      recursive: Also scan sub-folders, following symbolic links to folders; a
+        folder reached twice (a link loop) is read once and counted as
+        '(link to a folder read already)'.
 
     Returns:
       (paths, skipped): the image files, and counts of the files left out by
@@ -119,11 +126,30 @@ def scan_images(
     folder = _existing_folder(folder, extensions)
     accepted = {e.lower() for e in extensions}
     paths, skipped = [], Counter()
-    walker = os.walk(folder) if recursive else [(str(folder), [], _files_in(folder))]
+    # Symbolic links to folders are followed (datasets are often assembled from links); a
+    # folder reached a second time (a link loop, or two links to one folder) is read once
+    # and counted, never entered again.
+    seen = {os.path.realpath(folder)}
+    walker = os.walk(folder, followlinks=True) if recursive else [(str(folder), [], _files_in(folder))]
     for dirpath, dirnames, filenames in walker:
         # Hidden folders (.ipynb_checkpoints, .thumbnails) hold copies, not data.
         skipped[HIDDEN] += sum(d.startswith('.') for d in dirnames)
-        dirnames[:] = [d for d in dirnames if not d.startswith('.')]
+        entered = []
+        for name in dirnames:
+            if name.startswith('.'):
+                continue
+            real = os.path.realpath(os.path.join(dirpath, name))
+            if real in seen:
+                skipped[LINK_REVISIT] += 1
+                logger.warning(
+                    '%s: not entered, it leads to %s, which is read already',
+                    os.path.join(dirpath, name),
+                    real,
+                )
+                continue
+            seen.add(real)
+            entered.append(name)
+        dirnames[:] = entered
         for name in filenames:
             suffix = pathlib.PurePath(name).suffix.lower()
             if name.startswith('.'):
@@ -432,4 +458,5 @@ def _skipped_note(skipped: dict[str, int]) -> str:
 
 def _log_skipped(root, skipped: dict[str, int]) -> None:
     if skipped:
-        logger.info('%s: skipped %d file(s) with other extensions: %s', root, sum(skipped.values()), skipped)
+        # On the console, not only in log.txt: a count the user did not expect is a wrong root.
+        logger.warning('%s: skipped %d file(s) or folder(s): %s', root, sum(skipped.values()), skipped)

@@ -46,6 +46,7 @@ def stratified_split(
     *,
     class_names: Sequence[str] | None = None,
     groups: Sequence | np.ndarray | None = None,
+    min_test: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Splits indices into train and test with the same class balance.
 
@@ -61,13 +62,15 @@ def stratified_split(
       seed: Seed of the draw.
       class_names: Names used in error messages.
       groups: (N,) group ids (any hashable values), or None (no groups).
+      min_test: Fewest test images every class must get (the probe's accuracy needs 2).
 
     Returns:
       (train_indices, test_indices), sorted, disjoint, covering range(N).
 
     Raises:
-      DataError: Bad labels or fraction, a class with fewer than 2 images (2
-        groups), or a group whose images have different labels.
+      DataError: Bad labels or fraction, a class too small for `min_test` test images
+        and 1 training image (the message says how many images it needs), or a group whose
+        images have different labels.
     """
     labels = _check_labels(labels)
     if not 0 < test_fraction < 1:
@@ -78,16 +81,34 @@ def stratified_split(
     train, test = [], []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        if len(members) < 2:
+        n_test = _test_count(len(members), test_fraction)
+        if len(members) < 2 or n_test < min_test:
+            needed = min_images_per_class(test_fraction, min_test)
             raise DataError(
-                f'{_class_label(label, class_names)} has {len(members)} image; a train/test '
-                'split needs at least 2 per class'
+                f'{_class_label(label, class_names)} has {len(members)} image(s), so {n_test} test '
+                f'image(s) at test_fraction={test_fraction}; the split needs at least {min_test} '
+                f'test and 1 training image per class, i.e. at least {needed} images per class '
+                '(add images or raise the test fraction)'
             )
-        n_test = int(np.floor(test_fraction * len(members) + 0.5))
-        n_test = min(max(n_test, 1), len(members) - 1)
         test.append(members[:n_test])
         train.append(members[n_test:])
     return _sorted(train), _sorted(test)
+
+
+def _test_count(n: int, test_fraction: float) -> int:
+    """Images of a class of ``n`` that the split holds out (at least 1, leaving 1 to train)."""
+    return min(max(int(np.floor(test_fraction * n + 0.5)), 1), n - 1)
+
+
+def min_images_per_class(test_fraction: float, min_test: int = 1) -> int:
+    """The fewest images a class needs for ``min_test`` test images and 1 training image.
+
+    At test_fraction=0.2 a class needs 8 images for 2 test images, 2 for 1.
+    """
+    n = 2
+    while _test_count(n, test_fraction) < min_test:
+        n += 1
+    return n
 
 
 def k_shot_indices(

@@ -19,7 +19,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from fewshot_jax.data import pipeline
+from fewshot_jax.data import pipeline, readable
 from fewshot_jax.errors import ConfigError
 from fewshot_jax.models import make_ssl_model
 from fewshot_jax.models.heads import SSLModel
@@ -142,6 +142,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         )
     if data.source not in pipeline.SOURCES:
         raise ConfigError(f'data.source={data.source!r}: expected one of {pipeline.SOURCES}')
+    readable.check_on_unreadable(data.get('on_unreadable', 'error'))
     steps.make_ssl_loss(config.loss)
     augment.augment_config_from(config.augment, data.image_size)
     make_ssl_model(config.model)

@@ -27,6 +27,7 @@ import numpy as np
 from fewshot_jax.data import layouts, synthetic
 from fewshot_jax.data.io import DataError
 from fewshot_jax.data.pipeline import mask_to_square, to_uint8_square
+from fewshot_jax.data.readable import check_on_unreadable
 from fewshot_jax.data.sources import ClassFolderSource
 from fewshot_jax.errors import ConfigError
 
@@ -78,6 +79,7 @@ def load_labeled(data_cfg) -> LabeledImages:
     if source not in SOURCES:
         raise ConfigError(f'data.source={source!r}: expected one of {SOURCES}')
     root = data_cfg.get('root') or ''
+    on_unreadable = check_on_unreadable(data_cfg.get('on_unreadable', 'error'))
     if not root:
         raise DataError(
             f'data.source={source!r} needs data.root: the folder of the data set '
@@ -85,6 +87,8 @@ def load_labeled(data_cfg) -> LabeledImages:
         )
     if source == 'virus':
         parts = layouts.tem_virus(root, classes=data_cfg.get('classes'), keep_color=color)
+        for part in parts.values():
+            part.check_readable(on_unreadable)
         images = np.concatenate([_read(parts[name], size, color) for name in layouts.VIRUS_SPLITS])
         labels = np.concatenate([parts[name].labels for name in layouts.VIRUS_SPLITS])
         names = [str(p) for name in layouts.VIRUS_SPLITS for p in parts[name].paths]
@@ -104,6 +108,7 @@ def load_labeled(data_cfg) -> LabeledImages:
         src = layouts.mnp_morphology(root, keep_color=color)
     else:
         src = ClassFolderSource(root, classes=data_cfg.get('classes'), keep_color=color)
+    src.check_readable(on_unreadable)
     images = _read(src, size, color)
     names = [str(p) for p in src.paths]
     masks = has_mask = None

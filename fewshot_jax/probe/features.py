@@ -41,11 +41,13 @@ import json
 import logging
 import os
 import re
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from fewshot_jax.integrity import IntegrityError
 from fewshot_jax.probe import bn_stats
 
 log = logging.getLogger(__name__)
@@ -316,6 +318,7 @@ def compute_features(
                 with np.load(path, allow_pickle=False) as stored:
                     meta = json.loads(str(stored['meta']))
                     features = stored['features']
+                _check_cached(path, meta, features)
                 if meta.get('key') == key and features.shape[0] == len(images):
                     log.info('features of %s: read from %s', extractor.name, path)
                     return FeatureSet(
@@ -328,8 +331,9 @@ def compute_features(
                         cached=True,
                     )
                 log.warning('%s does not match this request; recomputing', path)
-            except (OSError, ValueError, KeyError) as err:
-                log.warning('%s is unreadable (%s); recomputing', path, err)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+                # A cache is derived data: a damaged file is said on the console and rewritten.
+                log.warning('%s is unreadable or damaged (%s); recomputing it', path, err)
     features = np.asarray(extractor.extract(images), np.float32)
     if features.ndim != 2 or features.shape[0] != len(images):
         raise FeatureError(
@@ -348,6 +352,7 @@ def compute_features(
             'layer': layer,
             'class_names': list(class_names),
             'shape': list(features.shape),
+            'sha256': _features_digest(features),
         }
         temporary = path.with_suffix('.tmp.npz')
         np.savez(
@@ -360,6 +365,19 @@ def compute_features(
     return FeatureSet(
         extractor.name, extractor.spec, features, dataset, tuple(class_names), path, cached=False
     )
+
+
+def _features_digest(features: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(features, np.float32).tobytes()).hexdigest()
+
+
+def _check_cached(path: Path, meta: dict, features: np.ndarray) -> None:
+    """Raises IntegrityError if cached features differ from the checksum written with them."""
+    recorded = meta.get('sha256')
+    if recorded is None:
+        log.warning('%s has no recorded checksum (written by an older version): read unchecked', path)
+    elif _features_digest(features) != recorded:
+        raise IntegrityError(f'{path}: features differ from the sha256 recorded when they were written')
 
 
 def check_feature_sets(sets: Sequence[FeatureSet], image_names: Sequence[str] | None = None) -> None:

@@ -117,7 +117,12 @@ def protocol_plan(
             validation = fixed_split.get('validation')
         else:
             train_part, test_part = splits.stratified_split(
-                labels, test_fraction, seed, class_names=class_names, groups=codes
+                labels,
+                test_fraction,
+                seed,
+                class_names=class_names,
+                groups=codes,
+                min_test=MIN_TEST_PER_CLASS,
             )
             validation = None
         check_test_classes(labels, test_part, class_names)
@@ -173,15 +178,19 @@ def tuning_plan(
     return runs
 
 
+# An accuracy from one test image per class is no measurement.
+MIN_TEST_PER_CLASS = 2
+
+
 def check_test_classes(labels, test_part, class_names=None) -> None:
     """Raises DataError when a class has fewer than 2 test images (no accuracy worth the name)."""
     counts = np.bincount(labels[test_part], minlength=int(labels.max()) + 1)
     for label, count in enumerate(counts):
-        if count < 2:
+        if count < MIN_TEST_PER_CLASS:
             name = f'class {label}' + (f' ({class_names[label]!r})' if class_names else '')
             raise DataError(
-                f'{name} has {count} test image(s); the probe needs at least 2 per '
-                'class (use more images or a larger test fraction)'
+                f'{name} has {count} test image(s) in the test split; the probe needs at least '
+                f'{MIN_TEST_PER_CLASS} test images per class (add test images to that class)'
             )
 
 

@@ -19,6 +19,8 @@ from fewshot_jax.data.pipeline import to_uint8_square
 from fewshot_jax.data.resize import square_crop_resize
 
 SOURCES = ('synthetic', 'nanowire', 'masked_folder')
+# data.mask_encoding: how mask files mark the foreground (data.io.read_mask).
+MASK_ENCODINGS = ('auto', 'binary', 'color_overlay')
 
 
 class SegmentDataError(DataError):
@@ -137,15 +139,25 @@ def load_mask_set(data_cfg) -> MaskSet:
                 f'data.source={name!r} needs data.root: a folder of images '
                 f'with masks; pass --config.data.root=/path'
             )
+        # None: the layout's own default ('auto' for the nanowire release, whose masks are
+        # colour overlays or binary; 'binary' for a folder of masks).
+        encoding = data_cfg.get('mask_encoding') or ('auto' if name == 'nanowire' else 'binary')
+        if encoding not in MASK_ENCODINGS:
+            raise SegmentDataError(
+                f'data.mask_encoding={encoding!r}: expected one of {MASK_ENCODINGS}, or None for the default'
+            )
         if name == 'nanowire':
-            source = layouts.nanowire_segmentation(data_cfg.root)
+            source = layouts.nanowire_segmentation(data_cfg.root, mask_encoding=encoding)
         else:
             source = sources.MaskedImageSource(
                 data_cfg.root,
                 mask_suffix=data_cfg.get('mask_suffix', '_mask.png'),
+                mask_encoding=encoding,
                 class_folders=True,
                 classes=data_cfg.get('classes') or None,
             )
+        # Every image and mask is read once first: all unreadable pairs in one message.
+        source.check_readable(data_cfg.get('on_unreadable', 'error'))
         records = [source[i] for i in range(len(source))]
         return MaskSet(
             [r['image'] for r in records],

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fewshot_jax.integrity import IntegrityError
 from fewshot_jax.segment.segmenter import SegmenterError, load_segmenter
 
 __all__ = ['load_segmenter_path', 'main', 'predict_folder']
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             save_probabilities=args.probabilities,
             flips=args.flips,
         )
-    except (DataError, SegmenterError) as err:
+    except (DataError, SegmenterError, IntegrityError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     print(f'wrote {len(written)} masks to {args.out}')

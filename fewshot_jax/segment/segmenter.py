@@ -40,7 +40,9 @@ import numpy as np
 from flax import serialization
 from tqdm import tqdm
 
+from fewshot_jax import integrity
 from fewshot_jax.models.unet import DOWNSAMPLING
+from fewshot_jax.segment import saved
 from fewshot_jax.segment.model import build_unet, model_input, probabilities
 from fewshot_jax.segment.tiles import blend_weights, tile_starts, tile_stride
 from fewshot_jax.segment.tiles import resize as _resize
@@ -386,7 +388,9 @@ class Segmenter:
             encoder_ref = ENCODER_FILE
         else:
             encoder_ref = os.path.relpath(Path(shared_encoder).absolute(), path.absolute())
-        meta = {**self.meta(), 'encoder_file': encoder_ref}
+        # Checked on load: a damaged file is an error naming it, never wrong masks.
+        digests = {name: integrity.sha256_file(path / name) for name in (DECODER_FILE, encoder_ref)}
+        meta = integrity.seal({**self.meta(), 'encoder_file': encoder_ref, 'sha256': digests})
         _write_atomic(path / META_FILE, json.dumps(meta, indent=2).encode())
         return path
 
@@ -412,10 +416,10 @@ def save_encoder_arrays(path: str | os.PathLike, variables: Mapping) -> Path:
     return path
 
 
-def _read_msgpack(path: Path, what: str) -> dict:
+def _read_msgpack(path: Path, what: str, redo: str) -> dict:
     if not path.is_file():
         raise SegmenterError(f'{path} not found: the {what} of this segmenter is missing')
-    return serialization.msgpack_restore(path.read_bytes())
+    return saved.decode_msgpack(path, what, redo)
 
 
 def _resolve(path: Path, run: str | None) -> Path:
@@ -458,13 +462,15 @@ def load_segmenter(path: str | os.PathLike, run: str | None = None) -> Segmenter
         SegmenterError: nothing loadable there (names what was looked for).
     """
     folder = _resolve(Path(path), run)
-    meta = json.loads((folder / META_FILE).read_text())
+    redo = saved.redo_hint(folder)
+    meta = saved.read_meta(folder / META_FILE, redo)
     if meta.get('format') != FORMAT:
         raise SegmenterError(
             f'{folder / META_FILE}: format {meta.get("format")!r}; this fewshot_jax reads format {FORMAT}'
         )
-    decoder = _read_msgpack(folder / DECODER_FILE, 'decoder')
-    encoder = _read_msgpack(folder / meta['encoder_file'], 'encoder')
+    saved.verify_files(folder, (DECODER_FILE, meta['encoder_file']), meta, redo)
+    decoder = _read_msgpack(folder / DECODER_FILE, 'decoder', redo)
+    encoder = _read_msgpack(folder / meta['encoder_file'], 'encoder', redo)
     variables = {c: {'encoder': encoder[c], 'decoder': decoder.get(c, {})} for c in ('params', 'batch_stats')}
     return Segmenter(
         jax.device_put(jax.tree.map(jnp.asarray, variables)),

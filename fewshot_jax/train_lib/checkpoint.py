@@ -38,6 +38,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from fewshot_jax import integrity
 from fewshot_jax.train_lib import sharding
 
 log = logging.getLogger(__name__)
@@ -256,7 +257,10 @@ def save_encoder(
     checkpointer.save(encoder_variables_path(workdir, folder), variables, force=True)
     checkpointer.wait_until_finished()
     if jax.process_index() == 0:
-        meta = {'model': model_config, 'step': int(step)}
+        # Checked by every reader (models/weights/workdir.py): a damaged export is an error
+        # naming the file, never an encoder with wrong weights.
+        digest = integrity.sha256_folder(encoder_variables_path(workdir, folder))
+        meta = integrity.seal({'model': model_config, 'step': int(step), 'sha256': {'variables': digest}})
         encoder_meta_path(workdir, folder).write_text(json.dumps(meta, indent=2))
         log.info('exported the encoder of step %d to %s', step, path)
     return path

@@ -18,6 +18,7 @@ A training task is builders + :func:`run`. The loop owns everything between
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 class LoopConfigError(ConfigError):
     """A cadence or loop setting that cannot be used."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where the run stopped and how to resume."""
 
 
 def every_steps(every: int | float | None, total_steps: int, *, name: str = 'every') -> int | None:
@@ -187,6 +192,18 @@ def _run_hooks(
     return out
 
 
+def _recorded_metrics(workdir: Path, step: int) -> dict:
+    """The training metrics ``metrics.jsonl`` holds for ``step`` (empty if none were logged)."""
+    path = workdir / 'metrics.jsonl'
+    found = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            record = json.loads(line) if line.strip() else {}
+            if record.get('step') == step and 'loss' in record:
+                found = {k: v for k, v in record.items() if k not in ('step', 'time')}
+    return found
+
+
 def run(
     step_fn: Callable,
     state,
@@ -237,6 +254,7 @@ def run(
         batches = make_batches(data_state)
         metrics_log = MetricsLog(workdir, resume_step=start)
         pending, last = [], {}
+        done, interrupted = start, False
         try:
             if start == 0 and total_steps > 0:
                 _run_hooks(
@@ -271,15 +289,31 @@ def run(
                 _run_hooks(hooks, hook_periods, done, total_steps, state, metrics_log)
                 if must_save:
                     ckpt.save(done, state, batches.get_state(), config.to_dict())
+        except KeyboardInterrupt:
+            interrupted = True
         finally:
+            # Waits for the save in flight: after Ctrl-C the newest checkpoint is complete.
             ckpt.close()
             metrics_log.close()
+        if interrupted:
+            saved = checkpoint.checkpoint_steps(workdir)
+            resume = f'resumes from step {saved[-1]}' if saved else 'starts again from step 0'
+            raise RunInterrupted(
+                f'interrupted at step {done} of {total_steps} in {workdir}; rerunning the same '
+                f'command {resume}'
+            )
+        if start >= total_steps:
+            # Nothing ran: the run was finished earlier. Its loss is the one it recorded.
+            last = _recorded_metrics(workdir, total_steps)
+            log.info('%s was already finished (step %d of %d); nothing to train', workdir, start, total_steps)
         summary = {
             'step': total_steps,
             'total_steps': total_steps,
             'resumed_from': start,
             'final_loss': last.get('loss', float('nan')),
         }
+        if start >= total_steps:
+            summary['already_finished'] = True
         if finalize is not None:
             summary.update(finalize(state))
     return LoopResult(state=state, start_step=start, total_steps=total_steps, metrics=last, summary=summary)

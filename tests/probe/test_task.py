@@ -141,7 +141,9 @@ def test_plans_refuse_too_large_k_and_too_few_test_images():
         probe_grid.protocol_plan(labels, shots=(9,), split_seeds=(0,), draws=1, class_names=('a', 'b'))
     with pytest.raises(DataError, match='early stopping wants 5 per class'):
         probe_grid.protocol_plan(labels, shots=(4,), split_seeds=(0,), draws=1, holdout_per_class=5)
-    with pytest.raises(DataError, match="class 0 \\('a'\\) has 1 test image"):
+    with pytest.raises(
+        DataError, match=r"class 0 \('a'\) has 5 image.*1 test image.*at least 8 images per class"
+    ):
         probe_grid.protocol_plan(
             np.repeat(np.arange(2), 5), shots=(1,), split_seeds=(0,), draws=1, class_names=('a', 'b')
         )

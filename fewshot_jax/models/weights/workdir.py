@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fewshot_jax import integrity
 from fewshot_jax.models.resnet import IMAGENET_MEAN, IMAGENET_STD
 from fewshot_jax.models.weights.common import (
     LoadedWeights,
@@ -120,8 +121,27 @@ def _with_defaults(model: dict, source: str) -> dict:
 
 def _read_final(workdir: Path, step: int, folder: str = checkpoint.ENCODER_DIR) -> LoadedWeights:
     meta_path = checkpoint.encoder_meta_path(workdir, folder)
-    model = _with_defaults(read_json(meta_path).get('model') or {}, str(meta_path))
-    variables = _restore_numpy(checkpoint.encoder_variables_path(workdir, folder), prefix=None)
+    meta = read_json(meta_path)
+    model = _with_defaults(meta.get('model') or {}, str(meta_path))
+    variables_path = checkpoint.encoder_variables_path(workdir, folder)
+    if folder == checkpoint.INIT_ENCODER_DIR:
+        redo = (
+            f'delete {meta_path.parent} and rerun the pretraining command on {workdir} '
+            '(it writes the starting weights again from the seed)'
+        )
+    else:
+        redo = (
+            f'rerun the pretraining command on {workdir} to export it again from its last checkpoint '
+            '(in a workflow: --config.force=pretrain)'
+        )
+    integrity.check_seal(meta, meta_path, regenerate=redo)
+    integrity.verify(
+        variables_path,
+        (meta.get('sha256') or {}).get('variables'),
+        what='the exported encoder',
+        regenerate=redo,
+    )
+    variables = _restore_numpy(variables_path, prefix=None)
     _check(variables, model, str(meta_path.parent))
     suffix = '@0' if folder == checkpoint.INIT_ENCODER_DIR else ''
     return LoadedWeights(
