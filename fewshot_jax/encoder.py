@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from fewshot_jax.errors import is_count
 from fewshot_jax.models import compute_dtype, make_encoder
 from fewshot_jax.models.resnet import LAYER_NAMES, feature_dim
 from fewshot_jax.models.weights import export_torchvision, load_weights, normalization_values
@@ -145,7 +146,7 @@ class Encoder:
         unknown = [name for name in layers if name not in LAYER_NAMES]
         if unknown or not layers:
             raise EncoderInputError(f'layer={layer!r}: expected one or more of {LAYER_NAMES}')
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if not is_count(batch_size):
             raise EncoderInputError(f'batch_size={batch_size!r}: expected a positive integer')
         images = _checked_images(images)
         n = len(images)

@@ -28,6 +28,8 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
+from fewshot_jax.errors import is_count
+
 __all__ = [
     'StatsInputError',
     'gap_interval',
@@ -122,7 +124,7 @@ def hierarchical_bootstrap(
     """
     level = _check_level(confidence)
     groups = _check_groups(groups)
-    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or resamples < 1:
+    if not is_count(resamples):
         raise StatsInputError(f'resamples={resamples!r}: expected a positive integer')
     rng = np.random.default_rng(seed)
     n_groups = len(groups)

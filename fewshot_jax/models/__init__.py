@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 import ml_collections
 
-from fewshot_jax.errors import ConfigError
+from fewshot_jax.errors import ConfigError, is_count
 from fewshot_jax.models.heads import PROJECTOR_BNS, PROJECTOR_ORDERS, LinearClassifier, Projector, SSLModel
 from fewshot_jax.models.input_norm import INPUT_NORMS
 from fewshot_jax.models.max_pool import MAX_POOL_GRADS
@@ -66,7 +66,7 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
         if model_cfg.get(key, default) not in allowed:
             raise ConfigError(f'model.{key}={model_cfg.get(key, default)!r}: expected one of {list(allowed)}')
     width = model_cfg.get('width')
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+    if not is_count(width):
         raise ConfigError(f'model.width={width!r}: expected a positive integer')
     return ResNet(
         depth=int(model_cfg['depth']),
@@ -87,7 +87,7 @@ def make_ssl_model(model_cfg: ml_collections.ConfigDict) -> SSLModel:
     """Builds encoder + projector for self-supervised pretraining (``model.projector``,
     ``projector_order``, ``projector_bn``; see ``fewshot_jax.models.heads``)."""
     sizes = tuple(model_cfg.projector)
-    if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+    if not sizes or any(not is_count(n) for n in sizes):
         raise ConfigError(f'model.projector={sizes!r}: expected one or more positive layer sizes')
     for key, allowed, default in (
         ('projector_order', PROJECTOR_ORDERS, 'standard'),

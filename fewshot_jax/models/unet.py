@@ -47,6 +47,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fewshot_jax.errors import is_count
 from fewshot_jax.models.input_norm import flatten_micrograph
 
 SKIP_LAYERS = ('stem', 'stage1', 'stage2', 'stage3', 'stage4')
@@ -317,7 +318,7 @@ def make_decoder(
     Raises:
         ValueError: an unknown decoder name, a class count below 1, a momentum outside [0, 1).
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+    if not is_count(num_classes):
         raise ValueError(f'num_classes={num_classes!r}: expected 1 (binary) or the number of classes (>= 2)')
     extra = {}
     if bn_momentum is not None:

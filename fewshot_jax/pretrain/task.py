@@ -20,7 +20,7 @@ import optax
 from jax.sharding import Mesh
 
 from fewshot_jax.data import pipeline, readable
-from fewshot_jax.errors import ConfigError
+from fewshot_jax.errors import ConfigError, is_count
 from fewshot_jax.models import make_ssl_model
 from fewshot_jax.models.heads import SSLModel
 from fewshot_jax.models.weights.common import is_random
@@ -133,10 +133,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     data = config.data
     for key in ('batch_size', 'image_size'):
         value = data.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_count(value):
             raise ConfigError(f'data.{key}={value!r}: expected a positive integer')
     subset = data.get('subset')
-    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+    if subset is not None and not is_count(subset):
         raise ConfigError(
             f'data.subset={subset!r}: expected a positive number of images, or None for all of them'
         )
@@ -150,9 +150,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     loop.every_steps(config.train.get('log_every'), 100, name='train.log_every')
     loop.every_steps(config.train.get('checkpoint_every'), 100, name='train.checkpoint_every')
     num_steps = config.train.get('num_steps')
-    if num_steps is not None and (
-        isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1
-    ):
+    if num_steps is not None and not is_count(num_steps):
         raise ConfigError(
             f'train.num_steps={num_steps!r}: expected a positive integer, or None to use train.epochs'
         )

@@ -27,9 +27,9 @@ numpy / scipy / scikit-image only, no JAX: usable from any layer. Example::
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
+
+from fewshot_jax.errors import is_count
 
 __all__ = [
     'BaselineInputError',
@@ -90,7 +90,7 @@ def downsample(images, side: int = 32) -> np.ndarray:
       BaselineInputError: on a wrong shape, a size that is not a multiple of
         `side`, a bad `side`, or NaN / infinite pixels.
     """
-    if isinstance(side, bool) or not isinstance(side, numbers.Integral) or side < 1:
+    if not is_count(side):
         raise BaselineInputError(f'side must be a positive integer, got {side!r}')
     x = _check_images(images)
     n, h, w = x.shape

@@ -32,6 +32,8 @@ import math
 
 import numpy as np
 
+from fewshot_jax.errors import is_count
+
 __all__ = ['PREFIX', 'BatchStatsError', 'base_spec', 'reestimate_batch_stats']
 
 PREFIX = 'bn-stats:'
@@ -92,7 +94,7 @@ def reestimate_batch_stats(module, variables, images, *, batch_size: int = 64) -
     import jax
     import jax.numpy as jnp
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_count(batch_size):
         raise BatchStatsError(f'batch_size={batch_size!r}: expected a positive integer')
     x = _unit_float(images)
     params = variables['params']

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fewshot_jax.errors import ConfigError
+from fewshot_jax.errors import ConfigError, is_count
 from fewshot_jax.models import compute_dtype, make_encoder
 from fewshot_jax.models.unet import (
     DOWNSAMPLING,
@@ -41,7 +41,7 @@ def check_positive_int(value, key: str, optional: bool = False) -> int | None:
     """``value`` as an int >= 1 (None allowed if ``optional``); else SegmentConfigError."""
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_count(value):
         raise SegmentConfigError(
             f'{key}={value!r}: expected a positive integer' + (' or None' if optional else '')
         )

@@ -41,6 +41,7 @@ from flax import serialization
 from tqdm import tqdm
 
 from fewshot_jax import integrity
+from fewshot_jax.errors import is_count
 from fewshot_jax.models.unet import DOWNSAMPLING
 from fewshot_jax.segment import saved
 from fewshot_jax.segment.model import build_unet, model_input, probabilities
@@ -241,7 +242,7 @@ class Segmenter:
         """
         if mode not in ('tiled', 'whole'):
             raise SegmenterError(f"mode={mode!r}: expected 'tiled' or 'whole'")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if not is_count(batch_size):
             raise SegmenterError(f'batch_size={batch_size!r}: expected a positive integer')
         scale = self.pixel_scale if scale is None else float(scale)
         if not np.isfinite(scale) or scale <= 0:

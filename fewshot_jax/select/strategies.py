@@ -66,7 +66,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fewshot_jax.errors import ConfigError
+from fewshot_jax.errors import ConfigError, is_count
 
 log = logging.getLogger(__name__)
 
@@ -468,5 +468,5 @@ def _distinct_rows(rows: np.ndarray):
 
 
 def _check_int(name: str, value, minimum: int) -> None:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+    if not is_count(value, minimum):
         raise ConfigError(f'{name}={value!r}: expected an integer >= {minimum}')

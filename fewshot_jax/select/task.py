@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import numbers
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ from fewshot_jax.data import synthetic
 from fewshot_jax.data.io import DataError
 from fewshot_jax.data.pipeline import to_uint8_square
 from fewshot_jax.data.sources import UnlabeledFolderSource
-from fewshot_jax.errors import ConfigError
+from fewshot_jax.errors import ConfigError, is_count
 from fewshot_jax.models.weights import WeightsError
 from fewshot_jax.probe import features as features_lib
 from fewshot_jax.select import report
@@ -154,9 +153,9 @@ def check_config(config) -> tuple[str, int, int]:
     if method not in METHODS:
         raise ConfigError(f'select.method={method!r}: expected one of {METHODS}')
     budget, seed = cfg.get('budget'), cfg.get('seed', 0)
-    if not isinstance(budget, numbers.Integral) or isinstance(budget, bool) or budget < 1:
+    if not is_count(budget):
         raise ConfigError(f'select.budget={budget!r}: expected an integer >= 1 (images to label)')
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+    if not is_count(seed, 0):
         raise ConfigError(f'select.seed={seed!r}: expected an integer >= 0')
     source = config.data.get('source', 'folder')
     if source not in SOURCES:

@@ -16,7 +16,7 @@ import ml_collections
 import optax
 from flax import traverse_util
 
-from fewshot_jax.errors import ConfigError
+from fewshot_jax.errors import ConfigError, is_count
 
 OPTIMIZERS = ('sgd', 'lars', 'adam', 'adamw')
 SCHEDULES = ('cosine', 'paper')
@@ -43,7 +43,7 @@ def make_schedule(optim_cfg: ml_collections.ConfigDict, total_steps: int) -> opt
         raise ConfigError(f'optim.schedule={name!r}: expected one of {SCHEDULES}')
     if name == 'paper':
         decay = optim_cfg.get('decay_steps', 1000)
-        if isinstance(decay, bool) or not isinstance(decay, int) or decay < 1:
+        if not is_count(decay):
             raise ConfigError(f'optim.decay_steps={decay!r}: expected a positive number of steps')
         if optim_cfg.lr <= 0:
             raise ConfigError(f'optim.lr={optim_cfg.lr}: expected a positive learning rate')

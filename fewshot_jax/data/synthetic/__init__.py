@@ -43,6 +43,7 @@ from fewshot_jax.data.synthetic import wires as synthetic_wires
 from fewshot_jax.data.synthetic.photos import everyday_crop
 from fewshot_jax.data.synthetic.scenes import generic_scene
 from fewshot_jax.data.synthetic.wires import GenerationError
+from fewshot_jax.errors import is_count
 
 __all__ = [
     'GenerationError',
@@ -89,14 +90,14 @@ class SyntheticSet:
 
 
 def _check_count(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+    if not is_count(value, 0):
         raise SyntheticSpecError(f'{name} must be a non-negative integer, got {value!r}')
     return int(value)
 
 
 def _check_args(count_name: str, count, size, seed) -> tuple[int, int, int]:
     count = _check_count(count_name, count)
-    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < MIN_SIZE:
+    if not is_count(size, MIN_SIZE):
         raise SyntheticSpecError(f'size must be an integer >= {MIN_SIZE} pixels, got {size!r}')
     seed = _check_count('seed', seed)
     return count, int(size), seed

@@ -11,6 +11,8 @@ import dataclasses
 import math
 from collections.abc import Mapping
 
+from fewshot_jax.errors import is_count
+
 CROP_MODES = ('random', 'area', 'none')
 _RANGE_FIELDS = (
     'crop_range',
@@ -145,7 +147,7 @@ class AugmentConfig:
             AugmentConfigError: (a ValueError) naming the first bad field and value.
         """
         size = self.output_size
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        if not is_count(size):
             raise AugmentConfigError(f'augment output_size must be a positive int, got {size!r}')
         crop = self.crop
         if isinstance(crop, str):

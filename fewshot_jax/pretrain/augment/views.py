@@ -29,6 +29,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from fewshot_jax.errors import is_count
 from fewshot_jax.pretrain.augment.config import (
     AugmentConfig,
     AugmentConfigError,
@@ -281,7 +282,7 @@ def resize_batch(images, output_size: int) -> jax.Array:
         raise AugmentInputError(
             f'resize_batch expects images of shape (N, H, W, C), got shape {images.shape}'
         )
-    if not isinstance(output_size, int) or isinstance(output_size, bool) or output_size < 1:
+    if not is_count(output_size):
         raise AugmentInputError(f'resize_batch output_size must be a positive int, got {output_size!r}')
     height, width = images.shape[1], images.shape[2]
 
