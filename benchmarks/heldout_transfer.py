@@ -16,7 +16,7 @@ Write the families first (docs/heldout.md)::
         --seeds=0 --runs=/tmp/transfer [--layer=pooled] [--k=8]
 
 Pretraining and probe workdirs are reused when finished, so a table can be extended with
-more seeds later. Figures in benchmarks/RESULTS.md, "Transfer to held-out families".
+more seeds later. Figures in benchmarks/RESULTS.md, "Transfer to held-out physical families".
 """
 
 from __future__ import annotations
