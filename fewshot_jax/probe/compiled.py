@@ -20,8 +20,13 @@ from fewshot_jax.probe.heads import closed_form as probe_solvers
 from fewshot_jax.probe.heads import logistic as probe_logistic
 
 
-def _fit_core(head, x, y, valid, holdout_x, holdout_y, holdout_valid, *, num_classes, static, dynamic):
-    """The vmapped fit of the heads other than logistic, on gathered rows."""
+@functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
+def _fit_core(
+    head, features, labels, train_index, valid, holdout_index, holdout_valid, *, num_classes, static, dynamic
+):
+    """The vmapped fit of the heads other than logistic, on the rows the indices gather."""
+    x, y = features[train_index], labels[train_index]
+    holdout_x, holdout_y = features[holdout_index], labels[holdout_index]
     static = dict(static)
     if head == 'ridge':
         fn = functools.partial(probe_solvers.ridge_regression, num_classes=num_classes, **static)
@@ -58,41 +63,13 @@ def fit(
     if head == 'logistic':
         prepared, y = _logistic_prepare(features, labels, train_index, train_valid)
         return _logistic(prepared, y, train_valid, num_classes=num_classes, static=static, dynamic=dynamic)
-    return _fit_core_jit(
+    return _fit_core(
         head,
         features,
         labels,
         train_index,
         train_valid,
         holdout_index,
-        holdout_valid,
-        num_classes=num_classes,
-        static=static,
-        dynamic=dynamic,
-    )
-
-
-@functools.partial(jax.jit, static_argnames=('head', 'num_classes', 'static'))
-def _fit_core_jit(
-    head,
-    features,
-    labels,
-    train_index,
-    train_valid,
-    holdout_index,
-    holdout_valid,
-    *,
-    num_classes,
-    static,
-    dynamic,
-):
-    return _fit_core(
-        head,
-        features[train_index],
-        labels[train_index],
-        train_valid,
-        features[holdout_index],
-        labels[holdout_index],
         holdout_valid,
         num_classes=num_classes,
         static=static,
