@@ -15,6 +15,11 @@ Write the families first (docs/heldout.md)::
     python benchmarks/heldout_transfer.py --root=/data --families=crystals --methods=simclr \
         --seeds=0 --runs=/tmp/transfer [--layer=pooled] [--k=8]
 
+A recipe candidate is the preset plus config overrides, its runs named by a tag::
+
+    python benchmarks/heldout_transfer.py --root=/data --families=crystals --methods=barlow \
+        --tag=turns --override=augment.rotate90=True
+
 Pretraining and probe workdirs are reused when finished, so a table can be extended with
 more seeds later. Figures in benchmarks/RESULTS.md, "Transfer to held-out physical families".
 """
@@ -46,8 +51,11 @@ def run(args: list[str], log: Path) -> None:
         sys.exit(f'failed: launch.py {" ".join(args)} (see {log})')
 
 
-def pretrain(root: Path, family: str, method: str, seed: int, runs: Path) -> Path:
-    workdir = runs / f'{family}_{method}_s{seed}'
+def pretrain(
+    root: Path, family: str, method: str, seed: int, runs: Path, overrides: list[str], tag: str
+) -> Path:
+    """The method's ``:demo`` pretraining on the family's unlabeled folder (reused when finished)."""
+    workdir = runs / f'{family}_{method}{"_" + tag if tag else ""}_s{seed}'
     if not (workdir / 'encoder').is_dir():
         run(
             [
@@ -56,6 +64,7 @@ def pretrain(root: Path, family: str, method: str, seed: int, runs: Path) -> Pat
                 '--config.data.source=folder',
                 f'--config.data.root={root / family / "unlabeled"}',
                 f'--config.seed={seed}',
+                *(f'--config.{o}' for o in overrides),
             ],
             runs / f'{workdir.name}.pretrain.log',
         )
@@ -124,7 +133,18 @@ def main() -> None:
     parser.add_argument('--layer', default='pooled')
     parser.add_argument('--size', type=int, default=64)
     parser.add_argument('--k', default='1,2,4,8,16,32')
+    parser.add_argument(
+        '--override',
+        action='append',
+        default=[],
+        help='a pretraining config override without --config., e.g. augment.rotate90=True (repeatable)',
+    )
+    parser.add_argument(
+        '--tag', default='', help='names the runs of a recipe candidate (needed with --override)'
+    )
     args = parser.parse_args()
+    if args.override and not args.tag:
+        parser.error('--override needs --tag, so the candidate runs do not reuse the preset runs')
     args.runs.mkdir(parents=True, exist_ok=True)
     ks = [int(k) for k in args.k.split(',')]
     summary = {}
@@ -132,9 +152,10 @@ def main() -> None:
         for method in args.methods.split(','):
             tables = []
             for seed in (int(s) for s in args.seeds.split(',')):
-                encoder = pretrain(args.root, family, method, seed, args.runs)
+                encoder = pretrain(args.root, family, method, seed, args.runs, args.override, args.tag)
                 tables.append(accuracies(probe(args.root, family, encoder, args.layer, args.size, args.runs)))
-            print(f'\n{family} · {method} :demo · probe.layer={args.layer} · {args.size} px')
+            recipe = f' + {" ".join(args.override)}' if args.override else ''
+            print(f'\n{family} · {method} :demo{recipe} · probe.layer={args.layer} · {args.size} px')
             print(
                 f'{"k":>3} {"pretrained":>10} {"init":>6} {"texture":>7} {"raw":>6}   '
                 'gap vs init [95 %]          gap vs texture [95 %]'
@@ -157,9 +178,8 @@ def main() -> None:
                     'gap_texture': texture_gap,
                     'over': over,
                 }
-    (args.runs / f'summary_{args.layer.replace("+", "_")}_{args.size}.json').write_text(
-        json.dumps(summary, indent=1)
-    )
+    name = f'summary{"_" + args.tag if args.tag else ""}_{args.layer.replace("+", "_")}_{args.size}.json'
+    (args.runs / name).write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == '__main__':
