@@ -232,6 +232,61 @@ def _apply_preconditioner(preconditioner, q_a, q_b, q_image):
     )
 
 
+def _two_loop_direction(s, preconditioner, history):
+    """The L-BFGS search direction ``-H ∇`` of every run, by the two-loop recursion.
+
+    ``s`` is the kernel's state (iterate, gradient, ring buffer of curvature pairs). The
+    newest pair goes first; every vector travels with its G-image, so the inner products
+    need no extra product with G. Where the result is not a descent direction (a run with
+    no usable history), steepest descent replaces it. Returns ``(d_a, d_b, d_image)``.
+    """
+    runs = s['gamma'].shape[0]
+    gamma = s['gamma']
+
+    def newest_first(j, carry):
+        q_a, q_b, q_image, alphas = carry
+        slot = (s['iteration'] - 1 - j) % history
+        alpha = s['rho'][slot] * _inner(s['s_a'][slot], s['s_b'][slot], q_image, q_b)
+        return (
+            q_a - alpha[:, None, None] * s['y_a'][slot],
+            q_b - alpha[:, None] * s['y_b'][slot],
+            q_image - alpha[:, None, None] * s['y_image'][slot],
+            alphas.at[j].set(alpha),
+        )
+
+    q_a, q_b, q_image, alphas = jax.lax.fori_loop(
+        0,
+        history,
+        newest_first,
+        (-s['grad_a'], -s['grad_b'], -s['grad_image'], jnp.zeros((history, runs))),
+    )
+    h_a, h_b, h_image = _apply_preconditioner(preconditioner, q_a, q_b, q_image)
+
+    def oldest_first(i, carry):
+        d_a, d_b, d_image = carry
+        j = history - 1 - i
+        slot = (s['iteration'] - 1 - j) % history
+        coeff = alphas[j] - s['rho'][slot] * _inner(s['y_a'][slot], s['y_b'][slot], d_image, d_b)
+        return (
+            d_a + coeff[:, None, None] * s['s_a'][slot],
+            d_b + coeff[:, None] * s['s_b'][slot],
+            d_image + coeff[:, None, None] * s['s_image'][slot],
+        )
+
+    d_a, d_b, d_image = jax.lax.fori_loop(
+        0,
+        history,
+        oldest_first,
+        (gamma[:, None, None] * h_a, gamma[:, None] * h_b, gamma[:, None, None] * h_image),
+    )
+    ascent = (_inner(s['grad_a'], s['grad_b'], d_image, d_b) >= 0)[:, None]
+    d_a = jnp.where(ascent[..., None], -s['grad_a'], d_a)
+    d_b = jnp.where(ascent, -s['grad_b'], d_b)
+    d_image = jnp.where(ascent[..., None], -s['grad_image'], d_image)
+
+    return d_a, d_b, d_image
+
+
 def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history, preconditioner):
     """Batched preconditioned L-BFGS in W-space for ``W = X^T A``.
 
@@ -292,50 +347,8 @@ def _lbfgs_kernel(g, targets, valid, C, tol, max_iter, history, preconditioner):
         return (s['iteration'] < max_iter) & jnp.any(s['active'])
 
     def step(s):
-        # Two-loop recursion, newest pair first; every vector travels with its
-        # G-image, so inner products need no extra product with G.
-        def newest_first(j, carry):
-            q_a, q_b, q_image, alphas = carry
-            slot = (s['iteration'] - 1 - j) % history
-            alpha = s['rho'][slot] * _inner(s['s_a'][slot], s['s_b'][slot], q_image, q_b)
-            return (
-                q_a - alpha[:, None, None] * s['y_a'][slot],
-                q_b - alpha[:, None] * s['y_b'][slot],
-                q_image - alpha[:, None, None] * s['y_image'][slot],
-                alphas.at[j].set(alpha),
-            )
-
-        q_a, q_b, q_image, alphas = jax.lax.fori_loop(
-            0,
-            history,
-            newest_first,
-            (-s['grad_a'], -s['grad_b'], -s['grad_image'], jnp.zeros((history, runs))),
-        )
+        d_a, d_b, d_image = _two_loop_direction(s, preconditioner, history)
         gamma = s['gamma']
-        h_a, h_b, h_image = _apply_preconditioner(preconditioner, q_a, q_b, q_image)
-
-        def oldest_first(i, carry):
-            d_a, d_b, d_image = carry
-            j = history - 1 - i
-            slot = (s['iteration'] - 1 - j) % history
-            coeff = alphas[j] - s['rho'][slot] * _inner(s['y_a'][slot], s['y_b'][slot], d_image, d_b)
-            return (
-                d_a + coeff[:, None, None] * s['s_a'][slot],
-                d_b + coeff[:, None] * s['s_b'][slot],
-                d_image + coeff[:, None, None] * s['s_image'][slot],
-            )
-
-        d_a, d_b, d_image = jax.lax.fori_loop(
-            0,
-            history,
-            oldest_first,
-            (gamma[:, None, None] * h_a, gamma[:, None] * h_b, gamma[:, None, None] * h_image),
-        )
-        ascent = (_inner(s['grad_a'], s['grad_b'], d_image, d_b) >= 0)[:, None]
-        d_a = jnp.where(ascent[..., None], -s['grad_a'], d_a)
-        d_b = jnp.where(ascent, -s['grad_b'], d_b)
-        d_image = jnp.where(ascent[..., None], -s['grad_image'], d_image)
-
         t, slope0 = _line_search(
             s['ga'] + s['b'][:, None, :], d_image + d_b[:, None, :], s['ga'], d_a, d_image, targets, v, C
         )
