@@ -111,79 +111,12 @@ def run_probe(config, workdir) -> dict:
         log.info('probe: %d images of %d classes (%s)', len(data.labels), num_classes, data.description)
         # The plan needs only the labels: k too large or too few test images fail before encoding.
         plan = make_plan(cfg, mode, data)
-        extractors = build_extractors(config)
-        feature_sets = []
-        dataset = features_lib.dataset_fingerprint(data.images, data.labels, data.class_names)
-        for extractor in extractors:
-            t = time.perf_counter()
-            feature_sets.append(
-                features_lib.compute_features(
-                    extractor,
-                    data.images,
-                    data.labels,
-                    data.class_names,
-                    cache_dir=workdir / 'features',
-                    layer=cfg.get('layer', 'pooled'),
-                    dataset=dataset,
-                )
-            )
-            log.info(
-                'probe: features of %s %s in %.1f s',
-                extractor.name,
-                'read' if feature_sets[-1].cached else 'computed',
-                time.perf_counter() - t,
-            )
-        features_lib.check_feature_sets(feature_sets, data.names)
+        feature_sets = encode_all(build_extractors(config), data, workdir, cfg.get('layer', 'pooled'))
         encoded = time.perf_counter()
         matrices = {s.name: s.features for s in feature_sets}
-        results, timings = {}, {'features_s': round(encoded - started, 3)}
-        # Per encoder and strategy: training sets chosen from that encoder's features.
-        selected = {
-            (name, method): make_plan(
-                cfg,
-                mode,
-                data,
-                choose=draw_lib.chooser(
-                    matrix, [int(k) for k in cfg.shots], num_classes, method, int(cfg.get('shot_seed', 42))
-                ),
-                method=method,
-            )
-            for name, matrix in matrices.items()
-            for method in draws[1:]
-        }
-        for head in heads:
-            t = time.perf_counter()
-            results[head] = probe_grid.evaluate_grid(
-                matrices,
-                data.labels,
-                plan,
-                num_classes=num_classes,
-                head=head,
-                options=head_options(config, head),
-                chunk_values=int(cfg.get('chunk_values', probe_grid.DEFAULT_CHUNK_VALUES)),
-            )
-            if selected:
-                results[head] = draw_lib.merge(
-                    [results[head]]
-                    + [
-                        draw_lib.evaluate_selected(
-                            matrices[name],
-                            data.labels,
-                            runs,
-                            name=name,
-                            num_classes=num_classes,
-                            head=head,
-                            options=head_options(config, head),
-                            chunk_values=int(cfg.get('chunk_values', probe_grid.DEFAULT_CHUNK_VALUES)),
-                        )
-                        for (name, _), runs in selected.items()
-                    ],
-                    list(matrices),
-                )
-            timings[f'{head}_s'] = round(time.perf_counter() - t, 3)
-            log.info(
-                'probe: %d %s classifiers in %.1f s', len(results[head].runs), head, timings[f'{head}_s']
-            )
+        selected = selected_plans(cfg, mode, data, matrices, draws[1:])
+        results, fit_timings = classify(config, heads, matrices, data.labels, num_classes, plan, selected)
+        timings = {'features_s': round(encoded - started, 3), **fit_timings}
         specs = {draw_lib.label(s.name, m): s.spec for s in feature_sets for m in draws}
         rows = [row for head in heads for row in result_rows(mode, head, results[head], specs)]
         out = workdir / 'probe'
@@ -222,6 +155,90 @@ def run_probe(config, workdir) -> dict:
         summary['timings']['total_s'] = round(time.perf_counter() - started, 3)
         summary_path.write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def selected_plans(cfg, mode: str, data, matrices: dict, methods) -> dict:
+    """{(encoder, strategy): plan}: per encoder and selection strategy, the training sets
+    that strategy chooses from that encoder's features (the test sets stay the plan's)."""
+    shots = [int(k) for k in cfg.shots]
+    seed = int(cfg.get('shot_seed', 42))
+    num_classes = len(data.class_names)
+    return {
+        (name, method): make_plan(
+            cfg, mode, data, choose=draw_lib.chooser(matrix, shots, num_classes, method, seed), method=method
+        )
+        for name, matrix in matrices.items()
+        for method in methods
+    }
+
+
+def encode_all(extractors, data, workdir: Path, layer: str) -> list:
+    """The features of every extractor on ``data`` (cached under ``workdir/features``),
+    checked to cover the same images."""
+    feature_sets = []
+    dataset = features_lib.dataset_fingerprint(data.images, data.labels, data.class_names)
+    for extractor in extractors:
+        t = time.perf_counter()
+        feature_sets.append(
+            features_lib.compute_features(
+                extractor,
+                data.images,
+                data.labels,
+                data.class_names,
+                cache_dir=workdir / 'features',
+                layer=layer,
+                dataset=dataset,
+            )
+        )
+        log.info(
+            'probe: features of %s %s in %.1f s',
+            extractor.name,
+            'read' if feature_sets[-1].cached else 'computed',
+            time.perf_counter() - t,
+        )
+    features_lib.check_feature_sets(feature_sets, data.names)
+    return feature_sets
+
+
+def classify(
+    config, heads, matrices: dict, labels, num_classes: int, plan, selected: dict
+) -> tuple[dict, dict]:
+    """Every head's classifiers over the plan's draws and the selected training sets.
+
+    Returns ``({head: GridResult}, {'<head>_s': seconds})``.
+    """
+    chunk_values = int(config.probe.get('chunk_values', probe_grid.DEFAULT_CHUNK_VALUES))
+    results, timings = {}, {}
+    for head in heads:
+        t = time.perf_counter()
+        options = head_options(config, head)
+        results[head] = probe_grid.evaluate_grid(
+            matrices,
+            labels,
+            plan,
+            num_classes=num_classes,
+            head=head,
+            options=options,
+            chunk_values=chunk_values,
+        )
+        if selected:
+            chosen = [
+                draw_lib.evaluate_selected(
+                    matrices[name],
+                    labels,
+                    runs,
+                    name=name,
+                    num_classes=num_classes,
+                    head=head,
+                    options=options,
+                    chunk_values=chunk_values,
+                )
+                for (name, _), runs in selected.items()
+            ]
+            results[head] = draw_lib.merge([results[head], *chosen], list(matrices))
+        timings[f'{head}_s'] = round(time.perf_counter() - t, 3)
+        log.info('probe: %d %s classifiers in %.1f s', len(results[head].runs), head, timings[f'{head}_s'])
+    return results, timings
 
 
 def _heads(value) -> tuple[str, ...]:
