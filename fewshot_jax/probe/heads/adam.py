@@ -28,6 +28,16 @@ from fewshot_jax.probe.heads.closed_form import HIGHEST, standardize
 EARLY_STOPPING = ('holdout', 'none')
 
 
+def _shuffled_rows(epoch_key, valid, length: int):
+    """One epoch's row order, padded with row 0 to ``length``: valid rows first, in a fresh
+    random order, padding rows last. One draw per row index, so padding a run with more rows
+    leaves its order unchanged."""
+    n = valid.shape[0]
+    noise = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(epoch_key, i)))(jnp.arange(n))
+    order = jnp.argsort(jnp.where(valid, noise, 2.0))
+    return jnp.concatenate([order, jnp.zeros((length - n,), order.dtype)])
+
+
 def adam_classifier(
     x,
     y,
@@ -84,12 +94,7 @@ def adam_classifier(
         return jnp.sum(jnp.where(mask, ce, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
     def train_epoch(p, opt_state, epoch):
-        # Valid rows first, in a fresh random order; padding rows sort last.
-        # One draw per row index, so padding a run with more rows leaves its order unchanged.
-        epoch_key = jax.random.fold_in(shuffle_key, epoch)
-        noise = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(epoch_key, i)))(jnp.arange(n))
-        order = jnp.argsort(jnp.where(valid, noise, 2.0))
-        padded = jnp.concatenate([order, jnp.zeros((steps_per_epoch * batch - n,), order.dtype)])
+        padded = _shuffled_rows(jax.random.fold_in(shuffle_key, epoch), valid, steps_per_epoch * batch)
         positions = jnp.arange(steps_per_epoch * batch)
 
         def one_step(carry, i):
