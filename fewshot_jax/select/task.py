@@ -73,27 +73,7 @@ def run_select(config, workdir) -> dict:
                 f'select.budget={budget}: expected at most {files}, the number of image files in {root}'
             )
         extractor = make_extractor(config)
-        images, paths, digests = read_pool(source, int(config.data.get('image_size', 224)))
-        keep, groups = content_duplicates(digests)
-        if groups:
-            duplicates = sum(len(g) - 1 for g in groups)
-            report.write_duplicates(workdir / 'duplicates.csv', [[paths[i] for i in g] for g in groups])
-            log.warning(
-                'select: %d duplicate image(s) in %d group(s) of identical pixels in %s, e.g. %s = %s; '
-                'each group is picked at most once (list: %s)',
-                duplicates,
-                len(groups),
-                root,
-                paths[groups[0][0]],
-                paths[groups[0][1]],
-                workdir / 'duplicates.csv',
-            )
-        if budget > len(keep):
-            raise ConfigError(
-                f'select.budget={budget}: expected at most {len(keep)}, the distinct readable images in '
-                f'{root} ({files} files, {files - len(paths)} unreadable, {len(paths) - len(keep)} '
-                'duplicates)'
-            )
+        images, paths, digests, keep = _distinct_pool(source, root, budget, config.data, workdir)
         pool = images[keep]
         feature_set = features_lib.compute_features(
             extractor,
@@ -105,23 +85,9 @@ def run_select(config, workdir) -> dict:
         )
         log.info('select: features of %d images from %s', len(pool), extractor.name)
         chosen = select(feature_set.features, budget, method, seed=seed)
-        multiplicity = np.bincount(_group_of(keep, digests), minlength=len(keep))
-        cells = chosen.assignment
-        if method == 'random':
-            cells = nearest_pick(feature_set.features, chosen.indices)
-        sizes = np.bincount(cells, weights=multiplicity, minlength=budget).astype(np.int64)
-        rows = [
-            {
-                'order': i + 1,
-                'file': paths[keep[index]],
-                'cluster': int(cluster) if cluster >= 0 else i,
-                'cluster_size': int(sizes[cluster if cluster >= 0 else i]),
-                'distance_to_centroid': float(distance),
-            }
-            for i, (index, cluster, distance) in enumerate(
-                zip(chosen.indices, chosen.cluster, chosen.distance_to_centroid, strict=True)
-            )
-        ]
+        rows = _label_rows(
+            chosen, method, budget, feature_set.features, [paths[i] for i in keep], _group_of(keep, digests)
+        )
         csv_path = report.write_to_label(workdir / 'to_label.csv', rows)
         sheet = report.contact_sheet(
             pool[chosen.indices],
@@ -144,6 +110,61 @@ def run_select(config, workdir) -> dict:
         }
         (workdir / 'select.json').write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _distinct_pool(source, root: Path, budget: int, data_cfg, workdir: Path):
+    """The pool's readable images with content duplicates set aside (listed in
+    ``duplicates.csv``, warned about); ``(images, paths, digests, keep)``.
+
+    Raises:
+        ConfigError: a budget over the distinct readable images.
+    """
+    files = len(source)
+    images, paths, digests = read_pool(source, int(data_cfg.get('image_size', 224)))
+    keep, groups = content_duplicates(digests)
+    if groups:
+        duplicates = sum(len(g) - 1 for g in groups)
+        report.write_duplicates(workdir / 'duplicates.csv', [[paths[i] for i in g] for g in groups])
+        log.warning(
+            'select: %d duplicate image(s) in %d group(s) of identical pixels in %s, e.g. %s = %s; '
+            'each group is picked at most once (list: %s)',
+            duplicates,
+            len(groups),
+            root,
+            paths[groups[0][0]],
+            paths[groups[0][1]],
+            workdir / 'duplicates.csv',
+        )
+    if budget > len(keep):
+        raise ConfigError(
+            f'select.budget={budget}: expected at most {len(keep)}, the distinct readable images in '
+            f'{root} ({files} files, {files - len(paths)} unreadable, {len(paths) - len(keep)} '
+            'duplicates)'
+        )
+    return images, paths, digests, keep
+
+
+def _label_rows(chosen, method: str, budget: int, features, files: list, group_of) -> list[dict]:
+    """The to-label list: each pick in order, its cluster and how many pool images it stands
+    for. ``files`` are the distinct images' paths; ``group_of`` gives, for every readable
+    image, the position of its distinct image, so duplicates count towards their cluster."""
+    multiplicity = np.bincount(group_of, minlength=len(files))
+    cells = chosen.assignment
+    if method == 'random':
+        cells = nearest_pick(features, chosen.indices)
+    sizes = np.bincount(cells, weights=multiplicity, minlength=budget).astype(np.int64)
+    return [
+        {
+            'order': i + 1,
+            'file': files[index],
+            'cluster': int(cluster) if cluster >= 0 else i,
+            'cluster_size': int(sizes[cluster if cluster >= 0 else i]),
+            'distance_to_centroid': float(distance),
+        }
+        for i, (index, cluster, distance) in enumerate(
+            zip(chosen.indices, chosen.cluster, chosen.distance_to_centroid, strict=True)
+        )
+    ]
 
 
 def check_config(config) -> tuple[str, int, int]:
