@@ -289,6 +289,27 @@ def _segmentation(workdir: Path) -> Section | None:
                 for g in groups
             ],
         )
+        gaps = json.loads(path.read_text()).get('gaps', [])
+        if gaps:
+            section.text(
+                'The first encoder against every other entry: median test Dice of the one minus the '
+                'other on the same draw, the mean over draws and its 95 % t-interval over the draws '
+                '(one draw gives no interval).'
+            )
+            section.table(
+                ['gap', 'px', 'k', 'draws', 'mean', '95 % interval'],
+                [
+                    [
+                        f'{g["encoder"]} − {g["versus"]}',
+                        g['resolution'],
+                        g['k'],
+                        g['draws'],
+                        f'{g["mean_gap"]:+.3f}',
+                        f'[{g["low"]:+.3f}, {g["high"]:+.3f}]' if g['low'] is not None else '—',
+                    ]
+                    for g in gaps
+                ],
+            )
         for png in sorted((path.parent / 'figures').glob('*.png')):
             section.figure(
                 png.read_bytes(), f'{task}: {png.stem.replace("_", " ")}', str(png.relative_to(workdir))

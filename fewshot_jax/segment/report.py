@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from fewshot_jax import masks as mask_geometry
+from fewshot_jax.analysis.stats import t_interval
 from fewshot_jax.segment import metrics
 
 COLUMNS = (
     'encoder',
     'resolution',
     'k',
+    'draw',
     'image',
     'class',
     'dice',
@@ -47,8 +49,10 @@ def score_rows(
     names: Sequence[str],
     classes: Sequence[str],
     threshold: float = 0.5,
+    draw: int = 0,
 ) -> list[dict]:
-    """One row per image: scores of binary probabilities ``prob`` (N, H, W) against ``true``.
+    """One row per image: scores of binary probabilities ``prob`` (N, H, W) against ``true``,
+    on draw ``draw`` of the split and k-shot sets.
 
     A baseline that outputs masks (Otsu) passes them as ``prob``; its soft scores are then
     those of the hard mask.
@@ -72,6 +76,7 @@ def score_rows(
                 'encoder': encoder,
                 'resolution': int(resolution),
                 'k': int(k),
+                'draw': int(draw),
                 'image': names[i],
                 'class': classes[i],
                 **{name: round(float(values[i]), 6) for name, values in scores.items()},
@@ -124,6 +129,66 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
             }
         )
     return sorted(out, key=lambda s: (s['encoder'], s['resolution'], s['k']))
+
+
+def draw_gaps(rows: Sequence[dict]) -> list[dict]:
+    """The first-listed encoder against every other entry (Otsu included), paired by draw.
+
+    Per (resolution, k) and draw: the difference of the two entries' median Dice on that
+    draw's test images; then the mean over draws with a 95 % t-interval over the draws
+    (each draw is an independent split and k-shot set; ``low``/``high`` are None with
+    one draw, which says nothing about draw-to-draw spread).
+    """
+    medians = defaultdict(list)
+    for row in rows:
+        medians[(row['encoder'], row['resolution'], row['k'], row.get('draw', 0))].append(row['dice'])
+    entries = list(dict.fromkeys(row['encoder'] for row in rows))
+    learned = [e for e in entries if e != 'otsu']
+    if not learned:
+        return []
+    first = learned[0]
+    out = []
+    for resolution, k in sorted({(r['resolution'], r['k']) for r in rows}):
+        draws = sorted({d for (e, r, kk, d) in medians if (e, r, kk) == (first, resolution, k)})
+        for other in [e for e in entries if e != first]:
+            gaps = [
+                float(
+                    np.median(medians[(first, resolution, k, d)])
+                    - np.median(medians[(other, resolution, k, d)])
+                )
+                for d in draws
+                if (other, resolution, k, d) in medians
+            ]
+            if not gaps:
+                continue
+            mean, low, high = t_interval(gaps)
+            out.append(
+                {
+                    'encoder': first,
+                    'versus': other,
+                    'resolution': resolution,
+                    'k': k,
+                    'draws': len(gaps),
+                    'mean_gap': round(mean, 4),
+                    'low': None if np.isnan(low) else round(low, 4),
+                    'high': None if np.isnan(high) else round(high, 4),
+                }
+            )
+    return out
+
+
+def format_gaps(gaps: Sequence[dict]) -> str:
+    """The paired gaps of :func:`draw_gaps` as aligned text."""
+    lines = [f'{"median Dice gap":<34} {"px":>5} {"k":>3} {"draws":>5}  mean [95 % over draws]']
+    for g in gaps:
+        interval = (
+            f'[{g["low"]:+.3f}, {g["high"]:+.3f}]' if g['low'] is not None else '(one draw: no interval)'
+        )
+        lines.append(
+            f'{g["encoder"] + " - " + g["versus"]:<34} {g["resolution"]:>5} {g["k"]:>3} {g["draws"]:>5}  '
+            f'{g["mean_gap"]:+.3f} {interval}'
+        )
+    return '\n'.join(lines)
 
 
 def format_table(summary: Sequence[dict]) -> str:

@@ -17,6 +17,11 @@ encoder), ``summary.json``, ``figures/`` (notched box plots, median Dice over k,
 ``encoders/`` (one copy of each frozen encoder). Finished runs are skipped when
 the stage runs again; an interrupted one resumes.
 
+``segment.draws`` repeats the protocol on independent draws (draw d: split seed and shot
+seed + d, runs named ``..._draw<d>``); ``summary.json``'s ``gaps`` pair the first encoder
+with every other entry per draw (median Dice difference, mean and 95 % t-interval over the
+draws). Settings chosen on one draw are reported on the others.
+
 The task registry names it as ``fewshot_jax.segment:run_segment`` (re-exported there).
 """
 
@@ -174,6 +179,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         check_positive_int(k, 'segment.shots')
     check_positive_int(seg.get('epochs'), 'segment.epochs', optional=True)
     check_positive_int(seg.get('num_steps'), 'segment.num_steps', optional=True)
+    check_positive_int(seg.get('draws', 1), 'segment.draws')
     check_fraction(seg.get('validation_fraction', 0.0), 'segment.validation_fraction')
     check_fraction(config.data.test_fraction, 'data.test_fraction', low_open=True)
     check_positive_int(config.get('num_devices'), 'num_devices', optional=True)
@@ -192,26 +198,20 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 
 def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-    """The segmentation stage: every encoder × resolution × k, scored on the held-out images.
+    """The segmentation stage: every encoder × resolution × k, scored on the held-out images,
+    on ``segment.draws`` independent draws of the split and the k-shot sets.
 
     Returns:
         A summary: per (encoder, resolution, k) medians, percolation agreement, training
-        seconds, and where the results and the default model are.
+        seconds, the first encoder's paired gaps over the draws, and where the results and
+        the default model are.
     """
     check_config(config)
     workdir = Path(workdir)
     stage = workdir / STAGE_DIR
     seg = config.segment
-    resolutions = [int(r) for r in seg.resolutions]
-    shots = sorted({int(k) for k in seg.shots})
     data = load_mask_set(config.data)
     check_masks(data.images, data.masks, data.names, num_classes=1)
-    train_idx, test_idx = stratified_split(
-        data.labels, config.data.test_fraction, config.data.split_seed, class_names=data.class_names
-    )
-    shot_sets = k_shot_indices(
-        data.labels, train_idx, shots, config.data.shot_seed, class_names=data.class_names
-    )
     encoders = _encoders(config, workdir)
     no_encoder = {name for name, spec in _named_specs(seg.encoders, workdir) if spec == NO_ENCODER}
     shared = {}
@@ -219,6 +219,36 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
         shared[name] = stage / 'encoders' / name / 'encoder.msgpack'
         if jax.process_index() == 0 and not shared[name].is_file():
             save_encoder_arrays(shared[name], encoder.variables)
+    rows, timings, panels = [], [], {}
+    for draw in range(int(seg.get('draws', 1))):
+        draw_rows, draw_timings, draw_panels = _score_draw(
+            config, data, draw, encoders, no_encoder, shared, stage
+        )
+        rows += draw_rows
+        timings += draw_timings
+        panels = panels or draw_panels
+    default = f'runs/{_run_name(encoders[0][0], max(seg.resolutions), max(seg.shots), 0)}/model'
+    return _write_outputs(stage, rows, timings, panels, default=default)
+
+
+def _run_name(encoder: str, resolution: int, k: int, draw: int) -> str:
+    """A run's folder name; draw 0 (the configured seeds) keeps the paper protocol's name."""
+    return f'{encoder}_{resolution}px_k{k}' + (f'_draw{draw}' if draw else '')
+
+
+def _score_draw(config, data, draw: int, encoders, no_encoder, shared, stage: Path):
+    """One draw of the protocol: the split (``data.split_seed + draw``), the nested k-shot
+    sets (``data.shot_seed + draw``), every resolution × k × encoder trained and scored on
+    that draw's test images, plus Otsu. Returns ``(rows, timings, overlay panels)``."""
+    seg = config.segment
+    resolutions = [int(r) for r in seg.resolutions]
+    shots = sorted({int(k) for k in seg.shots})
+    train_idx, test_idx = stratified_split(
+        data.labels, config.data.test_fraction, config.data.split_seed + draw, class_names=data.class_names
+    )
+    shot_sets = k_shot_indices(
+        data.labels, train_idx, shots, config.data.shot_seed + draw, class_names=data.class_names
+    )
     channels = 3 if np.ndim(data.images[0]) == 3 else 1
     test_names = [data.names[i] for i in test_idx]
     test_classes = [data.class_names[data.labels[i]] for i in test_idx]
@@ -246,6 +276,7 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
                 k=k,
                 names=test_names,
                 classes=test_classes,
+                draw=draw,
             )
             fit_idx, val_idx = _validation_split(
                 data.labels, shot_sets[k], seg.get('validation_fraction', 0.0), config.seed
@@ -254,7 +285,7 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
             n_steps = seg.get('num_steps') or steps_for(epochs, len(fit_idx), seg.batch_size)
             spec = _spec_for(config, res, int(n_steps), scale)
             for name, encoder in encoders:
-                run = f'{name}_{res}px_k{k}'
+                run = _run_name(name, res, k, draw)
                 run_rows, seconds, prob = _train_and_score(
                     encoder,
                     dataclasses.replace(spec, encoder_features=False) if name in no_encoder else spec,
@@ -277,6 +308,7 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
                         else encoder.source,
                         'k': k,
                         'resolution': res,
+                        'draw': draw,
                     },
                     shared_encoder=shared[name],
                 )
@@ -294,9 +326,7 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
                         }
                         for j in overlay_picks
                     )
-    return _write_outputs(
-        stage, rows, timings, panels, default=f'runs/{encoders[0][0]}_{resolutions[-1]}px_k{shots[-1]}/model'
-    )
+    return rows, timings, panels
 
 
 def _train_and_score(encoder, spec, run_dir: Path, config, *, train, validation, test, info, shared_encoder):
@@ -304,7 +334,7 @@ def _train_and_score(encoder, spec, run_dir: Path, config, *, train, validation,
     results = run_dir / RESULTS_FILE
     if results.is_file():
         saved = json.loads(results.read_text())
-        return saved['rows'], saved['train_seconds'], None
+        return [{'draw': info['draw'], **row} for row in saved['rows']], saved['train_seconds'], None
     t0 = time.perf_counter()
     segmenter, summary = train_segmenter(
         encoder,
@@ -333,6 +363,7 @@ def _train_and_score(encoder, spec, run_dir: Path, config, *, train, validation,
         names=names,
         classes=classes,
         threshold=segmenter.threshold,
+        draw=info['draw'],
     )
     if jax.process_index() == 0:
         if not config.segment.get('keep_run_checkpoints', False):
@@ -356,6 +387,7 @@ def _write_outputs(stage: Path, rows, timings, panels, default: str) -> dict:
         'results': str(stage / 'results.csv'),
         'default_model': default,
         'groups': summary,
+        'gaps': report.draw_gaps(rows),
         'timings': timings,
     }
     if jax.process_index() != 0:
@@ -370,6 +402,7 @@ def _write_outputs(stage: Path, rows, timings, panels, default: str) -> dict:
             encoder_panels, figures / f'overlays_{name}.png', title=f'{name} encoder: held-out images'
         )
     (stage / 'summary.json').write_text(json.dumps(out, indent=2))
-    (stage / 'summary.txt').write_text(report.format_table(summary) + '\n')
-    print(report.format_table(summary))
+    table = report.format_table(summary) + '\n\n' + report.format_gaps(out['gaps'])
+    (stage / 'summary.txt').write_text(table + '\n')
+    print(table)
     return out

@@ -68,3 +68,53 @@ def test_cpu_sized_presets_list_the_control_and_call_otsu_weak():
     from fewshot_jax.segment.data import otsu_masks
 
     assert 'weak baseline' in otsu_masks.__doc__
+
+
+def test_draw_gaps_pair_the_first_encoder_with_each_entry_per_draw():
+    from fewshot_jax.segment.report import draw_gaps
+
+    rng = np.random.default_rng(0)
+    rows = [
+        {'encoder': e, 'resolution': 64, 'k': 2, 'draw': d, 'dice': float(rng.random())}
+        for d in range(3)
+        for e in ('otsu', 'pretrained', 'random')
+        for _ in range(5)
+    ]
+    gaps = {g['versus']: g for g in draw_gaps(rows)}
+    assert set(gaps) == {'otsu', 'random'} and all(g['encoder'] == 'pretrained' for g in gaps.values())
+    # Plain loop: per draw, the difference of medians; then mean and t-interval over the 3 draws.
+    per_draw = []
+    for d in range(3):
+        mine = sorted(r['dice'] for r in rows if r['encoder'] == 'pretrained' and r['draw'] == d)
+        theirs = sorted(r['dice'] for r in rows if r['encoder'] == 'random' and r['draw'] == d)
+        per_draw.append(mine[2] - theirs[2])  # the median of 5 values
+    mean = sum(per_draw) / 3
+    sd = (sum((g - mean) ** 2 for g in per_draw) / 2) ** 0.5
+    half = 4.302652729911275 * sd / 3**0.5  # t(0.975, 2 degrees of freedom)
+    assert gaps['random']['draws'] == 3
+    assert gaps['random']['mean_gap'] == pytest.approx(mean, abs=1e-4)
+    assert gaps['random']['low'] == pytest.approx(mean - half, abs=1e-4)
+    assert gaps['random']['high'] == pytest.approx(mean + half, abs=1e-4)
+    one = draw_gaps([r for r in rows if r['draw'] == 0])
+    assert all(g['draws'] == 1 and g['low'] is None for g in one)
+
+
+def test_stage_scores_every_draw_on_its_own_split(tmp_path):
+    config = get_config('tiny')
+    config.segment.encoders = ('random=random',)
+    config.segment.shots = (1,)
+    config.segment.draws = 2
+    summary = tasks.run('segment', config, tmp_path)
+    runs = sorted(p.name for p in (tmp_path / 'segment' / 'runs').iterdir())
+    assert runs == ['random_64px_k1', 'random_64px_k1_draw1']
+    import csv
+
+    with (tmp_path / 'segment' / 'results.csv').open() as f:
+        rows = list(csv.DictReader(f))
+    by_draw = {d: {r['image'] for r in rows if r['draw'] == d} for d in ('0', '1')}
+    assert by_draw['0'] and by_draw['1'] and by_draw['0'] != by_draw['1']  # other test images
+    assert [(g['versus'], g['draws']) for g in summary['gaps']] == [('otsu', 2)]
+    assert summary['gaps'][0]['low'] is not None
+    config.segment.draws = 0
+    with pytest.raises(SegmentConfigError, match='segment.draws'):
+        tasks.run('segment', config, tmp_path / 'bad')
