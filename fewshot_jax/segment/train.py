@@ -271,6 +271,45 @@ def _validation_hook(segmenter: Segmenter, images, masks, run_dir: Path, every) 
     return loop.Hook('validation', evaluate, every)
 
 
+def _compiled_training(encoder, spec: TrainSpec, num_devices: int | None):
+    """The U-Net on ``encoder``, its initial variables, the replicated train state (Adam on
+    the decoder only) and the jitted step, on a mesh sized for ``spec.batch_size``.
+
+    Returns ``(variables, state, step_fn, mesh)``.
+    """
+    model = build_unet(
+        encoder.config,
+        spec.decoder,
+        spec.num_classes,
+        spec.dtype,
+        spec.bn_momentum,
+        spec.decoder_width,
+        spec.encoder_features,
+    )
+    variables = init_variables(model, encoder.variables, spec.seed)
+    end_lr = spec.lr if spec.lr_schedule == 'constant' else 0.0  # constant: as Keras' Adam
+    optim_cfg = ml_collections.ConfigDict(
+        {'name': 'adam', 'lr': spec.lr, 'warmup_steps': 0, 'end_lr': end_lr}
+    )
+    tx = make_optimizer(optim_cfg, spec.steps, frozen=FROZEN)
+    mesh = make_mesh_for(spec.batch_size, num_devices)
+    sharding.check_global_batch(spec.batch_size, mesh)
+    _, step_key = jax.random.split(jax.random.PRNGKey(spec.seed))
+    state = sharding.replicate(TrainState.create(variables, tx, step_key), mesh)
+    step_fn = sharding.jit_step(
+        segment_step_fn(
+            model,
+            tx,
+            make_loss(spec.loss, spec.num_classes),
+            spec.augment,
+            spec.intensity_augment,
+            spec.invert_prob,
+        ),
+        mesh,
+    )
+    return variables, state, step_fn, mesh
+
+
 def train_segmenter(
     encoder,
     images: np.ndarray,
@@ -306,36 +345,7 @@ def train_segmenter(
     """
     spec.validate()
     run_dir = Path(run_dir)
-    model = build_unet(
-        encoder.config,
-        spec.decoder,
-        spec.num_classes,
-        spec.dtype,
-        spec.bn_momentum,
-        spec.decoder_width,
-        spec.encoder_features,
-    )
-    variables = init_variables(model, encoder.variables, spec.seed)
-    end_lr = spec.lr if spec.lr_schedule == 'constant' else 0.0  # constant: as Keras' Adam
-    optim_cfg = ml_collections.ConfigDict(
-        {'name': 'adam', 'lr': spec.lr, 'warmup_steps': 0, 'end_lr': end_lr}
-    )
-    tx = make_optimizer(optim_cfg, spec.steps, frozen=FROZEN)
-    mesh = make_mesh_for(spec.batch_size, num_devices)
-    sharding.check_global_batch(spec.batch_size, mesh)
-    _, step_key = jax.random.split(jax.random.PRNGKey(spec.seed))
-    state = sharding.replicate(TrainState.create(variables, tx, step_key), mesh)
-    step_fn = sharding.jit_step(
-        segment_step_fn(
-            model,
-            tx,
-            make_loss(spec.loss, spec.num_classes),
-            spec.augment,
-            spec.intensity_augment,
-            spec.invert_prob,
-        ),
-        mesh,
-    )
+    variables, state, step_fn, mesh = _compiled_training(encoder, spec, num_devices)
     segmenter = Segmenter(
         variables,
         encoder.config,
