@@ -266,7 +266,7 @@ def test_stage_runs_through_the_task_registry_and_skips_finished_runs(tmp_path):
     stage = tmp_path / 'segment'
     lines = (stage / 'results.csv').read_text().splitlines()
     header = lines[0].split(',')
-    assert header[:5] == ['encoder', 'resolution', 'k', 'image', 'class']
+    assert header[:6] == ['encoder', 'resolution', 'k', 'draw', 'image', 'class']
     assert {
         'dice',
         'iou',
