@@ -116,23 +116,28 @@ def test_full_disk_during_a_checkpoint_names_the_step_and_where_a_rerun_resumes(
     assert 'resumed_from: 2' in rerun.stdout
 
 
-def test_ctrl_c_says_where_the_run_stopped_and_a_rerun_resumes(tmp_path):
-    args = [sys.executable, str(REPO / 'launch.py'), TINY_PRETRAIN, f'--workdir={tmp_path}']
-    args += ['--config.train.num_steps=100000']
+def _interrupt_when(args: list, marker: Path, timeout: float):
+    """Runs ``args`` on one device, sends Ctrl-C once ``marker`` exists; (process, stderr)."""
     env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
-    proc = subprocess.Popen(
-        args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.time() + 180
+    pipe = subprocess.PIPE
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=pipe, stderr=pipe, text=True)
+    deadline = time.time() + timeout
     try:
-        while not (tmp_path / 'checkpoints' / '4').is_dir():
+        while not marker.exists():
             assert proc.poll() is None, proc.stderr.read()[-2000:]
-            assert time.time() < deadline, 'no checkpoint within 180 s'
-            time.sleep(0.2)
+            assert time.time() < deadline, f'{marker} did not appear within {timeout} s'
+            time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
+    return proc, stderr
+
+
+def test_ctrl_c_says_where_the_run_stopped_and_a_rerun_resumes(tmp_path):
+    args = [sys.executable, str(REPO / 'launch.py'), TINY_PRETRAIN, f'--workdir={tmp_path}']
+    args += ['--config.train.num_steps=100000']
+    proc, stderr = _interrupt_when(args, tmp_path / 'checkpoints' / '4', 180)
     assert proc.returncode == 130, stderr[-3000:]
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr[-3000:]
@@ -448,19 +453,7 @@ def test_ctrl_c_in_a_workflow_unit_names_the_unit(tmp_path):
         f'--workdir={tmp_path}',
     ]
     args += ['--config.stages=("pretrain","probe")', '--config.grid.sweep=()']
-    env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
-    pipe = subprocess.PIPE
-    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=pipe, stderr=pipe, text=True)
-    deadline = time.time() + 300
-    try:
-        while not (tmp_path / 'probe' / 'nanowires').exists():
-            assert proc.poll() is None, proc.stderr.read()[-2000:]
-            assert time.time() < deadline, 'the workflow did not reach the probe in time'
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
+    proc, stderr = _interrupt_when(args, tmp_path / 'probe' / 'nanowires', 300)
     assert proc.returncode == 130, stderr[-3000:]
     lines = [line for line in stderr.splitlines() if line.strip()]
     # Warnings of the finished units may come first; the error is the last line, no traceback.
