@@ -1,12 +1,8 @@
 """SimCLR pretraining of ResNet50 on 832 generic TEM images (a CEM500K subset) — the paper's setting.
 
 NT-Xent (tau 0.1), no crop, flips and colour jitter, 224 px, batch 64,
-200 epochs (2600 steps for 832 images). This preset is the paper's run as its notebook ran it:
-Keras' ResNet50 started from the ImageNet weights you give, fed RGB in [0, 1], projector
-Dense -> ReLU -> BN 128-64-1024, SGD without momentum, lr 0.2. ``docs/paper.md`` lists every
-setting beside the paper's words and our defaults; our fixes are switches, e.g.
-``--config.optim.schedule=paper`` for the notebook's learning rate (cosine to 0 at step 1000)
-instead of the default warm-up and cosine over the whole run.
+200 epochs (2600 steps for 832 images). The paper's run as its notebook ran it
+(configs/ssl_base.py; every setting in ``docs/paper.md``).
 
 Launch (a folder of images, the paper drew `data.subset=832` of them by seed; and Keras'
 ImageNet weights, or ``--config.model.init=random`` to start without)::
@@ -25,9 +21,7 @@ synthetic nanowires (8-shot probe; benchmarks/RESULTS.md, "Crops, flips and quar
     python launch.py --config=configs/simclr_tem.py:demo --workdir=runs/simclr_tem_demo
     python launch.py --config=configs/simclr_tem.py:cpu --workdir=runs/simclr_tem_cpu
 
-The finished run leaves `workdir/encoder` (the frozen encoder that the probe and
-U-Net stages load), `metrics.jsonl`, TensorBoard events in `tb/` and the last
-checkpoints in `checkpoints/`; rerunning the command resumes from them.
+Outputs and resuming: configs/ssl_base.py.
 """
 
 from configs.ssl_base import ssl_config

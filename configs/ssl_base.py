@@ -2,8 +2,17 @@
 
 Not an experiment itself: ``barlow_tem.py``, ``simclr_tem.py``, ``barlow_imagenet.py``
 and ``simclr_imagenet.py`` build on :func:`ssl_config`. The preset without a suffix is the
-paper's run as its notebook ran it; ``docs/paper.md`` lists, setting by setting, what the
-paper says, what the notebook did, this preset and our default, and why they differ.
+paper's run as its notebook ran it: Keras' ResNet50 started from the ImageNet weights you give
+(``model.init``), fed RGB in [0, 1], projector Dense -> ReLU -> BN 128-64-1024, SGD without
+momentum, lr 0.2. ``docs/paper.md`` lists, setting by setting, what the paper says, what the
+notebook did, this preset and our default, and why they differ; our fixes are switches, e.g.
+``--config.optim.schedule=paper`` for the notebook's learning rate (cosine to 0 at step 1000)
+instead of the default warm-up and cosine over the whole run.
+
+A finished run leaves ``workdir/encoder`` (the frozen encoder that the probe and U-Net
+stages load), ``encoder_init`` (the weights it started from, ``checkpoint:WORKDIR@0``),
+``metrics.jsonl``, TensorBoard events in ``tb/`` and the last checkpoints in
+``checkpoints/``; rerunning the command resumes from them.
 """
 
 from __future__ import annotations
