@@ -55,6 +55,21 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def random_init_model() -> ml_collections.ConfigDict:
+    """The architecture of a 'random-init' encoder: torchvision's ResNet50 (v1.5) on
+    ImageNet-normalised inputs, the section ``model`` of the probe and select configs."""
+    model = ml_collections.ConfigDict()
+    model.depth = 50
+    model.width = 64
+    model.variant = 'v1.5'
+    model.stem = 'imagenet'
+    model.dtype = 'float32'
+    model.input_mean = IMAGENET_MEAN
+    model.input_std = IMAGENET_STD
+    model.input_norm = 'channel'  # or 'micrograph' (models/input_norm.py)
+    return model
+
+
 def probe_config(
     source: str, synthetic_task: str, preset: str, encoders: tuple[str, ...]
 ) -> ml_collections.ConfigDict:
@@ -78,15 +93,7 @@ def probe_config(
 
     # Architecture of 'random-init' when no pretrained encoder is listed (otherwise it
     # copies the first pretrained encoder's architecture).
-    c.model = ml_collections.ConfigDict()
-    c.model.depth = 50
-    c.model.width = 64
-    c.model.variant = 'v1.5'
-    c.model.stem = 'imagenet'
-    c.model.dtype = 'float32'
-    c.model.input_mean = IMAGENET_MEAN
-    c.model.input_std = IMAGENET_STD
-    c.model.input_norm = 'channel'  # or 'micrograph' (models/input_norm.py)
+    c.model = random_init_model()
 
     c.data = ml_collections.ConfigDict()
     c.data.source = source

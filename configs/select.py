@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs.probe_base import random_init_model
+
 PRESETS = ('', 'demo', 'tiny')
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def get_config(arg: str = ''):
@@ -50,15 +50,7 @@ def get_config(arg: str = ''):
     c.seed = 0  # weights of select.encoder='random-init'
 
     # Architecture of select.encoder='random-init' (a pretrained encoder brings its own).
-    c.model = ml_collections.ConfigDict()
-    c.model.depth = 50
-    c.model.width = 64
-    c.model.variant = 'v1.5'
-    c.model.stem = 'imagenet'
-    c.model.dtype = 'float32'
-    c.model.input_mean = IMAGENET_MEAN
-    c.model.input_std = IMAGENET_STD
-    c.model.input_norm = 'channel'
+    c.model = random_init_model()
 
     c.data = ml_collections.ConfigDict()
     c.data.source = 'folder'  # or 'synthetic': generated images written to workdir/pool first
