@@ -51,6 +51,7 @@ def _load_average() -> str:
 def run_task(task: str, args, workdir: Path) -> dict:
     config = importlib.import_module(f'configs.{CONFIGS[task]}').get_config('demo')
     config.data.per_class = args.per_class
+    config.data.seed = args.pool_seed
     config.probe.encoders = tuple(args.encoders) + ('random-init', 'texture=texture')
     config.probe.shots = tuple(int(k) for k in args.shots.split(','))
     config.probe.split_seeds = args.splits
@@ -99,6 +100,12 @@ def main() -> None:
     parser.add_argument('--splits', type=int, default=20)
     parser.add_argument('--shots', default='1,2,4')
     parser.add_argument('--per_class', type=int, default=50)
+    parser.add_argument(
+        '--pool_seed',
+        type=int,
+        default=0,
+        help='seed of the synthetic labeled pool (0: the one reported so far)',
+    )
     parser.add_argument('--head', default='logistic')
     parser.add_argument('--draws', default='uniform,kmeans,typical,coreset')
     parser.add_argument('--encoders', nargs='*', default=None, help='"name=spec" of pretrained encoders')

@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ssl_pools import TASKS, indomain_folder, task_pool  # noqa: E402
+from ssl_pools import TASK_SEED, TASKS, indomain_folder, task_pool  # noqa: E402
 from ssl_recipes import MEASURED_BASE, RECIPES, TINY  # noqa: E402
 
 LAYERS = ('pooled', 'stage2', 'stage3')
@@ -175,7 +175,9 @@ def probe_encoder(encoder, args, image_size: int) -> dict:
     """{task: {layer: median accuracy}} for one encoder."""
     out = {}
     for task in TASKS:
-        images, labels = task_pool(task, args.pool, args.task_size, image_size, args.pool_kind)
+        images, labels = task_pool(
+            task, args.pool, args.task_size, image_size, args.pool_kind, args.pool_seed
+        )
         feats = encoder_features(encoder, images)
         out[task] = {
             layer: median_accuracy(feats[layer], labels, args.shots, args.draws, args.threads)
@@ -197,7 +199,8 @@ def random_init_probe(config, args, out: Path) -> dict:
     model_cfg = {k: v for k, v in config.model.to_dict().items() if k not in ('projector', 'init')}
     ident = json.dumps(
         [model_cfg, config.seed, config.data.image_size, args.pool, args.task_size, args.shots, args.draws]
-        + ([args.pool_kind] if args.pool_kind != 'images' else []),
+        + ([args.pool_kind] if args.pool_kind != 'images' else [])
+        + ([args.pool_seed] if args.pool_seed != TASK_SEED else []),
         sort_keys=True,
         default=list,
     )
@@ -226,19 +229,21 @@ _TEXTURE: dict = {}
 
 def texture_probe(args, image_size: int) -> dict:
     """{task: median accuracy} of the texture-feature baseline on the encoders' pixels."""
-    if (image_size, args.pool_kind) in _TEXTURE:
-        return _TEXTURE[image_size, args.pool_kind]
+    if (image_size, args.pool_kind, args.pool_seed) in _TEXTURE:
+        return _TEXTURE[image_size, args.pool_kind, args.pool_seed]
     try:
         from fewshot_jax.probe.baselines import texture_features
     except ImportError:  # before fewshot_jax/probe/baselines.py existed
         from synthetic_calibration import texture_features
     out = {}
     for task in TASKS:
-        images, labels = task_pool(task, args.pool, args.task_size, image_size, args.pool_kind)
+        images, labels = task_pool(
+            task, args.pool, args.task_size, image_size, args.pool_kind, args.pool_seed
+        )
         out[task] = median_accuracy(
             texture_features(images.astype(np.float32) / 255.0), labels, args.shots, args.draws, args.threads
         )
-    _TEXTURE[image_size, args.pool_kind] = out
+    _TEXTURE[image_size, args.pool_kind, args.pool_seed] = out
     return out
 
 
@@ -305,6 +310,7 @@ def run_one(name: str, method: str, overrides: dict, seed: int, args, out: Path)
         'shots': args.shots,
         'pool': args.pool,
         'pool_kind': args.pool_kind,
+        'pool_seed': args.pool_seed,
     }
 
 
@@ -319,7 +325,9 @@ def report(results: list[dict]) -> str:
     """Markdown: one summary table (pooled and best-stage gaps) and one per-seed table."""
     by_recipe: dict[str, list[dict]] = {}
     for r in results:
-        by_recipe.setdefault(r['recipe'], []).append(r)
+        # Runs probed on another pool than the tuning pool are their own rows.
+        pool = r.get('pool_seed', TASK_SEED)
+        by_recipe.setdefault(r['recipe'] + (f' (pool {pool})' if pool != TASK_SEED else ''), []).append(r)
     lines = [
         '| recipe | method | steps | px | seeds | pretrain wall s (mean) | step ms | '
         + ' | '.join(f'{t} pooled gap | {t} stage2 / stage3 gap | {t} pretrained pooled' for t in TASKS)
@@ -406,6 +414,13 @@ def main() -> None:
         "'fixed:KNOB,...' (or 'fixed:all'): probe micrographs with those imaging conditions held fixed",
     )
     parser.add_argument(
+        '--pool_seed',
+        type=int,
+        default=TASK_SEED,
+        help=f'seed of the labeled task pools: {TASK_SEED} is the tuning pool the recipes were screened '
+        'on; report on another seed (a fresh pool of the same tasks)',
+    )
+    parser.add_argument(
         '--runs_from', default='', help='an earlier --out: probe its pretrained encoders, train nothing'
     )
     parser.add_argument('--draws', type=int, default=20)
@@ -440,7 +455,11 @@ def main() -> None:
     index, count = (int(v) for v in args.shard.split('/'))
     ensure_stem_wiring()
     out.mkdir(parents=True, exist_ok=True)
-    done = {(r['recipe'], r['seed']) for r in load_results(out)}
+    done = {
+        (r['recipe'], r['seed'])
+        for r in load_results(out)
+        if r.get('pool_seed', TASK_SEED) == args.pool_seed and r.get('pool_kind', 'images') == args.pool_kind
+    }
     pairs = [(name, int(seed)) for name in args.recipes.split(',') for seed in args.seeds.split(',')]
     if args.order == 'seed':
         pairs.sort(key=lambda pair: pair[1])  # stable: recipes keep their order

@@ -94,21 +94,24 @@ def fixed_knobs_of(kind: str) -> dict | None:
     return fixed
 
 
-def task_pool(task: str, per_class: int, gen_size: int, image_size: int, kind: str = 'images'):
+def task_pool(
+    task: str, per_class: int, gen_size: int, image_size: int, kind: str = 'images', seed: int = TASK_SEED
+):
     """The labeled pool of `task` as uint8 (n, S, S) at the encoder's size, and labels.
 
     kind: 'images', 'masks' (see pool_arrays) or 'fixed:KNOB,...': the micrographs with those
     imaging conditions held at the middle of their ranges (the same scenes; 'fixed:all').
 
-    Generated at `gen_size` (0: at `image_size`, as the calibration draws them) from
-    TASK_SEED, then resized by the pipeline's own resize when the sizes differ.
+    Generated at `gen_size` (0: at `image_size`, as the calibration draws them) from `seed`
+    (TASK_SEED: the tuning pool every recipe was screened on; any other seed is a fresh
+    reporting pool of the same task), then resized by the pipeline's own resize when the sizes differ.
     """
     from fewshot_jax.data import pipeline, synthetic
 
     gen_size = gen_size or image_size
-    key = (task, per_class, gen_size, image_size, kind)
+    key = (task, per_class, gen_size, image_size, kind, seed)
     if key not in _POOLS:
-        data = getattr(synthetic, task)(per_class, gen_size, TASK_SEED, fixed_knobs=fixed_knobs_of(kind))
+        data = getattr(synthetic, task)(per_class, gen_size, seed, fixed_knobs=fixed_knobs_of(kind))
         images = np.stack(
             [pipeline.to_uint8_square(im, image_size, 1)[..., 0] for im in pool_arrays(data, kind)]
         )
