@@ -55,6 +55,9 @@ def test_tiny_workflow_runs_every_stage_then_skips_them(tmp_path, capsys):
     assert 'paired gap over each encoder' in page and 'BN stats only (init weights' in page
     segmented = json.loads((tmp_path / 'segment/nanowires/segment/summary.json').read_text())
     assert {g['encoder'] for g in segmented['groups']} >= {'bt_tem', 'random'}
+    # The U-Net's gaps pair the first encoder with each other entry (one draw: no interval).
+    assert {g['versus'] for g in segmented['gaps']} >= {'random', 'otsu'}
+    assert 'bt_tem − random' in page
 
     report_mtime = (tmp_path / 'report.html').stat().st_mtime
     capsys.readouterr()
