@@ -102,8 +102,10 @@ def get_config(arg: str = ''):
     c.segment.resolutions = (224, 384, 512, 768, 1024)
     # Independent draws of the split and the k-shot sets (draw d: data.split_seed + d and
     # data.shot_seed + d); the summary pairs the first encoder with every other entry per draw.
-    # Choose settings on one draw and report on others: 1 is the paper's single split.
+    # Choose settings on one draw and report on others (e.g. first_draw=1, draws=3 after choosing
+    # on draw 0); draws=1, first_draw=0 is the paper's single split.
     c.segment.draws = 1
+    c.segment.first_draw = 0
     c.segment.shots = (1, 2, 4, 8, 16, 32, 80)
     c.segment.epochs = _optional(None)  # None: the paper's by k
     c.segment.num_steps = _optional(None)  # overrides epochs

@@ -17,10 +17,11 @@ encoder), ``summary.json``, ``figures/`` (notched box plots, median Dice over k,
 ``encoders/`` (one copy of each frozen encoder). Finished runs are skipped when
 the stage runs again; an interrupted one resumes.
 
-``segment.draws`` repeats the protocol on independent draws (draw d: split seed and shot
-seed + d, runs named ``..._draw<d>``); ``summary.json``'s ``gaps`` pair the first encoder
-with every other entry per draw (median Dice difference, mean and 95 % t-interval over the
-draws). Settings chosen on one draw are reported on the others.
+``segment.draws`` repeats the protocol on independent draws, from ``segment.first_draw``
+(draw d: split seed and shot seed + d, runs named ``..._draw<d>``; draw 0 is the paper's);
+``summary.json``'s ``gaps`` pair the first encoder with every other entry per draw (median
+Dice difference, mean and 95 % t-interval over the draws). Settings chosen on one draw
+are reported on the others.
 
 The task registry names it as ``fewshot_jax.segment:run_segment`` (re-exported there).
 """
@@ -43,6 +44,7 @@ import numpy as np
 
 from fewshot_jax.data.splits import k_shot_indices, stratified_split
 from fewshot_jax.encoder import Encoder, load_encoder
+from fewshot_jax.errors import is_count
 from fewshot_jax.models import make_encoder
 from fewshot_jax.segment import report
 from fewshot_jax.segment.data import (
@@ -180,6 +182,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     check_positive_int(seg.get('epochs'), 'segment.epochs', optional=True)
     check_positive_int(seg.get('num_steps'), 'segment.num_steps', optional=True)
     check_positive_int(seg.get('draws', 1), 'segment.draws')
+    first_draw = seg.get('first_draw', 0)
+    if not is_count(first_draw, 0):
+        raise SegmentConfigError(f'segment.first_draw={first_draw!r}: expected an integer >= 0')
     check_fraction(seg.get('validation_fraction', 0.0), 'segment.validation_fraction')
     check_fraction(config.data.test_fraction, 'data.test_fraction', low_open=True)
     check_positive_int(config.get('num_devices'), 'num_devices', optional=True)
@@ -220,14 +225,15 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -
         if jax.process_index() == 0 and not shared[name].is_file():
             save_encoder_arrays(shared[name], encoder.variables)
     rows, timings, panels = [], [], {}
-    for draw in range(int(seg.get('draws', 1))):
+    first = int(seg.get('first_draw', 0))
+    for draw in range(first, first + int(seg.get('draws', 1))):
         draw_rows, draw_timings, draw_panels = _score_draw(
             config, data, draw, encoders, no_encoder, shared, stage
         )
         rows += draw_rows
         timings += draw_timings
         panels = panels or draw_panels
-    default = f'runs/{_run_name(encoders[0][0], max(seg.resolutions), max(seg.shots), 0)}/model'
+    default = f'runs/{_run_name(encoders[0][0], max(seg.resolutions), max(seg.shots), first)}/model'
     return _write_outputs(stage, rows, timings, panels, default=default)
 
 

@@ -115,6 +115,14 @@ def test_stage_scores_every_draw_on_its_own_split(tmp_path):
     assert by_draw['0'] and by_draw['1'] and by_draw['0'] != by_draw['1']  # other test images
     assert [(g['versus'], g['draws']) for g in summary['gaps']] == [('otsu', 2)]
     assert summary['gaps'][0]['low'] is not None
+    config.segment.first_draw = 1
+    summary = tasks.run('segment', config, tmp_path)  # draw 1 is reused, draw 2 is new
+    runs = sorted(p.name for p in (tmp_path / 'segment' / 'runs').iterdir())
+    assert runs == ['random_64px_k1', 'random_64px_k1_draw1', 'random_64px_k1_draw2']
+    assert summary['default_model'] == 'runs/random_64px_k1_draw1/model'
     config.segment.draws = 0
     with pytest.raises(SegmentConfigError, match='segment.draws'):
+        tasks.run('segment', config, tmp_path / 'bad')
+    config.segment.draws, config.segment.first_draw = 1, -1
+    with pytest.raises(SegmentConfigError, match='segment.first_draw=-1'):
         tasks.run('segment', config, tmp_path / 'bad')
