@@ -95,8 +95,10 @@ def test_documented_override_parses_and_validates(where, key, value):
     config_file = where if where.endswith('.py') and where != 'ssl_base.py' else 'barlow_tem.py'
     if where == 'README.md' and key.split('.')[0] in ('force', 'roots', 'grid', 'stages', 'init'):
         config_file = 'workflow.py'
-    if where == 'README.md' and key.split('.')[0] in ('probe', 'select'):
-        config_file = {'probe': 'probe_nanowire.py', 'select': 'select.py'}[key.split('.')[0]]
+    if where == 'README.md' and key.split('.')[0] in ('probe', 'select', 'segment'):
+        config_file = {'probe': 'probe_nanowire.py', 'select': 'select.py', 'segment': 'unet_nanowire.py'}[
+            key.split('.')[0]
+        ]
     if config_file not in {f'{n}.py' for n in CONFIGS} | {'workflow.py'}:
         pytest.skip(f'{config_file} is not a pretraining or workflow config')
     # The paper presets need model.init (the ImageNet weights) before anything else runs.
