@@ -86,7 +86,7 @@ def report(family, *, size: int, per_class: int, shots: int, splits: int, seed: 
     made = time.perf_counter() - start
     sets = {'pixels': images.reshape(len(images), -1), 'texture': texture_statistics(images)}
     if texture32:
-        from fewshot_jax.baselines import texture_features
+        from fewshot_jax.probe.baselines import texture_features
 
         sets['texture32'] = texture_features(images.astype(np.float32))
     line = [f'{family.name:14s} ({made:4.1f} s to render)']

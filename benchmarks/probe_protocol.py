@@ -31,11 +31,7 @@ import numpy as np
 
 
 def _load_average() -> str:
-    try:
-        with open('/proc/loadavg') as handle:
-            return ' '.join(handle.read().split()[:3])
-    except OSError:
-        return 'unknown'
+    return ' '.join(f'{load:.2f}' for load in os.getloadavg())
 
 
 def encode(specs, per_class: int, size: int, cache: str | None):

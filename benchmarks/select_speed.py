@@ -20,7 +20,7 @@ import os
 import statistics
 import time
 
-from fewshot_jax.xla_setup import prefer_eigen_convolutions_on_cpu
+from fewshot_jax.train_lib.xla_setup import prefer_eigen_convolutions_on_cpu
 
 prefer_eigen_convolutions_on_cpu()  # the project's CPU setting (before jax starts)
 
@@ -31,11 +31,7 @@ from fewshot_jax.select import METHODS, select  # noqa: E402
 
 
 def _load_average() -> str:
-    try:
-        with open('/proc/loadavg') as handle:
-            return ' '.join(handle.read().split()[:3])
-    except OSError:
-        return 'unknown'
+    return ' '.join(f'{load:.2f}' for load in os.getloadavg())
 
 
 def _timed(features, budget, method):

@@ -41,11 +41,7 @@ DEMO_ENCODER = 'runs/demo/pretrain/simclr_tem'
 
 
 def _load_average() -> str:
-    try:
-        with open('/proc/loadavg') as handle:
-            return ' '.join(handle.read().split()[:3])
-    except OSError:
-        return 'unknown'
+    return ' '.join(f'{load:.2f}' for load in os.getloadavg())
 
 
 def run_task(task: str, args, workdir: Path) -> dict:
