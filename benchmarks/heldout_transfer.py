@@ -52,14 +52,26 @@ def run(args: list[str], log: Path) -> None:
 
 
 def pretrain(
-    root: Path, family: str, method: str, seed: int, runs: Path, overrides: list[str], tag: str
+    root: Path,
+    family: str,
+    method: str,
+    seed: int,
+    runs: Path,
+    overrides: list[str],
+    tag: str,
+    preset: str = 'demo',
 ) -> Path:
-    """The method's ``:demo`` pretraining on the family's unlabeled folder (reused when finished)."""
-    workdir = runs / f'{family}_{method}{"_" + tag if tag else ""}_s{seed}'
+    """The method's preset pretrained on the family's unlabeled folder (reused when finished).
+
+    Every checkpoint is kept (``train.keep_checkpoints``; it changes nothing in training), so
+    ``--steps`` can probe the encoder along the run."""
+    run_name = f'{family}_{method}{"" if preset == "demo" else "_" + preset}'
+    workdir = runs / f'{run_name}{"_" + tag if tag else ""}_s{seed}'
     if not (workdir / 'encoder').is_dir():
         run(
             [
-                f'--config=configs/{method}_tem.py:demo',
+                f'--config=configs/{method}_tem.py:{preset}',
+                '--config.train.keep_checkpoints=100',
                 f'--workdir={workdir}',
                 '--config.data.source=folder',
                 f'--config.data.root={root / family / "unlabeled"}',
@@ -71,10 +83,17 @@ def pretrain(
     return workdir
 
 
-def probe(root: Path, family: str, encoder: Path, layer: str, size: int, runs: Path) -> Path:
-    workdir = runs / f'probe_{encoder.name}_{layer.replace("+", "_")}_{size}'
+def probe(
+    root: Path, family: str, encoder: Path, layer: str, size: int, runs: Path, steps: tuple[int, ...] = ()
+) -> Path:
+    """The nanowire probe's ``:demo`` on the family's labeled folder: the pretrained encoder,
+    its own init, raw pixels, texture and, for each of ``steps``, the checkpoint of that step
+    (named ``step<N>``)."""
+    at_steps = f'_steps{"-".join(map(str, steps))}' if steps else ''
+    workdir = runs / f'probe_{encoder.name}_{layer.replace("+", "_")}_{size}{at_steps}'
     if not (workdir / 'probe' / 'results.csv').is_file():
         encoders = f"('pretrained=checkpoint:{encoder}','init=checkpoint:{encoder}@0',"
+        encoders += ''.join(f"'step{n}=checkpoint:{encoder}@{n}'," for n in steps)
         encoders += "'raw pixels=raw-pixels','texture=texture')"
         run(
             [
@@ -123,6 +142,34 @@ def paired(tables: list[dict], a: str, b: str, k: int) -> tuple[str, tuple[float
     return f'{len(per_seed)} seeds', interval([np.mean(g) for g in per_seed])
 
 
+def print_rows(tables: list[dict], name: str, ks: list[int]) -> dict:
+    """Prints the medians and paired gaps of encoder ``name`` at each k; returns them by k."""
+    print(
+        f'{"k":>3} {"pretrained":>10} {"init":>6} {"texture":>7} {"raw":>6}   '
+        'gap vs init [95 %]          gap vs texture [95 %]'
+    )
+    rows = {}
+    for k in ks:
+        medians = [
+            np.median([v for t in tables for v in t[encoder][k].values()])
+            for encoder in (name, 'init', 'texture', 'raw pixels')
+        ]
+        over, init_gap = paired(tables, name, 'init', k)
+        _, texture_gap = paired(tables, name, 'texture', k)
+        print(
+            f'{k:>3} {medians[0]:>10.3f} {medians[1]:>6.3f} {medians[2]:>7.3f} {medians[3]:>6.3f}   '
+            f'{init_gap[0]:+.3f} [{init_gap[1]:+.3f}, {init_gap[2]:+.3f}]   '
+            f'{texture_gap[0]:+.3f} [{texture_gap[1]:+.3f}, {texture_gap[2]:+.3f}]   ({over})'
+        )
+        rows[k] = {
+            'medians': dict(zip(('pretrained', 'init', 'texture', 'raw'), medians, strict=True)),
+            'gap_init': init_gap,
+            'gap_texture': texture_gap,
+            'over': over,
+        }
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--root', type=Path, required=True, help='folder holding one folder per family')
@@ -142,43 +189,38 @@ def main() -> None:
     parser.add_argument(
         '--tag', default='', help='names the runs of a recipe candidate (needed with --override)'
     )
+    parser.add_argument('--preset', default='demo', choices=('demo', 'cpu'), help='pretraining preset')
+    parser.add_argument(
+        '--steps',
+        default='',
+        help='checkpoint steps to probe along each run, e.g. 1000,2000,3000 (a trend table per step)',
+    )
     args = parser.parse_args()
     if args.override and not args.tag:
         parser.error('--override needs --tag, so the candidate runs do not reuse the preset runs')
     args.runs.mkdir(parents=True, exist_ok=True)
     ks = [int(k) for k in args.k.split(',')]
+    steps = tuple(int(n) for n in args.steps.split(',') if n)
     summary = {}
     for family in args.families.split(','):
         for method in args.methods.split(','):
             tables = []
             for seed in (int(s) for s in args.seeds.split(',')):
-                encoder = pretrain(args.root, family, method, seed, args.runs, args.override, args.tag)
-                tables.append(accuracies(probe(args.root, family, encoder, args.layer, args.size, args.runs)))
-            recipe = f' + {" ".join(args.override)}' if args.override else ''
-            print(f'\n{family} · {method} :demo{recipe} · probe.layer={args.layer} · {args.size} px')
-            print(
-                f'{"k":>3} {"pretrained":>10} {"init":>6} {"texture":>7} {"raw":>6}   '
-                'gap vs init [95 %]          gap vs texture [95 %]'
-            )
-            for k in ks:
-                medians = [
-                    np.median([v for t in tables for v in t[name][k].values()])
-                    for name in ('pretrained', 'init', 'texture', 'raw pixels')
-                ]
-                over, init_gap = paired(tables, 'pretrained', 'init', k)
-                _, texture_gap = paired(tables, 'pretrained', 'texture', k)
-                print(
-                    f'{k:>3} {medians[0]:>10.3f} {medians[1]:>6.3f} {medians[2]:>7.3f} {medians[3]:>6.3f}   '
-                    f'{init_gap[0]:+.3f} [{init_gap[1]:+.3f}, {init_gap[2]:+.3f}]   '
-                    f'{texture_gap[0]:+.3f} [{texture_gap[1]:+.3f}, {texture_gap[2]:+.3f}]   ({over})'
+                encoder = pretrain(
+                    args.root, family, method, seed, args.runs, args.override, args.tag, args.preset
                 )
-                summary[f'{family}/{method}/{k}'] = {
-                    'medians': dict(zip(('pretrained', 'init', 'texture', 'raw'), medians, strict=True)),
-                    'gap_init': init_gap,
-                    'gap_texture': texture_gap,
-                    'over': over,
-                }
-    name = f'summary{"_" + args.tag if args.tag else ""}_{args.layer.replace("+", "_")}_{args.size}.json'
+                results = probe(args.root, family, encoder, args.layer, args.size, args.runs, steps)
+                tables.append(accuracies(results))
+            recipe = f' + {" ".join(args.override)}' if args.override else ''
+            heading = f'{family} · {method} :{args.preset}{recipe}'
+            heading += f' · probe.layer={args.layer} · {args.size} px'
+            for name in ('pretrained', *(f'step{n}' for n in steps)):
+                print(f'\n{heading}{"" if name == "pretrained" else " · " + name}')
+                for k, row in print_rows(tables, name, ks).items():
+                    summary[f'{family}/{method}/{k}' + ('' if name == 'pretrained' else f'/{name}')] = row
+    preset = '' if args.preset == 'demo' else '_' + args.preset
+    tag = '_' + args.tag if args.tag else ''
+    name = f'summary{preset}{tag}_{args.layer.replace("+", "_")}_{args.size}.json'
     (args.runs / name).write_text(json.dumps(summary, indent=1))
 
 

@@ -139,6 +139,20 @@ def _validation_split(labels: np.ndarray, indices: np.ndarray, fraction: float, 
     return indices[keep], indices[held]
 
 
+def stage_steps(seg: ml_collections.ConfigDict, k: int, num_images: int) -> int:
+    """Optimizer steps of the U-Nets trained on k labeled images per class.
+
+    ``segment.num_steps`` when set; otherwise ``segment.epochs`` (or the paper's epochs for k)
+    over the ``num_images`` training images, and at least ``segment.min_steps``: a decoder
+    needs as many updates to converge on 2 images as on 16, so without a floor the smallest
+    sets, where the encoder matters most, get the fewest steps (30 at k = 1 in the :demo).
+    """
+    if seg.get('num_steps'):
+        return int(seg.num_steps)
+    epochs = seg.epochs if seg.get('epochs') else paper_epochs(k)
+    return max(int(seg.get('min_steps') or 1), steps_for(epochs, num_images, seg.batch_size))
+
+
 def _spec_for(config, resolution: int, steps: int, pixel_scale: float) -> TrainSpec:
     """The training settings of one run, from ``config.segment`` and ``config.model``."""
     seg = config.segment
@@ -181,6 +195,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         check_positive_int(k, 'segment.shots')
     check_positive_int(seg.get('epochs'), 'segment.epochs', optional=True)
     check_positive_int(seg.get('num_steps'), 'segment.num_steps', optional=True)
+    check_positive_int(seg.get('min_steps'), 'segment.min_steps', optional=True)
     check_positive_int(seg.get('draws', 1), 'segment.draws')
     first_draw = seg.get('first_draw', 0)
     if not is_count(first_draw, 0):
@@ -287,9 +302,7 @@ def _score_draw(config, data, draw: int, encoders, no_encoder, shared, stage: Pa
             fit_idx, val_idx = _validation_split(
                 data.labels, shot_sets[k], seg.get('validation_fraction', 0.0), config.seed
             )
-            epochs = seg.epochs if seg.get('epochs') else paper_epochs(k)
-            n_steps = seg.get('num_steps') or steps_for(epochs, len(fit_idx), seg.batch_size)
-            spec = _spec_for(config, res, int(n_steps), scale)
+            spec = _spec_for(config, res, stage_steps(seg, k, len(fit_idx)), scale)
             for name, encoder in encoders:
                 run = _run_name(name, res, k, draw)
                 run_rows, seconds, prob = _train_and_score(

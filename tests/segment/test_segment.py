@@ -26,6 +26,7 @@ from fewshot_jax.segment import (
 )
 from fewshot_jax.segment.model import build_unet, init_variables
 from fewshot_jax.segment.segmenter import Segmenter, SegmenterError
+from fewshot_jax.segment.task import check_config, stage_steps
 from fewshot_jax.segment.tiles import blend_weights, tile_starts, tile_stride
 from fewshot_jax.segment.train import BatchStream, make_mesh_for, paper_epochs, steps_for
 
@@ -197,6 +198,27 @@ def test_fit_rejects_bad_masks_and_settings(wires):
         fit(encoder, images[:2] * 255, masks[:2], steps=1)
     with pytest.raises(SegmentConfigError, match='crop=96: larger than the training resolution 64'):
         fit(encoder, images[:2], masks[:2], crop=96, steps=1)
+
+
+def test_stage_steps_have_a_floor_in_the_small_data_presets():
+    """The paper preset keeps the paper's epochs by k; :demo and :cpu never drop below their
+    floor however few images a k gives (2 training images at k = 1, 16 at k = 8)."""
+    expected = {
+        '': {1: steps_for(120, 2, 4), 8: steps_for(60, 16, 4)},  # 60, 240: the paper's epochs
+        'demo': {1: 240, 2: 240, 4: 240, 8: 240},
+        'cpu': {1: 400, 2: 400, 4: 400, 8: 600},
+    }
+    for preset, steps in expected.items():
+        seg = get_config(preset).segment
+        for k, want in steps.items():
+            assert stage_steps(seg, k, 2 * k) == want, (preset, k)
+    seg = get_config('demo').segment
+    seg.num_steps = 7  # an explicit budget is taken as given
+    assert stage_steps(seg, 1, 2) == 7
+    config = get_config('tiny')
+    config.segment.min_steps = 0
+    with pytest.raises(SegmentConfigError, match='segment.min_steps=0'):
+        check_config(config)
 
 
 def test_schedule_mesh_and_batch_stream():
