@@ -94,6 +94,8 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
     # Paper's selected settings: Barlow Twins with Randcrop, SimCLR without crop.
     c.augment.crop = 'random' if method == 'barlow_twins' else 'none'
     c.augment.crop_range = (0.25, 0.5)  # the original code's Randcrop side fraction
+    # crop='window': views of this fraction of the image side at its own pixel size (no resize).
+    c.augment.window = 0.5
     c.augment.flip_prob = 0.5
     c.augment.rotate90 = False  # also rotate by k * 90 degrees (all 8 symmetries with flips)
     c.augment.jitter_prob = 0.8

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from fewshot_jax.errors import is_count
 
-CROP_MODES = ('random', 'area', 'none')
+CROP_MODES = ('random', 'area', 'none', 'window')
 _RANGE_FIELDS = (
     'crop_range',
     'crop_area',
@@ -73,7 +73,14 @@ class AugmentConfig:
         crop: 'random' (square, side fraction drawn from `crop_range`), 'area'
             (rectangle: area fraction from `crop_area`, aspect ratio from
             `crop_ratio`, as SimCLR/BYOL's RandomResizedCrop), 'none' (the whole
-            image is resized) or a fixed side fraction in (0, 1].
+            image is resized), 'window' (a square of `output_size` pixels cut at the
+            image's own sampling, nothing resized: see `window`) or a fixed side
+            fraction in (0, 1].
+        window: for crop='window', the view's side as a fraction of the image side
+            (`augment_config_from` turns it into `output_size`). A micrograph series has
+            one pixel size, so an object's size and the noise's spatial frequencies are
+            properties of the specimen and the microscope; resized crops teach the
+            encoder to ignore both, windows keep them.
         crop_range: (lo, hi) side fractions for crop='random'; the paper's
             Randcrop is (0.25, 0.5).
         crop_area: (lo, hi) fractions of the image area for crop='area'; SimCLR
@@ -114,6 +121,7 @@ class AugmentConfig:
     output_size: int
     crop: str | float = 'random'
     crop_range: tuple[float, float] = (0.25, 0.5)
+    window: float = 0.5
     flip_prob: float = 0.5
     rotate90: bool = False
     jitter_prob: float = 0.8
@@ -153,13 +161,15 @@ class AugmentConfig:
         if isinstance(crop, str):
             if crop not in CROP_MODES:
                 raise AugmentConfigError(
-                    f"augment.crop must be 'random', 'none' or a side fraction in (0, 1], got {crop!r}"
+                    f'augment.crop must be one of {CROP_MODES} or a side fraction in (0, 1], got {crop!r}'
                 )
         elif not _is_number(crop) or not 0.0 < crop <= 1.0:
             raise AugmentConfigError(
-                f"augment.crop must be 'random', 'none' or a side fraction in (0, 1], got {crop!r}"
+                f'augment.crop must be one of {CROP_MODES} or a side fraction in (0, 1], got {crop!r}'
             )
         _check_range('crop_range', self.crop_range, 0.0, 1.0, low_open=True)
+        if not _is_number(self.window) or not 0.0 < self.window <= 1.0:
+            raise AugmentConfigError(f'augment.window must be a side fraction in (0, 1], got {self.window!r}')
         _check_range('crop_area', self.crop_area, 0.0, 1.0, low_open=True)
         _check_range('crop_ratio', self.crop_ratio, 0.0, math.inf, low_open=True)
         if not self.crop_ratio[0] <= 1.0 <= self.crop_ratio[1]:
@@ -207,7 +217,7 @@ def _parse_crop(value):
             return float(value)
         except ValueError:
             raise AugmentConfigError(
-                f"augment.crop must be 'random', 'none' or a side fraction in (0, 1], got {value!r}"
+                f'augment.crop must be one of {CROP_MODES} or a side fraction in (0, 1], got {value!r}'
             ) from None
     return value
 
@@ -217,11 +227,12 @@ def augment_config_from(cfg: Mapping, output_size: int) -> AugmentConfig:
 
     Args:
         cfg: an ml_collections ConfigDict (or any mapping) with any of the keys
-            crop, crop_range, crop_area, crop_ratio, flip_prob, rotate90, jitter_prob,
+            crop, crop_range, window, crop_area, crop_ratio, flip_prob, rotate90, jitter_prob,
             brightness, contrast, saturation, hue, gamma, invert_prob, blur_prob,
             blur_sigma, noise_prob, noise_std, illumination, paired_channels. Missing
             keys take the `AugmentConfig` defaults, which leave the new ops off.
-        output_size: side of the output views, in pixels (the model's input size).
+        output_size: side of the stored images the views are cut from, in pixels (the
+            model's input size); with crop='window' the views are `window` of it.
 
     Returns:
         The frozen config.
@@ -237,4 +248,8 @@ def augment_config_from(cfg: Mapping, output_size: int) -> AugmentConfig:
     values = {name: cfg[name] for name in _CONFIG_KEYS if name in cfg}
     if 'crop' in values:
         values['crop'] = _parse_crop(values['crop'])
+    if values.get('crop') == 'window':
+        window = values.get('window', AugmentConfig.window)
+        if _is_number(window) and 0.0 < window <= 1.0:
+            output_size = max(1, round(window * output_size))
     return AugmentConfig(output_size=output_size, **values)

@@ -43,6 +43,7 @@ __all__ = [
     'augment_image',
     'crop_resize',
     'crop_window',
+    'pixel_window',
     'resize_batch',
     'two_views',
 ]
@@ -176,6 +177,22 @@ def area_crop_window(key, height: int, width: int, cfg: AugmentConfig):
     return corner[0] * (height - box_height), corner[1] * (width - box_width), box_height, box_width
 
 
+def pixel_window(key, image, size: int) -> jax.Array:
+    """A ``size`` x ``size`` window of ``image`` at a uniformly drawn whole-pixel corner,
+    copied as it is (no resampling: the view keeps the image's pixel size and noise).
+
+    Raises:
+        AugmentInputError: the image is smaller than the window.
+    """
+    height, width = image.shape[0], image.shape[1]
+    if size > min(height, width):
+        raise AugmentInputError(f'a {size}-px window does not fit a {height}x{width} image')
+    top_key, left_key = jax.random.split(key)
+    top = jax.random.randint(top_key, (), 0, height - size + 1)
+    left = jax.random.randint(left_key, (), 0, width - size + 1)
+    return jax.lax.dynamic_slice(image, (top, left, 0), (size, size, image.shape[-1]))
+
+
 def augment_image(key, image, cfg: AugmentConfig) -> jax.Array:
     """Augments one image: crop-resize, flip, 90-degree rotation, colour jitter, micrograph ops.
 
@@ -200,6 +217,8 @@ def augment_image(key, image, cfg: AugmentConfig) -> jax.Array:
     elif cfg.crop == 'area':
         top, left, box_height, box_width = area_crop_window(crop_key, height, width, cfg)
         view = _resample_box(image, top, left, box_height, box_width, size)
+    elif cfg.crop == 'window':
+        view = pixel_window(crop_key, image, size)
     else:
         top, left, side = crop_window(crop_key, height, width, cfg)
         view = _resample_box(image, top, left, side, side, size)
