@@ -20,6 +20,13 @@ A recipe candidate is the preset plus config overrides, its runs named by a tag:
     python benchmarks/heldout_transfer.py --root=/data --families=crystals --methods=barlow \
         --tag=turns --override=augment.rotate90=True
 
+``--preset=cpu`` pretrains the ``:cpu`` preset instead (runs named ``FAMILY_METHOD_cpu_sSEED``);
+every checkpoint of a run is kept, and ``--steps=1000,2000`` adds those checkpoints to the probe
+and prints one table per step (the trend along a run)::
+
+    python benchmarks/heldout_transfer.py --root=/data --families=crystals --methods=barlow \
+        --preset=cpu --steps=1000,2000,3000,4000,5000,6000
+
 Pretraining and probe workdirs are reused when finished, so a table can be extended with
 more seeds later. Figures in benchmarks/RESULTS.md, "Transfer to held-out physical families".
 """
