@@ -58,6 +58,21 @@ def run(args: list[str], log: Path) -> None:
         sys.exit(f'failed: launch.py {" ".join(args)} (see {log})')
 
 
+def check_length(workdir: Path, method: str, preset: str, overrides: list[str]) -> None:
+    """Stops when a finished run trained another number of steps than the recipe does now (a
+    run of a former preset must not be reported as the current one)."""
+    sys.path.insert(0, str(REPO))
+    from configs.ssl_base import ssl_config
+
+    want = ssl_config({'barlow': 'barlow_twins'}.get(method, method), 'tem', preset).train.num_steps
+    for override in overrides:
+        if override.startswith('train.num_steps='):
+            want = int(override.split('=', 1)[1])
+    done = json.loads((workdir / 'encoder' / 'encoder.json').read_text()).get('step')
+    if done != want:
+        sys.exit(f'{workdir}: finished at step {done}, the recipe now trains {want}; move it or use --tag')
+
+
 def pretrain(
     root: Path,
     family: str,
@@ -74,7 +89,9 @@ def pretrain(
     ``--steps`` can probe the encoder along the run."""
     run_name = f'{family}_{method}{"" if preset == "demo" else "_" + preset}'
     workdir = runs / f'{run_name}{"_" + tag if tag else ""}_s{seed}'
-    if not (workdir / 'encoder').is_dir():
+    if (workdir / 'encoder').is_dir():
+        check_length(workdir, method, preset, overrides)
+    else:
         run(
             [
                 f'--config=configs/{method}_tem.py:{preset}',
