@@ -80,7 +80,10 @@ class AugmentConfig:
             (`augment_config_from` turns it into `output_size`). A micrograph series has
             one pixel size, so an object's size and the noise's spatial frequencies are
             properties of the specimen and the microscope; resized crops teach the
-            encoder to ignore both, windows keep them.
+            encoder to ignore both, windows keep them. Measured worse than resized area
+            crops on the held-out tuning family (two overlapping windows share their shot
+            noise exactly, which a contrastive task can match; benchmarks/RESULTS.md), so
+            no preset uses it.
         crop_range: (lo, hi) side fractions for crop='random'; the paper's
             Randcrop is (0.25, 0.5).
         crop_area: (lo, hi) fractions of the image area for crop='area'; SimCLR
