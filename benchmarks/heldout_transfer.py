@@ -37,6 +37,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -115,7 +116,12 @@ def probe(
     (named ``step<N>``)."""
     at_steps = f'_steps{"-".join(map(str, steps))}' if steps else ''
     workdir = runs / f'probe_{encoder.name}_{layer.replace("+", "_")}_{size}{at_steps}'
-    if not (workdir / 'probe' / 'results.csv').is_file():
+    results = workdir / 'probe' / 'results.csv'
+    # A probe older than the encoder it names probed another run under the same name.
+    encoder_written = (encoder / 'encoder' / 'encoder.json').stat().st_mtime
+    if results.is_file() and results.stat().st_mtime < encoder_written:
+        shutil.rmtree(workdir)
+    if not results.is_file():
         encoders = f"('pretrained=checkpoint:{encoder}','init=checkpoint:{encoder}@0',"
         encoders += ''.join(f"'step{n}=checkpoint:{encoder}@{n}'," for n in steps)
         encoders += "'raw pixels=raw-pixels','texture=texture')"
