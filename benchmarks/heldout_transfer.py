@@ -196,8 +196,25 @@ def print_rows(tables: list[dict], name: str, ks: list[int]) -> dict:
             'gap_init': init_gap,
             'gap_texture': texture_gap,
             'over': over,
+            'per_seed': per_seed_gaps(tables, name, k),
         }
+        if len(tables) > 1:
+            print(
+                '      per seed, vs init / vs texture: '
+                + ', '.join(f'{a:+.3f} / {b:+.3f}' for a, b in rows[k]['per_seed'])
+            )
     return rows
+
+
+def per_seed_gaps(tables: list[dict], name: str, k: int) -> list[tuple[float, float]]:
+    """Each seed's mean gap over its splits at k: (vs own init, vs texture), in seed order."""
+    return [
+        tuple(
+            float(np.mean([table[name][k][s] - table[b][k][s] for s in sorted(table[name][k])]))
+            for b in ('init', 'texture')
+        )
+        for table in tables
+    ]
 
 
 def main() -> None:

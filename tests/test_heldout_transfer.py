@@ -1,0 +1,67 @@
+"""The statistics behind the held-out transfer tables (benchmarks/heldout_transfer.py), checked
+against plain loops over seeds and splits."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def transfer():
+    """benchmarks/heldout_transfer.py (not a package: loaded from its file)."""
+    spec = importlib.util.spec_from_file_location(
+        'heldout_transfer', REPO / 'benchmarks' / 'heldout_transfer.py'
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _table(pretrained, init, texture):
+    """One seed's {encoder: {k: {split: accuracy}}} at k = 8 from three lists over splits."""
+    return {
+        name: {8: dict(enumerate(values))}
+        for name, values in (('pretrained', pretrained), ('init', init), ('texture', texture))
+    }
+
+
+TABLES = [
+    _table([0.6, 0.7, 0.5], [0.4, 0.3, 0.4], [0.6, 0.6, 0.6]),
+    _table([0.5, 0.5, 0.8], [0.4, 0.5, 0.3], [0.7, 0.5, 0.6]),
+    _table([0.9, 0.4, 0.6], [0.3, 0.3, 0.3], [0.5, 0.6, 0.7]),
+]
+
+
+def test_per_seed_gaps_are_each_seeds_mean_over_its_splits(transfer):
+    expected = []
+    for table in TABLES:
+        vs_init = vs_texture = 0.0
+        for split in range(3):
+            vs_init += table['pretrained'][8][split] - table['init'][8][split]
+            vs_texture += table['pretrained'][8][split] - table['texture'][8][split]
+        expected.append((vs_init / 3, vs_texture / 3))
+    got = transfer.per_seed_gaps(TABLES, 'pretrained', 8)
+    assert [g for pair in got for g in pair] == pytest.approx([e for pair in expected for e in pair])
+
+
+def test_paired_gap_over_seeds_is_a_t_interval_of_the_seed_means(transfer):
+    seed_means = [gap for gap, _ in transfer.per_seed_gaps(TABLES, 'pretrained', 8)]
+    mean = sum(seed_means) / 3
+    sd = math.sqrt(sum((g - mean) ** 2 for g in seed_means) / 2)
+    half = 4.302652729911275 * sd / math.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    over, (got_mean, low, high) = transfer.paired(TABLES, 'pretrained', 'init', 8)
+    assert over == '3 seeds'
+    assert (got_mean, low, high) == pytest.approx((mean, mean - half, mean + half))
+
+
+def test_one_seed_is_an_interval_over_its_splits(transfer):
+    over, (mean, low, high) = transfer.paired(TABLES[:1], 'pretrained', 'texture', 8)
+    gaps = [0.0, 0.1, -0.1]
+    sd = math.sqrt(sum(g * g for g in gaps) / 2)
+    half = 4.302652729911275 * sd / math.sqrt(3)
+    assert over == '1 seed × 3 splits'
+    assert (mean, low, high) == pytest.approx((0.0, -half, half))
