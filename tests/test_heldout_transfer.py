@@ -65,3 +65,37 @@ def test_one_seed_is_an_interval_over_its_splits(transfer):
     half = 4.302652729911275 * sd / math.sqrt(3)
     assert over == '1 seed × 3 splits'
     assert (mean, low, high) == pytest.approx((0.0, -half, half))
+
+
+def _write_probe(workdir: Path, accuracy_by_split: list[float]) -> Path:
+    """A probe workdir whose results.csv holds the pretrained encoder's k = 8 protocol runs
+    (plus rows the comparison must ignore: another head, the init)."""
+    (workdir / 'probe').mkdir(parents=True)
+    lines = ['head,mode,encoder,k,split_seed,accuracy']
+    for split, accuracy in enumerate(accuracy_by_split):
+        lines.append(f'logistic,protocol,pretrained,8,{split},{accuracy}')
+        lines.append(f'logistic,protocol,init,8,{split},0.0')
+        lines.append(f'knn,protocol,pretrained,8,{split},1.0')
+    (workdir / 'probe' / 'results.csv').write_text('\n'.join(lines) + '\n')
+    return workdir
+
+
+def test_compare_pairs_two_recipes_split_by_split_within_each_seed(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        'heldout_compare', REPO / 'benchmarks' / 'heldout_compare.py'
+    )
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    a_runs = [[0.6, 0.7, 0.5], [0.5, 0.9, 0.4]]
+    b_runs = [[0.5, 0.7, 0.2], [0.6, 0.6, 0.6]]
+    a = [_write_probe(tmp_path / f'a{s}', acc) for s, acc in enumerate(a_runs)]
+    b = [_write_probe(tmp_path / f'b{s}', acc) for s, acc in enumerate(b_runs)]
+    tables = compare.paired_tables(a, b)
+    over, (mean, _, _) = compare.paired(tables, 'a', 'b', 8)
+    seed_means = [
+        sum(x - y for x, y in zip(ra, rb, strict=True)) / 3 for ra, rb in zip(a_runs, b_runs, strict=True)
+    ]
+    assert over == '2 seeds'
+    assert mean == pytest.approx(sum(seed_means) / 2)
+    with pytest.raises(SystemExit, match='expected one per seed'):
+        compare.paired_tables(a, b[:1])

@@ -1,0 +1,63 @@
+"""Two recipes paired on a held-out family: the accuracy of one pretrained encoder minus the
+other's, split by split within each pretraining seed (the splits are the same draws of labeled
+images), then over seeds — the comparison behind the choices made on the tuning family
+(benchmarks/RESULTS.md, "Choices made on the tuning family").
+
+Give the probe workdirs that ``benchmarks/heldout_transfer.py`` wrote, one per seed, in the
+same seed order for both recipes::
+
+    python benchmarks/heldout_compare.py --k=8,32 \\
+        --a=/runs/probe_crystals_simclr_cpu_s0_pooled_64,/runs/probe_crystals_simclr_cpu_s1_pooled_64 \\
+        --b=/runs/probe_crystals_simclr_s0_pooled_64,/runs/probe_crystals_simclr_s1_pooled_64
+
+With one seed the interval is over its splits; with several, a t-interval over the seeds' mean
+differences (as in the transfer tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from heldout_transfer import accuracies, paired  # noqa: E402
+
+
+def paired_tables(a_dirs: list[Path], b_dirs: list[Path]) -> list[dict]:
+    """Per seed, {'a': ..., 'b': ...}: each recipe's pretrained encoder's accuracies by k and split."""
+    if len(a_dirs) != len(b_dirs):
+        sys.exit(
+            f'--a names {len(a_dirs)} probe workdirs and --b {len(b_dirs)}: expected one per seed for both'
+        )
+    tables = []
+    for a, b in zip(a_dirs, b_dirs, strict=True):
+        table = {}
+        for key, workdir in (('a', a), ('b', b)):
+            results = workdir / 'probe' / 'results.csv'
+            if not results.is_file():
+                sys.exit(f'{results}: no probe results (run benchmarks/heldout_transfer.py first)')
+            table[key] = accuracies(results)['pretrained']
+        tables.append(table)
+    return tables
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        '--a', required=True, help='probe workdirs of recipe A, comma-separated, one per seed'
+    )
+    parser.add_argument('--b', required=True, help='probe workdirs of recipe B, in the same seed order')
+    parser.add_argument('--k', default='8')
+    args = parser.parse_args()
+    tables = paired_tables([Path(p) for p in args.a.split(',')], [Path(p) for p in args.b.split(',')])
+    for k in (int(k) for k in args.k.split(',')):
+        over, (mean, low, high) = paired(tables, 'a', 'b', k)
+        per_seed = [sum(t['a'][k][s] - t['b'][k][s] for s in t['a'][k]) / len(t['a'][k]) for t in tables]
+        seeds = ', '.join(f'{g:+.3f}' for g in per_seed)
+        print(f'k={k:>2}  A − B {mean:+.3f} [{low:+.3f}, {high:+.3f}]  ({over}; per seed {seeds})')
+
+
+if __name__ == '__main__':
+    main()
