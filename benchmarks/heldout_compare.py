@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from heldout_transfer import accuracies, paired  # noqa: E402
+from heldout_transfer import accuracies, paired, seed_mean_gaps  # noqa: E402
 
 
 def paired_tables(a_dirs: list[Path], b_dirs: list[Path]) -> list[dict]:
@@ -54,8 +54,7 @@ def main() -> None:
     tables = paired_tables([Path(p) for p in args.a.split(',')], [Path(p) for p in args.b.split(',')])
     for k in (int(k) for k in args.k.split(',')):
         over, (mean, low, high) = paired(tables, 'a', 'b', k)
-        per_seed = [sum(t['a'][k][s] - t['b'][k][s] for s in t['a'][k]) / len(t['a'][k]) for t in tables]
-        seeds = ', '.join(f'{g:+.3f}' for g in per_seed)
+        seeds = ', '.join(f'{g:+.3f}' for g in seed_mean_gaps(tables, 'a', 'b', k))
         print(f'k={k:>2}  A − B {mean:+.3f} [{low:+.3f}, {high:+.3f}]  ({over}; per seed {seeds})')
 
 

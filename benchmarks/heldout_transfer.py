@@ -161,15 +161,22 @@ def interval(values) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def split_gaps(table: dict, a: str, b: str, k: int) -> list[float]:
+    """One seed's gaps a − b at k, split by split (the splits are the same draws for both)."""
+    return [table[a][k][s] - table[b][k][s] for s in sorted(table[a][k])]
+
+
+def seed_mean_gaps(tables: list[dict], a: str, b: str, k: int) -> list[float]:
+    """Each seed's mean gap a − b over its splits at k, in seed order."""
+    return [float(np.mean(split_gaps(table, a, b, k))) for table in tables]
+
+
 def paired(tables: list[dict], a: str, b: str, k: int) -> tuple[str, tuple[float, float, float]]:
     """The gap a − b at k: over seeds of per-seed mean gaps, or over splits for one seed."""
-    per_seed = []
-    for table in tables:
-        splits = sorted(table[a][k])
-        per_seed.append([table[a][k][s] - table[b][k][s] for s in splits])
-    if len(per_seed) == 1:
-        return f'1 seed × {len(per_seed[0])} splits', interval(per_seed[0])
-    return f'{len(per_seed)} seeds', interval([np.mean(g) for g in per_seed])
+    if len(tables) == 1:
+        gaps = split_gaps(tables[0], a, b, k)
+        return f'1 seed × {len(gaps)} splits', interval(gaps)
+    return f'{len(tables)} seeds', interval(seed_mean_gaps(tables, a, b, k))
 
 
 def print_rows(tables: list[dict], name: str, ks: list[int]) -> dict:
@@ -208,13 +215,8 @@ def print_rows(tables: list[dict], name: str, ks: list[int]) -> dict:
 
 def per_seed_gaps(tables: list[dict], name: str, k: int) -> list[tuple[float, float]]:
     """Each seed's mean gap over its splits at k: (vs own init, vs texture), in seed order."""
-    return [
-        tuple(
-            float(np.mean([table[name][k][s] - table[b][k][s] for s in sorted(table[name][k])]))
-            for b in ('init', 'texture')
-        )
-        for table in tables
-    ]
+    vs_init = seed_mean_gaps(tables, name, 'init', k)
+    return list(zip(vs_init, seed_mean_gaps(tables, name, 'texture', k), strict=True))
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from ml_collections import config_flags
 
 from fewshot_jax import tasks
 from fewshot_jax.pretrain.task import check_config
+from tests.helpers.benchmarks import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -204,11 +205,8 @@ def test_launch_reports_bad_data_root_without_traceback(tmp_path):
 
 
 def load_ablation():
-    """benchmarks/ssl_ablation.py (not a package: loaded from its file; it finds its siblings)."""
-    spec = importlib.util.spec_from_file_location('ssl_ablation', REPO / 'benchmarks' / 'ssl_ablation.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/ssl_ablation.py."""
+    return load_benchmark('ssl_ablation')
 
 
 def flat_items(config, prefix=''):

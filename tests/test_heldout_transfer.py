@@ -1,24 +1,17 @@
 """The statistics behind the held-out transfer tables (benchmarks/heldout_transfer.py), checked
 against plain loops over seeds and splits."""
 
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.benchmarks import load_benchmark
 
 
 @pytest.fixture(scope='module')
 def transfer():
-    """benchmarks/heldout_transfer.py (not a package: loaded from its file)."""
-    spec = importlib.util.spec_from_file_location(
-        'heldout_transfer', REPO / 'benchmarks' / 'heldout_transfer.py'
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark('heldout_transfer')
 
 
 def _table(pretrained, init, texture):
@@ -81,11 +74,7 @@ def _write_probe(workdir: Path, accuracy_by_split: list[float]) -> Path:
 
 
 def test_compare_pairs_two_recipes_split_by_split_within_each_seed(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        'heldout_compare', REPO / 'benchmarks' / 'heldout_compare.py'
-    )
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    compare = load_benchmark('heldout_compare')
     a_runs = [[0.6, 0.7, 0.5], [0.5, 0.9, 0.4]]
     b_runs = [[0.5, 0.7, 0.2], [0.6, 0.6, 0.6]]
     a = [_write_probe(tmp_path / f'a{s}', acc) for s, acc in enumerate(a_runs)]
