@@ -12,6 +12,9 @@ mixing classes, and empty support-only fields) for pretraining.
 * `crystals`: magnetite nanocrystals on carbon, randomly oriented: cubes,
   octahedra and rods (elongated boxes) of the same volume distribution, all
   three cut by both {100} and {111} facets.
+* `composites`: silica nanoparticles in a microtomed polymer section,
+  dispersed, in strings or in compact aggregates at the same loading
+  (`composites.py`).
 * `assemblies`: amphiphile assemblies in vitreous ice (cryo-TEM): spherical
   micelles, worm-like micelles (3-D curved cylinders) and bilayer vesicles
   (hollow shells), at equal area coverage.
@@ -31,6 +34,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from fewshot_jax.data.heldout import projection as proj
+from fewshot_jax.data.heldout.composites import COMPOSITE_CLASSES, composites
 from fewshot_jax.data.heldout.optics import BACKGROUND_ADU, OFFSET_ADU, Detector, Optics, form_image
 from fewshot_jax.data.heldout.specimen import film, granular, place
 
@@ -349,6 +353,16 @@ FAMILIES = {
             _crystals,
             Conditions(),
             description='randomly oriented magnetite nanocrystals on carbon: cubes vs octahedra vs rods',
+        ),
+        Family(
+            'composites',
+            COMPOSITE_CLASSES,
+            250.0,
+            composites,
+            Conditions(),
+            description=(
+                'silica nanoparticles in a microtomed polymer section: dispersed vs strings vs aggregates'
+            ),
         ),
         Family(
             'assemblies',

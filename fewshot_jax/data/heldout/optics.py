@@ -107,6 +107,7 @@ MATERIALS = {
     'ice': Material('ice', 4.5, 300.0, 31.0),
     'carbon': Material('carbon', 9.5, 200.0, 100.0),
     'amphiphile': Material('amphiphile', 6.5, 250.0, 60.0),
+    'polymer': Material('polymer', 8.0, 220.0, 49.0),
     'silica': Material('silica', 10.0, 120.0, 66.0),
     'magnetite': Material('magnetite', 17.0, 45.0, 100.0),
     'silver': Material('silver', 20.0, 28.0, 58.0),
