@@ -223,10 +223,11 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
             # (benchmarks/RESULTS.md, "Transfer to held-out physical families").
             c.optim.name = 'adam'
             c.optim.lr = 1e-3
-        # On the held-out tuning family SimCLR's gain is flat from 1000 steps on (5000 vs 2000:
-        # -0.018), Barlow Twins' with Adam still climbs at 7000 (7000 vs 3000: +0.052 [+0.031,
-        # +0.072] at 8 labels), so Barlow Twins' :demo is its 7000-step :cpu run
-        # (benchmarks/RESULTS.md, "Pretraining length on the held-out families").
+        # On the held-out tuning families SimCLR's 5000 steps do not beat 2000 (crystals -0.014
+        # [-0.029, +0.002], composites +0.054 [-0.165, +0.273], 3 seeds each), Barlow Twins'
+        # with Adam still climbs at 7000 on crystals (7000 vs 3000: +0.052 [+0.031, +0.072] at
+        # 8 labels), so Barlow Twins' :demo is its 7000-step :cpu run (benchmarks/RESULTS.md,
+        # "Pretraining length on the held-out families", "A second tuning family").
         steps = {'demo': (2000, 7000), 'cpu': (5000, 7000)}[preset]
         c.train.num_steps = steps[0] if method == 'simclr' else steps[1]
         c.train.checkpoint_every = 500
