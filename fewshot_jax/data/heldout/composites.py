@@ -37,12 +37,16 @@ LOADING = (0.015, 0.05)  # silica volume fraction of the section
 DIAMETER_NM = (9.0, 16.0)  # median particle diameter per image
 SPREAD = (0.05, 0.15)  # lognormal sigma of the diameters within an image
 STRING_LENGTH = (4, 13)  # particles per chain, [low, high)
-STRING_TURN = (0.35, 0.7)  # rms turn per particle along a chain (rad)
+STRING_TURN = (0.35, 0.7)  # Gaussian kick per particle, relative to the unit step direction
 AGGREGATE_SIZE = (8, 31)  # particles per cluster, [low, high)
 
 
 def _fits(centre, radius, centres, radii, slack=0.5) -> bool:
-    """True if a sphere at `centre` overlaps none of the placed ones (touching allowed)."""
+    """True if a sphere at `centre` overlaps none of the placed ones.
+
+    Touching is allowed; `slack` (nm) forgives the round-off of spheres placed
+    exactly in contact along a chain or a cluster.
+    """
     if not centres:
         return True
     d = np.linalg.norm(np.asarray(centres) - centre, axis=1)
@@ -50,6 +54,7 @@ def _fits(centre, radius, centres, radii, slack=0.5) -> bool:
 
 
 def _in_section(c, r, lo, hi, half) -> bool:
+    """True if a sphere's centre lies in the field and the whole sphere inside the section."""
     return lo <= c[0] <= hi and lo <= c[1] <= hi and abs(c[2]) <= half - r
 
 
@@ -79,6 +84,8 @@ def _grow(kind: str, rng, radii: list[float], field: tuple[float, float], half: 
         for _ in range(30):
             if kind == 'strings':
                 step = direction + turn * rng.normal(size=3)
+                # A gentle pull towards the section's middle plane, so chains
+                # run through the section instead of ending at its surface.
                 step -= 0.4 * (group[-1][2] / half) * np.array([0.0, 0.0, 1.0])
                 step /= np.linalg.norm(step)
                 c = group[-1] + (group_r[-1] + r) * step
