@@ -81,6 +81,11 @@ def _grow(kind: str, rng, radii: list[float], field: tuple[float, float], half: 
     direction = _unit(rng)
     turn = rng.uniform(*STRING_TURN)
     for r in radii[1:]:
+        if kind != 'strings':
+            # Touch a member chosen near the middle: compact, not fractal.
+            middle = np.mean(group, axis=0)
+            near = np.argsort(np.linalg.norm(np.asarray(group) - middle, axis=1))
+            closest = max(1, len(group) // 3 + 1)
         for _ in range(30):
             if kind == 'strings':
                 step = direction + turn * rng.normal(size=3)
@@ -90,10 +95,7 @@ def _grow(kind: str, rng, radii: list[float], field: tuple[float, float], half: 
                 step /= np.linalg.norm(step)
                 c = group[-1] + (group_r[-1] + r) * step
             else:
-                # Touch a member chosen near the middle: compact, not fractal.
-                middle = np.mean(group, axis=0)
-                near = np.argsort(np.linalg.norm(np.asarray(group) - middle, axis=1))
-                j = int(near[int(rng.integers(max(1, len(group) // 3 + 1)))])
+                j = int(near[int(rng.integers(closest))])
                 c = group[j] + (group_r[j] + r) * _unit(rng)
             if _in_section(c, r, lo, hi, half) and _fits(c, r, centres + group, placed_r + group_r):
                 if kind == 'strings':
@@ -148,7 +150,7 @@ def composites(grid, rng: np.random.Generator, mix: Sequence[str]) -> tuple[dict
             radii = list(0.5 * median * np.exp(spread * rng.normal(size=n)))
             placed = _grow(kind, rng, radii, (lo, hi), half, centres, placed_r)
             misses += placed == 0
-            budget -= sum(4.0 / 3.0 * math.pi * r**3 for r in radii[:placed]) if placed else 0.0
+            budget -= sum(4.0 / 3.0 * math.pi * r**3 for r in radii[:placed])
         for c, r in zip(centres, placed_r, strict=True):
             proj.render([(proj.sphere(c, r), 1.0)], grid.shape, grid.pixel_nm, out=silica)
         info.update(particles=len(centres), loading=loading, median_diameter_nm=median)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fewshot_jax.data.heldout import composites
+from fewshot_jax.data.heldout import FAMILIES, composites, labeled_image
 
 FIELD = (10.0, 150.0)
 HALF = 35.0
@@ -69,9 +69,7 @@ def test_a_group_that_finds_no_room_places_nothing():
     assert centres == [] and radii == []
 
 
-def test_classes_share_the_loading_but_not_the_arrangement():
-    from fewshot_jax.data.heldout import FAMILIES, labeled_image
-
+def test_every_class_draws_its_loading_and_section_from_the_same_ranges():
     family = FAMILIES['composites']
     assert family.classes == composites.COMPOSITE_CLASSES
     for label in range(3):
