@@ -47,6 +47,8 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 REPO = Path(__file__).resolve().parents[1]
+# --orientations → the probe workdir's suffix ('default': the probe preset's setting).
+ORIENTATION_SUFFIX = {'default': '', 'on': '_orient8', 'off': '_orient1'}
 
 
 def run(args: list[str], log: Path) -> None:
@@ -109,13 +111,22 @@ def pretrain(
 
 
 def probe(
-    root: Path, family: str, encoder: Path, layer: str, size: int, runs: Path, steps: tuple[int, ...] = ()
+    root: Path,
+    family: str,
+    encoder: Path,
+    layer: str,
+    size: int,
+    runs: Path,
+    steps: tuple[int, ...] = (),
+    orientations: str = 'default',
 ) -> Path:
     """The nanowire probe's ``:demo`` on the family's labeled folder: the pretrained encoder,
     its own init, raw pixels, texture and, for each of ``steps``, the checkpoint of that step
-    (named ``step<N>``)."""
+    (named ``step<N>``). ``orientations``: 'default' (the preset's), 'on' or 'off' sets
+    ``probe.average_orientations`` (and names the workdir ``…_orient8`` / ``…_orient1``)."""
     at_steps = f'_steps{"-".join(map(str, steps))}' if steps else ''
-    workdir = runs / f'probe_{encoder.name}_{layer.replace("+", "_")}_{size}{at_steps}'
+    suffix = ORIENTATION_SUFFIX[orientations]
+    workdir = runs / f'probe_{encoder.name}_{layer.replace("+", "_")}_{size}{at_steps}{suffix}'
     results = workdir / 'probe' / 'results.csv'
     # A probe older than the encoder it names probed another run under the same name.
     encoder_written = (encoder / 'encoder' / 'encoder.json').stat().st_mtime
@@ -135,6 +146,11 @@ def probe(
                 f'--config.probe.layer={layer}',
                 f'--config.probe.encoders={encoders}',
                 '--config.probe.shots=(1,2,4,8,16,32)',
+                *(
+                    [f'--config.probe.average_orientations={orientations == "on"}']
+                    if orientations != 'default'
+                    else []
+                ),
             ],
             runs / f'{workdir.name}.log',
         )
@@ -244,6 +260,12 @@ def main() -> None:
         default='',
         help='checkpoint steps to probe along each run, e.g. 1000,2000,3000 (a trend table per step)',
     )
+    parser.add_argument(
+        '--orientations',
+        default='default',
+        choices=('default', 'on', 'off'),
+        help="probe features averaged over the 8 orientations: the preset's, or on / off",
+    )
     args = parser.parse_args()
     if args.override and not args.tag:
         parser.error('--override needs --tag, so the candidate runs do not reuse the preset runs')
@@ -258,18 +280,23 @@ def main() -> None:
                 encoder = pretrain(
                     args.root, family, method, seed, args.runs, args.override, args.tag, args.preset
                 )
-                results = probe(args.root, family, encoder, args.layer, args.size, args.runs, steps)
+                results = probe(
+                    args.root, family, encoder, args.layer, args.size, args.runs, steps, args.orientations
+                )
                 tables.append(accuracies(results))
             recipe = f' + {" ".join(args.override)}' if args.override else ''
             heading = f'{family} · {method} :{args.preset}{recipe}'
             heading += f' · probe.layer={args.layer} · {args.size} px'
+            if args.orientations != 'default':
+                heading += f' · orientations averaged: {args.orientations}'
             for name in ('pretrained', *(f'step{n}' for n in steps)):
                 print(f'\n{heading}{"" if name == "pretrained" else " · " + name}')
                 for k, row in print_rows(tables, name, ks).items():
                     summary[f'{family}/{method}/{k}' + ('' if name == 'pretrained' else f'/{name}')] = row
     preset = '' if args.preset == 'demo' else '_' + args.preset
     tag = '_' + args.tag if args.tag else ''
-    name = f'summary{preset}{tag}_{args.layer.replace("+", "_")}_{args.size}.json'
+    suffix = ORIENTATION_SUFFIX[args.orientations]
+    name = f'summary{preset}{tag}_{args.layer.replace("+", "_")}_{args.size}{suffix}.json'
     (args.runs / name).write_text(json.dumps(summary, indent=1))
 
 

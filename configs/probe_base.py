@@ -117,6 +117,9 @@ def probe_config(
     # (a missing file stops the probe before any work, naming every missing path).
     c.probe.models_dir = '/path/to/paper_encoders'
     c.probe.layer = 'pooled'
+    # Encoder features averaged over each image's eight orientations (quarter turns, each
+    # mirrored; baselines never): exact orientation invariance, eight times the encoding.
+    c.probe.average_orientations = False
     c.probe.encode_batch = 64
     c.probe.mode = 'protocol'  # or 'tuning': 4-fold CV inside the training part (Fig. 8)
     c.probe.head = 'logistic'  # any of logistic, ridge, knn, adam; comma-separated for several

@@ -18,6 +18,12 @@ initial values (mean 0, variance 1), run through the same ``Encoder.encode``.
 Its architecture is the ``model`` the caller passes (the probe task passes the
 first pretrained encoder's, so the comparison is like for like).
 
+With ``average_orientations`` an encoder's features are the mean of its pooled features
+over the eight orientations of each image (four quarter turns, each also mirrored): a
+micrograph has no preferred orientation, and the mean makes the features exactly
+invariant to it where a network is so only approximately. Baselines are never averaged:
+their definitions stay fixed.
+
 ``bn-stats:<weight spec>`` is the BatchNorm-statistics-only control
 (``fewshot_jax.probe.bn_stats``): the spec's weights unchanged, its BatchNorm running
 statistics re-estimated in train mode on the images being encoded (labels unused),
@@ -122,6 +128,7 @@ def make_extractor(
     layer: str = 'pooled',
     batch_size: int = 64,
     raw_pixel_side: int = 32,
+    average_orientations: bool = False,
 ) -> Extractor:
     """Builds the extractor a spec names.
 
@@ -138,6 +145,8 @@ def make_extractor(
             each pooled, then concatenated (see :func:`layer_names`).
         batch_size: images per encoder call (and per train-mode batch of ``bn-stats:``).
         raw_pixel_side: side of the block-mean image of ``'raw-pixels'``.
+        average_orientations: an encoder's features averaged over the image's eight
+            orientations (:func:`pooled_features`); baselines ignore it.
 
     Raises:
         FeatureError: an unknown spec, or 'random-init' without a model.
@@ -164,7 +173,7 @@ def make_extractor(
 
     if bn_stats.base_spec(spec) is not None:
         return _bn_stats_extractor(
-            Encoder, load_encoder(bn_stats.base_spec(spec)), spec, name, layer, batch_size
+            Encoder, load_encoder(bn_stats.base_spec(spec)), spec, name, layer, batch_size, average_orientations
         )
     if spec == RANDOM_INIT:
         if model is None:
@@ -175,19 +184,44 @@ def make_extractor(
         encoder = _random_encoder(Encoder, dict(model), seed, name)
     else:
         encoder = load_encoder(spec)
-    layers = layer_names(layer)
-    fingerprint = _encoder_fingerprint(encoder, layer)
+    layer_names(layer)  # a bad layer stops here, before any image is encoded
+    fingerprint = _encoder_fingerprint(encoder, layer, average_orientations)
 
     def extract(images):
-        return _pooled_features(encoder, images, layers, batch_size)
+        return pooled_features(encoder, images, layer, batch_size, average_orientations)
 
     return Extractor(name, spec, fingerprint, extract, dict(encoder.config))
 
 
-def _pooled_features(encoder, images, layers: tuple[str, ...], batch_size: int) -> np.ndarray:
-    """``layers`` of ``encoder`` on ``images``, each global-average pooled, concatenated."""
-    out = encoder.encode(images, layer=layers, batch_size=batch_size, num_devices=None)
-    return np.concatenate([out[n] if out[n].ndim == 2 else out[n].mean(axis=(1, 2)) for n in layers], axis=1)
+def pooled_features(
+    encoder, images, layer: str = 'pooled', batch_size: int = 64, average_orientations: bool = False
+) -> np.ndarray:
+    """The probe's features: ``layer`` of ``encoder`` on ``images`` (several layers joined by '+'
+    are each global-average pooled, then concatenated; :func:`layer_names`).
+
+    With ``average_orientations``, the mean of those features over the eight orientations of
+    each image (quarter turns 0-3, each also mirrored left-right): exactly invariant to the
+    orientation a micrograph happened to be recorded in, at eight times the encoding cost.
+    """
+    layers = layer_names(layer)
+    images = np.asarray(images)
+    views = tuple(_orientations(images)) if average_orientations else (images,)
+    total = None
+    for view in views:
+        out = encoder.encode(view, layer=layers, batch_size=batch_size, num_devices=None)
+        pooled = np.concatenate(
+            [out[n] if out[n].ndim == 2 else out[n].mean(axis=(1, 2)) for n in layers], axis=1
+        )
+        total = pooled if total is None else total + pooled
+    return total / len(views)
+
+
+def _orientations(images: np.ndarray):
+    """The eight orientations of every image (N, H, W[, C]): quarter turns, each also mirrored."""
+    for turns in range(4):
+        turned = np.rot90(images, turns, axes=(1, 2))
+        yield turned
+        yield turned[:, :, ::-1]
 
 
 def layer_names(layer: str) -> tuple[str, ...]:
@@ -212,17 +246,20 @@ def layer_names(layer: str) -> tuple[str, ...]:
     return names
 
 
-def _bn_stats_extractor(encoder_cls, init, spec: str, name: str, layer: str, batch_size: int) -> Extractor:
+def _bn_stats_extractor(
+    encoder_cls, init, spec: str, name: str, layer: str, batch_size: int, average_orientations: bool
+) -> Extractor:
     # The images are part of the cache key already; the batch size shapes the train-mode
     # statistics of every layer after the first, so it is part of the extractor.
-    fingerprint = _hash(f'bn-stats/batch={batch_size}/{_encoder_fingerprint(init, layer)}'.encode())
+    content = _encoder_fingerprint(init, layer, average_orientations)
+    fingerprint = _hash(f'bn-stats/batch={batch_size}/{content}'.encode())
 
     def extract(images):
         variables = bn_stats.reestimate_batch_stats(
             init.module, init.variables, images, batch_size=batch_size
         )
         encoder = encoder_cls(variables, init.config, name=name, step=init.step, source=spec)
-        return _pooled_features(encoder, images, layer_names(layer), batch_size)
+        return pooled_features(encoder, images, layer, batch_size, average_orientations)
 
     return Extractor(name, spec, fingerprint, extract, dict(init.config))
 
@@ -239,10 +276,12 @@ def _random_encoder(encoder_cls, model: dict, seed: int, name: str):
     return encoder_cls(variables, model, name=name, source=f'{RANDOM_INIT}@seed={seed}')
 
 
-def _encoder_fingerprint(encoder, layer: str) -> str:
+def _encoder_fingerprint(encoder, layer: str, average_orientations: bool = False) -> str:
     import jax
 
     digest = hashlib.sha256()
+    if average_orientations:  # absent when off, so caches of plain features stay valid
+        digest.update(b'average_orientations')
     config = {k: v for k, v in encoder.config.items() if k != 'init'}
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     digest.update(layer.encode())

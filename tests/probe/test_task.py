@@ -106,6 +106,15 @@ def test_a_rerun_skips_and_a_changed_config_reuses_the_cached_features(probe_run
     assert again['accuracy'] == summary['accuracy']
 
 
+def test_the_orientation_switch_reaches_encoders_and_not_baselines(pretrained):
+    from fewshot_jax.probe.task import build_extractors
+
+    entries = (f'BT tiny=checkpoint:{pretrained}', 'random-init', 'texture=texture')
+    plain = build_extractors(_tiny(encoders=entries))
+    averaged = build_extractors(_tiny(encoders=entries, average_orientations=True))
+    assert [a.fingerprint != b.fingerprint for a, b in zip(plain, averaged, strict=True)] == [True, True, False]
+
+
 def test_tuning_mode_cross_validates_inside_the_training_part(tmp_path):
     config = _tiny(mode='tuning', tuning_splits=2, head='logistic,knn')
     summary = tasks.run('probe', config, tmp_path)
