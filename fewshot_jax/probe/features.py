@@ -172,9 +172,8 @@ def make_extractor(
     from fewshot_jax.encoder import Encoder, load_encoder
 
     if bn_stats.base_spec(spec) is not None:
-        return _bn_stats_extractor(
-            Encoder, load_encoder(bn_stats.base_spec(spec)), spec, name, layer, batch_size, average_orientations
-        )
+        init = load_encoder(bn_stats.base_spec(spec))
+        return _bn_stats_extractor(Encoder, init, spec, name, layer, batch_size, average_orientations)
     if spec == RANDOM_INIT:
         if model is None:
             raise FeatureError(
