@@ -11,7 +11,8 @@ same seed order for both recipes::
         --b=/runs/probe_crystals_simclr_s0_pooled_64,/runs/probe_crystals_simclr_s1_pooled_64
 
 With one seed the interval is over its splits; with several, a t-interval over the seeds' mean
-differences (as in the transfer tables).
+differences (as in the transfer tables). ``--relative_to=init`` compares each recipe's gap over
+its own init instead (pretrained − init, split by split, in both workdirs): the change of that gap.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from heldout_transfer import accuracies, paired, seed_mean_gaps  # noqa: E402
 
 
-def paired_tables(a_dirs: list[Path], b_dirs: list[Path]) -> list[dict]:
-    """Per seed, {'a': ..., 'b': ...}: each recipe's pretrained encoder's accuracies by k and split."""
+def paired_tables(a_dirs: list[Path], b_dirs: list[Path], relative_to: str = '') -> list[dict]:
+    """Per seed, {'a': ..., 'b': ...}: each recipe's pretrained encoder's accuracies by k and split,
+    less those of the encoder named ``relative_to`` in the same probe when one is named."""
     if len(a_dirs) != len(b_dirs):
         sys.exit(
             f'--a names {len(a_dirs)} probe workdirs and --b {len(b_dirs)}: expected one per seed for both'
@@ -38,7 +40,15 @@ def paired_tables(a_dirs: list[Path], b_dirs: list[Path]) -> list[dict]:
             results = workdir / 'probe' / 'results.csv'
             if not results.is_file():
                 sys.exit(f'{results}: no probe results (run benchmarks/heldout_transfer.py first)')
-            table[key] = accuracies(results)['pretrained']
+            by_encoder = accuracies(results)
+            table[key] = by_encoder['pretrained']
+            if relative_to:
+                if relative_to not in by_encoder:
+                    sys.exit(f'{results}: no encoder named {relative_to!r} (have {sorted(by_encoder)})')
+                base = by_encoder[relative_to]
+                table[key] = {
+                    k: {s: acc - base[k][s] for s, acc in splits.items()} for k, splits in table[key].items()
+                }
         tables.append(table)
     return tables
 
@@ -50,8 +60,12 @@ def main() -> None:
     )
     parser.add_argument('--b', required=True, help='probe workdirs of recipe B, in the same seed order')
     parser.add_argument('--k', default='8')
+    parser.add_argument(
+        '--relative_to', default='', help="compare the gaps over this encoder of each probe, e.g. 'init'"
+    )
     args = parser.parse_args()
-    tables = paired_tables([Path(p) for p in args.a.split(',')], [Path(p) for p in args.b.split(',')])
+    a_dirs = [Path(p) for p in args.a.split(',')]
+    tables = paired_tables(a_dirs, [Path(p) for p in args.b.split(',')], args.relative_to)
     for k in (int(k) for k in args.k.split(',')):
         over, (mean, low, high) = paired(tables, 'a', 'b', k)
         seeds = ', '.join(f'{g:+.3f}' for g in seed_mean_gaps(tables, 'a', 'b', k))

@@ -60,14 +60,17 @@ def test_one_seed_is_an_interval_over_its_splits(transfer):
     assert (mean, low, high) == pytest.approx((0.0, -half, half))
 
 
-def _write_probe(workdir: Path, accuracy_by_split: list[float]) -> Path:
+def _write_probe(
+    workdir: Path, accuracy_by_split: list[float], init_by_split: list[float] | None = None
+) -> Path:
     """A probe workdir whose results.csv holds the pretrained encoder's k = 8 protocol runs
-    (plus rows the comparison must ignore: another head, the init)."""
+    and its init's (0.0 unless given), plus rows of another head the comparison must ignore."""
     (workdir / 'probe').mkdir(parents=True)
     lines = ['head,mode,encoder,k,split_seed,accuracy']
-    for split, accuracy in enumerate(accuracy_by_split):
+    init_by_split = init_by_split or [0.0] * len(accuracy_by_split)
+    for split, (accuracy, init) in enumerate(zip(accuracy_by_split, init_by_split, strict=True)):
         lines.append(f'logistic,protocol,pretrained,8,{split},{accuracy}')
-        lines.append(f'logistic,protocol,init,8,{split},0.0')
+        lines.append(f'logistic,protocol,init,8,{split},{init}')
         lines.append(f'knn,protocol,pretrained,8,{split},1.0')
     (workdir / 'probe' / 'results.csv').write_text('\n'.join(lines) + '\n')
     return workdir
@@ -88,3 +91,15 @@ def test_compare_pairs_two_recipes_split_by_split_within_each_seed(tmp_path):
     assert mean == pytest.approx(sum(seed_means) / 2)
     with pytest.raises(SystemExit, match='expected one per seed'):
         compare.paired_tables(a, b[:1])
+
+
+def test_compare_relative_to_the_init_pairs_the_gaps_over_it(tmp_path):
+    compare = load_benchmark('heldout_compare')
+    a = [_write_probe(tmp_path / 'a0', [0.6, 0.7], init_by_split=[0.4, 0.6])]
+    b = [_write_probe(tmp_path / 'b0', [0.5, 0.5], init_by_split=[0.2, 0.3])]
+    tables = compare.paired_tables(a, b, relative_to='init')
+    _, (mean, _, _) = compare.paired(tables, 'a', 'b', 8)
+    # Gaps over the init: a 0.2, 0.1; b 0.3, 0.2 → a − b = −0.1 on both splits.
+    assert mean == pytest.approx(-0.1)
+    with pytest.raises(SystemExit, match="no encoder named 'texture'"):
+        compare.paired_tables(a, b, relative_to='texture')
