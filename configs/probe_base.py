@@ -118,7 +118,9 @@ def probe_config(
     c.probe.models_dir = '/path/to/paper_encoders'
     c.probe.layer = 'pooled'
     # Encoder features averaged over each image's eight orientations (quarter turns, each
-    # mirrored; baselines never): exact orientation invariance, eight times the encoding.
+    # mirrored; baselines never): exact orientation invariance, eight times the encoding. Off:
+    # on the held-out tuning families it lifts the random init more than a pretrained encoder
+    # (benchmarks/RESULTS.md, "Two rules fixed before their runs").
     c.probe.average_orientations = False
     c.probe.encode_batch = 64
     c.probe.mode = 'protocol'  # or 'tuning': 4-fold CV inside the training part (Fig. 8)
