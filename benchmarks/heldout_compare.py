@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from heldout_transfer import accuracies, paired, seed_mean_gaps  # noqa: E402
+from heldout_transfer import accuracies, paired, seed_mean_gaps, split_gaps  # noqa: E402
 
 
 def paired_tables(a_dirs: list[Path], b_dirs: list[Path], relative_to: str = '') -> list[dict]:
@@ -45,9 +45,11 @@ def paired_tables(a_dirs: list[Path], b_dirs: list[Path], relative_to: str = '')
             if relative_to:
                 if relative_to not in by_encoder:
                     sys.exit(f'{results}: no encoder named {relative_to!r} (have {sorted(by_encoder)})')
-                base = by_encoder[relative_to]
                 table[key] = {
-                    k: {s: acc - base[k][s] for s, acc in splits.items()} for k, splits in table[key].items()
+                    k: dict(
+                        zip(sorted(splits), split_gaps(by_encoder, 'pretrained', relative_to, k), strict=True)
+                    )
+                    for k, splits in table[key].items()
                 }
         tables.append(table)
     return tables

@@ -127,6 +127,9 @@ def probe(
     at_steps = f'_steps{"-".join(map(str, steps))}' if steps else ''
     suffix = ORIENTATION_SUFFIX[orientations]
     workdir = runs / f'probe_{encoder.name}_{layer.replace("+", "_")}_{size}{at_steps}{suffix}'
+    averaging = (
+        [] if orientations == 'default' else [f'--config.probe.average_orientations={orientations == "on"}']
+    )
     results = workdir / 'probe' / 'results.csv'
     # A probe older than the encoder it names probed another run under the same name.
     encoder_written = (encoder / 'encoder' / 'encoder.json').stat().st_mtime
@@ -146,11 +149,7 @@ def probe(
                 f'--config.probe.layer={layer}',
                 f'--config.probe.encoders={encoders}',
                 '--config.probe.shots=(1,2,4,8,16,32)',
-                *(
-                    [f'--config.probe.average_orientations={orientations == "on"}']
-                    if orientations != 'default'
-                    else []
-                ),
+                *averaging,
             ],
             runs / f'{workdir.name}.log',
         )
