@@ -22,7 +22,8 @@ families"): with Adam, Barlow Twins' features still improve at 7000 steps where 
 at 1000-2000 on crystals, so ``:demo`` and ``:cpu`` are the same 7000-step run. On the
 reporting family where 7000 steps missed the bar (two seeds of five), 10 000 steps
 (``--config.train.num_steps=10000``, about 18 minutes) beat both the own init and texture over
-five seeds; no tuning family asked for it, so it is not the preset::
+five seeds, and on the other reporting family as well; no tuning family asked for it, so it is
+not the preset::
 
     python launch.py --config=configs/barlow_tem.py:demo --workdir=runs/barlow_tem_demo
     python launch.py --config=configs/barlow_tem.py:cpu --workdir=runs/barlow_tem_cpu
