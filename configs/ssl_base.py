@@ -82,8 +82,10 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
     c.model.input_mean = (0.0, 0.0, 0.0)
     c.model.input_std = (1.0, 1.0, 1.0)
     c.model.input_channels = 'rgb'
-    # 'micrograph': flatten the background, unit contrast, one polarity (models/input_norm.py).
+    # 'micrograph': flatten the background, unit contrast, one polarity (models/input_norm.py),
+    # the background being a Gaussian blur of sigma = background_sigma x the image side.
     c.model.input_norm = 'channel'
+    c.model.background_sigma = 1 / 16
 
     c.loss = ml_collections.ConfigDict()
     c.loss.name = method

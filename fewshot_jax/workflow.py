@@ -356,6 +356,7 @@ def _matched(sub_config, base_model_config, resolution: bool = True):
             'input_mean',
             'input_std',
             'input_norm',
+            'background_sigma',
             'input_channels',
         ):
             if key in base_model_config.model:

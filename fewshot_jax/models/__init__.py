@@ -9,7 +9,7 @@ import ml_collections
 
 from fewshot_jax.errors import ConfigError, is_count
 from fewshot_jax.models.heads import PROJECTOR_BNS, PROJECTOR_ORDERS, LinearClassifier, Projector, SSLModel
-from fewshot_jax.models.input_norm import INPUT_NORMS
+from fewshot_jax.models.input_norm import BACKGROUND_SIGMA, INPUT_NORMS
 from fewshot_jax.models.max_pool import MAX_POOL_GRADS
 from fewshot_jax.models.resnet import (
     CHANNEL_ORDERS,
@@ -68,6 +68,15 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
     width = model_cfg.get('width')
     if not is_count(width):
         raise ConfigError(f'model.width={width!r}: expected a positive integer')
+    background_sigma = model_cfg.get('background_sigma', BACKGROUND_SIGMA)
+    if (
+        isinstance(background_sigma, bool)
+        or not isinstance(background_sigma, (int, float))
+        or not 0 < background_sigma <= 1
+    ):
+        raise ConfigError(
+            f'model.background_sigma={background_sigma!r}: expected a fraction of the image side in (0, 1]'
+        )
     return ResNet(
         depth=int(model_cfg['depth']),
         width=int(model_cfg['width']),
@@ -78,6 +87,7 @@ def make_encoder(model_cfg: Mapping) -> ResNet:
         input_mean=tuple(model_cfg.get('input_mean', IMAGENET_MEAN)),
         input_std=tuple(model_cfg.get('input_std', IMAGENET_STD)),
         input_norm=model_cfg.get('input_norm', 'channel'),
+        background_sigma=float(background_sigma),
         zero_init_residual=model_cfg.get('zero_init_residual', False),
         input_channels=model_cfg.get('input_channels', 'rgb'),
     )

@@ -16,51 +16,67 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 INPUT_NORMS = ('channel', 'micrograph')
 
-# Background: a Gaussian blur of this fraction of the image side (features much smaller
-# than it survive); the flattened image is clipped at this many standard deviations.
+# The default background: a Gaussian blur of this fraction of the image side (features much
+# smaller than it survive; ``model.background_sigma``); the flattened image is clipped at this
+# many standard deviations.
 BACKGROUND_SIGMA = 1 / 16
 CLIP_SD = 4.0
 
 
-def _gaussian_kernel(sigma: float, radius: int) -> jax.Array:
-    offsets = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
-    kernel = jnp.exp(-0.5 * (offsets / sigma) ** 2)
-    return kernel / jnp.sum(kernel)
+def _blur_matrix(size: int, sigma: float, radius: int) -> np.ndarray:
+    """(size, size) matrix of a 1-D Gaussian blur with reflected edges: row i holds the
+    weights of the pixels that output pixel i averages (``scipy.ndimage`` 'reflect': the
+    edge pixel repeated, ..., 1, 0 | 0, 1, ...)."""
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel /= kernel.sum()
+    rows = np.arange(size)[:, None]
+    cols = rows + offsets[None, :]
+    cols = np.where(cols < 0, -cols - 1, cols)
+    cols = np.where(cols >= size, 2 * size - cols - 1, cols)
+    matrix = np.zeros((size, size))
+    np.add.at(matrix, (np.broadcast_to(rows, cols.shape), cols), np.broadcast_to(kernel, cols.shape))
+    return matrix.astype(np.float32)
 
 
 def _blur(gray: jax.Array, sigma: float) -> jax.Array:
-    """Separable Gaussian blur of (N, H, W) with reflected edges (``scipy.ndimage`` 'reflect')."""
+    """Separable Gaussian blur of (N, H, W) with reflected edges (``scipy.ndimage`` 'reflect').
+
+    As two small matrix products (columns, then rows) rather than convolutions: the cost does
+    not grow with sigma, and a wide background blur costs what a narrow one does.
+    """
     height, width = gray.shape[1:]
     radius = max(1, min(int(3 * sigma + 0.5), height - 1, width - 1))
-    kernel = _gaussian_kernel(sigma, radius)
-    padded = jnp.pad(gray, ((0, 0), (radius, radius), (radius, radius)), mode='symmetric')[..., None]
-    # Two 1-D convolutions (columns, then rows), NHWC with one channel.
-    dims = ('NHWC', 'HWIO', 'NHWC')
-    x = lax.conv_general_dilated(padded, kernel.reshape(-1, 1, 1, 1), (1, 1), 'VALID', dimension_numbers=dims)
-    x = lax.conv_general_dilated(x, kernel.reshape(1, -1, 1, 1), (1, 1), 'VALID', dimension_numbers=dims)
-    return x[..., 0]
+    rows = jnp.asarray(_blur_matrix(height, sigma, radius))
+    cols = jnp.asarray(_blur_matrix(width, sigma, radius))
+    return jnp.einsum('ij,njk,lk->nil', rows, gray, cols, precision=lax.Precision.HIGHEST)
 
 
-def flatten_micrograph(images: jax.Array) -> jax.Array:
+def flatten_micrograph(images: jax.Array, background_sigma: float = BACKGROUND_SIGMA) -> jax.Array:
     """Background-flattened, unit-contrast, one-polarity version of micrographs.
 
-    Per image: the channel mean, minus its Gaussian blur (sigma = side / 16), divided by
+    Per image: the channel mean, minus its Gaussian blur (sigma = ``background_sigma`` times
+    the longer side; 1/16 by default), divided by
     its standard deviation; the sign is chosen so the image has positive skewness (the
     objects, the sparse tail of the intensities, come out bright whatever their
     polarity); clipped to +-4 standard deviations.
 
     Args:
         images: float (N, H, W, C) in any intensity range.
+        background_sigma: the blur's sigma as a fraction of the image side. Objects much
+            smaller than the blur keep their interiors; an object as large as it is partly
+            flattened away with the background.
 
     Returns:
         float32 (N, H, W, C), every channel the same, about zero mean and unit spread.
     """
     gray = jnp.mean(images.astype(jnp.float32), axis=-1)
-    sigma = max(gray.shape[1], gray.shape[2]) * BACKGROUND_SIGMA
+    sigma = max(gray.shape[1], gray.shape[2]) * background_sigma
     x = gray - _blur(gray, sigma)
     x = x / (jnp.std(x, axis=(1, 2), keepdims=True) + 1e-6)
     skew = jnp.mean(x**3, axis=(1, 2), keepdims=True)

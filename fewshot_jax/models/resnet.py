@@ -41,7 +41,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fewshot_jax.models.input_norm import INPUT_NORMS, flatten_micrograph
+from fewshot_jax.models.input_norm import BACKGROUND_SIGMA, INPUT_NORMS, flatten_micrograph
 from fewshot_jax.models.max_pool import stem_max_pool
 
 STAGE_DEPTHS = {
@@ -126,6 +126,8 @@ class ResNet(nn.Module):
         input_mean, input_std: per-channel normalisation of [0, 1] inputs.
         input_norm: 'channel' (``(x - input_mean) / input_std``) or 'micrograph'
             (background-flattened, unit-contrast, one-polarity; models/input_norm.py).
+        background_sigma: for 'micrograph', the background blur's sigma as a fraction of
+            the image side (objects much smaller than it keep their interiors).
         zero_init_residual: start each block's last BatchNorm scale at zero.
         stem: 'imagenet' (7x7 stride-2 convolution and max-pool) or 'small'
             (3x3 stride-1 convolution, no max-pool; for 32-96 px images).
@@ -143,6 +145,7 @@ class ResNet(nn.Module):
     input_mean: Sequence[float] = IMAGENET_MEAN
     input_std: Sequence[float] = IMAGENET_STD
     input_norm: str = 'channel'
+    background_sigma: float = BACKGROUND_SIGMA
     zero_init_residual: bool = False
     stem: str = 'imagenet'
     max_pool_grad: str = 'auto'
@@ -155,6 +158,10 @@ class ResNet(nn.Module):
             raise ValueError(f'model.variant={self.variant!r}: expected one of {VARIANTS}')
         if self.input_norm not in INPUT_NORMS:
             raise ValueError(f'model.input_norm={self.input_norm!r}: expected one of {INPUT_NORMS}')
+        if not 0 < self.background_sigma <= 1:
+            raise ValueError(
+                f'model.background_sigma={self.background_sigma!r}: expected a fraction of the side in (0, 1]'
+            )
         if self.stem not in STEMS:
             raise ValueError(f'model.stem={self.stem!r}: expected one of {STEMS}')
         if self.input_channels not in CHANNEL_ORDERS:
@@ -171,7 +178,7 @@ class ResNet(nn.Module):
             raise ValueError(f'ResNet expects images of shape (N, H, W, 3); got {images.shape}')
         keras = self.variant == 'keras'
         if self.input_norm == 'micrograph':
-            x = flatten_micrograph(images).astype(self.dtype)
+            x = flatten_micrograph(images, self.background_sigma).astype(self.dtype)
         else:
             mean = jnp.asarray(self.input_mean, jnp.float32)
             std = jnp.asarray(self.input_std, jnp.float32)

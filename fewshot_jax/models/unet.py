@@ -302,8 +302,10 @@ class UNet(nn.Module):
             skips = {name: jnp.zeros_like(intermediates[name]) for name in SKIP_LAYERS}
         # The full-resolution input, for decoders that use it — as the encoder sees it when
         # the encoder normalises micrographs itself (background, contrast, polarity).
-        micrograph = getattr(self.encoder, 'input_norm', 'channel') == 'micrograph'
-        skips['image'] = flatten_micrograph(images) if micrograph else images
+        if getattr(self.encoder, 'input_norm', 'channel') == 'micrograph':
+            skips['image'] = flatten_micrograph(images, self.encoder.background_sigma)
+        else:
+            skips['image'] = images
         return self.decoder(skips, train=train)
 
 

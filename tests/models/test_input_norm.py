@@ -11,9 +11,9 @@ from fewshot_jax.models import make_encoder
 from fewshot_jax.models.input_norm import flatten_micrograph
 
 
-def _reference(gray: np.ndarray) -> np.ndarray:
+def _reference(gray: np.ndarray, background_sigma: float = 1 / 16) -> np.ndarray:
     """The same steps with scipy and plain numpy, one image at a time."""
-    sigma = gray.shape[0] / 16
+    sigma = gray.shape[0] * background_sigma
     x = gray - ndimage.gaussian_filter(gray.astype(np.float64), sigma, mode='reflect', truncate=3.0)
     x = x / (x.std() + 1e-6)
     if np.mean(x**3) < 0:
@@ -41,6 +41,31 @@ def test_flatten_matches_a_scipy_reference():
     np.testing.assert_array_equal(out[..., 0], out[..., 2])
     for got, image in zip(out[..., 0], gray, strict=True):
         np.testing.assert_allclose(got, _reference(image), atol=2e-4)
+
+
+def test_a_wider_background_matches_the_reference_and_keeps_more_of_the_objects():
+    gray = _micrographs()
+    wide = np.asarray(flatten_micrograph(jnp.asarray(gray[..., None]), background_sigma=0.25))[..., 0]
+    for got, image in zip(wide, gray, strict=True):
+        np.testing.assert_allclose(got, _reference(image, 0.25), atol=2e-4)
+    assert not np.allclose(
+        wide, np.asarray(flatten_micrograph(jnp.asarray(gray[..., None])))[..., 0], atol=1e-2
+    )
+
+
+def test_the_encoder_flattens_with_its_configured_background():
+    x = jnp.asarray(np.repeat(_micrographs(2, 64)[..., None], 3, axis=-1))
+    wide = make_encoder({'depth': 18, 'width': 4, 'input_norm': 'micrograph', 'background_sigma': 0.25})
+    narrow = make_encoder({'depth': 18, 'width': 4, 'input_norm': 'micrograph'})
+    assert (wide.background_sigma, narrow.background_sigma) == (0.25, 1 / 16)
+    variables = wide.init(jax.random.PRNGKey(0), x)
+    assert not np.allclose(np.asarray(wide.apply(variables, x)[0]), np.asarray(narrow.apply(variables, x)[0]))
+
+
+@pytest.mark.parametrize('value', [0, -0.1, 1.5, 'wide', True])
+def test_a_background_outside_the_image_is_a_config_error(value):
+    with pytest.raises(ConfigError, match='model.background_sigma'):
+        make_encoder({'depth': 18, 'width': 4, 'input_norm': 'micrograph', 'background_sigma': value})
 
 
 def test_flatten_ignores_polarity_contrast_and_offset():
