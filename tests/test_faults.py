@@ -120,7 +120,17 @@ def _interrupt_when(args: list, marker: Path, timeout: float):
     """Runs ``args`` on one device, sends Ctrl-C once ``marker`` exists; (process, stderr)."""
     env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
     pipe = subprocess.PIPE
-    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=pipe, stderr=pipe, text=True)
+    # A run started in the background by a non-interactive shell inherits SIGINT ignored, and
+    # Python then never turns Ctrl-C into KeyboardInterrupt: give the child the default back.
+    proc = subprocess.Popen(
+        args,
+        cwd=REPO,
+        env=env,
+        stdout=pipe,
+        stderr=pipe,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + timeout
     try:
         while not marker.exists():
