@@ -120,17 +120,14 @@ def _interrupt_when(args: list, marker: Path, timeout: float):
     """Runs ``args`` on one device, sends Ctrl-C once ``marker`` exists; (process, stderr)."""
     env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
     pipe = subprocess.PIPE
-    # A run started in the background by a non-interactive shell inherits SIGINT ignored, and
-    # Python then never turns Ctrl-C into KeyboardInterrupt: give the child the default back.
-    proc = subprocess.Popen(
-        args,
-        cwd=REPO,
-        env=env,
-        stdout=pipe,
-        stderr=pipe,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    # A suite started in the background by a non-interactive shell inherits SIGINT ignored,
+    # which the child would inherit too, and Python then never raises KeyboardInterrupt. A
+    # Python handler here is not inherited through exec: the child starts with the default.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=pipe, stderr=pipe, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.time() + timeout
     try:
         while not marker.exists():

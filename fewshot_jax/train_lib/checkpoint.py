@@ -22,12 +22,15 @@ process resumes from its own.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import shutil
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -142,15 +145,13 @@ class RunCheckpointer:
         Every process calls it; with several processes, their data-iterator states
         are gathered first (orbax writes JSON items from process 0 only).
         """
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data=ocp.args.JsonSave(_gather_data_states(data_state)),
-                config=ocp.args.JsonSave(config),
-            ),
-            force=True,
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(_gather_data_states(data_state)),
+            config=ocp.args.JsonSave(config),
         )
+        with _interrupt_after():
+            self.manager.save(step, args=args, force=True)
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -209,6 +210,31 @@ class RunCheckpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+@contextlib.contextmanager
+def _interrupt_after():
+    """Holds a Ctrl-C that arrives inside the block until the block has run to its end.
+
+    Orbax starts an asynchronous save by creating its writer thread and then starting it;
+    a KeyboardInterrupt between the two leaves a thread that closing the manager cannot
+    join, and the run would end in a traceback instead of saying where it stopped. Only
+    where Ctrl-C raises KeyboardInterrupt (the main thread, the default handler).
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _gather_data_states(data_state: dict) -> dict:

@@ -112,3 +112,19 @@ def test_resumed_run_continues_state_and_data(tmp_path):
     )
     assert result.start_step == 6
     assert float(np.asarray(result.state['total'])[0]) == sum(range(1, 10))
+
+
+def test_ctrl_c_during_a_save_is_raised_once_the_save_has_started(tmp_path):
+    import os
+    import signal
+
+    ckpt = checkpoint.RunCheckpointer(tmp_path / 'checkpoints')
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with checkpoint._interrupt_after():
+            os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C came while orbax starts its writer
+            ckpt.save(1, {'w': jnp.ones(3)}, {'position': 1}, {'seed': 0})
+            done.append('saved')
+    ckpt.close()  # joins the writer: no "cannot join thread before it is started"
+    assert done == ['saved'] and ckpt.steps() == [1]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
