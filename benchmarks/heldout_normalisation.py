@@ -28,15 +28,23 @@ from heldout_features import describe, labeled_images  # noqa: E402
 
 def flattened(images: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """``flatten_micrograph`` of uint8 (n, H, W, 1) images at ``sigma``, and for each image
-    whether the polarity step turned it over (the result anti-correlated with the image)."""
+    whether its polarity step turned it over (the background-subtracted image, computed
+    again with scipy, has negative skewness)."""
     import jax.numpy as jnp
+    from scipy import ndimage
 
     from fewshot_jax.models.input_norm import flatten_micrograph
 
     plain = images[..., 0].astype(np.float64) / 255.0
     out = np.asarray(flatten_micrograph(jnp.asarray(plain[..., None], jnp.float32), sigma))[..., 0]
-    centred = plain - plain.mean(axis=(1, 2), keepdims=True)
-    turned = np.sum(out * centred, axis=(1, 2)) < 0
+    side = max(plain.shape[1:])
+    turned = np.array(
+        [
+            np.mean((image - ndimage.gaussian_filter(image, side * sigma, mode='reflect', truncate=3.0)) ** 3)
+            < 0
+            for image in plain
+        ]
+    )
     return out, turned
 
 
