@@ -26,25 +26,18 @@ sys.path.insert(0, str(REPO))
 from heldout_features import describe, labeled_images  # noqa: E402
 
 
-def flattened(images: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """``flatten_micrograph`` of uint8 (n, H, W, 1) images at ``sigma``, and for each image
-    whether its polarity step turned it over (the background-subtracted image, computed
-    again with scipy, has negative skewness)."""
+def flattened(plain: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """``flatten_micrograph`` of (n, H, W) images in [0, 1] at ``sigma``, and for each image
+    whether its polarity step turned it over (its background-subtracted image has negative
+    skewness)."""
     import jax.numpy as jnp
-    from scipy import ndimage
 
-    from fewshot_jax.models.input_norm import flatten_micrograph
+    from fewshot_jax.models.input_norm import _blur, flatten_micrograph
 
-    plain = images[..., 0].astype(np.float64) / 255.0
-    out = np.asarray(flatten_micrograph(jnp.asarray(plain[..., None], jnp.float32), sigma))[..., 0]
-    side = max(plain.shape[1:])
-    turned = np.array(
-        [
-            np.mean((image - ndimage.gaussian_filter(image, side * sigma, mode='reflect', truncate=3.0)) ** 3)
-            < 0
-            for image in plain
-        ]
-    )
+    gray = jnp.asarray(plain)
+    out = np.asarray(flatten_micrograph(gray[..., None], sigma))[..., 0]
+    high_pass = gray - _blur(gray, max(plain.shape[1:]) * sigma)
+    turned = np.asarray(jnp.mean(high_pass**3, axis=(1, 2)) < 0)
     return out, turned
 
 
@@ -55,19 +48,21 @@ def main() -> None:
     parser.add_argument('--sigmas', default='0.0625,0.25', help='background sigmas, fractions of the side')
     parser.add_argument('--folds', type=int, default=5)
     args = parser.parse_args()
+    from fewshot_jax.models.input_norm import CLIP_SD
     from fewshot_jax.probe.baselines import raw_pixels, texture_features
 
     images, labels, classes = labeled_images(args.family, args.size)
     print(f'# {args.family.name}: {len(labels)} images of {len(classes)} classes at {args.size} px')
     print(f'{"view":<28} {"pixels":>7} {"texture":>7} {"clipped":>8}  turned over, per class')
-    views = [('plain', images[..., 0].astype(np.float32) / 255.0, None)]
+    plain = images[..., 0].astype(np.float32) / 255.0
+    views = [('plain', plain, None)]
     for sigma in (float(s) for s in args.sigmas.split(',')):
-        out, turned = flattened(images, sigma)
+        out, turned = flattened(plain, sigma)
         views.append((f'flattened, sigma {sigma:g}', out, turned))
     for name, view, turned in views:
         pixels = describe(raw_pixels(view), labels, args.folds)['accuracy']
         texture = describe(texture_features(view), labels, args.folds)['accuracy']
-        clipped = np.mean(np.abs(view) >= 4.0) if turned is not None else 0.0
+        clipped = np.mean(np.abs(view) >= CLIP_SD) if turned is not None else 0.0
         per_class = (
             ', '.join(f'{c} {np.mean(turned[labels == i]):.2f}' for i, c in enumerate(classes))
             if turned is not None
