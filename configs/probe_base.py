@@ -66,8 +66,8 @@ def random_init_model() -> ml_collections.ConfigDict:
     model.dtype = 'float32'
     model.input_mean = IMAGENET_MEAN
     model.input_std = IMAGENET_STD
-    model.input_norm = 'channel'  # or 'micrograph' (models/input_norm.py)
-    model.background_sigma = 1 / 16  # 'micrograph' only: the background blur, x the side
+    model.input_norm = 'channel'  # or 'micrograph' / 'background' (models/input_norm.py)
+    model.background_sigma = 1 / 16  # not 'channel': the background blur, x the side
     return model
 
 

@@ -83,7 +83,8 @@ def ssl_config(method: str, dataset: str, preset: str) -> ml_collections.ConfigD
     c.model.input_std = (1.0, 1.0, 1.0)
     c.model.input_channels = 'rgb'
     # 'micrograph': flatten the background, unit contrast, one polarity (models/input_norm.py),
-    # the background being a Gaussian blur of sigma = background_sigma x the image side.
+    # the background being a Gaussian blur of sigma = background_sigma x the image side;
+    # 'background': the same background and polarity, the contrast divided by input_std only.
     c.model.input_norm = 'channel'
     c.model.background_sigma = 1 / 16
 

@@ -4,7 +4,16 @@
 for torchvision weights). ``'micrograph'`` removes what a transmission micrograph's
 imaging conditions add and the specimen does not: the slowly varying background
 (uneven illumination, film thickness), the overall contrast and the contrast polarity
-(bright-field vs dark-field, positive vs negative stain). Two views of one micrograph share
+(bright-field vs dark-field, positive vs negative stain). ``'background'`` removes the
+background and the polarity only: the contrast scale stays the one the image came with
+(the reader's per-image stretch), divided by the fixed ``std`` as ``'channel'`` does.
+
+Why both: the encoder normalises what it is given, and in pretraining that is a crop. The
+contrast of a crop depends on how many objects it happens to hold, so ``'micrograph'``
+rescales one object differently in two views of one micrograph when the objects are sparse,
+and an object's absolute contrast (its projected mass-thickness) stops being a property of
+the object. The exposure's contrast scale is a property of the whole micrograph, which the
+reader has already normalised. Two views of one micrograph share
 these per-image conditions, so a self-supervised pretext task can match views by them alone
 (benchmarks/RESULTS.md, "Where the gain goes": on the synthetic benchmark this option alone
 did not make pretraining beat random init). Being part of the encoder,
@@ -19,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-INPUT_NORMS = ('channel', 'micrograph')
+INPUT_NORMS = ('channel', 'micrograph', 'background')
 
 # The default background: a Gaussian blur of this fraction of the image side (features much
 # smaller than it survive; ``model.background_sigma``); the flattened image is clipped at this
@@ -57,14 +66,28 @@ def _blur(gray: jax.Array, sigma: float) -> jax.Array:
     return jnp.einsum('ij,njk,lk->nil', rows, gray, cols, precision=lax.Precision.HIGHEST)
 
 
+def _high_pass(images: jax.Array, background_sigma: float) -> jax.Array:
+    """(N, H, W) channel mean of ``images`` minus its Gaussian blur (sigma = ``background_sigma``
+    times the longer side)."""
+    gray = jnp.mean(images.astype(jnp.float32), axis=-1)
+    sigma = max(gray.shape[1], gray.shape[2]) * background_sigma
+    return gray - _blur(gray, sigma)
+
+
+def _one_polarity(x: jax.Array) -> jax.Array:
+    """(N, H, W) images turned over where their third moment is negative: the objects, the
+    sparse tail of the intensities, come out bright whatever their polarity."""
+    skew = jnp.mean(x**3, axis=(1, 2), keepdims=True)
+    return jnp.where(skew < 0, -x, x)
+
+
 def flatten_micrograph(images: jax.Array, background_sigma: float = BACKGROUND_SIGMA) -> jax.Array:
     """Background-flattened, unit-contrast, one-polarity version of micrographs.
 
     Per image: the channel mean, minus its Gaussian blur (sigma = ``background_sigma`` times
-    the longer side; 1/16 by default), divided by
-    its standard deviation; the sign is chosen so the image has positive skewness (the
-    objects, the sparse tail of the intensities, come out bright whatever their
-    polarity); clipped to +-4 standard deviations.
+    the longer side; 1/16 by default), divided by its standard deviation; the sign is chosen
+    so the image has positive skewness (the objects, the sparse tail of the intensities, come
+    out bright whatever their polarity); clipped to +-4 standard deviations.
 
     Args:
         images: float (N, H, W, C) in any intensity range.
@@ -75,11 +98,38 @@ def flatten_micrograph(images: jax.Array, background_sigma: float = BACKGROUND_S
     Returns:
         float32 (N, H, W, C), every channel the same, about zero mean and unit spread.
     """
-    gray = jnp.mean(images.astype(jnp.float32), axis=-1)
-    sigma = max(gray.shape[1], gray.shape[2]) * background_sigma
-    x = gray - _blur(gray, sigma)
-    x = x / (jnp.std(x, axis=(1, 2), keepdims=True) + 1e-6)
-    skew = jnp.mean(x**3, axis=(1, 2), keepdims=True)
-    x = jnp.where(skew < 0, -x, x)
+    x = _high_pass(images, background_sigma)
+    x = _one_polarity(x / (jnp.std(x, axis=(1, 2), keepdims=True) + 1e-6))
     x = jnp.clip(x, -CLIP_SD, CLIP_SD)
     return jnp.broadcast_to(x[..., None], images.shape)
+
+
+def subtract_background(
+    images: jax.Array, background_sigma: float = BACKGROUND_SIGMA, std: float = 1.0
+) -> jax.Array:
+    """Background-subtracted, one-polarity micrographs at the contrast scale they came with.
+
+    Per image: the channel mean minus its Gaussian blur (as in ``flatten_micrograph``), turned
+    over where its skewness is negative, divided by the fixed ``std``. Unlike
+    ``flatten_micrograph`` nothing depends on the image's own spread, so an object keeps its
+    contrast whatever else a crop holds.
+
+    Args:
+        images: float (N, H, W, C), in [0, 1] as the reader and the augmentations give them.
+        background_sigma: the blur's sigma as a fraction of the image side.
+        std: the fixed scale (the encoder's mean ``input_std``).
+
+    Returns:
+        float32 (N, H, W, C), every channel the same.
+    """
+    x = _one_polarity(_high_pass(images, background_sigma)) / std
+    return jnp.broadcast_to(x[..., None], images.shape)
+
+
+def normalise_input(images: jax.Array, input_norm: str, background_sigma: float, mean, std) -> jax.Array:
+    """``images`` (N, H, W, C) in [0, 1] as an encoder with ``input_norm`` sees them (float32)."""
+    if input_norm == 'micrograph':
+        return flatten_micrograph(images, background_sigma)
+    if input_norm == 'background':
+        return subtract_background(images, background_sigma, float(np.mean(std)))
+    return (images.astype(jnp.float32) - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)

@@ -41,7 +41,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fewshot_jax.models.input_norm import BACKGROUND_SIGMA, INPUT_NORMS, flatten_micrograph
+from fewshot_jax.models.input_norm import BACKGROUND_SIGMA, INPUT_NORMS, normalise_input
 from fewshot_jax.models.max_pool import stem_max_pool
 
 STAGE_DEPTHS = {
@@ -124,9 +124,10 @@ class ResNet(nn.Module):
         variant: 'v1.5' (torchvision) or 'keras' (Keras applications, v1).
         dtype: computation dtype (e.g. jnp.bfloat16); parameters stay float32.
         input_mean, input_std: per-channel normalisation of [0, 1] inputs.
-        input_norm: 'channel' (``(x - input_mean) / input_std``) or 'micrograph'
-            (background-flattened, unit-contrast, one-polarity; models/input_norm.py).
-        background_sigma: for 'micrograph', the background blur's sigma as a fraction of
+        input_norm: 'channel' (``(x - input_mean) / input_std``), 'micrograph'
+            (background-flattened, unit-contrast, one-polarity) or 'background' (background
+            subtracted, one polarity, divided by ``input_std``; models/input_norm.py).
+        background_sigma: for 'micrograph' and 'background', the background blur's sigma as a fraction of
             the image side (objects much smaller than it keep their interiors).
         zero_init_residual: start each block's last BatchNorm scale at zero.
         stem: 'imagenet' (7x7 stride-2 convolution and max-pool) or 'small'
@@ -177,12 +178,9 @@ class ResNet(nn.Module):
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f'ResNet expects images of shape (N, H, W, 3); got {images.shape}')
         keras = self.variant == 'keras'
-        if self.input_norm == 'micrograph':
-            x = flatten_micrograph(images, self.background_sigma).astype(self.dtype)
-        else:
-            mean = jnp.asarray(self.input_mean, jnp.float32)
-            std = jnp.asarray(self.input_std, jnp.float32)
-            x = ((images.astype(jnp.float32) - mean) / std).astype(self.dtype)
+        x = normalise_input(
+            images, self.input_norm, self.background_sigma, self.input_mean, self.input_std
+        ).astype(self.dtype)
         if self.input_channels == 'bgr':
             x = x[..., ::-1]
 

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from fewshot_jax.errors import is_count
-from fewshot_jax.models.input_norm import flatten_micrograph
+from fewshot_jax.models.input_norm import normalise_input
 
 SKIP_LAYERS = ('stem', 'stage1', 'stage2', 'stage3', 'stage4')
 DECODERS = ('paper', 'unet')
@@ -302,8 +302,11 @@ class UNet(nn.Module):
             skips = {name: jnp.zeros_like(intermediates[name]) for name in SKIP_LAYERS}
         # The full-resolution input, for decoders that use it — as the encoder sees it when
         # the encoder normalises micrographs itself (background, contrast, polarity).
-        if getattr(self.encoder, 'input_norm', 'channel') == 'micrograph':
-            skips['image'] = flatten_micrograph(images, self.encoder.background_sigma)
+        input_norm = getattr(self.encoder, 'input_norm', 'channel')
+        if input_norm != 'channel':
+            skips['image'] = normalise_input(
+                images, input_norm, self.encoder.background_sigma, None, self.encoder.input_std
+            )
         else:
             skips['image'] = images
         return self.decoder(skips, train=train)

@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from fewshot_jax.errors import ConfigError
 from fewshot_jax.models import make_encoder
-from fewshot_jax.models.input_norm import flatten_micrograph
+from fewshot_jax.models.input_norm import flatten_micrograph, subtract_background
 
 
 def _reference(gray: np.ndarray, background_sigma: float = 1 / 16) -> np.ndarray:
@@ -104,3 +104,44 @@ def test_micrograph_unet_sees_inverted_images_alike():
     logits = np.asarray(model.apply(variables, x))
     # Encoder features and the decoder's full-resolution image skip are both normalised.
     np.testing.assert_allclose(np.asarray(model.apply(variables, 1.0 - x)), logits, atol=1e-4)
+
+
+def _background_reference(gray: np.ndarray, background_sigma: float, std: float) -> np.ndarray:
+    """'background' with scipy and plain numpy, one image at a time: no rescaling, no clip."""
+    sigma = gray.shape[0] * background_sigma
+    x = gray - ndimage.gaussian_filter(gray.astype(np.float64), sigma, mode='reflect', truncate=3.0)
+    if np.mean(x**3) < 0:
+        x = -x
+    return x / std
+
+
+def test_subtract_background_matches_a_scipy_reference():
+    gray = _micrographs()
+    out = np.asarray(subtract_background(jnp.asarray(gray[..., None]), 1 / 16, 0.25))[..., 0]
+    for got, image in zip(out, gray, strict=True):
+        np.testing.assert_allclose(got, _background_reference(image, 1 / 16, 0.25), atol=2e-4)
+
+
+def test_subtract_background_keeps_each_object_s_contrast_whatever_the_crop_holds():
+    # One dark blob on a flat field, alone or beside a second one: 'micrograph' rescales the
+    # first blob by the image's spread, 'background' leaves it as it is.
+    size = 48
+    alone = np.full((size, size), 0.8, np.float32)
+    alone[6:18, 6:18] = 0.4
+    crowded = alone.copy()
+    crowded[30:42, 30:42] = 0.4
+    pair = jnp.asarray(np.stack([alone, crowded])[..., None])
+    kept = np.asarray(subtract_background(pair, 1 / 16))[..., 0]
+    rescaled = np.asarray(flatten_micrograph(pair))[..., 0]
+    np.testing.assert_allclose(kept[0, 6:18, 6:18], kept[1, 6:18, 6:18], atol=1e-5)
+    assert not np.allclose(rescaled[0, 6:18, 6:18], rescaled[1, 6:18, 6:18], atol=1e-2)
+    assert kept[0, 12, 12] > 0  # the dark blob comes out bright
+
+
+def test_the_background_encoder_divides_by_its_input_std_and_ignores_polarity():
+    x = np.repeat(_micrographs(2, 64)[..., None], 3, axis=-1)
+    encoder = make_encoder({'depth': 18, 'width': 4, 'input_norm': 'background', 'input_std': (0.5,) * 3})
+    variables = encoder.init(jax.random.PRNGKey(0), jnp.asarray(x))
+    pooled = np.asarray(encoder.apply(variables, jnp.asarray(x))[0])
+    turned = np.asarray(encoder.apply(variables, jnp.asarray(1.0 - x))[0])
+    np.testing.assert_allclose(turned, pooled, rtol=1e-4, atol=1e-5)
