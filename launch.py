@@ -28,6 +28,7 @@ from fewshot_jax.launch_errors import (
     error_line,
     flag_error_line,
 )
+from fewshot_jax.train_lib import signals
 from fewshot_jax.train_lib.xla_setup import prefer_eigen_convolutions_on_cpu
 
 # Before any jax import (XLA reads XLA_FLAGS once): on CPU, Eigen's weight-gradient
@@ -101,9 +102,9 @@ def _exit_with_one_line(err: BaseException, workdir: str, verbose: bool) -> None
     """The one error path: a known error becomes one ``error: ...`` line on stderr.
 
     The project's error types, ``OSError``s of the workdir (full disk, read-only, no
-    permission) and Ctrl-C print one line and exit with 1 (130 for Ctrl-C); the traceback
-    is in ``workdir/log.txt`` (``--verbosity=1`` also prints it). Anything else is a bug
-    and keeps its traceback.
+    permission), Ctrl-C and SIGTERM print one line and exit with 1 (130 for Ctrl-C, 143 for
+    SIGTERM); the traceback is in ``workdir/log.txt`` (``--verbosity=1`` also prints it).
+    Anything else is a bug and keeps its traceback.
     """
     line = error_line(err, workdir)
     if line is None:
@@ -113,7 +114,9 @@ def _exit_with_one_line(err: BaseException, workdir: str, verbose: bool) -> None
     sys.stderr.write(line + '\n')
     sys.stderr.flush()
     sys.stdout.flush()
-    code = EXIT_INTERRUPTED if isinstance(err, KeyboardInterrupt) else 1
+    code = 1
+    if isinstance(err, KeyboardInterrupt):
+        code = signals.EXIT_TERMINATED if signals.sigterm_received() else EXIT_INTERRUPTED
     jax = sys.modules.get('jax')
     if jax is not None and jax.process_count() > 1:
         sys.exit(code)  # the other processes of the job learn of the exit at shutdown
@@ -225,6 +228,9 @@ def main(argv):
         console.addFilter(lambda record: record.name != 'absl' or record.levelno >= logging.CRITICAL)
         sys.stderr = DropClosedLoopTracebacks(sys.stderr)
     config = _CONFIG.value
+    # A scheduler's SIGTERM stops the run as Ctrl-C does: the save in flight completes, one
+    # line says where it stopped, and the same command resumes (train_lib/signals.py).
+    signals.stop_on_sigterm()
     try:
         flags.FLAGS.workdir = first_run.prepare(config, flags.FLAGS['config'].config_filename, _WORKDIR.value)
         check_workdir_writable(flags.FLAGS.workdir)

@@ -116,8 +116,9 @@ def test_full_disk_during_a_checkpoint_names_the_step_and_where_a_rerun_resumes(
     assert 'resumed_from: 2' in rerun.stdout
 
 
-def _interrupt_when(args: list, marker: Path, timeout: float):
-    """Runs ``args`` on one device, sends Ctrl-C once ``marker`` exists; (process, stderr)."""
+def _interrupt_when(args: list, marker: Path, timeout: float, signum=signal.SIGINT):
+    """Runs ``args`` on one device, sends ``signum`` (Ctrl-C) once ``marker`` exists;
+    (process, stderr)."""
     env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
     pipe = subprocess.PIPE
     # A suite started in the background by a non-interactive shell inherits SIGINT ignored,
@@ -134,18 +135,19 @@ def _interrupt_when(args: list, marker: Path, timeout: float):
             assert proc.poll() is None, proc.stderr.read()[-2000:]
             assert time.time() < deadline, f'{marker} did not appear within {timeout} s'
             time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
     return proc, stderr
 
 
-def test_ctrl_c_says_where_the_run_stopped_and_a_rerun_resumes(tmp_path):
+@pytest.mark.parametrize(('signum', 'status'), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_says_where_the_run_stopped_and_a_rerun_resumes(tmp_path, signum, status):
     args = [sys.executable, str(REPO / 'launch.py'), TINY_PRETRAIN, f'--workdir={tmp_path}']
     args += ['--config.train.num_steps=100000']
-    proc, stderr = _interrupt_when(args, tmp_path / 'checkpoints' / '4', 180)
-    assert proc.returncode == 130, stderr[-3000:]
+    proc, stderr = _interrupt_when(args, tmp_path / 'checkpoints' / '4', 180, signum)
+    assert proc.returncode == status, stderr[-3000:]
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr[-3000:]
     assert lines[0].startswith('error: interrupted at step ')

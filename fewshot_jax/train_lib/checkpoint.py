@@ -30,7 +30,6 @@ import os
 import shutil
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +41,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from fewshot_jax import integrity
-from fewshot_jax.train_lib import sharding
+from fewshot_jax.train_lib import sharding, signals
 
 log = logging.getLogger(__name__)
 
@@ -214,27 +213,26 @@ class RunCheckpointer:
 
 @contextlib.contextmanager
 def _interrupt_after():
-    """Holds a Ctrl-C that arrives inside the block until the block has run to its end.
+    """Holds a Ctrl-C (or a SIGTERM) that arrives inside the block until the block has run to
+    its end.
 
     Orbax starts an asynchronous save by creating its writer thread and then starting it;
     a KeyboardInterrupt between the two leaves a thread that closing the manager cannot
     join, and the run would end in a traceback instead of saying where it stopped. Only
-    where Ctrl-C raises KeyboardInterrupt (the main thread, the default handler).
+    signals whose handler raises KeyboardInterrupt are held (``signals.interrupting_signals``).
     """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield
-        return
+    handlers = {s: signal.getsignal(s) for s in signals.interrupting_signals()}
     received = []
-    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    for signum in handlers:
+        signal.signal(signum, lambda signum, frame: received.append((signum, frame)))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     if received:
-        raise KeyboardInterrupt
+        signum, frame = received[0]
+        handlers[signum](signum, frame)  # raises KeyboardInterrupt, as it would have
 
 
 def _gather_data_states(data_state: dict) -> dict:

@@ -128,3 +128,27 @@ def test_ctrl_c_during_a_save_is_raised_once_the_save_has_started(tmp_path):
     ckpt.close()  # joins the writer: no "cannot join thread before it is started"
     assert done == ['saved'] and ckpt.steps() == [1]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigterm_during_a_save_is_held_and_raised_as_an_interrupt(tmp_path):
+    import os
+    import signal
+
+    from fewshot_jax.train_lib import signals
+
+    previous = signal.getsignal(signal.SIGTERM)
+    signals.stop_on_sigterm()
+    try:
+        ckpt = checkpoint.RunCheckpointer(tmp_path / 'checkpoints')
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with checkpoint._interrupt_after():
+                os.kill(os.getpid(), signal.SIGTERM)  # as if the scheduler stopped the job here
+                ckpt.save(1, {'w': jnp.ones(3)}, {'position': 1}, {'seed': 0})
+                done.append('saved')
+        ckpt.close()
+        assert done == ['saved'] and ckpt.steps() == [1]
+        assert signals.sigterm_received()
+        assert signal.getsignal(signal.SIGTERM) is signals._raise_interrupt
+    finally:
+        signal.signal(signal.SIGTERM, previous)
