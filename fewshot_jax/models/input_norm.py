@@ -4,22 +4,23 @@
 for torchvision weights). ``'micrograph'`` removes what a transmission micrograph's
 imaging conditions add and the specimen does not: the slowly varying background
 (uneven illumination, film thickness), the overall contrast and the contrast polarity
-(bright-field vs dark-field, positive vs negative stain). ``'background'`` removes the
-background and the polarity only: the contrast scale stays the one the image came with
-(the reader's per-image stretch), divided by the fixed ``std`` as ``'channel'`` does.
+(bright-field vs dark-field, positive vs negative stain). Two views of one micrograph share
+these per-image conditions, so a self-supervised pretext task can match views by them alone
+(benchmarks/RESULTS.md, "Where the gain goes": on the synthetic benchmark this option alone
+did not make pretraining beat random init). ``'background'`` removes the background and the
+polarity only: the contrast scale stays the one the image came with (the reader's per-image
+stretch), divided by the fixed ``std`` as ``'channel'`` does.
 
 Why both: the encoder normalises what it is given, and in pretraining that is a crop. The
 contrast of a crop depends on how many objects it happens to hold, so ``'micrograph'``
 rescales one object differently in two views of one micrograph when the objects are sparse,
 and an object's absolute contrast (its projected mass-thickness) stops being a property of
-the object. The exposure's contrast scale is a property of the whole micrograph, which the
-reader has already normalised. Two views of one micrograph share
-these per-image conditions, so a self-supervised pretext task can match views by them alone
-(benchmarks/RESULTS.md, "Where the gain goes": on the synthetic benchmark this option alone
-did not make pretraining beat random init). Being part of the encoder,
-the normalisation is applied identically in pretraining, probing and segmentation, and
-travels with the saved weights (``model.input_norm`` in the encoder's metadata).
-"""
+the object; the exposure's contrast scale is a property of the whole micrograph, which the
+reader has already normalised (benchmarks/RESULTS.md, "Contrast per view or per micrograph").
+
+Being part of the encoder, the normalisation is applied identically in pretraining, probing
+and segmentation, and travels with the saved weights (``model.input_norm`` in the encoder's
+metadata)."""
 
 from __future__ import annotations
 
