@@ -13,10 +13,10 @@ stretch), divided by the fixed ``std`` as ``'channel'`` does.
 
 Why both: the encoder normalises what it is given, and in pretraining that is a crop. The
 contrast of a crop depends on how many objects it happens to hold, so ``'micrograph'``
-rescales one object differently in two views of one micrograph when the objects are sparse,
-and an object's absolute contrast (its projected mass-thickness) stops being a property of
-the object; the exposure's contrast scale is a property of the whole micrograph, which the
-reader has already normalised (benchmarks/RESULTS.md, "Contrast per view or per micrograph").
+rescales one object differently in two views of one micrograph when the objects are sparse;
+``'background'`` leaves the contrast scale to the reader, which sets it once per whole
+micrograph. On six held-out tuning runs the two were level (benchmarks/RESULTS.md,
+"Contrast per view or per micrograph"); which suits a data set is for its own tuning split.
 
 Being part of the encoder, the normalisation is applied identically in pretraining, probing
 and segmentation, and travels with the saved weights (``model.input_norm`` in the encoder's
