@@ -32,11 +32,11 @@ def flattened(plain: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     skewness)."""
     import jax.numpy as jnp
 
-    from fewshot_jax.models.input_norm import _blur, flatten_micrograph
+    from fewshot_jax.models.input_norm import _high_pass, flatten_micrograph
 
-    gray = jnp.asarray(plain)
-    out = np.asarray(flatten_micrograph(gray[..., None], sigma))[..., 0]
-    high_pass = gray - _blur(gray, max(plain.shape[1:]) * sigma)
+    images = jnp.asarray(plain)[..., None]
+    out = np.asarray(flatten_micrograph(images, sigma))[..., 0]
+    high_pass = _high_pass(images, sigma)
     turned = np.asarray(jnp.mean(high_pass**3, axis=(1, 2)) < 0)
     return out, turned
 

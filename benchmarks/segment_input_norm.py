@@ -58,12 +58,6 @@ def tiles(array: np.ndarray) -> np.ndarray:
     return array.reshape(n, TILE, n, TILE).swapaxes(1, 2).reshape(n * n, TILE, TILE)
 
 
-def dice(pred: np.ndarray, true: np.ndarray) -> float:
-    both = np.logical_and(pred, true).sum()
-    total = pred.sum() + true.sum()
-    return 1.0 if total == 0 else 2 * both / total
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--encoders', required=True, help='comma-separated encoder specs (workdirs, ...)')
@@ -73,6 +67,7 @@ def main() -> None:
 
     from fewshot_jax import load_encoder
     from fewshot_jax.segment import fit
+    from fewshot_jax.segment.metrics import dice
 
     specs = args.encoders.split(',')
     encoders = {spec: load_encoder(spec) for spec in specs}
@@ -84,11 +79,11 @@ def main() -> None:
         order = rng.permutation(len(images))
         train, held = order[:4], order[4:12]
         threshold = threshold_otsu(images[held])
-        rows['otsu'].append(np.median([dice(images[i] > threshold, masks[i]) for i in held]))
+        rows['otsu'].append(np.median(dice(images[held] > threshold, masks[held])))
         for spec, encoder in encoders.items():
             segmenter = fit(encoder, images[train], masks[train], progress=False)
             prob = segmenter.predict(images[held])
-            rows[spec].append(np.median([dice(p > 0.5, masks[i]) for p, i in zip(prob, held, strict=True)]))
+            rows[spec].append(np.median(dice(prob, masks[held])))
         print(f'field {field}: ' + ', '.join(f'{Path(k).name} {v[-1]:.3f}' for k, v in rows.items()))
     for name, values in rows.items():
         per_field = ', '.join(f'{v:.3f}' for v in values)

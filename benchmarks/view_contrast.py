@@ -15,27 +15,23 @@ the share of views whose polarity differs from the whole image's::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'benchmarks'))
+sys.path[:0] = [str(REPO), str(REPO / 'benchmarks')]
 
 from heldout_features import labeled_images  # noqa: E402
 
 
 def _demo_augment(method: str, size: int):
-    """The ``:demo`` preset's augmentation settings of ``configs/METHOD_tem.py``."""
+    """The ``:demo`` preset's augmentation settings of the method's micrograph config."""
+    from configs.ssl_base import ssl_config
     from fewshot_jax.pretrain.augment.config import augment_config_from
 
-    path = REPO / 'configs' / f'{method}_tem.py'
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return augment_config_from(module.get_config('demo').augment, size)
+    return augment_config_from(ssl_config(method, 'tem', 'demo').augment, size)
 
 
 def scale_and_skew(images, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--root', type=Path, required=True, help='folder holding one folder per family')
     parser.add_argument('--families', default='crystals,composites,nanoparticles,assemblies')
-    parser.add_argument('--method', default='simclr', choices=('simclr', 'barlow'))
+    parser.add_argument('--method', default='simclr', choices=('simclr', 'barlow_twins'))
     parser.add_argument('--size', type=int, default=64, help='encoder input side in px')
     parser.add_argument('--sigma', type=float, default=1 / 16, help='background sigma, fraction of the side')
     parser.add_argument('--repeats', type=int, default=4, help='view pairs drawn per image')
