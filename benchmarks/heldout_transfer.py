@@ -47,8 +47,19 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 REPO = Path(__file__).resolve().parents[1]
-# --orientations → the probe workdir's suffix ('default': the probe preset's setting).
+# --orientations and --pooling → the probe workdir's suffix ('default': the probe preset's setting).
 ORIENTATION_SUFFIX = {'default': '', 'on': '_orient8', 'off': '_orient1'}
+POOLING_SUFFIX = {'default': '', 'average': '_avgpool', 'gem': '_gem'}
+
+
+def probe_options(orientations: str, pooling: str) -> tuple[str, list[str]]:
+    """The probe workdir's suffix and the config overrides of ``--orientations``, ``--pooling``."""
+    suffix = ORIENTATION_SUFFIX[orientations] + POOLING_SUFFIX[pooling]
+    overrides = [] if orientations == 'default' else [
+        f'--config.probe.average_orientations={orientations == "on"}'
+    ]
+    overrides += [] if pooling == 'default' else [f'--config.probe.pooling={pooling}']
+    return suffix, overrides
 
 
 def run(args: list[str], log: Path) -> None:
@@ -119,17 +130,16 @@ def probe(
     runs: Path,
     steps: tuple[int, ...] = (),
     orientations: str = 'default',
+    pooling: str = 'default',
 ) -> Path:
     """The nanowire probe's ``:demo`` on the family's labeled folder: the pretrained encoder,
     its own init, raw pixels, texture and, for each of ``steps``, the checkpoint of that step
     (named ``step<N>``). ``orientations``: 'default' (the preset's), 'on' or 'off' sets
-    ``probe.average_orientations`` (and names the workdir ``…_orient8`` / ``…_orient1``)."""
+    ``probe.average_orientations`` (and names the workdir ``…_orient8`` / ``…_orient1``);
+    ``pooling``: 'default', 'average' or 'gem' sets ``probe.pooling`` (``…_avgpool`` / ``…_gem``)."""
     at_steps = f'_steps{"-".join(map(str, steps))}' if steps else ''
-    suffix = ORIENTATION_SUFFIX[orientations]
+    suffix, options = probe_options(orientations, pooling)
     workdir = runs / f'probe_{encoder.name}_{layer.replace("+", "_")}_{size}{at_steps}{suffix}'
-    averaging = (
-        [] if orientations == 'default' else [f'--config.probe.average_orientations={orientations == "on"}']
-    )
     results = workdir / 'probe' / 'results.csv'
     # A probe older than the encoder it names probed another run under the same name.
     encoder_written = (encoder / 'encoder' / 'encoder.json').stat().st_mtime
@@ -149,7 +159,7 @@ def probe(
                 f'--config.probe.layer={layer}',
                 f'--config.probe.encoders={encoders}',
                 '--config.probe.shots=(1,2,4,8,16,32)',
-                *averaging,
+                *options,
             ],
             runs / f'{workdir.name}.log',
         )
@@ -265,6 +275,12 @@ def main() -> None:
         choices=('default', 'on', 'off'),
         help="probe features averaged over the 8 orientations: the preset's, or on / off",
     )
+    parser.add_argument(
+        '--pooling',
+        default='default',
+        choices=tuple(POOLING_SUFFIX),
+        help="how the probe pools the last feature map: the preset's, average or gem",
+    )
     args = parser.parse_args()
     if args.override and not args.tag:
         parser.error('--override needs --tag, so the candidate runs do not reuse the preset runs')
@@ -280,7 +296,15 @@ def main() -> None:
                     args.root, family, method, seed, args.runs, args.override, args.tag, args.preset
                 )
                 results = probe(
-                    args.root, family, encoder, args.layer, args.size, args.runs, steps, args.orientations
+                    args.root,
+                    family,
+                    encoder,
+                    args.layer,
+                    args.size,
+                    args.runs,
+                    steps,
+                    args.orientations,
+                    args.pooling,
                 )
                 tables.append(accuracies(results))
             recipe = f' + {" ".join(args.override)}' if args.override else ''
@@ -288,13 +312,15 @@ def main() -> None:
             heading += f' · probe.layer={args.layer} · {args.size} px'
             if args.orientations != 'default':
                 heading += f' · orientations averaged: {args.orientations}'
+            if args.pooling != 'default':
+                heading += f' · pooling: {args.pooling}'
             for name in ('pretrained', *(f'step{n}' for n in steps)):
                 print(f'\n{heading}{"" if name == "pretrained" else " · " + name}')
                 for k, row in print_rows(tables, name, ks).items():
                     summary[f'{family}/{method}/{k}' + ('' if name == 'pretrained' else f'/{name}')] = row
     preset = '' if args.preset == 'demo' else '_' + args.preset
     tag = '_' + args.tag if args.tag else ''
-    suffix = ORIENTATION_SUFFIX[args.orientations]
+    suffix, _ = probe_options(args.orientations, args.pooling)
     name = f'summary{preset}{tag}_{args.layer.replace("+", "_")}_{args.size}{suffix}.json'
     (args.runs / name).write_text(json.dumps(summary, indent=1))
 

@@ -123,6 +123,10 @@ def probe_config(
     # on the held-out tuning families it lifts the random init more than a pretrained encoder
     # (benchmarks/RESULTS.md, "Two rules fixed before their runs").
     c.probe.average_orientations = False
+    # How the last feature map becomes one vector: 'average' (the network's global average,
+    # the paper's) or 'gem' (generalised mean, power 3: weights the locations where a filter
+    # answers most; fewshot_jax/probe/pooling.py).
+    c.probe.pooling = 'average'
     c.probe.encode_batch = 64
     c.probe.mode = 'protocol'  # or 'tuning': 4-fold CV inside the training part (Fig. 8)
     c.probe.head = 'logistic'  # any of logistic, ridge, knn, adam; comma-separated for several

@@ -22,7 +22,9 @@ With ``average_orientations`` an encoder's features are the mean of its pooled f
 over the eight orientations of each image (four quarter turns, each also mirrored): a
 micrograph has no preferred orientation, and the mean makes the features exactly
 invariant to it where a network is so only approximately. Baselines are never averaged:
-their definitions stay fixed.
+their definitions stay fixed. ``pooling`` ('average', the network's own, or 'gem';
+:mod:`fewshot_jax.probe.pooling`) is how a feature map becomes a vector; baselines ignore
+it too.
 
 ``bn-stats:<weight spec>`` is the BatchNorm-statistics-only control
 (``fewshot_jax.probe.bn_stats``): the spec's weights unchanged, its BatchNorm running
@@ -55,6 +57,7 @@ import numpy as np
 
 from fewshot_jax.integrity import IntegrityError
 from fewshot_jax.probe import bn_stats
+from fewshot_jax.probe import pooling as pooling_lib
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,7 @@ def make_extractor(
     batch_size: int = 64,
     raw_pixel_side: int = 32,
     average_orientations: bool = False,
+    pooling: str = 'average',
 ) -> Extractor:
     """Builds the extractor a spec names.
 
@@ -147,12 +151,16 @@ def make_extractor(
         raw_pixel_side: side of the block-mean image of ``'raw-pixels'``.
         average_orientations: an encoder's features averaged over the image's eight
             orientations (:func:`pooled_features`); baselines ignore it.
+        pooling: how an encoder's feature maps become vectors, 'average' or 'gem'
+            (:mod:`fewshot_jax.probe.pooling`); baselines ignore it.
 
     Raises:
         FeatureError: an unknown spec, or 'random-init' without a model.
+        fewshot_jax.probe.pooling.PoolingError: an unknown pooling.
         fewshot_jax.models.weights.WeightsError: a weight spec naming no usable encoder.
     """
     name = name or spec
+    pooling_lib.check_pooling(pooling)
     if spec in BASELINES:
         from fewshot_jax.probe import baselines
 
@@ -173,7 +181,9 @@ def make_extractor(
 
     if bn_stats.base_spec(spec) is not None:
         init = load_encoder(bn_stats.base_spec(spec))
-        return _bn_stats_extractor(Encoder, init, spec, name, layer, batch_size, average_orientations)
+        return _bn_stats_extractor(
+            Encoder, init, spec, name, layer, batch_size, average_orientations, pooling
+        )
     if spec == RANDOM_INIT:
         if model is None:
             raise FeatureError(
@@ -184,32 +194,49 @@ def make_extractor(
     else:
         encoder = load_encoder(spec)
     layer_names(layer)  # a bad layer stops here, before any image is encoded
-    fingerprint = _encoder_fingerprint(encoder, layer, average_orientations)
+    fingerprint = _encoder_fingerprint(encoder, layer, average_orientations, pooling)
 
     def extract(images):
-        return pooled_features(encoder, images, layer, batch_size, average_orientations)
+        return pooled_features(encoder, images, layer, batch_size, average_orientations, pooling)
 
     return Extractor(name, spec, fingerprint, extract, dict(encoder.config))
 
 
 def pooled_features(
-    encoder, images, layer: str = 'pooled', batch_size: int = 64, average_orientations: bool = False
+    encoder,
+    images,
+    layer: str = 'pooled',
+    batch_size: int = 64,
+    average_orientations: bool = False,
+    pooling: str = 'average',
 ) -> np.ndarray:
     """The probe's features: ``layer`` of ``encoder`` on ``images`` (several layers joined by '+'
-    are each global-average pooled, then concatenated; :func:`layer_names`).
+    are each pooled, then concatenated; :func:`layer_names`).
 
-    With ``average_orientations``, the mean of those features over the eight orientations of
-    each image (quarter turns 0-3, each also mirrored left-right): exactly invariant to the
-    orientation a micrograph happened to be recorded in, at eight times the encoding cost.
+    ``pooling`` reduces each feature map to a vector (:mod:`fewshot_jax.probe.pooling`):
+    'average' is the network's own global average ('pooled'), 'gem' the generalised mean
+    of the same last-stage map. With ``average_orientations``, the mean of those features
+    over the eight orientations of each image (quarter turns 0-3, each also mirrored
+    left-right): exactly invariant to the orientation a micrograph happened to be recorded
+    in, at eight times the encoding cost.
     """
+    pooling_lib.check_pooling(pooling)
     layers = layer_names(layer)
+    # Under a pooling other than the network's average, 'pooled' is the last stage's map
+    # reduced by that pooling.
+    maps = {n: ('stage4' if n == 'pooled' and pooling != 'average' else n) for n in layers}
+    requested = tuple(dict.fromkeys(maps.values()))
     images = np.asarray(images)
     views = tuple(_orientations(images)) if average_orientations else (images,)
     total = None
     for view in views:
-        out = encoder.encode(view, layer=layers, batch_size=batch_size, num_devices=None)
+        out = encoder.encode(view, layer=requested, batch_size=batch_size, num_devices=None)
         pooled = np.concatenate(
-            [out[n] if out[n].ndim == 2 else out[n].mean(axis=(1, 2)) for n in layers], axis=1
+            [
+                out[maps[n]] if out[maps[n]].ndim == 2 else pooling_lib.pool_map(out[maps[n]], pooling)
+                for n in layers
+            ],
+            axis=1,
         )
         total = pooled if total is None else total + pooled
     return total / len(views)
@@ -246,11 +273,18 @@ def layer_names(layer: str) -> tuple[str, ...]:
 
 
 def _bn_stats_extractor(
-    encoder_cls, init, spec: str, name: str, layer: str, batch_size: int, average_orientations: bool
+    encoder_cls,
+    init,
+    spec: str,
+    name: str,
+    layer: str,
+    batch_size: int,
+    average_orientations: bool,
+    pooling: str,
 ) -> Extractor:
     # The images are part of the cache key already; the batch size shapes the train-mode
     # statistics of every layer after the first, so it is part of the extractor.
-    content = _encoder_fingerprint(init, layer, average_orientations)
+    content = _encoder_fingerprint(init, layer, average_orientations, pooling)
     fingerprint = _hash(f'bn-stats/batch={batch_size}/{content}'.encode())
 
     def extract(images):
@@ -258,7 +292,7 @@ def _bn_stats_extractor(
             init.module, init.variables, images, batch_size=batch_size
         )
         encoder = encoder_cls(variables, init.config, name=name, step=init.step, source=spec)
-        return pooled_features(encoder, images, layer, batch_size, average_orientations)
+        return pooled_features(encoder, images, layer, batch_size, average_orientations, pooling)
 
     return Extractor(name, spec, fingerprint, extract, dict(init.config))
 
@@ -275,12 +309,17 @@ def _random_encoder(encoder_cls, model: dict, seed: int, name: str):
     return encoder_cls(variables, model, name=name, source=f'{RANDOM_INIT}@seed={seed}')
 
 
-def _encoder_fingerprint(encoder, layer: str, average_orientations: bool = False) -> str:
+def _encoder_fingerprint(
+    encoder, layer: str, average_orientations: bool = False, pooling: str = 'average'
+) -> str:
     import jax
 
     digest = hashlib.sha256()
-    if average_orientations:  # absent when off, so caches of plain features stay valid
+    # Each option is absent from the hash at its default, so caches of plain features stay valid.
+    if average_orientations:
         digest.update(b'average_orientations')
+    if pooling != 'average':
+        digest.update(f'pooling={pooling}'.encode())
     config = {k: v for k, v in encoder.config.items() if k != 'init'}
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     digest.update(layer.encode())

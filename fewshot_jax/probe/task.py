@@ -329,6 +329,7 @@ def build_extractors(config) -> list[features_lib.Extractor]:
         'layer': config.probe.get('layer', 'pooled'),
         'batch_size': int(config.probe.get('encode_batch', 64)),
         'average_orientations': bool(config.probe.get('average_orientations', False)),
+        'pooling': str(config.probe.get('pooling', 'average')),
     }
     built: dict[str, features_lib.Extractor] = {}
     for name, spec in parsed:

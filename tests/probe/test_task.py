@@ -106,13 +106,14 @@ def test_a_rerun_skips_and_a_changed_config_reuses_the_cached_features(probe_run
     assert again['accuracy'] == summary['accuracy']
 
 
-def test_the_orientation_switch_reaches_encoders_and_not_baselines(pretrained):
+@pytest.mark.parametrize('switch', [{'average_orientations': True}, {'pooling': 'gem'}])
+def test_the_feature_switches_reach_encoders_and_not_baselines(pretrained, switch):
     from fewshot_jax.probe.task import build_extractors
 
     entries = (f'BT tiny=checkpoint:{pretrained}', 'random-init', 'texture=texture')
     plain = build_extractors(_tiny(encoders=entries))
-    averaged = build_extractors(_tiny(encoders=entries, average_orientations=True))
-    changed = [a.fingerprint != b.fingerprint for a, b in zip(plain, averaged, strict=True)]
+    switched = build_extractors(_tiny(encoders=entries, **switch))
+    changed = [a.fingerprint != b.fingerprint for a, b in zip(plain, switched, strict=True)]
     assert changed == [True, True, False]
 
 
