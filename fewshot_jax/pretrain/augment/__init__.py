@@ -12,7 +12,9 @@ from fewshot_jax.pretrain.augment.photometric import (
     adjust_gamma,
     color_jitter,
     gaussian_blur,
+    lower_dose,
     micrograph_ops,
+    noise_level,
 )
 from fewshot_jax.pretrain.augment.views import (
     area_crop_window,
@@ -38,7 +40,9 @@ __all__ = [
     'crop_resize',
     'crop_window',
     'gaussian_blur',
+    'lower_dose',
     'micrograph_ops',
+    'noise_level',
     'resize_batch',
     'two_views',
 ]

@@ -109,6 +109,15 @@ class AugmentConfig:
         noise_prob: probability of adding Gaussian noise.
         noise_std: (lo, hi) noise standard deviation (in [0, 1] intensity units),
             drawn uniformly; one noise field for all three channels.
+        dose: (lo, hi) fraction f of the recorded dose a view keeps, drawn uniformly per
+            view; (1, 1) disables the op. Shot noise is what a lower dose changes: at a
+            fraction f of the dose, the noise's standard deviation relative to the signal
+            grows by 1 / sqrt(f), so white noise of variance sigma^2 (1/f - 1) is added to
+            the stored image before the crop, sigma being the image's own noise level
+            (estimated from neighbouring pixels; `photometric.noise_level`). A series is
+            recorded at doses that differ between exposures and no class depends on the
+            dose; independent draws per view also stop two overlapping crops from sharing
+            their noise exactly, a cue the pretext could match without the specimen.
         illumination: max amplitude a of a smooth random illumination field: each view
             is multiplied by 1 + a' * f, with a' uniform in [0, a] and f a 4x4 grid of
             standard normals resized smoothly to the image; 0 disables the op. Uneven
@@ -140,6 +149,7 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     noise_prob: float = 0.0
     noise_std: tuple[float, float] = (0.0, 0.05)
+    dose: tuple[float, float] = (1.0, 1.0)
     illumination: float = 0.0
     paired_channels: bool = False
 
@@ -192,6 +202,7 @@ class AugmentConfig:
             _check_probability(name, getattr(self, name))
         _check_range('blur_sigma', self.blur_sigma, 0.0, _MAX_BLUR_SIGMA, low_open=True)
         _check_range('noise_std', self.noise_std, 0.0, 1.0)
+        _check_range('dose', self.dose, 0.0, 1.0, low_open=True)
         if not _is_number(self.illumination) or not 0.0 <= self.illumination <= 1.0:
             raise AugmentConfigError(
                 f'augment.illumination must be a max amplitude in [0, 1], got {self.illumination!r}'
@@ -232,7 +243,7 @@ def augment_config_from(cfg: Mapping, output_size: int) -> AugmentConfig:
         cfg: an ml_collections ConfigDict (or any mapping) with any of the keys
             crop, crop_range, window, crop_area, crop_ratio, flip_prob, rotate90, jitter_prob,
             brightness, contrast, saturation, hue, gamma, invert_prob, blur_prob,
-            blur_sigma, noise_prob, noise_std, illumination, paired_channels. Missing
+            blur_sigma, noise_prob, noise_std, dose, illumination, paired_channels. Missing
             keys take the `AugmentConfig` defaults, which leave the new ops off.
         output_size: side of the stored images the views are cut from, in pixels (the
             model's input size); with crop='window' the views are `window` of it.

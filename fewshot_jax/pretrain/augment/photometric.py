@@ -96,6 +96,44 @@ def _blur_radius(cfg: AugmentConfig) -> int:
     return max(1, math.ceil(3.0 * cfg.blur_sigma[1]))
 
 
+def noise_level(image: jax.Array) -> jax.Array:
+    """The standard deviation of an image's white noise, from its horizontal neighbours.
+
+    The difference of two neighbouring pixels holds twice the noise variance and, away
+    from edges, little of the specimen; the median absolute deviation of those differences
+    (x 1.4826, the normal distribution's factor) ignores the edges. Of the first channel
+    (views are grayscale replicated to three).
+
+    Args:
+        image: float32 (H, W, C), W >= 2.
+
+    Returns:
+        A float32 scalar, in the image's intensity units.
+    """
+    gray = image[..., 0]
+    diff = gray[:, 1:] - gray[:, :-1]
+    mad = jnp.median(jnp.abs(diff - jnp.median(diff)))
+    return 1.4826 * mad / math.sqrt(2.0)
+
+
+def lower_dose(key, image: jax.Array, cfg: AugmentConfig) -> jax.Array:
+    """The image as if recorded at a fraction f ~ U(cfg.dose) of its dose: white noise of
+    variance ``noise_level(image)^2 (1/f - 1)`` added (one field for all channels), clipped
+    to [0, 1]. Returns ``image`` unchanged when ``cfg.dose`` is (1, 1).
+
+    Weak-contrast bright-field images sit near their mean intensity, so their shot noise
+    is close to uniform over the field and a Gaussian of constant variance stands in for
+    the Poisson counts the file no longer holds.
+    """
+    if tuple(cfg.dose) == (1.0, 1.0):
+        return image
+    fraction_key, field_key = jax.random.split(key)
+    fraction = jax.random.uniform(fraction_key, (), jnp.float32, *cfg.dose)
+    sigma = noise_level(image) * jnp.sqrt(1.0 / fraction - 1.0)
+    field = sigma * jax.random.normal(field_key, image.shape[:2] + (1,), jnp.float32)
+    return jnp.clip(image + field, 0.0, 1.0)
+
+
 def micrograph_ops(key, image: jax.Array, cfg: AugmentConfig) -> jax.Array:
     """Intensity inversion, Gaussian blur, Gaussian noise (each with its own probability) and
     a smooth random illumination field.

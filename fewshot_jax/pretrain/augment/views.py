@@ -35,7 +35,7 @@ from fewshot_jax.pretrain.augment.config import (
     AugmentConfigError,
     AugmentInputError,
 )
-from fewshot_jax.pretrain.augment.photometric import color_jitter, micrograph_ops
+from fewshot_jax.pretrain.augment.photometric import color_jitter, lower_dose, micrograph_ops
 
 __all__ = [
     'area_crop_window',
@@ -194,7 +194,8 @@ def pixel_window(key, image, size: int) -> jax.Array:
 
 
 def augment_image(key, image, cfg: AugmentConfig) -> jax.Array:
-    """Augments one image: crop-resize, flip, 90-degree rotation, colour jitter, micrograph ops.
+    """Augments one image: a lower dose, crop-resize, flip, 90-degree rotation, colour jitter,
+    micrograph ops.
 
     Args:
         key: a JAX PRNG key; the output is a pure function of (key, image).
@@ -209,6 +210,9 @@ def augment_image(key, image, cfg: AugmentConfig) -> jax.Array:
         AugmentInputError: on a shape or dtype other than the above.
     """
     image = _to_float_rgb(image)
+    # Before the crop, so the added noise is resampled with the recorded noise it imitates;
+    # a folded key leaves every other draw as it was without the op.
+    image = lower_dose(jax.random.fold_in(key, 5), image, cfg)
     height, width = image.shape[0], image.shape[1]
     crop_key, flip_key, jitter_key = jax.random.split(key, 3)
     size = cfg.output_size
