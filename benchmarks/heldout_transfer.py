@@ -55,9 +55,9 @@ POOLING_SUFFIX = {'default': '', 'average': '_avgpool', 'gem': '_gem'}
 def probe_options(orientations: str, pooling: str) -> tuple[str, list[str]]:
     """The probe workdir's suffix and the config overrides of ``--orientations``, ``--pooling``."""
     suffix = ORIENTATION_SUFFIX[orientations] + POOLING_SUFFIX[pooling]
-    overrides = [] if orientations == 'default' else [
-        f'--config.probe.average_orientations={orientations == "on"}'
-    ]
+    overrides = (
+        [] if orientations == 'default' else [f'--config.probe.average_orientations={orientations == "on"}']
+    )
     overrides += [] if pooling == 'default' else [f'--config.probe.pooling={pooling}']
     return suffix, overrides
 

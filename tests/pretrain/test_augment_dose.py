@@ -43,9 +43,7 @@ def test_noise_level_matches_a_loop_and_reads_the_white_noise_not_the_specimen()
 def test_a_fixed_dose_fraction_raises_the_noise_by_one_over_its_square_root(fraction):
     sigma = 0.02
     images, clean = _noisy_field(sigma, shape=(6, 64, 64), seed=1)
-    cfg = AugmentConfig(
-        output_size=64, crop='none', dose=(fraction, fraction), **NO_JITTER
-    )
+    cfg = AugmentConfig(output_size=64, crop='none', dose=(fraction, fraction), **NO_JITTER)
     views = np.asarray(batch_fn(jax.random.key(0), images[..., None], cfg), np.float64)
     np.testing.assert_array_equal(views[..., 0], views[..., 2])  # one field for all channels
     residual = views[..., 0] - clean

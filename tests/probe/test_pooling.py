@@ -72,9 +72,7 @@ def test_gem_features_pool_the_last_stage_map_and_average_stays_the_networks_poo
         gem.extract(images), _loop_pool(stage4, pooling.GEM_POWER), rtol=1e-4, atol=1e-6
     )
     # Several layers: each map pooled the same way, 'pooled' standing for the last stage.
-    joined = features.make_extractor(
-        'random-init', model=TINY, seed=2, pooling='gem', layer='stage3+pooled'
-    )
+    joined = features.make_extractor('random-init', model=TINY, seed=2, pooling='gem', layer='stage3+pooled')
     want = np.concatenate(
         [_loop_pool(stage3, pooling.GEM_POWER), _loop_pool(stage4, pooling.GEM_POWER)], axis=1
     )
