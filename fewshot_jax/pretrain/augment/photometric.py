@@ -101,8 +101,8 @@ def noise_level(image: jax.Array) -> jax.Array:
 
     The difference of two neighbouring pixels holds twice the noise variance and, away
     from edges, little of the specimen; the median absolute deviation of those differences
-    (x 1.4826, the normal distribution's factor) ignores the edges. Of the first channel
-    (views are grayscale replicated to three).
+    (x 1.4826, the normal distribution's factor) ignores the edges. Read from the first
+    channel (a micrograph arrives as grayscale replicated to three).
 
     Args:
         image: float32 (H, W, C), W >= 2.
