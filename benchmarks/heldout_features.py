@@ -47,12 +47,18 @@ def describe(features: np.ndarray, labels: np.ndarray, folds: int) -> dict:
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
     split = StratifiedKFold(folds, shuffle=True, random_state=0)
     accuracy = cross_val_score(model, features, labels, cv=split).mean()
+    rank, top_share = spread_of(features)
+    return {'accuracy': float(accuracy), 'effective_rank': rank, 'top_share': top_share}
+
+
+def spread_of(features: np.ndarray) -> tuple[float, float]:
+    """Effective rank (exp of the entropy of the normalised squared singular values of the
+    standardised features) and the share of the top direction."""
     spread = features.std(axis=0)
     standard = (features - features.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
     power = np.linalg.svd(standard, compute_uv=False) ** 2
     share = power / power.sum()
-    rank = float(np.exp(-np.sum(share * np.log(share + 1e-12))))
-    return {'accuracy': float(accuracy), 'effective_rank': rank, 'top_share': float(share[0])}
+    return float(np.exp(-np.sum(share * np.log(share + 1e-12)))), float(share[0])
 
 
 def main() -> None:
