@@ -125,7 +125,8 @@ def probe_config(
     c.probe.average_orientations = False
     # How the last feature map becomes one vector: 'average' (the network's global average,
     # the paper's) or 'gem' (generalised mean, power 3: weights the locations where a filter
-    # answers most; fewshot_jax/probe/pooling.py).
+    # answers most; fewshot_jax/probe/pooling.py). The average: GeM did not meet its rule on
+    # the held-out tuning families (benchmarks/RESULTS.md, "Generalised-mean pooling").
     c.probe.pooling = 'average'
     c.probe.encode_batch = 64
     c.probe.mode = 'protocol'  # or 'tuning': 4-fold CV inside the training part (Fig. 8)
