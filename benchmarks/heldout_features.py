@@ -23,18 +23,22 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def labeled_images(family: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """uint8 (n, size, size, 1) images of ``family/labeled/<class>/``, labels and class names."""
+def folder_images(folder: Path, size: int) -> np.ndarray:
+    """uint8 (n, size, size, 1) images of the files in ``folder``, in name order, read and
+    resized as the probe and the pretraining read a folder."""
     from fewshot_jax.data.io import read_image
     from fewshot_jax.data.pipeline import to_uint8_square
 
+    paths = sorted(p for p in folder.iterdir() if p.is_file())
+    return np.stack([to_uint8_square(read_image(path), size, 1) for path in paths])
+
+
+def labeled_images(family: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """uint8 (n, size, size, 1) images of ``family/labeled/<class>/``, labels and class names."""
     classes = sorted(p.name for p in (family / 'labeled').iterdir() if p.is_dir())
-    images, labels = [], []
-    for label, name in enumerate(classes):
-        for path in sorted((family / 'labeled' / name).iterdir()):
-            images.append(to_uint8_square(read_image(path), size, 1))
-            labels.append(label)
-    return np.stack(images), np.asarray(labels), classes
+    per_class = [folder_images(family / 'labeled' / name, size) for name in classes]
+    labels = np.concatenate([np.full(len(x), label) for label, x in enumerate(per_class)])
+    return np.concatenate(per_class), labels, classes
 
 
 def describe(features: np.ndarray, labels: np.ndarray, folds: int) -> dict:

@@ -36,17 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'benchmarks'))
 
-from heldout_features import spread_of  # noqa: E402
+from heldout_features import folder_images, spread_of  # noqa: E402
 from heldout_transfer import accuracies  # noqa: E402
-
-
-def unlabeled_images(family: Path, size: int) -> np.ndarray:
-    """uint8 (n, size, size, 1) images of ``family/unlabeled``, read as the pretraining reads them."""
-    from fewshot_jax.data.io import read_image
-    from fewshot_jax.data.pipeline import to_uint8_square
-
-    paths = sorted(p for p in (family / 'unlabeled').iterdir() if p.is_file())
-    return np.stack([to_uint8_square(read_image(path), size, 1) for path in paths])
 
 
 def self_retrieval(features: np.ndarray, moved: np.ndarray) -> float:
@@ -82,7 +73,7 @@ def main() -> None:
         )
     from fewshot_jax import load_encoder
 
-    images = unlabeled_images(args.family, args.size)
+    images = folder_images(args.family / 'unlabeled', args.size)
     moved = np.ascontiguousarray(np.rot90(images, 1, axes=(1, 2))[:, :, ::-1])
     print(f'# {args.family.name}: {len(images)} unlabeled images at {args.size} px; outcome at k = {args.k}')
     print(f'{"run":<40} {"rank":>6} {"rank/init":>9} {"top":>5} {"retrieval":>9} {"gap vs init":>11}')
