@@ -189,10 +189,11 @@ RECIPES: dict[str, tuple[str, dict]] = {
     # none of which changes a micrograph's class (the generators draw orientations uniformly).
     'combo_geom_rot_3000': ('barlow_twins', {**GEOM_ROT, 'train.num_steps': 3000}),
     # Barlow Twins with Adam (a step size that does not grow with the loss's D^2 terms) and
-    # the quarter turns: the Barlow Twins :demo and :cpu presets, chosen on the held-out
-    # crystals family (benchmarks/heldout_transfer.py).
+    # the quarter turns, chosen on the held-out crystals family; at 10 000 steps the Barlow
+    # Twins :demo and :cpu presets (benchmarks/heldout_transfer.py, two tuning families).
     'barlow_adam_rot_3000': ('barlow_twins', {**GEOM_ROT, **ADAM_1E3, 'train.num_steps': 3000}),
     'barlow_adam_rot_7000': ('barlow_twins', {**GEOM_ROT, **ADAM_1E3, 'train.num_steps': 7000}),
+    'barlow_adam_rot_10000': ('barlow_twins', {**GEOM_ROT, **ADAM_1E3, 'train.num_steps': 10000}),
     'simclr_combo_geom_rot_2000': ('simclr', {**GEOM_ROT, 'train.num_steps': 2000}),
     'simclr_combo_geom_rot_3000': ('simclr', {**GEOM_ROT, 'train.num_steps': 3000}),
     'simclr_combo_geom_rot_5000': ('simclr', {**GEOM_ROT, 'train.num_steps': 5000}),

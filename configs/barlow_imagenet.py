@@ -12,8 +12,8 @@ ImageNet weights, or ``--config.model.init=random`` to start without)::
         --config.model.init=keras:/path/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5
 
 CPU demo on the built-in synthetic everyday images: the TEM demo's recipe (ResNet18 at
-width 16, 64 px, area crops, flips and quarter turns without photometric jitter, Adam, 7000
-steps: about 13 minutes on 2 cores). Its effect on the probe was measured on TEM images only::
+width 16, 64 px, area crops, flips and quarter turns without photometric jitter, Adam, 10 000
+steps: about 19 minutes on 2 cores). Its effect on the probe was measured on TEM images only::
 
     python launch.py --config=configs/barlow_imagenet.py:demo --workdir=runs/barlow_imagenet_demo
 

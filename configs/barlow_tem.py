@@ -12,18 +12,16 @@ ImageNet weights, or ``--config.model.init=random`` to start without)::
         --config.model.init=keras:/path/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5
 
 CPU demo on the built-in synthetic data (ResNet18 at width 16, 64 px, 2048 generic
-images, batch 32, 7000 steps: about 13 minutes on 2 cores). Area crops (0.2-1 of the image),
+images, batch 32, 10 000 steps: about 19 minutes on 2 cores). Area crops (0.2-1 of the image),
 flips and quarter turns with no photometric jitter between the views, projector 512-512-512,
 Adam lr 1e-3 (not SGD: Barlow Twins' loss grows with the projector's width, and so would SGD's
-step). Chosen on the held-out crystals family, confirmed on the second tuning family
-(composites: +0.28 over its init and +0.07 over texture at 8 labels, 3 seeds) and reported on
-the other held-out families (benchmarks/RESULTS.md, "Transfer to held-out physical
-families"): with Adam, Barlow Twins' features still improve at 7000 steps where SimCLR's stop
-at 1000-2000 on crystals, so ``:demo`` and ``:cpu`` are the same 7000-step run. On the
-reporting family where 7000 steps missed the bar (two seeds of five), 10 000 steps
-(``--config.train.num_steps=10000``, about 18 minutes) beat both the own init and texture over
-five seeds, and on the other reporting family as well; no tuning family asked for it, so it is
-not the preset::
+step). Chosen on the held-out tuning families (crystals, composites) and reported on the other
+held-out families (benchmarks/RESULTS.md, "Transfer to held-out physical families"): with
+Adam, Barlow Twins' features still improve past 7000 steps where SimCLR's stop at 1000-2000,
+so ``:demo`` and ``:cpu`` are the same 10 000-step run (over 7000 steps: +0.056 [+0.0003,
++0.112] at 8 labels over six tuning runs, all of it from composites). On both reporting
+families it beats its own init and texture at 8 labels over five seeds, where 7000 steps
+missed the bar on one::
 
     python launch.py --config=configs/barlow_tem.py:demo --workdir=runs/barlow_tem_demo
     python launch.py --config=configs/barlow_tem.py:cpu --workdir=runs/barlow_tem_cpu

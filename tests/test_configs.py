@@ -223,9 +223,9 @@ def flat_items(config, prefix=''):
 @pytest.mark.parametrize(
     ('method', 'preset', 'recipe'),
     [
-        ('barlow_twins', 'demo', 'barlow_adam_rot_7000'),
+        ('barlow_twins', 'demo', 'barlow_adam_rot_10000'),
         ('simclr', 'demo', 'simclr_combo_geom_rot_2000'),
-        ('barlow_twins', 'cpu', 'barlow_adam_rot_7000'),
+        ('barlow_twins', 'cpu', 'barlow_adam_rot_10000'),
         ('simclr', 'cpu', 'simclr_combo_geom_rot_5000'),
     ],
 )
