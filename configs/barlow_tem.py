@@ -19,7 +19,7 @@ step). Chosen on the held-out tuning families (crystals, composites) and reporte
 held-out families (benchmarks/RESULTS.md, "Transfer to held-out physical families"): with
 Adam, Barlow Twins' features still improve past 7000 steps where SimCLR's stop at 1000-2000,
 so ``:demo`` and ``:cpu`` are the same 10 000-step run (over 7000 steps: +0.056 [+0.0003,
-+0.112] at 8 labels over six tuning runs, all of it from composites). On both reporting
++0.112] at 8 labels over six tuning runs, almost all of it from composites). On both reporting
 families it beats its own init and texture at 8 labels over five seeds, where 7000 steps
 missed the bar on one::
 
