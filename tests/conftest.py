@@ -1,6 +1,7 @@
 """Test setup: 8 fake CPU devices (before jax is imported) and tiny configs."""
 
 import os
+import signal
 import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
@@ -43,6 +44,17 @@ def restore_saved_encoder(workdir, target):
 
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     return ocp.StandardCheckpointer().restore(checkpoint.encoder_variables_path(workdir), abstract)
+
+
+@pytest.fixture
+def default_sigint():
+    """Python's default Ctrl-C handler for one test. A suite started in the background by a
+    non-interactive shell inherits SIGINT ignored, so a Ctrl-C would neither raise here nor in a
+    child started from here (a Python handler is not inherited through exec: the child starts
+    with the default). The handler found is restored afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

@@ -121,14 +121,7 @@ def _interrupt_when(args: list, marker: Path, timeout: float, signum=signal.SIGI
     (process, stderr)."""
     env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
     pipe = subprocess.PIPE
-    # A suite started in the background by a non-interactive shell inherits SIGINT ignored,
-    # which the child would inherit too, and Python then never raises KeyboardInterrupt. A
-    # Python handler here is not inherited through exec: the child starts with the default.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=pipe, stderr=pipe, text=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=pipe, stderr=pipe, text=True)
     deadline = time.time() + timeout
     try:
         while not marker.exists():
@@ -143,7 +136,9 @@ def _interrupt_when(args: list, marker: Path, timeout: float, signum=signal.SIGI
 
 
 @pytest.mark.parametrize(('signum', 'status'), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_ctrl_c_or_sigterm_says_where_the_run_stopped_and_a_rerun_resumes(tmp_path, signum, status):
+def test_ctrl_c_or_sigterm_says_where_the_run_stopped_and_a_rerun_resumes(
+    tmp_path, signum, status, default_sigint
+):
     args = [sys.executable, str(REPO / 'launch.py'), TINY_PRETRAIN, f'--workdir={tmp_path}']
     args += ['--config.train.num_steps=100000']
     proc, stderr = _interrupt_when(args, tmp_path / 'checkpoints' / '4', 180, signum)
@@ -454,7 +449,7 @@ def test_verbosity_1_shows_the_traceback_above_the_error_line(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith('error: train.num_steps=-1')
 
 
-def test_ctrl_c_in_a_workflow_unit_names_the_unit(tmp_path):
+def test_ctrl_c_in_a_workflow_unit_names_the_unit(tmp_path, default_sigint):
     args = [
         sys.executable,
         str(REPO / 'launch.py'),

@@ -114,26 +114,20 @@ def test_resumed_run_continues_state_and_data(tmp_path):
     assert float(np.asarray(result.state['total'])[0]) == sum(range(1, 10))
 
 
-def test_ctrl_c_during_a_save_is_raised_once_the_save_has_started(tmp_path):
+def test_ctrl_c_during_a_save_is_raised_once_the_save_has_started(tmp_path, default_sigint):
     import os
     import signal
 
-    # A suite started in the background by a non-interactive shell inherits SIGINT ignored;
-    # this test is about Python's default Ctrl-C handler, so it installs that one.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        ckpt = checkpoint.RunCheckpointer(tmp_path / 'checkpoints')
-        done = []
-        with pytest.raises(KeyboardInterrupt):
-            with checkpoint._interrupt_after():
-                os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C came while orbax starts its writer
-                ckpt.save(1, {'w': jnp.ones(3)}, {'position': 1}, {'seed': 0})
-                done.append('saved')
-        ckpt.close()  # joins the writer: no "cannot join thread before it is started"
-        assert done == ['saved'] and ckpt.steps() == [1]
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    ckpt = checkpoint.RunCheckpointer(tmp_path / 'checkpoints')
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with checkpoint._interrupt_after():
+            os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C came while orbax starts its writer
+            ckpt.save(1, {'w': jnp.ones(3)}, {'position': 1}, {'seed': 0})
+            done.append('saved')
+    ckpt.close()  # joins the writer: no "cannot join thread before it is started"
+    assert done == ['saved'] and ckpt.steps() == [1]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_sigterm_during_a_save_is_held_and_raised_as_an_interrupt(tmp_path):
